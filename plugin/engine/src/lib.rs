@@ -1,0 +1,49 @@
+//! Lockstep's secrets engine.
+//!
+//! Module map:
+//! - [`paths`]: one module per API path family, in the order a reader of a
+//!   HashiCorp plugin expects (declaration, handlers, storage, help);
+//! - [`clock`]: the injected time source;
+//! - [`state`]: what a mount keeps in memory between requests.
+
+pub mod clock;
+pub mod paths;
+pub mod state;
+
+use std::sync::Arc;
+
+pub use clock::{Clock, SystemClock};
+use vault_plugin_sdk::SetupContext;
+use vault_plugin_sdk::framework::Backend;
+
+/// The version reported to the server; registration must use the same.
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+const HELP: &str = "\
+Lockstep rotates cryptographic keys for many pools of services at once, \
+so that every pool always verifies what any other pool signs.
+
+The engine runs inside the server: its periodic call decides when keys \
+rotate, and sidecars in each pool pull their pool's key bundle.";
+
+/// Builds the engine for one mount.
+pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
+    let state = Arc::new(state::MountState::new(clock, setup.system.clone()));
+    let periodic_state = state.clone();
+    Backend {
+        help: HELP.to_string(),
+        paths: vec![
+            paths::info::path(state.clone()),
+            paths::pools::list_path(),
+            paths::pools::path(),
+        ],
+        periodic: Some(Arc::new(move |_storage| {
+            let state = periodic_state.clone();
+            Box::pin(async move {
+                state.record_periodic();
+                Ok(())
+            })
+        })),
+        ..Backend::default()
+    }
+}

@@ -1,0 +1,41 @@
+//! The plugin binary the server starts. Run by hand, it explains how to
+//! register it and exits with status 1.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use lockstep_plugin::{SystemClock, VERSION, backend};
+use vault_plugin_sdk::{ServeError, ServeOptions, serve};
+
+fn main() -> ExitCode {
+    vault_plugin_sdk::log::init("lockstep");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lockstep: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = ServeOptions {
+        version: VERSION.to_string(),
+        multiplexing: true,
+    };
+    let factory = Arc::new(|setup| Ok(backend(setup, Arc::new(SystemClock))));
+    match runtime.block_on(serve(factory, options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ServeError::Handshake(error)) => {
+            // A person ran the binary: plain text, not a log record.
+            eprintln!("lockstep: {error}");
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            tracing::error!(%error, "plugin stopped");
+            eprintln!("lockstep: {error}");
+            ExitCode::from(3)
+        }
+    }
+}

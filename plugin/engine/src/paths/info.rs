@@ -1,0 +1,53 @@
+//! `info`: what the plugin is and what it sees of the server.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use vault_plugin_sdk::framework::{Path, handler};
+use vault_plugin_sdk::logical::{Operation, Response};
+
+use crate::VERSION;
+use crate::clock::rfc3339;
+use crate::state::MountState;
+
+/// The `info` path.
+pub fn path(state: Arc<MountState>) -> Path {
+    Path::new("info")
+        .operation(
+            Operation::Read,
+            "Show the plugin version, the time the plugin sees and the last periodic call.",
+            handler(move |_req, _data| {
+                let state = state.clone();
+                async move { Ok(Some(read(&state).await)) }
+            }),
+        )
+        .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
+}
+
+async fn read(state: &MountState) -> Response {
+    let periodic = state.periodic();
+    let mut data = Map::new();
+    data.insert("plugin_version".into(), json!(VERSION));
+    data.insert("server_time".into(), json!(rfc3339(state.clock.now())));
+    data.insert(
+        "last_periodic".into(),
+        periodic
+            .last
+            .map(rfc3339)
+            .map_or(Value::Null, Value::String),
+    );
+    data.insert("periodic_calls".into(), json!(periodic.count));
+    // The host version is informative; a host without it still answers.
+    if let Ok(version) = state.system.server_version().await {
+        data.insert("server_version".into(), json!(version));
+    }
+    Response::with_data(data)
+}
+
+const HELP_SYNOPSIS: &str = "Show the plugin's version and what it sees of the server.";
+const HELP_DESCRIPTION: &str = "\
+Reads the running plugin version, the current time as the plugin sees it \
+(sidecars compare their clocks with this time), the time of the server's last \
+periodic call to this mount (the call that drives scheduled rotation; the \
+server makes it about once a minute on its active node only), and how many \
+periodic calls this mount has seen since it was last set up.";

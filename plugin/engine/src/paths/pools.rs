@@ -1,0 +1,204 @@
+//! `pools/<name>`: which keyrings a pool of services may fetch, and whether
+//! it may sign with them or only verify.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, json};
+use vault_plugin_sdk::framework::{
+    Field, FieldData, FieldType, Path, existence_check, handler, name_segment,
+};
+use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
+use vault_plugin_sdk::storage::Storage;
+
+use super::{check_name, storage_error};
+
+/// Storage prefix of pool records.
+const PREFIX: &str = "pools/";
+/// Version of the stored record's layout.
+const FORMAT: u32 = 1;
+
+/// What a pool may do with its keyrings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Sign and verify: gets private material.
+    Sign,
+    /// Verify only: gets public keys of asymmetric keyrings.
+    Verify,
+}
+
+impl Mode {
+    fn parse(text: &str) -> Result<Self, LogicalError> {
+        match text {
+            "sign" => Ok(Self::Sign),
+            "verify" => Ok(Self::Verify),
+            other => Err(LogicalError::InvalidRequest(format!(
+                "field \"mode\": {other:?} is not a mode; use \"sign\" or \"verify\""
+            ))),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sign => "sign",
+            Self::Verify => "verify",
+        }
+    }
+}
+
+/// A stored pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Layout version of this record.
+    pub format: u32,
+    /// Keyrings the pool may fetch.
+    pub keyrings: Vec<String>,
+    /// What it may do with them.
+    pub mode: Mode,
+}
+
+/// `pools/` (list).
+pub fn list_path() -> Path {
+    Path::new("pools/?")
+        .operation(
+            Operation::List,
+            "List pools.",
+            handler(|req: Request, _data| async move { list(&req).await }),
+        )
+        .help(
+            "List the pools.",
+            "Lists the names of all configured pools.",
+        )
+}
+
+/// `pools/<name>`.
+pub fn path() -> Path {
+    Path::new(format!("pools/{}", name_segment("name")))
+        .field(Field::new("name", FieldType::String, "Name of the pool (as its sidecars present it)."))
+        .field(
+            Field::new("keyrings", FieldType::CommaStringSlice, "Keyrings this pool may fetch, as a list or comma-separated.")
+                .default_value(json!([])),
+        )
+        .field(
+            Field::new(
+                "mode",
+                FieldType::String,
+                "\"sign\": the pool gets private material and signs. \"verify\": the pool only verifies; for \
+                 asymmetric keyrings it gets public keys only. HMAC and AES keys cannot be split, so a pool that \
+                 verifies HMAC tokens holds the secret.",
+            )
+            .default_value(json!("sign")),
+        )
+        .operation(Operation::Read, "Read a pool.", handler(|req, data| async move { read(&req, &data).await }))
+        .operation(Operation::Create, "Create a pool.", handler(|req, data| async move { write(&req, &data).await }))
+        .operation(Operation::Update, "Update a pool.", handler(|req, data| async move { write(&req, &data).await }))
+        .operation(Operation::Delete, "Delete a pool.", handler(|req, data| async move { delete(&req, &data).await }))
+        .exists(existence_check(|req: Request, data: FieldData| async move {
+            Ok(load(req.storage.as_ref(), name(&data)?).await?.is_some())
+        }))
+        .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
+}
+
+fn name(data: &FieldData) -> Result<&str, LogicalError> {
+    let name = data.str("name").unwrap_or_default();
+    check_name("name", name)?;
+    Ok(name)
+}
+
+async fn list(req: &Request) -> Result<Option<Response>, LogicalError> {
+    let names = req.storage.list(PREFIX).await.map_err(storage_error)?;
+    Ok(Some(Response::list(names)))
+}
+
+async fn read(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
+    let name = name(data)?;
+    Ok(load(req.storage.as_ref(), name)
+        .await?
+        .map(|pool| render(name, &pool)))
+}
+
+async fn write(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
+    let name = name(data)?;
+    let existing = load(req.storage.as_ref(), name).await?;
+    let mut pool = existing.clone().unwrap_or(Pool {
+        format: FORMAT,
+        keyrings: Vec::new(),
+        mode: Mode::Sign,
+    });
+    // An update changes only what it names; a create starts from defaults.
+    if data.is_set("keyrings") || existing.is_none() {
+        pool.keyrings = keyrings(data)?;
+    }
+    if data.is_set("mode") || existing.is_none() {
+        pool.mode = Mode::parse(data.str("mode").unwrap_or("sign"))?;
+    }
+    save(req.storage.as_ref(), name, &pool).await?;
+    tracing::info!(pool = name, actor = req.actor(), "pool written");
+    Ok(Some(render(name, &pool)))
+}
+
+async fn delete(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
+    let name = name(data)?;
+    req.storage
+        .delete(&format!("{PREFIX}{name}"))
+        .await
+        .map_err(storage_error)?;
+    Ok(None)
+}
+
+fn keyrings(data: &FieldData) -> Result<Vec<String>, LogicalError> {
+    let mut keyrings = data.strings("keyrings").unwrap_or_default();
+    for keyring in &keyrings {
+        check_name("keyrings", keyring)?;
+    }
+    keyrings.sort();
+    keyrings.dedup();
+    Ok(keyrings)
+}
+
+fn render(name: &str, pool: &Pool) -> Response {
+    let mut data = Map::new();
+    data.insert("name".into(), json!(name));
+    data.insert("keyrings".into(), json!(pool.keyrings));
+    data.insert("mode".into(), json!(pool.mode.as_str()));
+    Response::with_data(data)
+}
+
+/// Reads a pool record.
+pub async fn load(storage: &dyn Storage, name: &str) -> Result<Option<Pool>, LogicalError> {
+    let Some(bytes) = storage
+        .get(&format!("{PREFIX}{name}"))
+        .await
+        .map_err(storage_error)?
+    else {
+        return Ok(None);
+    };
+    let pool: Pool = serde_json::from_slice(&bytes)
+        .map_err(|e| LogicalError::Internal(format!("stored pool {name:?} is unreadable: {e}")))?;
+    if pool.format != FORMAT {
+        return Err(LogicalError::Internal(format!(
+            "stored pool {name:?} has layout {} but this plugin reads layout {FORMAT}",
+            pool.format
+        )));
+    }
+    Ok(Some(pool))
+}
+
+async fn save(storage: &dyn Storage, name: &str, pool: &Pool) -> Result<(), LogicalError> {
+    let bytes = serde_json::to_vec(pool).map_err(|e| LogicalError::Internal(e.to_string()))?;
+    storage
+        .put(&format!("{PREFIX}{name}"), bytes)
+        .await
+        .map_err(storage_error)
+}
+
+const HELP_SYNOPSIS: &str = "Manage pools: which keyrings each pool of services may fetch.";
+const HELP_DESCRIPTION: &str = "\
+A pool is a group of identical services (a deployment, a fleet) whose sidecars \
+fetch one key bundle. The pool lists the keyrings it may fetch and whether it \
+signs with them (\"sign\": private material) or only verifies (\"verify\": \
+public keys only, for asymmetric keyrings). Symmetric keys (HMAC, AES) cannot \
+be split: a pool that verifies HMAC tokens necessarily holds the secret, so use \
+an asymmetric keyring where a pool should verify without being able to sign.";
+
+#[cfg(test)]
+mod tests;

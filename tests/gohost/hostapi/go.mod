@@ -1,0 +1,3 @@
+module lockstep/gohost/hostapi
+
+go 1.25.0

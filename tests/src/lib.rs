@@ -1,0 +1,1 @@
+//! Test support: real plugin hosts and servers for end-to-end tests.
