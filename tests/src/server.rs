@@ -1,0 +1,332 @@
+//! A real server process with the plugin registered and mounted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{
+    Reply, dump_log_if_panicking, free_port, http, plugin_binary, plugin_version, required_binary,
+    sha256_file,
+};
+
+/// The file name of the plugin in the server's plugin directory.
+pub const PLUGIN_FILE: &str = "vault-plugin-secrets-lockstep";
+/// The catalog name.
+pub const PLUGIN_NAME: &str = "lockstep";
+
+/// How the server stores its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// `-dev`: in memory, unsealed, root token given.
+    Dev,
+    /// File storage, initialised and unsealed by the harness.
+    Persistent { unseal_key: String },
+}
+
+/// A running server; stopped on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    mode: Mode,
+    token: String,
+}
+
+/// The server binary: `LOCKSTEP_VAULT_BIN`, else the one `make test` builds.
+pub fn server_binary() -> PathBuf {
+    required_binary(
+        "LOCKSTEP_VAULT_BIN",
+        "goserver/vault",
+        "tests/goserver/build.sh target/goserver",
+    )
+}
+
+impl Server {
+    /// A dev-mode server (in-memory storage).
+    pub fn dev() -> Self {
+        let mut server = Self::new(Mode::Dev);
+        server.token = "root-token-for-tests".into();
+        server.spawn();
+        server.wait_until_up();
+        server
+    }
+
+    /// A server on file storage, initialised and unsealed here, so tests
+    /// can restart it and find their data.
+    pub fn persistent() -> Self {
+        let mut server = Self::new(Mode::Persistent {
+            unseal_key: String::new(),
+        });
+        server.spawn();
+        server.wait_until_up();
+        let init = http(
+            ureq::put(&server.url("sys/init")),
+            Some(&json!({"secret_shares": 1, "secret_threshold": 1})),
+        )
+        .expect_status(200)
+        .body;
+        let key = init["keys_base64"][0]
+            .as_str()
+            .expect("unseal key")
+            .to_string();
+        server.token = init["root_token"].as_str().expect("root token").to_string();
+        server.mode = Mode::Persistent { unseal_key: key };
+        server.unseal();
+        server
+    }
+
+    fn new(mode: Mode) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("plugins")).expect("plugin dir");
+        std::fs::copy(
+            plugin_binary(),
+            dir.path().join("plugins").join(PLUGIN_FILE),
+        )
+        .expect("copy plugin");
+        Self {
+            child: None,
+            bin: server_binary(),
+            dir,
+            port: free_port(),
+            mode,
+            token: String::new(),
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The plugin directory.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The root token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/{}", self.address(), path.trim_start_matches('/'))
+    }
+
+    fn spawn(&mut self) {
+        let config = self.dir.path().join("server.hcl");
+        let plugins = self.plugin_dir();
+        let mut command = Command::new(&self.bin);
+        match &self.mode {
+            Mode::Dev => {
+                std::fs::write(
+                    &config,
+                    format!("plugin_directory = {:?}\n", plugins.display().to_string()),
+                )
+                .expect("config");
+                command.args(["server", "-dev", "-dev-no-store-token"]);
+                command.arg(format!("-dev-root-token-id={}", self.token));
+                command.arg(format!("-dev-listen-address=127.0.0.1:{}", self.port));
+            }
+            Mode::Persistent { .. } => {
+                let data = self.dir.path().join("data");
+                let text = format!(
+                    "storage \"file\" {{\n  path = {:?}\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
+                     tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{port}\"\nplugin_directory = {:?}\n\
+                     disable_mlock = true\nui = false\n",
+                    data.display().to_string(),
+                    plugins.display().to_string(),
+                    port = self.port,
+                );
+                std::fs::write(&config, text).expect("config");
+                command.arg("server");
+            }
+        }
+        command.arg(format!("-config={}", config.display()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = command
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        self.child = Some(child);
+    }
+
+    /// Waits until the HTTP API answers (sealed or not).
+    fn wait_until_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                    panic!("the server exited during start-up ({status}); its log:\n{log}");
+                }
+            }
+            if let Ok(response) = ureq::get(&self.url("sys/seal-status"))
+                .timeout(Duration::from_secs(2))
+                .call()
+            {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not answer within 90 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn unseal(&self) {
+        let Mode::Persistent { unseal_key } = &self.mode else {
+            return;
+        };
+        let reply = http(
+            ureq::put(&self.url("sys/unseal")),
+            Some(&json!({"key": unseal_key})),
+        )
+        .expect_status(200);
+        assert_eq!(reply.body["sealed"], false, "still sealed: {}", reply.body);
+        // Active once the health endpoint says so.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http(ureq::get(&self.url("sys/health")), None).status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not become active"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server gracefully and starts it again on the same data,
+    /// unsealing it. Only for persistent servers.
+    pub fn restart(&mut self) {
+        assert!(
+            matches!(self.mode, Mode::Persistent { .. }),
+            "a dev server loses its data on restart"
+        );
+        self.stop();
+        self.spawn();
+        self.wait_until_up();
+        self.unseal();
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Registers the plugin in the catalog by SHA-256 and version, through
+    /// the HTTP API.
+    pub fn register_plugin(&self) -> Reply {
+        let sha256 = sha256_file(&self.plugin_dir().join(PLUGIN_FILE));
+        let body = json!({"sha256": sha256, "command": PLUGIN_FILE, "version": plugin_version()});
+        self.request(
+            "PUT",
+            &format!("sys/plugins/catalog/secret/{PLUGIN_NAME}"),
+            Some(body),
+        )
+    }
+
+    /// Enables the plugin at `path`.
+    pub fn enable(&self, path: &str) -> Reply {
+        let body = json!({"type": PLUGIN_NAME, "plugin_version": plugin_version()});
+        self.request("POST", &format!("sys/mounts/{path}"), Some(body))
+    }
+
+    /// A dev server with the plugin registered and mounted at `mounts`.
+    pub fn dev_with_mounts(mounts: &[&str]) -> Self {
+        let server = Self::dev();
+        server.register_plugin().expect_status(204);
+        for mount in mounts {
+            server.enable(mount).expect_status(204);
+        }
+        server
+    }
+
+    /// Any API request with the root token.
+    pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let request = ureq::request(method, &self.url(path))
+            .set("X-Vault-Token", &self.token)
+            .timeout(Duration::from_secs(120));
+        http(request, body.as_ref())
+    }
+
+    /// GET.
+    pub fn read(&self, path: &str) -> Reply {
+        self.request("GET", path, None)
+    }
+
+    /// POST with a JSON body.
+    pub fn write(&self, path: &str, body: Value) -> Reply {
+        self.request("POST", path, Some(body))
+    }
+
+    /// LIST.
+    pub fn list(&self, path: &str) -> Reply {
+        self.request("LIST", path, None)
+    }
+
+    /// DELETE.
+    pub fn delete(&self, path: &str) -> Reply {
+        self.request("DELETE", path, None)
+    }
+
+    /// Runs the server binary as the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("VAULT_ADDR", self.address())
+            .env("VAULT_TOKEN", &self.token)
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("run the CLI")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Where the server's data lives.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        dump_log_if_panicking("server", &self.log_path());
+        self.stop();
+    }
+}
