@@ -171,19 +171,18 @@ impl Server {
     fn wait_until_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-                    panic!("the server exited during start-up ({status}); its log:\n{log}");
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                panic!("the server exited during start-up ({status}); its log:\n{log}");
             }
             if let Ok(response) = ureq::get(&self.url("sys/seal-status"))
                 .timeout(Duration::from_secs(2))
                 .call()
+                && response.status() == 200
             {
-                if response.status() == 200 {
-                    return;
-                }
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -304,10 +304,9 @@ impl BackendRpc for BackendService {
         } else {
             SINGLE.to_string()
         };
-        if let Some(instance) = self.table().remove(&key) {
-            if let Some(clean) = &instance.backend.clean {
-                clean();
-            }
+        let removed = self.table().remove(&key);
+        if let Some(clean) = removed.as_ref().and_then(|instance| instance.backend.clean.as_ref()) {
+            clean();
         }
         Ok(Response::new(pb::Empty {}))
     }

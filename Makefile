@@ -1,0 +1,36 @@
+# Lockstep: the two commands a new machine needs are `make demo` and `make test`.
+# Everything they use is built here: Rust crates through cargo, Go modules
+# (the plugin hosts and the server the tests run) through the Go module proxy.
+# First builds take several minutes; later runs reuse target/.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: demo test build hosts server lint
+
+## Build the plugin (and every other binary of the workspace).
+build:
+	$(CARGO) build --workspace --bins
+
+## OpenBao's and Vault's Go plugin clients, as test hosts (cached in target/gohost).
+hosts:
+	tests/gohost/build.sh target/gohost
+
+## A real server built from Go modules (cached in target/goserver), or
+## the binary LOCKSTEP_VAULT_BIN names.
+server:
+	tests/goserver/build.sh target/goserver
+
+## Formatting and lints, as CI checks them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Every test: unit tests, then end-to-end tests through the real hosts and server.
+test: build hosts server lint
+	$(CARGO) test --workspace
+	cd tests/gohost && go test ./...
+
+## Start a local server with the plugin registered and mounted, and use it.
+demo: build server
+	tests/demo/demo.sh
