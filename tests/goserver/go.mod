@@ -522,9 +522,9 @@ replace github.com/hashicorp/vault/api/auth/approle => github.com/hashicorp/vaul
 
 replace github.com/hashicorp/vault/api/auth/kubernetes => github.com/hashicorp/vault/api/auth/kubernetes v0.10.0
 
-replace github.com/hashicorp/vault/api/auth/userpass => github.com/hashicorp/vault/api/auth/userpass v0.10.0
+replace github.com/hashicorp/vault/api/auth/userpass => github.com/hashicorp/vault/api/auth/userpass v0.11.0
 
-replace github.com/hashicorp/vault/sdk => github.com/hashicorp/vault/sdk v0.21.0
+replace github.com/hashicorp/vault/sdk => github.com/hashicorp/vault/sdk v0.20.0
 
 // Copied from Vault v1.21.4's go.mod (replace lines of dependencies do not
 // apply outside the main module).

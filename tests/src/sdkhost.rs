@@ -102,7 +102,11 @@ impl SdkHost {
     /// Unmounts (the plugin's cleanup runs).
     pub fn unmount(&self, path: &str) {
         http(
-            ureq::delete(&format!("{}/v1/mounts/{path}", self.base)),
+            ureq::delete(&format!(
+                "{}/v1/mounts/{}",
+                self.base,
+                path.trim_end_matches('/')
+            )),
             None,
         )
         .expect_status(200);
@@ -110,6 +114,7 @@ impl SdkHost {
 
     /// Reloads the plugin behind `path`: new process, same storage.
     pub fn reload(&self, path: &str) {
+        let path = path.trim_end_matches('/');
         self.post(&format!("/v1/mounts/{path}/reload"), json!({}))
             .expect_status(200);
     }

@@ -1,14 +1,36 @@
-//! The plugin under OpenBao's own Go plugin client: launched as the server
-//! launches it (AutoMTLS, SHA-256 check, multiplexing), with transactional
-//! in-memory storage served through the broker.
+//! The plugin under the servers' own Go plugin clients (OpenBao's SDK and
+//! HashiCorp Vault's): launched as the server launches it (AutoMTLS,
+//! SHA-256 check, multiplexing), with in-memory storage served through the
+//! broker. Every scenario runs under both hosts.
 
 use lockstep_tests::plugin_version;
 use lockstep_tests::sdkhost::{HostKind, SdkHost};
 use serde_json::{Value, json};
 
-#[test]
-fn mounts_twice_in_one_process_and_round_trips_through_storage() {
-    let host = SdkHost::start(HostKind::OpenBao);
+/// Runs each scenario once per host, as `openbao::<name>` and `vault::<name>`.
+macro_rules! under_both_hosts {
+    ($($name:ident),* $(,)?) => {
+        mod openbao {
+            $(#[test] fn $name() { super::$name(super::HostKind::OpenBao) })*
+        }
+        mod vault {
+            $(#[test] fn $name() { super::$name(super::HostKind::Vault) })*
+        }
+    };
+}
+
+under_both_hosts!(
+    mounts_twice_in_one_process_and_round_trips_through_storage,
+    errors_map_to_the_statuses_the_server_answers,
+    help_is_real_help,
+    periodic_call_reaches_the_engine,
+    reload_starts_a_new_process_and_keeps_the_data,
+    a_failing_storage_write_is_a_500_and_leaves_nothing,
+    plugin_logs_reach_the_host_with_their_level,
+);
+
+fn mounts_twice_in_one_process_and_round_trips_through_storage(kind: HostKind) {
+    let host = SdkHost::start(kind);
     let first = host.mount("a/");
     assert_eq!(first["multiplexed"], true, "{first}");
     assert_eq!(first["plugin_version"], plugin_version());
@@ -53,9 +75,8 @@ fn mounts_twice_in_one_process_and_round_trips_through_storage() {
     );
 }
 
-#[test]
-fn errors_map_to_the_statuses_the_server_answers() {
-    let host = SdkHost::start(HostKind::OpenBao);
+fn errors_map_to_the_statuses_the_server_answers(kind: HostKind) {
+    let host = SdkHost::start(kind);
     host.mount("lockstep/");
     let unknown = host.request("lockstep/", "read", "no/such/path", Value::Null);
     assert_eq!(unknown.status, 404, "{unknown:?}");
@@ -76,9 +97,8 @@ fn errors_map_to_the_statuses_the_server_answers() {
     );
 }
 
-#[test]
-fn help_is_real_help() {
-    let host = SdkHost::start(HostKind::OpenBao);
+fn help_is_real_help(kind: HostKind) {
+    let host = SdkHost::start(kind);
     host.mount("lockstep/");
     let help = host.request("lockstep/", "help", "pools/web", Value::Null);
     let text = help.data["help"].as_str().unwrap_or_default();
@@ -101,9 +121,8 @@ fn help_is_real_help() {
     );
 }
 
-#[test]
-fn periodic_call_reaches_the_engine() {
-    let host = SdkHost::start(HostKind::OpenBao);
+fn periodic_call_reaches_the_engine(kind: HostKind) {
+    let host = SdkHost::start(kind);
     host.mount("lockstep/");
     let before = host.request("lockstep/", "read", "info", Value::Null);
     assert_eq!(before.data["last_periodic"], Value::Null, "{before:?}");
@@ -112,15 +131,17 @@ fn periodic_call_reaches_the_engine() {
     let after = host.request("lockstep/", "read", "info", Value::Null);
     assert_eq!(after.data["periodic_calls"], 1, "{after:?}");
     assert!(after.data["last_periodic"].is_string());
-    assert_eq!(
-        after.data["server_version"], "v2.6.2",
-        "PluginEnv comes through the system view"
+    // PluginEnv came through the brokered system view.
+    assert!(
+        after.data["server_version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "{after:?}"
     );
 }
 
-#[test]
-fn reload_starts_a_new_process_and_keeps_the_data() {
-    let host = SdkHost::start(HostKind::OpenBao);
+fn reload_starts_a_new_process_and_keeps_the_data(kind: HostKind) {
+    let host = SdkHost::start(kind);
     host.mount("lockstep/");
     host.request(
         "lockstep/",
@@ -140,9 +161,8 @@ fn reload_starts_a_new_process_and_keeps_the_data() {
     );
 }
 
-#[test]
-fn a_failing_storage_write_is_a_500_and_leaves_nothing() {
-    let host = SdkHost::start(HostKind::OpenBao);
+fn a_failing_storage_write_is_a_500_and_leaves_nothing(kind: HostKind) {
+    let host = SdkHost::start(kind);
     host.mount("lockstep/");
     host.fault("lockstep/", "put", "pools/", 1);
     let failed = host.request("lockstep/", "create", "pools/web", json!({}));
@@ -160,9 +180,8 @@ fn a_failing_storage_write_is_a_500_and_leaves_nothing() {
     );
 }
 
-#[test]
-fn plugin_logs_reach_the_host_with_their_level() {
-    let host = SdkHost::start(HostKind::OpenBao);
+fn plugin_logs_reach_the_host_with_their_level(kind: HostKind) {
+    let host = SdkHost::start(kind);
     host.mount("lockstep/");
     host.request("lockstep/", "create", "pools/web", json!({}));
     let log = host.log();

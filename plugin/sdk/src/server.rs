@@ -142,7 +142,7 @@ pub async fn serve(factory: BackendFactory, options: ServeOptions) -> Result<(),
         .and_then(|()| stdout.flush())
         .map_err(|e| ServeError::Io(format!("writing the handshake: {e}")))?;
     drop(stdout);
-    tracing::debug!(version = %options.version, host_version = ?env.host_version, "plugin serving");
+    tracing::debug!(version = %options.version, host_version = env.host_version.as_deref().unwrap_or_default(), "plugin serving");
 
     tokio::pin!(server);
     tokio::select! {
@@ -305,7 +305,10 @@ impl BackendRpc for BackendService {
             SINGLE.to_string()
         };
         let removed = self.table().remove(&key);
-        if let Some(clean) = removed.as_ref().and_then(|instance| instance.backend.clean.as_ref()) {
+        if let Some(clean) = removed
+            .as_ref()
+            .and_then(|instance| instance.backend.clean.as_ref())
+        {
             clean();
         }
         Ok(Response::new(pb::Empty {}))
