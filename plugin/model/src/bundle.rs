@@ -1,0 +1,334 @@
+//! What a sidecar fetches for its pool, and the checks it makes before
+//! using a bundle.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::secret::SecretBytes;
+use crate::version::VersionMeta;
+use crate::{KeyType, UnixSeconds};
+
+/// Most keyrings one bundle may carry.
+pub const MAX_KEYRINGS: usize = 64;
+/// Most versions one keyring in a bundle may carry.
+pub const MAX_VERSIONS: usize = 32;
+
+/// What a pool may do with its keyrings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolMode {
+    /// Gets private material; signs and verifies.
+    Sign,
+    /// Gets public keys of asymmetric keyrings (and, unavoidably, the
+    /// secret of symmetric ones); verifies.
+    Verify,
+}
+
+/// One version as a pool receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleVersion {
+    /// Number, kid and times.
+    #[serde(flatten)]
+    pub meta: VersionMeta,
+    /// Secret (HMAC/AES: raw bytes) or private key (PKCS#8 DER); absent
+    /// for verify-only pools of asymmetric keyrings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<SecretBytes>,
+    /// Public key (SubjectPublicKeyInfo DER, base64) of asymmetric types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+/// One keyring as a pool receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleKeyring {
+    /// Key type.
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+    /// Never decreases; see [`crate::schedule::Keyring::generation`].
+    pub generation: u64,
+    /// Every version that still verifies, ascending.
+    pub versions: Vec<BundleVersion>,
+}
+
+/// The whole bundle of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// The pool it was made for.
+    pub pool: String,
+    /// What the pool may do.
+    pub mode: PoolMode,
+    /// Changes whenever the content changes.
+    pub revision: String,
+    /// The server's clock when it answered.
+    pub server_time: UnixSeconds,
+    /// Keyrings by name.
+    pub keyrings: BTreeMap<String, BundleKeyring>,
+}
+
+/// The revision of a bundle's content: a hash of the mode and of every
+/// keyring's generation and version metadata. Material is not hashed: a
+/// version's material never changes, and its kid identifies it.
+pub fn revision(mode: PoolMode, keyrings: &BTreeMap<String, BundleKeyring>) -> String {
+    let mut hash = Sha256::new();
+    hash.update(serde_json::to_vec(&mode).unwrap_or_default());
+    for (name, keyring) in keyrings {
+        hash.update(name.as_bytes());
+        hash.update([0]);
+        hash.update(keyring.key_type.as_str().as_bytes());
+        hash.update(keyring.generation.to_be_bytes());
+        for version in &keyring.versions {
+            hash.update(serde_json::to_vec(&version.meta).unwrap_or_default());
+            hash.update([u8::from(version.private_key.is_some())]);
+        }
+    }
+    let digest = hash.finalize();
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a bundle was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// It was made for another pool.
+    #[error("bundle is for pool {got:?}, expected {expected:?}")]
+    WrongPool {
+        /// Expected pool.
+        expected: String,
+        /// Pool in the bundle.
+        got: String,
+    },
+    /// Its revision does not match its content.
+    #[error("bundle revision {0:?} does not match its content")]
+    BadRevision(String),
+    /// Too many keyrings or versions.
+    #[error("bundle is too large: {0}")]
+    TooLarge(String),
+    /// A keyring or version is malformed.
+    #[error("keyring {keyring:?}: {message}")]
+    Malformed {
+        /// The keyring.
+        keyring: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// It would move a keyring backwards.
+    #[error("keyring {keyring:?}: {message}")]
+    RolledBack {
+        /// The keyring.
+        keyring: String,
+        /// What went backwards.
+        message: String,
+    },
+}
+
+impl Bundle {
+    /// Checks the bundle as a whole before it replaces `previous`: pool,
+    /// revision, sizes, key lengths, times, and that nothing moves
+    /// backwards. Nothing of a refused bundle may be used.
+    pub fn validate(
+        &self,
+        expected_pool: &str,
+        previous: Option<&Bundle>,
+    ) -> Result<(), BundleError> {
+        if self.pool != expected_pool {
+            return Err(BundleError::WrongPool {
+                expected: expected_pool.into(),
+                got: self.pool.clone(),
+            });
+        }
+        if self.keyrings.len() > MAX_KEYRINGS {
+            return Err(BundleError::TooLarge(format!(
+                "{} keyrings (at most {MAX_KEYRINGS})",
+                self.keyrings.len()
+            )));
+        }
+        if revision(self.mode, &self.keyrings) != self.revision {
+            return Err(BundleError::BadRevision(self.revision.clone()));
+        }
+        for (name, keyring) in &self.keyrings {
+            let malformed = |message: String| BundleError::Malformed {
+                keyring: name.clone(),
+                message,
+            };
+            check_keyring(self.mode, keyring).map_err(malformed)?;
+            if let Some(old) = previous.and_then(|p| p.keyrings.get(name)) {
+                check_forward(old, keyring).map_err(|message| BundleError::RolledBack {
+                    keyring: name.clone(),
+                    message,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_keyring(mode: PoolMode, keyring: &BundleKeyring) -> Result<(), String> {
+    if keyring.versions.len() > MAX_VERSIONS {
+        return Err(format!(
+            "{} versions (at most {MAX_VERSIONS})",
+            keyring.versions.len()
+        ));
+    }
+    let mut last = 0;
+    for version in &keyring.versions {
+        let meta = &version.meta;
+        if meta.number <= last {
+            return Err(format!(
+                "version {} is out of order or repeated",
+                meta.number
+            ));
+        }
+        last = meta.number;
+        if meta.kid.is_empty() || meta.kid.len() > 128 {
+            return Err(format!(
+                "version {} has an empty or oversized kid",
+                meta.number
+            ));
+        }
+        if meta.revoked.is_some() {
+            return Err(format!(
+                "version {} is revoked and must not be distributed",
+                meta.number
+            ));
+        }
+        check_times(meta)?;
+        check_material(mode, keyring.key_type, version)?;
+    }
+    Ok(())
+}
+
+fn check_times(meta: &VersionMeta) -> Result<(), String> {
+    let n = meta.number;
+    if meta.planned_activation < meta.created_at && !meta.emergency {
+        return Err(format!(
+            "version {n} is planned to activate before it was created"
+        ));
+    }
+    if let (Some(start), Some(end)) = (meta.not_before, meta.not_after)
+        && end < start
+    {
+        return Err(format!("version {n} stops signing before it starts"));
+    }
+    if let (Some(end), Some(expiry)) = (meta.not_after, meta.expires_at)
+        && expiry < end
+    {
+        return Err(format!("version {n} expires before it stops signing"));
+    }
+    Ok(())
+}
+
+/// Expected lengths of material, by type: (private range, public range).
+fn material_lengths(
+    key_type: KeyType,
+) -> (
+    std::ops::RangeInclusive<usize>,
+    std::ops::RangeInclusive<usize>,
+) {
+    match key_type {
+        KeyType::HmacSha256 | KeyType::Aes256Gcm => (32..=32, 0..=0),
+        KeyType::Ed25519 => (48..=85, 44..=44),
+        KeyType::EcdsaP256 => (64..=160, 91..=91),
+        KeyType::Rsa2048 => (1100..=1300, 270..=300),
+    }
+}
+
+fn check_material(
+    mode: PoolMode,
+    key_type: KeyType,
+    version: &BundleVersion,
+) -> Result<(), String> {
+    let n = version.meta.number;
+    let (private_len, public_len) = material_lengths(key_type);
+    let needs_private = mode == PoolMode::Sign || !key_type.is_asymmetric();
+    match &version.private_key {
+        Some(key) if !needs_private => {
+            return Err(format!(
+                "version {n} carries a private key for a verify-only pool"
+            ));
+        }
+        Some(key) if !private_len.contains(&key.len()) => {
+            return Err(format!(
+                "version {n} has a {}-byte key; {key_type} expects {private_len:?}",
+                key.len()
+            ));
+        }
+        None if needs_private => return Err(format!("version {n} has no key material")),
+        _ => {}
+    }
+    if key_type.is_asymmetric() {
+        use base64::Engine as _;
+        let public = version
+            .public_key
+            .as_deref()
+            .ok_or_else(|| format!("version {n} has no public key"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(public)
+            .map_err(|_| format!("version {n} has a public key that is not base64"))?;
+        if !public_len.contains(&bytes.len()) {
+            return Err(format!(
+                "version {n} has a {}-byte public key; {key_type} expects {public_len:?}",
+                bytes.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_forward(old: &BundleKeyring, new: &BundleKeyring) -> Result<(), String> {
+    if new.key_type != old.key_type {
+        return Err(format!(
+            "type changed from {} to {}",
+            old.key_type, new.key_type
+        ));
+    }
+    if new.generation < old.generation {
+        return Err(format!(
+            "generation went back from {} to {}",
+            old.generation, new.generation
+        ));
+    }
+    let newest = |k: &BundleKeyring| k.versions.iter().map(|v| v.meta.number).max().unwrap_or(0);
+    if newest(new) < newest(old) {
+        return Err(format!(
+            "newest version went back from {} to {}",
+            newest(old),
+            newest(new)
+        ));
+    }
+    for old_version in old.versions.iter().filter(|v| v.meta.is_committed()) {
+        let same = new
+            .versions
+            .iter()
+            .find(|v| v.meta.number == old_version.meta.number);
+        match same {
+            // A committed activation instant is final.
+            Some(v) if v.meta.not_before != old_version.meta.not_before => {
+                return Err(format!(
+                    "version {} changed its activation time",
+                    old_version.meta.number
+                ));
+            }
+            Some(v) if v.meta.kid != old_version.meta.kid => {
+                return Err(format!(
+                    "version {} changed its kid",
+                    old_version.meta.number
+                ));
+            }
+            // A committed version may only leave with a new generation
+            // (expiry or revocation).
+            None if new.generation == old.generation => {
+                return Err(format!(
+                    "committed version {} vanished",
+                    old_version.meta.number
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

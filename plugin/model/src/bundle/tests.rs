@@ -1,0 +1,201 @@
+use base64::Engine as _;
+
+use super::*;
+
+fn meta(number: u64, not_before: Option<i64>) -> VersionMeta {
+    VersionMeta {
+        number,
+        kid: format!("jwt-{number}"),
+        created_at: 0,
+        planned_activation: not_before.unwrap_or(100),
+        not_before,
+        not_after: None,
+        expires_at: None,
+        emergency: false,
+        revoked: None,
+        destroyed: false,
+    }
+}
+
+fn hmac_version(number: u64, not_before: Option<i64>) -> BundleVersion {
+    BundleVersion {
+        meta: meta(number, not_before),
+        private_key: Some(SecretBytes::new(vec![7; 32])),
+        public_key: None,
+    }
+}
+
+fn bundle(mode: PoolMode, generation: u64, versions: Vec<BundleVersion>) -> Bundle {
+    let mut keyrings = BTreeMap::new();
+    keyrings.insert(
+        "session".to_string(),
+        BundleKeyring {
+            key_type: KeyType::HmacSha256,
+            generation,
+            versions,
+        },
+    );
+    Bundle {
+        pool: "web".into(),
+        mode,
+        revision: revision(mode, &keyrings),
+        server_time: 0,
+        keyrings,
+    }
+}
+
+#[test]
+fn a_consistent_bundle_is_accepted() {
+    let b = bundle(
+        PoolMode::Sign,
+        3,
+        vec![hmac_version(1, Some(0)), hmac_version(2, None)],
+    );
+    assert_eq!(b.validate("web", None), Ok(()));
+    assert_eq!(b.validate("web", Some(&b)), Ok(()));
+}
+
+#[test]
+fn revision_follows_content() {
+    let a = bundle(PoolMode::Sign, 3, vec![hmac_version(1, Some(0))]);
+    let b = bundle(PoolMode::Sign, 4, vec![hmac_version(1, Some(0))]);
+    assert_ne!(a.revision, b.revision);
+    let mut tampered = a.clone();
+    if let Some(k) = tampered.keyrings.get_mut("session") {
+        k.versions[0].meta.not_before = Some(5);
+    }
+    assert_eq!(
+        tampered.validate("web", None),
+        Err(BundleError::BadRevision(a.revision.clone()))
+    );
+}
+
+#[test]
+fn wrong_pool_sizes_and_material_are_refused() {
+    let b = bundle(PoolMode::Sign, 1, vec![hmac_version(1, Some(0))]);
+    assert!(matches!(
+        b.validate("api", None),
+        Err(BundleError::WrongPool { .. })
+    ));
+    let mut short = hmac_version(1, Some(0));
+    short.private_key = Some(SecretBytes::new(vec![1; 16]));
+    let error = bundle(PoolMode::Sign, 1, vec![short])
+        .validate("web", None)
+        .expect_err("short key");
+    assert!(error.to_string().contains("16-byte key"), "{error}");
+    let mut missing = hmac_version(1, Some(0));
+    missing.private_key = None;
+    assert!(
+        bundle(PoolMode::Sign, 1, vec![missing])
+            .validate("web", None)
+            .is_err()
+    );
+    let many = (1..=40).map(|n| hmac_version(n, Some(0))).collect();
+    assert!(
+        bundle(PoolMode::Sign, 1, many)
+            .validate("web", None)
+            .is_err()
+    );
+    let unordered = vec![hmac_version(2, Some(0)), hmac_version(1, Some(0))];
+    assert!(
+        bundle(PoolMode::Sign, 1, unordered)
+            .validate("web", None)
+            .is_err()
+    );
+}
+
+#[test]
+fn verify_only_pools_never_get_private_keys_of_asymmetric_types() {
+    let public = base64::engine::general_purpose::STANDARD.encode([1u8; 44]);
+    let mut keyrings = BTreeMap::new();
+    let version = BundleVersion {
+        meta: meta(1, Some(0)),
+        private_key: Some(SecretBytes::new(vec![1; 83])),
+        public_key: Some(public.clone()),
+    };
+    keyrings.insert(
+        "jwt".to_string(),
+        BundleKeyring {
+            key_type: KeyType::Ed25519,
+            generation: 1,
+            versions: vec![version],
+        },
+    );
+    let mut b = Bundle {
+        pool: "web".into(),
+        mode: PoolMode::Verify,
+        revision: String::new(),
+        server_time: 0,
+        keyrings,
+    };
+    b.revision = revision(b.mode, &b.keyrings);
+    let error = b.validate("web", None).expect_err("private key");
+    assert!(
+        error
+            .to_string()
+            .contains("private key for a verify-only pool"),
+        "{error}"
+    );
+    if let Some(k) = b.keyrings.get_mut("jwt") {
+        k.versions[0].private_key = None;
+    }
+    b.revision = revision(b.mode, &b.keyrings);
+    assert_eq!(b.validate("web", None), Ok(()));
+}
+
+#[test]
+fn rollbacks_are_refused() {
+    let new = bundle(
+        PoolMode::Sign,
+        5,
+        vec![hmac_version(1, Some(0)), hmac_version(2, Some(50))],
+    );
+    let old = bundle(
+        PoolMode::Sign,
+        4,
+        vec![hmac_version(1, Some(0)), hmac_version(2, None)],
+    );
+    assert_eq!(new.validate("web", Some(&old)), Ok(()));
+    let error = old
+        .validate("web", Some(&new))
+        .expect_err("older generation");
+    assert!(
+        error
+            .to_string()
+            .contains("generation went back from 5 to 4"),
+        "{error}"
+    );
+    // Same generation but a committed version gone: refused.
+    let dropped = bundle(PoolMode::Sign, 5, vec![hmac_version(2, Some(50))]);
+    assert!(
+        dropped
+            .validate("web", Some(&new))
+            .expect_err("vanished")
+            .to_string()
+            .contains("vanished")
+    );
+    // A committed activation instant never moves.
+    let moved = bundle(
+        PoolMode::Sign,
+        6,
+        vec![hmac_version(1, Some(0)), hmac_version(2, Some(60))],
+    );
+    assert!(
+        moved
+            .validate("web", Some(&new))
+            .expect_err("moved")
+            .to_string()
+            .contains("activation time")
+    );
+    // Expiry with a new generation is fine.
+    let expired = bundle(PoolMode::Sign, 6, vec![hmac_version(2, Some(50))]);
+    assert_eq!(expired.validate("web", Some(&new)), Ok(()));
+}
+
+#[test]
+fn debug_of_a_bundle_hides_material() {
+    let b = bundle(PoolMode::Sign, 1, vec![hmac_version(1, Some(0))]);
+    let text = format!("{b:?}");
+    assert!(text.contains("SecretBytes(32 bytes …)"));
+    assert!(!text.contains("7, 7, 7"));
+}

@@ -1,0 +1,391 @@
+//! The coordinator's decisions, as pure functions over a keyring.
+//!
+//! A keyring moves through publish → acknowledge → commit → switch:
+//! a new version is published (pools can verify with it) well before it
+//! may sign; once every live pool holds it, or the commit timeout has
+//! passed, it is committed and its `not_before` becomes final; pools switch
+//! to it by their own clocks at that instant. The caller (the plugin) reads
+//! the clock, generates material, gathers acknowledgements, and stores the
+//! keyring in one write after each change.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::version::{Revocation, VersionMeta};
+use crate::{KeyType, Policy, UnixSeconds};
+
+/// History entries kept per keyring (oldest dropped first).
+pub const HISTORY_LIMIT: usize = 256;
+/// Idempotency keys remembered per keyring.
+pub const IDEMPOTENCY_LIMIT: usize = 64;
+
+/// Why something happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// The periodic scheduler.
+    Scheduled,
+    /// An operator's request.
+    Manual,
+    /// An emergency revocation.
+    Emergency,
+}
+
+/// One recorded decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Position in the keyring's history; increases by one per entry.
+    pub seq: u64,
+    /// When.
+    pub at: UnixSeconds,
+    /// What: `create`, `publish`, `commit`, `revoke`, `policy`, `expire`.
+    pub action: String,
+    /// Why.
+    pub cause: Cause,
+    /// Who: the request's display name or entity, or `scheduler`.
+    pub actor: String,
+    /// Free text: the operator's reason, or what the scheduler saw.
+    pub detail: String,
+    /// The versions affected.
+    pub versions: Vec<u64>,
+}
+
+/// A remembered idempotency key and what it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The caller's key.
+    pub key: String,
+    /// The version its rotation created.
+    pub version: u64,
+    /// When.
+    pub at: UnixSeconds,
+}
+
+/// A keyring: its type, policy, versions (metadata only) and records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keyring {
+    /// Name.
+    pub name: String,
+    /// Key type; fixed at creation.
+    pub key_type: KeyType,
+    /// Rotation policy.
+    pub policy: Policy,
+    /// Whether `delete` is allowed.
+    pub deletion_allowed: bool,
+    /// Highest version number ever issued; never decreases.
+    pub latest: u64,
+    /// Increases whenever what pools receive changes; sidecars refuse a
+    /// bundle whose generation goes backwards.
+    pub generation: u64,
+    /// Versions still verifying, or expired within the retention period.
+    pub versions: Vec<VersionMeta>,
+    /// Recent decisions.
+    pub history: VecDeque<HistoryEntry>,
+    /// Next history sequence number.
+    pub history_seq: u64,
+    /// Recent idempotency keys.
+    pub idempotency: VecDeque<IdempotencyRecord>,
+}
+
+/// A rotation request that cannot proceed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RotateError {
+    /// The caller expected another latest version.
+    #[error("expected_version {expected} is not the latest version; the latest is {latest}")]
+    Conflict {
+        /// What the caller sent.
+        expected: u64,
+        /// What is current.
+        latest: u64,
+    },
+    /// A version is already published and waiting to activate.
+    #[error(
+        "version {pending} is already published and waits to activate (planned at {planned}); rotate again after it activates, or revoke"
+    )]
+    AlreadyPending {
+        /// The pending version.
+        pending: u64,
+        /// Its planned activation.
+        planned: UnixSeconds,
+    },
+}
+
+/// A revocation that cannot proceed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    /// No such live version.
+    #[error("version {0} does not exist or has already expired")]
+    NoSuchVersion(u64),
+    /// Already revoked.
+    #[error("version {0} is already revoked")]
+    AlreadyRevoked(u64),
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The revoked version did not sign; nothing else changed.
+    Revoked,
+    /// The revoked version was signing; this version now signs.
+    Replaced(u64),
+    /// The revoked version was signing and a new version is needed: the
+    /// caller publishes one with [`Keyring::emergency_version`].
+    NeedsNewVersion,
+}
+
+impl Keyring {
+    /// A keyring with no versions yet.
+    pub fn new(name: String, key_type: KeyType, policy: Policy, deletion_allowed: bool) -> Self {
+        Self {
+            name,
+            key_type,
+            policy,
+            deletion_allowed,
+            latest: 0,
+            generation: 0,
+            versions: Vec::new(),
+            history: VecDeque::new(),
+            history_seq: 0,
+            idempotency: VecDeque::new(),
+        }
+    }
+
+    /// Records a decision.
+    pub fn record(
+        &mut self,
+        at: UnixSeconds,
+        action: &str,
+        cause: Cause,
+        actor: &str,
+        detail: String,
+        versions: Vec<u64>,
+    ) {
+        self.history_seq += 1;
+        let entry = HistoryEntry {
+            seq: self.history_seq,
+            at,
+            action: action.into(),
+            cause,
+            actor: actor.into(),
+            detail,
+            versions,
+        };
+        self.history.push_back(entry);
+        while self.history.len() > HISTORY_LIMIT {
+            self.history.pop_front();
+        }
+    }
+
+    /// The published version that is not committed yet, if any (at most one).
+    pub fn pending(&self) -> Option<&VersionMeta> {
+        self.versions
+            .iter()
+            .find(|v| !v.is_committed() && v.revoked.is_none())
+    }
+
+    /// The highest committed, unrevoked version.
+    pub fn current(&self) -> Option<&VersionMeta> {
+        self.versions
+            .iter()
+            .filter(|v| v.is_committed() && v.revoked.is_none())
+            .max_by_key(|v| v.number)
+    }
+
+    /// When the scheduler should publish the next version, if it should at
+    /// `t`: its planned activation. A keyring overdue after downtime gets
+    /// one version planned from now, never one per missed period.
+    pub fn due_publication(&self, t: UnixSeconds) -> Option<UnixSeconds> {
+        if self.pending().is_some() {
+            return None;
+        }
+        let Some(current) = self.current() else {
+            // Nothing signs yet: the first version is due at once.
+            return Some(t);
+        };
+        let rotation = secs(self.policy.rotation_period);
+        let start = current.not_before.unwrap_or(t);
+        let due = start
+            .saturating_add(rotation)
+            .saturating_sub(secs(self.policy.prepublish));
+        (t >= due).then(|| {
+            start
+                .saturating_add(rotation)
+                .max(t.saturating_add(secs(self.policy.prepublish)))
+        })
+    }
+
+    /// Publishes a new version planned to activate at `planned`; returns
+    /// its number. The first version of a keyring is committed at once:
+    /// no pool can sign with anything before it anyway.
+    pub fn publish(&mut self, kid: String, t: UnixSeconds, planned: UnixSeconds) -> u64 {
+        self.latest += 1;
+        self.generation += 1;
+        let first = self.current().is_none();
+        self.versions.push(VersionMeta {
+            number: self.latest,
+            kid,
+            created_at: t,
+            planned_activation: planned,
+            not_before: first.then_some(planned.max(t)),
+            not_after: None,
+            expires_at: None,
+            emergency: false,
+            revoked: None,
+            destroyed: false,
+        });
+        self.latest
+    }
+
+    /// Checks a manual rotation against the caller's expectation.
+    pub fn check_rotation(&self, expected: Option<u64>) -> Result<(), RotateError> {
+        if let Some(expected) = expected
+            && expected != self.latest
+        {
+            return Err(RotateError::Conflict {
+                expected,
+                latest: self.latest,
+            });
+        }
+        match self.pending() {
+            Some(p) => Err(RotateError::AlreadyPending {
+                pending: p.number,
+                planned: p.planned_activation,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The version an idempotency key already produced, if remembered.
+    pub fn idempotent_result(&self, key: &str) -> Option<u64> {
+        self.idempotency
+            .iter()
+            .find(|r| r.key == key)
+            .map(|r| r.version)
+    }
+
+    /// Remembers an idempotency key.
+    pub fn remember(&mut self, key: String, version: u64, at: UnixSeconds) {
+        self.idempotency
+            .push_back(IdempotencyRecord { key, version, at });
+        while self.idempotency.len() > IDEMPOTENCY_LIMIT {
+            self.idempotency.pop_front();
+        }
+    }
+
+    /// Commits the pending version: its `not_before` becomes final, no
+    /// earlier than its planned activation and no earlier than
+    /// `t + margin`; the previous version stops signing then and verifies
+    /// for the grace period after. Returns the committed number.
+    pub fn commit(&mut self, t: UnixSeconds, margin: u64) -> Option<u64> {
+        let pending = self.pending()?.number;
+        let grace = secs(self.policy.grace_period);
+        let previous = self.current().map(|v| v.number);
+        let mut activates = t.saturating_add(secs(margin));
+        for version in &mut self.versions {
+            if version.number == pending {
+                activates = activates.max(version.planned_activation);
+                version.not_before = Some(activates);
+            }
+        }
+        if let Some(previous) = previous {
+            self.end_signing(previous, activates, activates.saturating_add(grace));
+        }
+        self.generation += 1;
+        Some(pending)
+    }
+
+    fn end_signing(&mut self, number: u64, not_after: UnixSeconds, expires_at: UnixSeconds) {
+        for version in self.versions.iter_mut().filter(|v| v.number == number) {
+            version.not_after = Some(not_after);
+            version.expires_at = Some(version.expires_at.map_or(expires_at, |e| e.min(expires_at)));
+        }
+    }
+
+    /// Revokes a compromised version at `t`. It leaves every bundle at once.
+    /// If it was signing, a published version takes over immediately, or
+    /// the caller must publish an emergency version.
+    pub fn revoke(
+        &mut self,
+        number: u64,
+        t: UnixSeconds,
+        reason: String,
+    ) -> Result<RevokeOutcome, RevokeError> {
+        let signing = crate::key_state(&self.versions, t).signing;
+        let version = self
+            .versions
+            .iter_mut()
+            .find(|v| v.number == number && (v.revoked.is_some() || v.verifies_at(t)))
+            .ok_or(RevokeError::NoSuchVersion(number))?;
+        if version.revoked.is_some() {
+            return Err(RevokeError::AlreadyRevoked(number));
+        }
+        version.revoked = Some(Revocation { at: t, reason });
+        version.expires_at = Some(t);
+        if version.is_committed() && version.not_after.is_none_or(|end| end > t) {
+            version.not_after = Some(t);
+        }
+        self.generation += 1;
+        if signing != Some(number) {
+            return Ok(RevokeOutcome::Revoked);
+        }
+        // The signer is gone: a version pools already hold takes over now.
+        match self.pending().map(|p| p.number) {
+            Some(next) => {
+                self.activate_now(next, t);
+                Ok(RevokeOutcome::Replaced(next))
+            }
+            None => Ok(RevokeOutcome::NeedsNewVersion),
+        }
+    }
+
+    /// Publishes and commits a version that signs at once (after revoking
+    /// the signer, when no published version could take over).
+    pub fn emergency_version(&mut self, kid: String, t: UnixSeconds) -> u64 {
+        let number = self.publish(kid, t, t);
+        self.activate_now(number, t);
+        number
+    }
+
+    fn activate_now(&mut self, number: u64, t: UnixSeconds) {
+        for version in self.versions.iter_mut().filter(|v| v.number == number) {
+            version.not_before = Some(t);
+            version.planned_activation = version.planned_activation.min(t);
+            version.emergency = true;
+        }
+        self.generation += 1;
+    }
+
+    /// Versions whose material must be destroyed at `t` (expired or
+    /// revoked, not destroyed yet); marks them destroyed. The caller
+    /// deletes the material before storing the keyring.
+    pub fn expire(&mut self, t: UnixSeconds) -> Vec<u64> {
+        let mut destroyed = Vec::new();
+        for version in self
+            .versions
+            .iter_mut()
+            .filter(|v| !v.destroyed && !v.verifies_at(t))
+        {
+            version.destroyed = true;
+            destroyed.push(version.number);
+        }
+        if !destroyed.is_empty() {
+            self.generation += 1;
+        }
+        // Records of long-expired versions are forgotten after retention.
+        let retention = secs(self.policy.retention);
+        self.versions.retain(|v| {
+            !v.destroyed
+                || v.expires_at
+                    .is_none_or(|end| t < end.saturating_add(retention))
+        });
+        destroyed
+    }
+}
+
+fn secs(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::key_state;
+
+const HOUR: u64 = 3_600;
+
+fn policy() -> Policy {
+    Policy {
+        rotation_period: 24 * HOUR,
+        grace_period: 4 * HOUR,
+        prepublish: 2 * HOUR,
+        max_token_ttl: HOUR,
+        commit_timeout: HOUR,
+        retention: 24 * HOUR,
+    }
+}
+
+fn keyring() -> Keyring {
+    Keyring::new("jwt".into(), KeyType::Ed25519, policy(), false)
+}
+
+/// Runs the scheduler once at `t`, acknowledging every publication.
+fn tick(ring: &mut Keyring, t: UnixSeconds) {
+    ring.expire(t);
+    if let Some(planned) = ring.due_publication(t) {
+        let n = ring.latest + 1;
+        ring.publish(format!("jwt-{n}"), t, planned);
+    }
+    if ring.pending().is_some() {
+        ring.commit(t, 30);
+    }
+}
+
+#[test]
+fn first_version_signs_at_once_and_the_next_is_published_ahead() {
+    let mut ring = keyring();
+    tick(&mut ring, 1_000);
+    assert_eq!(key_state(&ring.versions, 1_000).signing, Some(1));
+    // Not due until rotation_period - prepublish has passed.
+    assert_eq!(ring.due_publication(1_000 + 21 * 3_600), None);
+    let due = 1_000 + 22 * 3_600;
+    assert_eq!(ring.due_publication(due), Some(1_000 + 24 * 3_600));
+    let n = ring.publish("jwt-2".into(), due, 1_000 + 24 * 3_600);
+    assert_eq!(n, 2);
+    assert_eq!(
+        key_state(&ring.versions, due).verifying,
+        vec![1, 2],
+        "published versions verify at once"
+    );
+    ring.commit(due, 30);
+    let v2 = ring.versions.iter().find(|v| v.number == 2).expect("v2");
+    assert_eq!(
+        v2.not_before,
+        Some(1_000 + 24 * 3_600),
+        "commit keeps the planned instant when it is later"
+    );
+    let v1 = ring.versions.iter().find(|v| v.number == 1).expect("v1");
+    assert_eq!(v1.not_after, v2.not_before);
+    assert_eq!(v1.expires_at, Some(1_000 + 28 * 3_600));
+}
+
+#[test]
+fn downtime_gives_one_rotation_not_a_burst() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    // Ten periods pass without a periodic call.
+    let later = 10 * 24 * 3_600;
+    tick(&mut ring, later);
+    assert_eq!(ring.latest, 2, "one new version, not ten");
+    let v2 = ring.versions.iter().find(|v| v.number == 2).expect("v2");
+    assert_eq!(
+        v2.not_before,
+        Some(later + 2 * 3_600),
+        "planned from now, still prepublished"
+    );
+    tick(&mut ring, later + 60);
+    assert_eq!(ring.latest, 2);
+}
+
+#[test]
+fn commit_waits_for_the_margin_when_the_plan_has_passed() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    ring.publish("jwt-2".into(), 100, 200);
+    ring.commit(500, 30);
+    assert_eq!(ring.versions[1].not_before, Some(530));
+}
+
+#[test]
+fn cas_and_pending_rules_for_manual_rotation() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    assert_eq!(ring.check_rotation(Some(1)), Ok(()));
+    assert_eq!(ring.check_rotation(None), Ok(()));
+    assert_eq!(
+        ring.check_rotation(Some(7)),
+        Err(RotateError::Conflict {
+            expected: 7,
+            latest: 1
+        })
+    );
+    ring.publish("jwt-2".into(), 10, 7_210);
+    assert!(matches!(
+        ring.check_rotation(Some(2)),
+        Err(RotateError::AlreadyPending { pending: 2, .. })
+    ));
+    ring.remember("req-1".into(), 2, 10);
+    assert_eq!(ring.idempotent_result("req-1"), Some(2));
+    assert_eq!(ring.idempotent_result("req-2"), None);
+}
+
+#[test]
+fn revoking_the_signer_hands_over_to_the_published_version_at_once() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    ring.publish("jwt-2".into(), 100, 7_300);
+    let outcome = ring.revoke(1, 200, "key leaked in a log".into());
+    assert_eq!(outcome, Ok(RevokeOutcome::Replaced(2)));
+    let state = key_state(&ring.versions, 200);
+    assert_eq!(
+        state,
+        crate::KeyState {
+            signing: Some(2),
+            verifying: vec![2],
+            expired: vec![1]
+        }
+    );
+    assert!(ring.versions[1].emergency);
+    assert_eq!(
+        ring.revoke(1, 201, "again".into()),
+        Err(RevokeError::AlreadyRevoked(1))
+    );
+    assert_eq!(
+        ring.revoke(9, 201, "none".into()),
+        Err(RevokeError::NoSuchVersion(9))
+    );
+}
+
+#[test]
+fn revoking_the_only_signer_asks_for_an_emergency_version() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    assert_eq!(
+        ring.revoke(1, 50, "compromised".into()),
+        Ok(RevokeOutcome::NeedsNewVersion)
+    );
+    assert_eq!(key_state(&ring.versions, 50).signing, None);
+    let n = ring.emergency_version("jwt-2".into(), 50);
+    assert_eq!(key_state(&ring.versions, 50).signing, Some(n));
+}
+
+#[test]
+fn expiry_destroys_material_once_and_forgets_records_after_retention() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    ring.publish("jwt-2".into(), 10, 7_210);
+    ring.commit(10, 30);
+    let expiry = 7_210 + 4 * 3_600;
+    assert!(ring.expire(expiry - 1).is_empty());
+    let generation = ring.generation;
+    assert_eq!(ring.expire(expiry), vec![1]);
+    assert!(ring.generation > generation, "pools must see the expiry");
+    assert!(ring.expire(expiry + 1).is_empty(), "destroyed once");
+    assert_eq!(ring.versions.len(), 2, "the record stays during retention");
+    ring.expire(expiry + 24 * 3_600);
+    assert_eq!(
+        ring.versions.iter().map(|v| v.number).collect::<Vec<_>>(),
+        vec![2]
+    );
+}
+
+#[test]
+fn history_and_idempotency_are_bounded() {
+    let mut ring = keyring();
+    for i in 0..(HISTORY_LIMIT as i64 + 10) {
+        ring.record(i, "policy", Cause::Manual, "alice", String::new(), vec![]);
+        ring.remember(format!("k{i}"), 1, i);
+    }
+    assert_eq!(ring.history.len(), HISTORY_LIMIT);
+    assert_eq!(ring.history.front().map(|e| e.seq), Some(11));
+    assert_eq!(ring.idempotency.len(), IDEMPOTENCY_LIMIT);
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (100u64..20_000, 1u64..100, 1u64..5_000, 1u64..5_000).prop_flat_map(
+        |(rotation, ttl, extra_grace, retention)| {
+            (1..rotation, 1..=rotation).prop_map(move |(prepublish, commit_timeout)| Policy {
+                rotation_period: rotation,
+                grace_period: ttl + 60 + extra_grace,
+                prepublish,
+                max_token_ttl: ttl,
+                commit_timeout,
+                retention,
+            })
+        },
+    )
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Time passes; the scheduler runs; pools acknowledge or not.
+    Tick { dt: u64, acked: bool },
+    /// The signer is revoked.
+    Revoke { dt: u64 },
+}
+
+fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        prop_oneof![
+            20 => (1u64..40_000, any::<bool>()).prop_map(|(dt, acked)| Step::Tick { dt, acked }),
+            1 => (1u64..1_000).prop_map(|dt| Step::Revoke { dt }),
+        ],
+        1..60,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// For any policy and any sequence of scheduler runs, acknowledgements
+    /// and revocations: at most one version signs, exactly one once the
+    /// first is active; a version signs only after being published for
+    /// `prepublish` (unless it is the first or an emergency); verification
+    /// sets of consecutive instants overlap (outside emergencies); and
+    /// nothing expired is ever returned.
+    #[test]
+    fn key_state_invariants(policy in arb_policy(), steps in arb_steps()) {
+        let mut ring = Keyring::new("k".into(), KeyType::HmacSha256, policy, false);
+        let mut t: i64 = 1_000_000;
+        let mut published_at: i64 = t;
+        tick(&mut ring, t);
+        for step in steps {
+            match step {
+                Step::Tick { dt, acked } => {
+                    let before = t;
+                    t += i64::try_from(dt).unwrap_or(1);
+                    check_interval(&ring, before, t, true)?;
+                    ring.expire(t);
+                    if let Some(planned) = ring.due_publication(t) {
+                        let n = ring.latest + 1;
+                        ring.publish(format!("k-{n}"), t, planned);
+                        published_at = t;
+                    }
+                    let timed_out = t - published_at >= i64::try_from(ring.policy.commit_timeout).unwrap_or(0);
+                    if acked || timed_out {
+                        ring.commit(t, 30);
+                    }
+                }
+                Step::Revoke { dt } => {
+                    t += i64::try_from(dt).unwrap_or(1);
+                    ring.expire(t);
+                    if let Some(signer) = key_state(&ring.versions, t).signing
+                        && ring.revoke(signer, t, "test".into()) == Ok(RevokeOutcome::NeedsNewVersion)
+                    {
+                        let n = ring.latest + 1;
+                        ring.emergency_version(format!("k-{n}"), t);
+                    }
+                }
+            }
+            prop_assert!(ring.versions.iter().filter(|v| !v.is_committed() && v.revoked.is_none()).count() <= 1);
+            let state = key_state(&ring.versions, t);
+            prop_assert!(state.signing.is_some(), "a signing version exists at {} in {:?}", t, ring.versions);
+        }
+    }
+}
+
+/// Checks instants in `(from, to]` with the keyring as it stood.
+fn check_interval(
+    ring: &Keyring,
+    from: i64,
+    to: i64,
+    same_data: bool,
+) -> Result<(), TestCaseError> {
+    let step = ((to - from) / 16).max(1);
+    let mut previous = key_state(&ring.versions, from);
+    let mut t = from;
+    while t < to {
+        t = (t + step).min(to);
+        let state = key_state(&ring.versions, t);
+        prop_assert!(state.signing.is_some(), "nothing signs at {}", t);
+        let signer = state.signing.unwrap_or_default();
+        prop_assert!(state.verifying.contains(&signer));
+        let meta = ring
+            .versions
+            .iter()
+            .find(|v| v.number == signer)
+            .ok_or_else(|| TestCaseError::fail("signer"))?;
+        if signer > 1 && !meta.emergency {
+            let lead = meta.not_before.unwrap_or(t) - meta.created_at;
+            prop_assert!(
+                lead >= i64::try_from(ring.policy.prepublish).unwrap_or(0),
+                "v{} signed after {}s",
+                signer,
+                lead
+            );
+        }
+        for n in &state.verifying {
+            let v = ring
+                .versions
+                .iter()
+                .find(|v| v.number == *n)
+                .ok_or_else(|| TestCaseError::fail("verifier"))?;
+            prop_assert!(
+                v.expires_at.is_none_or(|e| t < e) && v.revoked.is_none(),
+                "expired v{} returned",
+                n
+            );
+        }
+        if same_data {
+            let overlap = state
+                .verifying
+                .iter()
+                .any(|n| previous.verifying.contains(n));
+            prop_assert!(
+                overlap,
+                "no overlap between {:?} and {:?} at {}",
+                previous.verifying,
+                state.verifying,
+                t
+            );
+        }
+        previous = state;
+    }
+    Ok(())
+}
