@@ -1,7 +1,9 @@
-//! What one mount keeps in memory between requests.
+//! What one mount keeps in memory between requests. Nothing here is
+//! authoritative: keyrings and pools are read from storage on every
+//! request, so a standby or a reloaded plugin never serves stale state.
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use vault_plugin_sdk::system::SystemView;
@@ -16,6 +18,14 @@ pub struct MountState {
     /// The host's system view.
     pub system: SystemView,
     periodic: Mutex<Periodic>,
+    /// One lock per keyring: rotations, revocations, commits and the
+    /// scheduler's work on a keyring never interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped whenever something a bundle shows may have changed; bundle
+    /// long-polls wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// When each sidecar instance was last seen, by (pool, instance).
+    seen: Mutex<HashMap<(String, String), i64>>,
 }
 
 /// When the host's periodic call last reached this mount.
@@ -27,6 +37,12 @@ pub struct Periodic {
     pub count: u64,
 }
 
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here leaves the data consistent, so a panic
+    // elsewhere while holding the lock does not poison it for good.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl MountState {
     /// Fresh state.
     pub fn new(clock: Arc<dyn Clock>, system: SystemView) -> Self {
@@ -34,19 +50,62 @@ impl MountState {
             clock,
             system,
             periodic: Mutex::new(Periodic::default()),
+            locks: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+            seen: Mutex::default(),
         }
+    }
+
+    /// Now, in seconds since the epoch.
+    pub fn now(&self) -> i64 {
+        let since = self
+            .clock
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
     }
 
     /// Notes a periodic call at the current time.
     pub fn record_periodic(&self) {
         let now = self.clock.now();
-        let mut periodic = self.periodic.lock().unwrap_or_else(|p| p.into_inner());
+        let mut periodic = locked(&self.periodic);
         periodic.last = Some(now);
         periodic.count += 1;
     }
 
     /// The periodic record.
     pub fn periodic(&self) -> Periodic {
-        *self.periodic.lock().unwrap_or_else(|p| p.into_inner())
+        *locked(&self.periodic)
+    }
+
+    /// The lock of one keyring.
+    pub fn keyring_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        locked(&self.locks)
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Tells bundle long-polls that something changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that wakes on the next change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Notes that an instance polled at `t`; returns when it was seen before.
+    pub fn saw(&self, pool: &str, instance: &str, t: i64) -> Option<i64> {
+        locked(&self.seen).insert((pool.to_string(), instance.to_string()), t)
+    }
+
+    /// When an instance was last seen by this node.
+    pub fn last_seen(&self, pool: &str, instance: &str) -> Option<i64> {
+        locked(&self.seen)
+            .get(&(pool.to_string(), instance.to_string()))
+            .copied()
     }
 }

@@ -70,7 +70,9 @@ pub struct Bundle {
 
 /// The revision of a bundle's content: a hash of the mode and of every
 /// keyring's generation and version metadata. Material is not hashed: a
-/// version's material never changes, and its kid identifies it.
+/// version's material never changes, its kid identifies it, and whether
+/// private keys are included follows from the mode and the key type. So
+/// the coordinator can answer "not modified" without reading material.
 pub fn revision(mode: PoolMode, keyrings: &BTreeMap<String, BundleKeyring>) -> String {
     let mut hash = Sha256::new();
     hash.update(serde_json::to_vec(&mode).unwrap_or_default());
@@ -81,7 +83,6 @@ pub fn revision(mode: PoolMode, keyrings: &BTreeMap<String, BundleKeyring>) -> S
         hash.update(keyring.generation.to_be_bytes());
         for version in &keyring.versions {
             hash.update(serde_json::to_vec(&version.meta).unwrap_or_default());
-            hash.update([u8::from(version.private_key.is_some())]);
         }
     }
     let digest = hash.finalize();

@@ -1,17 +1,34 @@
 //! The engine's API paths, one module per path family.
 
+pub mod bundle;
+pub mod config;
+pub mod history;
 pub mod info;
+pub mod keys;
+pub mod keys_revoke;
+pub mod keys_rotate;
 pub mod pools;
+pub mod status;
 
+use lockstep_model::{Policy, PolicyError};
+use serde_json::{Map, Value, json};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType};
 use vault_plugin_sdk::logical::LogicalError;
 use vault_plugin_sdk::storage::StorageError;
 
-/// Longest name accepted for pools and keyrings.
+/// Longest name accepted for pools, keyrings and instances.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest free text accepted (reasons).
+pub const MAX_TEXT_LEN: usize = 1_024;
 
 /// Storage failures are the server's problem, not the caller's.
 pub(crate) fn storage_error(error: StorageError) -> LogicalError {
     LogicalError::Internal(error.to_string())
+}
+
+/// A policy or config error is the caller's.
+pub(crate) fn invalid(error: PolicyError) -> LogicalError {
+    LogicalError::InvalidRequest(error.to_string())
 }
 
 /// Checks a name taken from the URL or a field: the URL pattern already
@@ -29,4 +46,94 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<(), LogicalError> {
         )));
     }
     Ok(())
+}
+
+/// Checks free text for length.
+pub(crate) fn check_text(field: &str, text: &str) -> Result<(), LogicalError> {
+    if text.len() > MAX_TEXT_LEN {
+        return Err(LogicalError::InvalidRequest(format!(
+            "field {field:?}: {} bytes is longer than the maximum of {MAX_TEXT_LEN}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The six policy fields, shared by `config` (defaults) and `keys/<name>`.
+pub(crate) fn policy_fields() -> Vec<Field> {
+    vec![
+        Field::new(
+            "rotation_period",
+            FieldType::DurationSeconds,
+            "How long a version signs before the next one takes over.",
+        ),
+        Field::new(
+            "grace_period",
+            FieldType::DurationSeconds,
+            "How long a version stays valid for verification and decryption after it stops signing. Must cover \
+             max_token_ttl + the sidecar poll interval + the allowed clock skew.",
+        ),
+        Field::new(
+            "prepublish",
+            FieldType::DurationSeconds,
+            "How long before its activation a new version is published to pools. Shorter than rotation_period.",
+        ),
+        Field::new(
+            "max_token_ttl",
+            FieldType::DurationSeconds,
+            "The longest lifetime of anything signed or encrypted with the keyring.",
+        ),
+        Field::new(
+            "commit_timeout",
+            FieldType::DurationSeconds,
+            "How long a published version waits for every live pool to hold it; after that it is committed anyway \
+             and status raises an alert.",
+        ),
+        Field::new(
+            "retention",
+            FieldType::DurationSeconds,
+            "How long an expired version's record (never its material) stays listed.",
+        ),
+    ]
+}
+
+/// Sets the policy fields the request names.
+pub(crate) fn apply_policy(policy: &mut Policy, data: &FieldData) {
+    let fields: [(&str, &mut u64); 6] = [
+        ("rotation_period", &mut policy.rotation_period),
+        ("grace_period", &mut policy.grace_period),
+        ("prepublish", &mut policy.prepublish),
+        ("max_token_ttl", &mut policy.max_token_ttl),
+        ("commit_timeout", &mut policy.commit_timeout),
+        ("retention", &mut policy.retention),
+    ];
+    for (name, slot) in fields {
+        if let Some(value) = data
+            .is_set(name)
+            .then(|| data.duration_secs(name))
+            .flatten()
+        {
+            *slot = value;
+        }
+    }
+}
+
+/// The policy as response fields.
+pub(crate) fn policy_json(policy: &Policy, out: &mut Map<String, Value>) {
+    out.insert("rotation_period".into(), json!(policy.rotation_period));
+    out.insert("grace_period".into(), json!(policy.grace_period));
+    out.insert("prepublish".into(), json!(policy.prepublish));
+    out.insert("max_token_ttl".into(), json!(policy.max_token_ttl));
+    out.insert("commit_timeout".into(), json!(policy.commit_timeout));
+    out.insert("retention".into(), json!(policy.retention));
+}
+
+/// RFC 3339 for a time in seconds, `null` for none.
+pub(crate) fn time_json(t: Option<i64>) -> Value {
+    match t.and_then(|t| {
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(t).ok()?))
+    }) {
+        Some(at) => Value::String(crate::clock::rfc3339(at)),
+        None => Value::Null,
+    }
 }

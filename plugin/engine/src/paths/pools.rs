@@ -13,8 +13,6 @@ use super::{check_name, storage_error};
 
 /// Storage prefix of pool records.
 const PREFIX: &str = "pools/";
-/// Version of the stored record's layout.
-const FORMAT: u32 = 1;
 
 /// What a pool may do with its keyrings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +25,14 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The bundle's view of the mode.
+    pub fn bundle_mode(self) -> lockstep_model::bundle::PoolMode {
+        match self {
+            Self::Sign => lockstep_model::bundle::PoolMode::Sign,
+            Self::Verify => lockstep_model::bundle::PoolMode::Verify,
+        }
+    }
+
     fn parse(text: &str) -> Result<Self, LogicalError> {
         match text {
             "sign" => Ok(Self::Sign),
@@ -48,8 +54,6 @@ impl Mode {
 /// A stored pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
-    /// Layout version of this record.
-    pub format: u32,
     /// Keyrings the pool may fetch.
     pub keyrings: Vec<String>,
     /// What it may do with them.
@@ -120,7 +124,6 @@ async fn write(req: &Request, data: &FieldData) -> Result<Option<Response>, Logi
     let name = name(data)?;
     let existing = load(req.storage.as_ref(), name).await?;
     let mut pool = existing.clone().unwrap_or(Pool {
-        format: FORMAT,
         keyrings: Vec::new(),
         mode: Mode::Sign,
     });
@@ -165,30 +168,13 @@ fn render(name: &str, pool: &Pool) -> Response {
 
 /// Reads a pool record.
 pub async fn load(storage: &dyn Storage, name: &str) -> Result<Option<Pool>, LogicalError> {
-    let Some(bytes) = storage
-        .get(&format!("{PREFIX}{name}"))
-        .await
-        .map_err(storage_error)?
-    else {
-        return Ok(None);
-    };
-    let pool: Pool = serde_json::from_slice(&bytes)
-        .map_err(|e| LogicalError::Internal(format!("stored pool {name:?} is unreadable: {e}")))?;
-    if pool.format != FORMAT {
-        return Err(LogicalError::Internal(format!(
-            "stored pool {name:?} has layout {} but this plugin reads layout {FORMAT}",
-            pool.format
-        )));
-    }
-    Ok(Some(pool))
+    crate::storage::load(storage, &format!("{PREFIX}{name}")).await
 }
 
 async fn save(storage: &dyn Storage, name: &str, pool: &Pool) -> Result<(), LogicalError> {
-    let bytes = serde_json::to_vec(pool).map_err(|e| LogicalError::Internal(e.to_string()))?;
-    storage
-        .put(&format!("{PREFIX}{name}"), bytes)
-        .await
-        .map_err(storage_error)
+    let write =
+        crate::storage::Write::Put(format!("{PREFIX}{name}"), crate::storage::encode(pool)?);
+    crate::storage::apply(storage, vec![write]).await
 }
 
 const HELP_SYNOPSIS: &str = "Manage pools: which keyrings each pool of services may fetch.";

@@ -142,7 +142,7 @@ async fn unreadable_records_are_internal_errors_not_empty_answers() {
     storage
         .put(
             "pools/web",
-            br#"{"format":9,"keyrings":[],"mode":"sign"}"#.to_vec(),
+            br#"{"format":9,"record":{"keyrings":[],"mode":"sign"}}"#.to_vec(),
         )
         .await
         .expect("put");

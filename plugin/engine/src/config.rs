@@ -1,0 +1,83 @@
+//! Mount-wide settings: fleet timings and the default keyring policy.
+
+use lockstep_model::Policy;
+use lockstep_model::policy::{FleetTimings, PolicyError};
+use serde::{Deserialize, Serialize};
+use vault_plugin_sdk::logical::LogicalError;
+use vault_plugin_sdk::storage::Storage;
+
+use crate::storage;
+
+/// Storage key of the config record.
+pub const KEY: &str = "config";
+
+/// Mount-wide settings. Durations in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// The longest interval at which sidecars poll their bundle.
+    pub poll_interval: u64,
+    /// The largest clock difference tolerated between pools.
+    pub max_clock_skew: u64,
+    /// A sidecar instance seen within this window is live; a pool with a
+    /// live instance must hold a version before it activates.
+    pub liveness_window: u64,
+    /// A committed version activates no sooner than this after its commit,
+    /// so that polling sidecars learn of it before the instant.
+    pub activation_margin: u64,
+    /// The policy new keyrings get for fields they do not set.
+    pub default_policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            poll_interval: 30,
+            max_clock_skew: 30,
+            liveness_window: 600,
+            activation_margin: 30,
+            default_policy: Policy::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The fleet timings policies are checked against.
+    pub fn fleet(&self) -> FleetTimings {
+        FleetTimings {
+            poll_interval: self.poll_interval,
+            max_clock_skew: self.max_clock_skew,
+        }
+    }
+
+    /// Checks the settings; the error names the field.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let positive = [
+            ("poll_interval", self.poll_interval),
+            ("max_clock_skew", self.max_clock_skew),
+            ("liveness_window", self.liveness_window),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(PolicyError {
+                    field,
+                    message: "must be greater than zero".into(),
+                });
+            }
+        }
+        if self.liveness_window < 2 * self.poll_interval {
+            return Err(PolicyError {
+                field: "liveness_window",
+                message: format!(
+                    "{}s must be at least twice poll_interval ({}s), or polling sidecars look dead",
+                    self.liveness_window, self.poll_interval
+                ),
+            });
+        }
+        self.default_policy.validate(&self.fleet())
+    }
+
+    /// The stored config, or the defaults.
+    pub async fn load(storage: &dyn Storage) -> Result<Self, LogicalError> {
+        Ok(storage::load(storage, KEY).await?.unwrap_or_default())
+    }
+}

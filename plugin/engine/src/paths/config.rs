@@ -1,0 +1,105 @@
+//! `config`: mount-wide fleet timings and the default keyring policy.
+
+use std::sync::Arc;
+
+use serde_json::{Map, json};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler};
+use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
+
+use super::{apply_policy, invalid, policy_fields, policy_json};
+use crate::config::{Config, KEY};
+use crate::state::MountState;
+use crate::storage::{Write, apply, encode};
+
+/// The `config` path.
+pub fn path(state: Arc<MountState>) -> Path {
+    let mut path = Path::new("config")
+        .field(Field::new("poll_interval", FieldType::DurationSeconds, "The longest interval at which sidecars poll their bundle."))
+        .field(Field::new("max_clock_skew", FieldType::DurationSeconds, "The largest clock difference tolerated between pools."))
+        .field(Field::new(
+            "liveness_window",
+            FieldType::DurationSeconds,
+            "A sidecar instance seen within this window is live; every live pool must hold a version before it \
+             activates. At least twice poll_interval.",
+        ))
+        .field(Field::new(
+            "activation_margin",
+            FieldType::DurationSeconds,
+            "A committed version activates no sooner than this after its commit.",
+        ));
+    for field in policy_fields() {
+        path = path.field(field);
+    }
+    let write_state = state.clone();
+    path.operation(
+        Operation::Read,
+        "Read the mount's settings.",
+        handler(|req: Request, _| async move { read(&req).await }),
+    )
+    .operation(
+        Operation::Update,
+        "Change the mount's settings; fields not named keep their value.",
+        handler(move |req, data| {
+            let state = write_state.clone();
+            async move { write(&state, &req, &data).await }
+        }),
+    )
+    .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
+}
+
+async fn read(req: &Request) -> Result<Option<Response>, LogicalError> {
+    Ok(Some(render(&Config::load(req.storage.as_ref()).await?)))
+}
+
+async fn write(
+    state: &MountState,
+    req: &Request,
+    data: &FieldData,
+) -> Result<Option<Response>, LogicalError> {
+    let mut config = Config::load(req.storage.as_ref()).await?;
+    let fleet: [(&str, &mut u64); 4] = [
+        ("poll_interval", &mut config.poll_interval),
+        ("max_clock_skew", &mut config.max_clock_skew),
+        ("liveness_window", &mut config.liveness_window),
+        ("activation_margin", &mut config.activation_margin),
+    ];
+    for (name, slot) in fleet {
+        if let Some(value) = data
+            .is_set(name)
+            .then(|| data.duration_secs(name))
+            .flatten()
+        {
+            *slot = value;
+        }
+    }
+    apply_policy(&mut config.default_policy, data);
+    config.validate().map_err(invalid)?;
+    apply(
+        req.storage.as_ref(),
+        vec![Write::Put(KEY.into(), encode(&config)?)],
+    )
+    .await?;
+    tracing::info!(actor = req.actor(), "mount config updated");
+    state.changed();
+    Ok(Some(render(&config)))
+}
+
+fn render(config: &Config) -> Response {
+    let mut data = Map::new();
+    data.insert("poll_interval".into(), json!(config.poll_interval));
+    data.insert("max_clock_skew".into(), json!(config.max_clock_skew));
+    data.insert("liveness_window".into(), json!(config.liveness_window));
+    data.insert("activation_margin".into(), json!(config.activation_margin));
+    policy_json(&config.default_policy, &mut data);
+    Response::with_data(data)
+}
+
+const HELP_SYNOPSIS: &str = "Mount-wide fleet timings and the default keyring policy.";
+const HELP_DESCRIPTION: &str = "\
+Fleet timings describe the sidecars: how often they poll, how far their clocks \
+may drift, and how long an instance counts as live after its last poll. Every \
+keyring's grace period must cover its max_token_ttl plus poll_interval plus \
+max_clock_skew, so that a token signed just before a switch still verifies \
+everywhere. The policy fields set the defaults for keyrings created later; \
+existing keyrings keep theirs. Durations accept seconds or strings like 90s, \
+15m, 2h, 7d.";

@@ -1,0 +1,310 @@
+//! `keys/<name>`: keyrings — create with a type and policy, read their
+//! versions, change their policy, list and delete them.
+
+use std::sync::Arc;
+
+use lockstep_model::schedule::{Cause, Keyring};
+use lockstep_model::version::version_state;
+use lockstep_model::{KeyType, key_state};
+use serde_json::{Map, Value, json};
+use vault_plugin_sdk::framework::{
+    Field, FieldData, FieldType, Path, existence_check, handler, name_segment,
+};
+use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
+
+use super::{
+    apply_policy, check_name, invalid, policy_fields, policy_json, storage_error, time_json,
+};
+use crate::config::Config;
+use crate::scheduler;
+use crate::state::MountState;
+use crate::storage::{
+    self, Write, apply, encode, keyring_key, load_keyring, material_key, put_material,
+    require_keyring,
+};
+
+/// `keys/` (list).
+pub fn list_path() -> Path {
+    Path::new("keys/?")
+        .operation(
+            Operation::List,
+            "List keyrings.",
+            handler(|req: Request, _| async move {
+                let names = req.storage.list("keyring/").await.map_err(storage_error)?;
+                Ok(Some(Response::list(names)))
+            }),
+        )
+        .help(
+            "List the keyrings.",
+            "Lists the names of all keyrings of this mount.",
+        )
+}
+
+/// `keys/<name>`.
+pub fn path(state: Arc<MountState>) -> Path {
+    let mut path = Path::new(format!("keys/{}", name_segment("name")))
+        .field(Field::new("name", FieldType::String, "Name of the keyring."))
+        .field(
+            Field::new(
+                "type",
+                FieldType::String,
+                "Key type, fixed at creation: hmac-sha256 (JWT HS256), aes256-gcm, ed25519 (EdDSA), ecdsa-p256 \
+                 (ES256) or rsa-2048 (RS256).",
+            )
+            .required(),
+        )
+        .field(Field::new(
+            "deletion_allowed",
+            FieldType::Bool,
+            "Whether the keyring may be deleted. False by default, so that a mistaken delete cannot destroy keys \
+             pools rely on.",
+        ));
+    for field in policy_fields() {
+        path = path.field(field);
+    }
+    let (read_state, write_state, delete_state) = (state.clone(), state.clone(), state);
+    path.operation(
+        Operation::Read,
+        "Read a keyring's policy and every live version with its times and state (never key material).",
+        handler(move |req, data| {
+            let state = read_state.clone();
+            async move { read(&state, &req, &data).await }
+        }),
+    )
+    .operation(
+        Operation::Create,
+        "Create a keyring; its first version signs at once.",
+        handler({
+            let state = write_state.clone();
+            move |req, data| {
+                let state = state.clone();
+                async move { create(&state, &req, &data).await }
+            }
+        }),
+    )
+    .operation(
+        Operation::Update,
+        "Change a keyring's policy or deletion_allowed; the type cannot change.",
+        handler(move |req, data| {
+            let state = write_state.clone();
+            async move { update(&state, &req, &data).await }
+        }),
+    )
+    .operation(
+        Operation::Delete,
+        "Delete a keyring and destroy its material; only when deletion_allowed is set.",
+        handler(move |req, data| {
+            let state = delete_state.clone();
+            async move { delete(&state, &req, &data).await }
+        }),
+    )
+    .exists(existence_check(|req: Request, data: FieldData| async move {
+        Ok(load_keyring(req.storage.as_ref(), name(&data)?).await?.is_some())
+    }))
+    .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
+}
+
+pub(crate) fn name(data: &FieldData) -> Result<&str, LogicalError> {
+    let name = data.str("name").unwrap_or_default();
+    check_name("name", name)?;
+    Ok(name)
+}
+
+async fn read(
+    state: &MountState,
+    req: &Request,
+    data: &FieldData,
+) -> Result<Option<Response>, LogicalError> {
+    let Some(ring) = load_keyring(req.storage.as_ref(), name(data)?).await? else {
+        return Ok(None);
+    };
+    Ok(Some(render(&ring, state.now())))
+}
+
+async fn create(
+    state: &MountState,
+    req: &Request,
+    data: &FieldData,
+) -> Result<Option<Response>, LogicalError> {
+    let name = name(data)?;
+    let type_name = data.str("type").unwrap_or_default();
+    let key_type = KeyType::parse(type_name).ok_or_else(|| {
+        let known: Vec<&str> = lockstep_model::keytype::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .collect();
+        LogicalError::InvalidRequest(format!(
+            "field \"type\": {type_name:?} is not a key type; use one of {}",
+            known.join(", ")
+        ))
+    })?;
+    let config = Config::load(req.storage.as_ref()).await?;
+    let mut policy = config.default_policy;
+    apply_policy(&mut policy, data);
+    policy.validate(&config.fleet()).map_err(invalid)?;
+    let lock = state.keyring_lock(name);
+    let _guard = lock.lock().await;
+    if load_keyring(req.storage.as_ref(), name).await?.is_some() {
+        return Err(LogicalError::InvalidRequest(format!(
+            "keyring {name:?} already exists"
+        )));
+    }
+    let t = state.now();
+    let mut ring = Keyring::new(
+        name.into(),
+        key_type,
+        policy,
+        data.bool("deletion_allowed").unwrap_or(false),
+    );
+    ring.record(
+        t,
+        "create",
+        Cause::Manual,
+        req.actor(),
+        format!("type {key_type}"),
+        vec![],
+    );
+    let (number, material) = scheduler::publish(&mut ring, t, t)?;
+    ring.record(
+        t,
+        "publish",
+        Cause::Manual,
+        req.actor(),
+        "first version, active at once".into(),
+        vec![number],
+    );
+    let writes = vec![
+        put_material(name, number, &material)?,
+        Write::Put(keyring_key(name), encode(&ring)?),
+    ];
+    apply(req.storage.as_ref(), writes).await?;
+    tracing::info!(keyring = name, key_type = %key_type, actor = req.actor(), "keyring created");
+    state.changed();
+    Ok(Some(render(&ring, t)))
+}
+
+async fn update(
+    state: &MountState,
+    req: &Request,
+    data: &FieldData,
+) -> Result<Option<Response>, LogicalError> {
+    let name = name(data)?;
+    let config = Config::load(req.storage.as_ref()).await?;
+    let lock = state.keyring_lock(name);
+    let _guard = lock.lock().await;
+    let mut ring = require_keyring(req.storage.as_ref(), name).await?;
+    if let Some(type_name) = data.is_set("type").then(|| data.str("type")).flatten()
+        && type_name != ring.key_type.as_str()
+    {
+        return Err(LogicalError::InvalidRequest(format!(
+            "field \"type\": a keyring's type cannot change (it is {}); create a new keyring",
+            ring.key_type
+        )));
+    }
+    let before = ring.policy;
+    apply_policy(&mut ring.policy, data);
+    ring.policy.validate(&config.fleet()).map_err(invalid)?;
+    if data.is_set("deletion_allowed") {
+        ring.deletion_allowed = data.bool("deletion_allowed").unwrap_or(false);
+    }
+    let t = state.now();
+    let detail = policy_change(&before, &ring);
+    ring.record(t, "policy", Cause::Manual, req.actor(), detail, vec![]);
+    apply(
+        req.storage.as_ref(),
+        vec![Write::Put(keyring_key(name), encode(&ring)?)],
+    )
+    .await?;
+    Ok(Some(render(&ring, t)))
+}
+
+fn policy_change(before: &lockstep_model::Policy, ring: &Keyring) -> String {
+    let (mut old, mut new) = (Map::new(), Map::new());
+    policy_json(before, &mut old);
+    policy_json(&ring.policy, &mut new);
+    let mut changes: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {} -> {v}", old[k]))
+        .collect();
+    changes.push(format!("deletion_allowed: {}", ring.deletion_allowed));
+    changes.join(", ")
+}
+
+async fn delete(
+    state: &MountState,
+    req: &Request,
+    data: &FieldData,
+) -> Result<Option<Response>, LogicalError> {
+    let name = name(data)?;
+    let lock = state.keyring_lock(name);
+    let _guard = lock.lock().await;
+    let Some(ring) = load_keyring(req.storage.as_ref(), name).await? else {
+        return Ok(None);
+    };
+    if !ring.deletion_allowed {
+        return Err(LogicalError::InvalidRequest(format!(
+            "deletion is not allowed for keyring {name:?}; set deletion_allowed=true on it first"
+        )));
+    }
+    // The record goes first: material without a record is an orphan that
+    // repair removes, a record without material would be a broken keyring.
+    let mut writes = vec![Write::Delete(keyring_key(name))];
+    writes.extend(
+        ring.versions
+            .iter()
+            .map(|v| Write::Delete(material_key(name, v.number))),
+    );
+    storage::apply(req.storage.as_ref(), writes).await?;
+    tracing::info!(keyring = name, actor = req.actor(), "keyring deleted");
+    state.changed();
+    Ok(None)
+}
+
+/// A keyring as the API shows it.
+pub(crate) fn render(ring: &Keyring, t: i64) -> Response {
+    let state = key_state(&ring.versions, t);
+    let versions: Vec<Value> = ring
+        .versions
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.number,
+                "kid": v.kid,
+                "state": version_state(v, state.signing, t),
+                "created_at": time_json(Some(v.created_at)),
+                "planned_activation": time_json(Some(v.planned_activation)),
+                "committed": v.is_committed(),
+                "not_before": time_json(v.not_before),
+                "not_after": time_json(v.not_after),
+                "expires_at": time_json(v.expires_at),
+                "emergency": v.emergency,
+                "revoked": v.revoked.as_ref().map(|r| json!({"at": time_json(Some(r.at)), "reason": r.reason})),
+            })
+        })
+        .collect();
+    let mut data = Map::new();
+    data.insert("name".into(), json!(ring.name));
+    data.insert("type".into(), json!(ring.key_type));
+    data.insert("deletion_allowed".into(), json!(ring.deletion_allowed));
+    data.insert("latest_version".into(), json!(ring.latest));
+    data.insert("signing_version".into(), json!(state.signing));
+    data.insert(
+        "pending_version".into(),
+        json!(ring.pending().map(|p| p.number)),
+    );
+    data.insert("generation".into(), json!(ring.generation));
+    policy_json(&ring.policy, &mut data);
+    data.insert("versions".into(), Value::Array(versions));
+    Response::with_data(data)
+}
+
+const HELP_SYNOPSIS: &str = "Manage keyrings: versioned keys that rotate on a schedule.";
+const HELP_DESCRIPTION: &str = "\
+A keyring holds numbered versions of one key type. Each version is published \
+to pools prepublish before it is planned to activate, becomes the signing key \
+once every live pool holds it (or commit_timeout has passed), stops signing when \
+the next version activates, and stays valid for verification for grace_period \
+after that; then its material is destroyed. Reading a keyring shows every live \
+version with its state (pending, active, grace, expired, revoked) and times, \
+never key material. The type cannot change. Delete requires deletion_allowed.";

@@ -1,0 +1,147 @@
+//! `status/<name>`: per pool, which instances hold which version of a
+//! keyring, when each was last seen, and alerts.
+
+use std::sync::Arc;
+
+use lockstep_model::key_state;
+use lockstep_model::schedule::Keyring;
+use lockstep_model::version::VersionMeta;
+use serde_json::{Map, Value, json};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, name_segment};
+use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
+
+use super::keys::name;
+use super::time_json;
+use crate::acks::{self, PoolView};
+use crate::config::Config;
+use crate::state::MountState;
+use crate::storage::require_keyring;
+
+/// The `status/<name>` path.
+pub fn path(state: Arc<MountState>) -> Path {
+    Path::new(format!("status/{}", name_segment("name")))
+        .field(Field::new(
+            "name",
+            FieldType::String,
+            "Name of the keyring.",
+        ))
+        .operation(
+            Operation::Read,
+            "Show which pool instances hold which version, and alerts.",
+            handler(move |req, data| {
+                let state = state.clone();
+                async move { read(&state, &req, &data).await }
+            }),
+        )
+        .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
+}
+
+async fn read(
+    state: &MountState,
+    req: &Request,
+    data: &FieldData,
+) -> Result<Option<Response>, LogicalError> {
+    let name = name(data)?;
+    let storage = req.storage.as_ref();
+    let ring = require_keyring(storage, name).await?;
+    let config = Config::load(storage).await?;
+    let t = state.now();
+    let fleet = acks::fleet(state, storage, &config, name, t).await?;
+    let key = key_state(&ring.versions, t);
+    // The version pools must hold next: waiting for commit, or committed
+    // and not active yet.
+    let upcoming = ring
+        .versions
+        .iter()
+        .filter(|v| v.verifies_at(t) && v.not_before.is_none_or(|s| s > t))
+        .max_by_key(|v| v.number);
+    let mut data = Map::new();
+    data.insert("name".into(), json!(name));
+    data.insert("server_time".into(), time_json(Some(t)));
+    data.insert("signing_version".into(), json!(key.signing));
+    data.insert("verifying_versions".into(), json!(key.verifying));
+    data.insert(
+        "upcoming".into(),
+        upcoming.map_or(Value::Null, |v| upcoming_json(v, &fleet)),
+    );
+    data.insert(
+        "pools".into(),
+        Value::Array(fleet.iter().map(pool_json).collect()),
+    );
+    data.insert("alerts".into(), json!(alerts(&ring, upcoming, &fleet, t)));
+    Ok(Some(Response::with_data(data)))
+}
+
+fn upcoming_json(version: &VersionMeta, fleet: &[PoolView]) -> Value {
+    let lacking: Vec<String> = fleet
+        .iter()
+        .flat_map(|p| p.lacking(version.number))
+        .collect();
+    json!({
+        "version": version.number,
+        "kid": version.kid,
+        "published_at": time_json(Some(version.created_at)),
+        "planned_activation": time_json(Some(version.planned_activation)),
+        "committed": version.is_committed(),
+        "not_before": time_json(version.not_before),
+        "not_held_by": lacking,
+    })
+}
+
+fn pool_json(pool: &PoolView) -> Value {
+    let instances: Vec<Value> = pool
+        .instances
+        .iter()
+        .map(|i| json!({"instance": i.instance, "held_version": i.held, "last_seen": time_json(Some(i.last_seen)), "live": i.live}))
+        .collect();
+    json!({"pool": pool.pool, "live": pool.live(), "instances": instances})
+}
+
+fn alerts(
+    ring: &Keyring,
+    upcoming: Option<&VersionMeta>,
+    fleet: &[PoolView],
+    t: i64,
+) -> Vec<String> {
+    let mut alerts = Vec::new();
+    if let Some(v) = upcoming {
+        let lacking: Vec<String> = fleet.iter().flat_map(|p| p.lacking(v.number)).collect();
+        let when = v.not_before.unwrap_or(v.planned_activation);
+        if !lacking.is_empty() {
+            let deadline = v
+                .created_at
+                .saturating_add(i64::try_from(ring.policy.commit_timeout).unwrap_or(i64::MAX));
+            alerts.push(format!(
+                "version {} activates at {} (or is committed by {} at the latest) and is not yet held by: {}",
+                v.number,
+                time_json(Some(when)).as_str().unwrap_or_default(),
+                time_json(Some(deadline)).as_str().unwrap_or_default(),
+                lacking.join(", ")
+            ));
+        }
+    }
+    let live: Vec<u64> = ring
+        .versions
+        .iter()
+        .filter(|v| v.verifies_at(t))
+        .map(|v| v.number)
+        .collect();
+    for entry in ring.history.iter().filter(|e| e.action == "commit-forced") {
+        if entry.versions.iter().any(|n| live.contains(n)) {
+            alerts.push(format!(
+                "version {:?} was committed without every live pool holding it: {}",
+                entry.versions, entry.detail
+            ));
+        }
+    }
+    alerts
+}
+
+const HELP_SYNOPSIS: &str = "Show, per pool and instance, which version of a keyring it holds.";
+const HELP_DESCRIPTION: &str = "\
+Lists every pool that may fetch the keyring, each sidecar instance that \
+polled it, the highest version that instance holds, when it was last seen and \
+whether it is live (seen within the mount's liveness_window). \"upcoming\" is \
+the next version to activate and which live instances do not hold it yet. \
+Alerts name live pools that lack a version about to activate, and versions \
+committed without every live pool holding them (commit timeout).";

@@ -1,0 +1,185 @@
+//! Scheduled rotation, driven by the host's periodic call. The server makes
+//! that call on its active node only, so one scheduler decides for the
+//! whole fleet.
+//!
+//! Each run, per keyring and under the keyring's lock: destroy the material
+//! of versions that expired, publish the next version when it is due
+//! (`prepublish` before its planned activation; once after downtime, never
+//! a burst), and commit a published version once every live pool holds it
+//! or its commit timeout has passed. One keyring's failure never stops the
+//! others; the next run retries.
+
+use lockstep_model::schedule::{Cause, Keyring};
+use vault_plugin_sdk::logical::LogicalError;
+use vault_plugin_sdk::storage::Storage;
+
+use crate::acks;
+use crate::config::Config;
+use crate::keygen::{self, Material};
+use crate::paths::storage_error;
+use crate::state::MountState;
+use crate::storage::{self, Write, encode, keyring_key, material_key, put_material};
+
+/// The scheduler's name in history.
+const SCHEDULER: &str = "scheduler";
+
+fn internal(error: keygen::KeygenError) -> LogicalError {
+    LogicalError::Internal(error.to_string())
+}
+
+/// Publishes a new version with fresh material; returns its number and
+/// material (the caller writes the material before the keyring).
+pub fn publish(ring: &mut Keyring, t: i64, planned: i64) -> Result<(u64, Material), LogicalError> {
+    let material = keygen::generate(ring.key_type).map_err(internal)?;
+    let kid = format!(
+        "{}-v{}-{}",
+        ring.name,
+        ring.latest + 1,
+        keygen::random_hex(4).map_err(internal)?
+    );
+    Ok((ring.publish(kid, t, planned), material))
+}
+
+/// Publishes and commits a version that signs at once.
+pub fn emergency(ring: &mut Keyring, t: i64) -> Result<(u64, Material), LogicalError> {
+    let material = keygen::generate(ring.key_type).map_err(internal)?;
+    let kid = format!(
+        "{}-v{}-{}",
+        ring.name,
+        ring.latest + 1,
+        keygen::random_hex(4).map_err(internal)?
+    );
+    Ok((ring.emergency_version(kid, t), material))
+}
+
+/// One periodic run over every keyring.
+pub async fn run(state: &MountState, storage: &dyn Storage) -> Result<(), LogicalError> {
+    let config = Config::load(storage).await?;
+    for name in storage.list("keyring/").await.map_err(storage_error)? {
+        if let Err(error) = run_keyring(state, storage, &config, &name).await {
+            tracing::error!(keyring = %name, %error, "scheduled work failed; retrying at the next periodic call");
+        }
+    }
+    let t = state.now();
+    acks::forget_stale(state, storage, &config, t).await
+}
+
+/// The scheduler's work on one keyring.
+pub async fn run_keyring(
+    state: &MountState,
+    storage: &dyn Storage,
+    config: &Config,
+    name: &str,
+) -> Result<(), LogicalError> {
+    let lock = state.keyring_lock(name);
+    let _guard = lock.lock().await;
+    let Some(mut ring) = storage::load_keyring(storage, name).await? else {
+        return Ok(());
+    };
+    let t = state.now();
+    let generation = ring.generation;
+    let destroyed = ring.expire(t);
+    if !destroyed.is_empty() {
+        ring.record(
+            t,
+            "expire",
+            Cause::Scheduled,
+            SCHEDULER,
+            "material destroyed".into(),
+            destroyed.clone(),
+        );
+    }
+    let mut writes = Vec::new();
+    if let Some(planned) = ring.due_publication(t) {
+        let (number, material) = publish(&mut ring, t, planned)?;
+        ring.record(
+            t,
+            "publish",
+            Cause::Scheduled,
+            SCHEDULER,
+            "rotation due".into(),
+            vec![number],
+        );
+        writes.push(put_material(name, number, &material)?);
+    }
+    try_commit(
+        state,
+        storage,
+        config,
+        &mut ring,
+        t,
+        Cause::Scheduled,
+        SCHEDULER,
+    )
+    .await?;
+    if ring.generation != generation {
+        save(storage, &ring, writes, &destroyed).await?;
+        state.changed();
+    }
+    let orphans = storage::repair(storage, &ring).await?;
+    if !orphans.is_empty() {
+        tracing::warn!(keyring = name, versions = ?orphans, "removed material left by an interrupted change");
+    }
+    Ok(())
+}
+
+/// Commits the pending version if every live pool holds it, or if its
+/// commit timeout has passed (recorded as a forced commit, which `status`
+/// reports as an alert).
+pub async fn try_commit(
+    state: &MountState,
+    storage: &dyn Storage,
+    config: &Config,
+    ring: &mut Keyring,
+    t: i64,
+    cause: Cause,
+    actor: &str,
+) -> Result<(), LogicalError> {
+    let Some(pending) = ring.pending().cloned() else {
+        return Ok(());
+    };
+    let fleet = acks::fleet(state, storage, config, &ring.name, t).await?;
+    let lacking: Vec<String> = fleet
+        .iter()
+        .flat_map(|p| p.lacking(pending.number))
+        .collect();
+    let timeout = i64::try_from(ring.policy.commit_timeout).unwrap_or(i64::MAX);
+    let (action, detail) = if lacking.is_empty() {
+        ("commit", "every live pool holds it".to_string())
+    } else if t - pending.created_at >= timeout {
+        (
+            "commit-forced",
+            format!(
+                "commit timeout passed without acknowledgement from: {}",
+                lacking.join(", ")
+            ),
+        )
+    } else {
+        return Ok(());
+    };
+    if let Some(number) = ring.commit(t, config.activation_margin) {
+        ring.record(t, action, cause, actor, detail, vec![number]);
+        if action == "commit-forced" {
+            tracing::warn!(keyring = %ring.name, version = number, "version committed without every live pool holding it");
+        }
+    }
+    Ok(())
+}
+
+/// Stores a changed keyring: new material first, then the record, then
+/// the deletion of destroyed material.
+pub async fn save(
+    storage: &dyn Storage,
+    ring: &Keyring,
+    new_material: Vec<Write>,
+    destroyed: &[u64],
+) -> Result<(), LogicalError> {
+    let mut writes = new_material;
+    writes.push(Write::Put(keyring_key(&ring.name), encode(ring)?));
+    writes.extend(
+        destroyed
+            .iter()
+            .map(|n| Write::Delete(material_key(&ring.name, *n))),
+    );
+    storage::apply(storage, writes).await
+}

@@ -1,0 +1,239 @@
+//! Storage layout and versioned records.
+//!
+//! | key                       | record                                        |
+//! |---------------------------|-----------------------------------------------|
+//! | `config`                  | mount-wide settings ([`crate::config`])       |
+//! | `keyring/<name>`          | a keyring: policy, version metadata, history  |
+//! | `material/<name>/<n>`     | one version's key material                    |
+//! | `pools/<name>`            | a pool                                        |
+//! | `acks/<pool>/<instance>`  | what a sidecar instance holds, when last seen |
+//!
+//! Every state change of a keyring is one write of its record; material is
+//! written before the record refers to it and deleted after the record
+//! stops referring to it, so a crash between writes leaves either the old
+//! or the new state plus, at worst, an orphaned material entry that
+//! [`repair`] removes. On hosts with transactional storage the writes of one
+//! change are also applied in one transaction.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vault_plugin_sdk::logical::LogicalError;
+use vault_plugin_sdk::storage::Storage;
+
+use lockstep_model::schedule::Keyring;
+use lockstep_model::secret::SecretBytes;
+
+use crate::keygen::Material;
+use crate::paths::storage_error;
+
+/// The layout version this plugin writes.
+pub const FORMAT: u32 = 1;
+
+/// One storage change.
+#[derive(Debug)]
+pub enum Write {
+    /// Put bytes at a key.
+    Put(String, Vec<u8>),
+    /// Delete a key.
+    Delete(String),
+}
+
+/// Applies writes in order, in one transaction when the host offers them.
+pub async fn apply(storage: &dyn Storage, writes: Vec<Write>) -> Result<(), LogicalError> {
+    match storage.begin().await.map_err(storage_error)? {
+        Some(txn) => {
+            if let Err(error) = apply_each(txn.as_ref(), writes).await {
+                let _ = txn.rollback().await;
+                return Err(error);
+            }
+            txn.commit().await.map_err(storage_error)
+        }
+        None => apply_each(storage, writes).await,
+    }
+}
+
+async fn apply_each(storage: &dyn Storage, writes: Vec<Write>) -> Result<(), LogicalError> {
+    for write in writes {
+        match write {
+            Write::Put(key, value) => storage.put(&key, value).await,
+            Write::Delete(key) => storage.delete(&key).await,
+        }
+        .map_err(storage_error)?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    format: u32,
+    record: T,
+}
+
+/// Serialises a record with its layout version.
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, LogicalError> {
+    serde_json::to_vec(&Envelope {
+        format: FORMAT,
+        record,
+    })
+    .map_err(|e| LogicalError::Internal(format!("encoding a record: {e}")))
+}
+
+/// Reads a record at `key`, migrating older layouts.
+pub async fn load<T: DeserializeOwned>(
+    storage: &dyn Storage,
+    key: &str,
+) -> Result<Option<T>, LogicalError> {
+    let Some(bytes) = storage.get(key).await.map_err(storage_error)? else {
+        return Ok(None);
+    };
+    let unreadable =
+        |e: String| LogicalError::Internal(format!("stored record {key:?} is unreadable: {e}"));
+    let envelope: Envelope<Value> =
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    let record = migrate(envelope.format, envelope.record).map_err(unreadable)?;
+    serde_json::from_value(record)
+        .map(Some)
+        .map_err(|e| unreadable(e.to_string()))
+}
+
+/// The migration hook: turns a record of an older layout into the
+/// current one. Layout 1 is the first; a newer layout than this plugin
+/// knows (written by a newer plugin before a downgrade) is refused rather
+/// than misread.
+fn migrate(format: u32, record: Value) -> Result<Value, String> {
+    match format {
+        FORMAT => Ok(record),
+        newer if newer > FORMAT => Err(format!(
+            "layout {newer} is newer than this plugin's layout {FORMAT}"
+        )),
+        older => Err(format!("layout {older} has no migration")),
+    }
+}
+
+/// Key of a keyring record.
+pub fn keyring_key(name: &str) -> String {
+    format!("keyring/{name}")
+}
+
+/// Key of a version's material.
+pub fn material_key(name: &str, number: u64) -> String {
+    format!("material/{name}/{number}")
+}
+
+/// Reads a keyring.
+pub async fn load_keyring(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<Option<Keyring>, LogicalError> {
+    load(storage, &keyring_key(name)).await
+}
+
+/// A keyring that must exist.
+pub async fn require_keyring(storage: &dyn Storage, name: &str) -> Result<Keyring, LogicalError> {
+    load_keyring(storage, name)
+        .await?
+        .ok_or_else(|| LogicalError::NotFound(format!("keyring {name:?} not found")))
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMaterial {
+    private_key: SecretBytes,
+    public_key: Option<String>,
+}
+
+/// The write of a version's material.
+pub fn put_material(name: &str, number: u64, material: &Material) -> Result<Write, LogicalError> {
+    let stored = StoredMaterial {
+        private_key: material.private_key.clone(),
+        public_key: material.public_key.clone(),
+    };
+    Ok(Write::Put(material_key(name, number), encode(&stored)?))
+}
+
+/// Reads a version's material.
+pub async fn load_material(
+    storage: &dyn Storage,
+    name: &str,
+    number: u64,
+) -> Result<Option<Material>, LogicalError> {
+    let stored: Option<StoredMaterial> = load(storage, &material_key(name, number)).await?;
+    Ok(stored.map(|s| Material {
+        private_key: s.private_key,
+        public_key: s.public_key,
+    }))
+}
+
+/// Removes material entries no live version refers to: left by a crash
+/// between the writes of a rotation, or by an interrupted expiry.
+pub async fn repair(storage: &dyn Storage, ring: &Keyring) -> Result<Vec<u64>, LogicalError> {
+    let prefix = format!("material/{}/", ring.name);
+    let mut removed = Vec::new();
+    for entry in storage.list(&prefix).await.map_err(storage_error)? {
+        let Ok(number) = entry.parse::<u64>() else {
+            continue;
+        };
+        let live = ring
+            .versions
+            .iter()
+            .any(|v| v.number == number && !v.destroyed);
+        if !live {
+            storage
+                .delete(&material_key(&ring.name, number))
+                .await
+                .map_err(storage_error)?;
+            removed.push(number);
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_plugin_sdk::storage::MemoryStorage;
+
+    #[tokio::test]
+    async fn records_carry_their_layout_and_newer_layouts_are_refused() {
+        let storage = MemoryStorage::default();
+        storage
+            .put("x", encode(&42u32).expect("encode"))
+            .await
+            .expect("put");
+        assert_eq!(load::<u32>(&storage, "x").await, Ok(Some(42)));
+        storage
+            .put("x", br#"{"format":2,"record":42}"#.to_vec())
+            .await
+            .expect("put");
+        let error = load::<u32>(&storage, "x").await.expect_err("newer");
+        assert!(error.to_string().contains("layout 2 is newer"), "{error}");
+        assert_eq!(load::<u32>(&storage, "missing").await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn repair_removes_only_orphaned_material() {
+        use lockstep_model::{KeyType, Policy};
+        let storage = MemoryStorage::default();
+        let mut ring = Keyring::new("jwt".into(), KeyType::HmacSha256, Policy::default(), false);
+        ring.publish("k1".into(), 0, 0);
+        let material = crate::keygen::generate(KeyType::HmacSha256).expect("keygen");
+        let writes = vec![
+            put_material("jwt", 1, &material).expect("w"),
+            put_material("jwt", 2, &material).expect("w"),
+        ];
+        apply(&storage, writes).await.expect("apply");
+        assert_eq!(repair(&storage, &ring).await, Ok(vec![2]));
+        assert!(
+            load_material(&storage, "jwt", 1)
+                .await
+                .expect("load")
+                .is_some()
+        );
+        assert!(
+            load_material(&storage, "jwt", 2)
+                .await
+                .expect("load")
+                .is_none()
+        );
+    }
+}
