@@ -6,11 +6,21 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test build hosts server lint
+.PHONY: demo test build test-plugin hosts server lint
 
 ## Build the plugin (and every other binary of the workspace).
 build:
 	$(CARGO) build --workspace --bins
+
+## The plugin as end-to-end tests run it: built with the `test-clock` feature,
+## which lets a test move the plugin's clock (see plugin/engine/Cargo.toml).
+## The ordinary binary is rebuilt afterwards.
+test-plugin: build
+	$(CARGO) build -p lockstep-plugin --features test-clock
+	mkdir -p target/test-plugin
+	cp target/debug/vault-plugin-secrets-lockstep target/test-plugin/
+	strip target/test-plugin/vault-plugin-secrets-lockstep
+	$(CARGO) build -p lockstep-plugin
 
 ## OpenBao's and Vault's Go plugin clients, as test hosts (cached in target/gohost).
 hosts:
@@ -27,7 +37,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Every test: unit tests, then end-to-end tests through the real hosts and server.
-test: build hosts server lint
+test: build test-plugin hosts server lint
 	$(CARGO) test --workspace
 	cd tests/gohost && go test ./...
 

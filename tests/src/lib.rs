@@ -21,39 +21,24 @@ use serde_json::Value;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// A binary the tests need: from `var` if set, else `default` under
 /// `target/`; panics with how to build it when it is missing.
 pub fn required_binary(var: &str, default: &str, build_hint: &str) -> PathBuf {
-    let path = std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join(default));
-    assert!(
-        path.is_file(),
-        "{} not found ({var} unset or wrong); build it with `{build_hint}`",
-        path.display()
-    );
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| target_dir().join(default));
+    assert!(path.is_file(), "{} not found ({var} unset or wrong); build it with `{build_hint}`", path.display());
     path
 }
 
 /// The plugin binary under test.
 pub fn plugin_binary() -> PathBuf {
-    required_binary(
-        "LOCKSTEP_PLUGIN_BIN",
-        "debug/vault-plugin-secrets-lockstep",
-        "cargo build -p lockstep-plugin",
-    )
+    required_binary("LOCKSTEP_PLUGIN_BIN", "test-plugin/vault-plugin-secrets-lockstep", "make test-plugin")
 }
 
 /// The version the plugin reports (and is registered with).
@@ -74,6 +59,37 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// The plugin's movable clock: an offset in seconds, in a file the test
+/// plugin reads at every look at the time (see the `test-clock` feature).
+#[derive(Debug)]
+pub struct TestClock {
+    path: PathBuf,
+    offset: std::sync::atomic::AtomicU64,
+}
+
+impl TestClock {
+    /// A clock at offset zero, kept in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let path = dir.join("clock-offset");
+        std::fs::write(&path, "0").expect("write the clock file");
+        Self { path, offset: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Moves the plugin's clock forward.
+    pub fn advance(&self, secs: u64) {
+        let offset = self.offset.fetch_add(secs, std::sync::atomic::Ordering::SeqCst) + secs;
+        // Written whole then renamed, so the plugin never reads half a number.
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, offset.to_string()).expect("write the clock file");
+        std::fs::rename(&tmp, &self.path).expect("replace the clock file");
+    }
+
+    /// The environment variable that points the plugin at this clock.
+    pub fn env(&self) -> (&'static str, &Path) {
+        ("LOCKSTEP_TEST_CLOCK_FILE", &self.path)
+    }
+}
+
 /// An HTTP answer: status and JSON body (`null` when empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
@@ -92,11 +108,7 @@ impl Reply {
     /// The error messages of a failed one, joined.
     pub fn errors(&self) -> String {
         match self.body["errors"].as_array() {
-            Some(errors) => errors
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("; "),
+            Some(errors) => errors.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "),
             None => String::new(),
         }
     }
@@ -104,11 +116,7 @@ impl Reply {
     /// Panics with the body unless the status is `expected`.
     #[track_caller]
     pub fn expect_status(self, expected: u16) -> Self {
-        assert_eq!(
-            self.status, expected,
-            "unexpected status; body: {}",
-            self.body
-        );
+        assert_eq!(self.status, expected, "unexpected status; body: {}", self.body);
         self
     }
 }
@@ -126,11 +134,8 @@ pub(crate) fn http(request: ureq::Request, body: Option<&Value>) -> Reply {
     };
     let status = response.status();
     let text = response.into_string().unwrap_or_default();
-    let body = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
+    let body =
+        if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     Reply { status, body }
 }
 
@@ -139,11 +144,7 @@ pub(crate) fn dump_log_if_panicking(what: &str, log: &Path) {
     if std::thread::panicking() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(200).collect();
-        eprintln!(
-            "----- {what} log ({}) , last {} lines -----",
-            log.display(),
-            tail.len()
-        );
+        eprintln!("----- {what} log ({}) , last {} lines -----", log.display(), tail.len());
         for line in tail.into_iter().rev() {
             eprintln!("{line}");
         }

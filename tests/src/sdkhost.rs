@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::{Reply, dump_log_if_panicking, http, plugin_binary, plugin_version, required_binary};
+use crate::{Reply, TestClock, dump_log_if_panicking, http, plugin_binary, plugin_version, required_binary};
 
 /// Which SDK's plugin client hosts the plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct SdkHost {
     child: Child,
     base: String,
     log: PathBuf,
+    /// The plugin's clock.
+    pub clock: TestClock,
     _dir: tempfile::TempDir,
 }
 
@@ -46,10 +48,7 @@ impl SdkHost {
     pub fn start(kind: HostKind) -> Self {
         let (var, name) = match kind {
             HostKind::OpenBao => ("LOCKSTEP_SDKHOST_BIN", "gohost/lockstep-sdkhost"),
-            HostKind::Vault => (
-                "LOCKSTEP_SDKHOST_VAULT_BIN",
-                "gohost/lockstep-sdkhost-vault",
-            ),
+            HostKind::Vault => ("LOCKSTEP_SDKHOST_VAULT_BIN", "gohost/lockstep-sdkhost-vault"),
         };
         let host = required_binary(var, name, "tests/gohost/build.sh target/gohost");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -57,7 +56,10 @@ impl SdkHost {
         std::fs::create_dir(&plugins).expect("plugin dir");
         std::fs::copy(plugin_binary(), plugins.join("lockstep")).expect("copy plugin");
         let log = dir.path().join("host.log");
+        let clock = TestClock::new(dir.path());
+        let (clock_var, clock_path) = clock.env();
         let mut child = Command::new(host)
+            .env(clock_var, clock_path)
             .arg("-plugin-dir")
             .arg(&plugins)
             .args(["-name", "lockstep", "-version", &plugin_version(), "-log"])
@@ -68,19 +70,9 @@ impl SdkHost {
             .expect("start the SDK host");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the host's LISTEN line");
-        let addr = line
-            .trim()
-            .strip_prefix("LISTEN ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Self {
-            base: format!("http://{addr}"),
-            child,
-            log,
-            _dir: dir,
-        }
+        BufReader::new(stdout).read_line(&mut line).expect("read the host's LISTEN line");
+        let addr = line.trim().strip_prefix("LISTEN ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Self { base: format!("http://{addr}"), child, log, clock, _dir: dir }
     }
 
     fn post(&self, path: &str, body: Value) -> Reply {
@@ -89,9 +81,7 @@ impl SdkHost {
 
     /// Mounts the plugin at `path`; panics if the host refuses.
     pub fn mount(&self, path: &str) -> Value {
-        self.post("/v1/mounts", json!({"path": path, "config": {}}))
-            .expect_status(200)
-            .body
+        self.post("/v1/mounts", json!({"path": path, "config": {}})).expect_status(200).body
     }
 
     /// Mounts and returns the host's answer whatever it is.
@@ -101,40 +91,31 @@ impl SdkHost {
 
     /// Unmounts (the plugin's cleanup runs).
     pub fn unmount(&self, path: &str) {
-        http(
-            ureq::delete(&format!(
-                "{}/v1/mounts/{}",
-                self.base,
-                path.trim_end_matches('/')
-            )),
-            None,
-        )
-        .expect_status(200);
+        http(ureq::delete(&format!("{}/v1/mounts/{}", self.base, path.trim_end_matches('/'))), None).expect_status(200);
     }
 
     /// Reloads the plugin behind `path`: new process, same storage.
     pub fn reload(&self, path: &str) {
         let path = path.trim_end_matches('/');
-        self.post(&format!("/v1/mounts/{path}/reload"), json!({}))
-            .expect_status(200);
+        self.post(&format!("/v1/mounts/{path}/reload"), json!({})).expect_status(200);
     }
 
     /// `(started, running)` plugin processes.
     pub fn processes(&self) -> (u64, u64) {
-        let body = http(ureq::get(&format!("{}/v1/processes", self.base)), None)
-            .expect_status(200)
-            .body;
-        (
-            body["started"].as_u64().unwrap_or_default(),
-            body["running"].as_u64().unwrap_or_default(),
-        )
+        let body = http(ureq::get(&format!("{}/v1/processes", self.base)), None).expect_status(200).body;
+        (body["started"].as_u64().unwrap_or_default(), body["running"].as_u64().unwrap_or_default())
     }
 
     /// Sends one logical request to the mount.
     pub fn request(&self, mount: &str, operation: &str, path: &str, data: Value) -> HostReply {
+        self.request_as(mount, operation, path, data, "token-test")
+    }
+
+    /// Sends one logical request as the caller `display_name`.
+    pub fn request_as(&self, mount: &str, operation: &str, path: &str, data: Value, display_name: &str) -> HostReply {
         let body = json!({
             "mount": mount, "operation": operation, "path": path, "data": data,
-            "display_name": "token-test", "entity_id": "",
+            "display_name": display_name, "entity_id": "",
         });
         let reply = self.post("/v1/request", body).expect_status(200).body;
         let response = &reply["response"];
@@ -144,12 +125,7 @@ impl SdkHost {
             error: reply["error"].as_str().unwrap_or_default().to_string(),
             warnings: response["warnings"]
                 .as_array()
-                .map(|w| {
-                    w.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|w| w.iter().filter_map(Value::as_str).map(str::to_string).collect())
                 .unwrap_or_default(),
         }
     }
@@ -157,8 +133,7 @@ impl SdkHost {
     /// Makes the next `count` storage operations `op` on keys under
     /// `key_prefix` in `mount` fail.
     pub fn fault(&self, mount: &str, op: &str, key_prefix: &str, count: u32) {
-        let body =
-            json!({"mount": mount, "op": op, "key_prefix": key_prefix, "after": 0, "count": count});
+        let body = json!({"mount": mount, "op": op, "key_prefix": key_prefix, "after": 0, "count": count});
         self.post("/v1/faults", body).expect_status(200);
     }
 

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::{
-    Reply, dump_log_if_panicking, free_port, http, plugin_binary, plugin_version, required_binary,
-    sha256_file,
+    Reply, dump_log_if_panicking, free_port, http, plugin_binary, plugin_version, required_binary, sha256_file,
 };
 
 /// The file name of the plugin in the server's plugin directory.
@@ -38,11 +37,7 @@ pub struct Server {
 
 /// The server binary: `LOCKSTEP_VAULT_BIN`, else the one `make test` builds.
 pub fn server_binary() -> PathBuf {
-    required_binary(
-        "LOCKSTEP_VAULT_BIN",
-        "goserver/vault",
-        "tests/goserver/build.sh target/goserver",
-    )
+    required_binary("LOCKSTEP_VAULT_BIN", "goserver/vault", "tests/goserver/build.sh target/goserver")
 }
 
 impl Server {
@@ -58,21 +53,13 @@ impl Server {
     /// A server on file storage, initialised and unsealed here, so tests
     /// can restart it and find their data.
     pub fn persistent() -> Self {
-        let mut server = Self::new(Mode::Persistent {
-            unseal_key: String::new(),
-        });
+        let mut server = Self::new(Mode::Persistent { unseal_key: String::new() });
         server.spawn();
         server.wait_until_up();
-        let init = http(
-            ureq::put(&server.url("sys/init")),
-            Some(&json!({"secret_shares": 1, "secret_threshold": 1})),
-        )
-        .expect_status(200)
-        .body;
-        let key = init["keys_base64"][0]
-            .as_str()
-            .expect("unseal key")
-            .to_string();
+        let init = http(ureq::put(&server.url("sys/init")), Some(&json!({"secret_shares": 1, "secret_threshold": 1})))
+            .expect_status(200)
+            .body;
+        let key = init["keys_base64"][0].as_str().expect("unseal key").to_string();
         server.token = init["root_token"].as_str().expect("root token").to_string();
         server.mode = Mode::Persistent { unseal_key: key };
         server.unseal();
@@ -82,19 +69,8 @@ impl Server {
     fn new(mode: Mode) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("plugins")).expect("plugin dir");
-        std::fs::copy(
-            plugin_binary(),
-            dir.path().join("plugins").join(PLUGIN_FILE),
-        )
-        .expect("copy plugin");
-        Self {
-            child: None,
-            bin: server_binary(),
-            dir,
-            port: free_port(),
-            mode,
-            token: String::new(),
-        }
+        std::fs::copy(plugin_binary(), dir.path().join("plugins").join(PLUGIN_FILE)).expect("copy plugin");
+        Self { child: None, bin: server_binary(), dir, port: free_port(), mode, token: String::new() }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -126,11 +102,8 @@ impl Server {
         let mut command = Command::new(&self.bin);
         match &self.mode {
             Mode::Dev => {
-                std::fs::write(
-                    &config,
-                    format!("plugin_directory = {:?}\n", plugins.display().to_string()),
-                )
-                .expect("config");
+                std::fs::write(&config, format!("plugin_directory = {:?}\n", plugins.display().to_string()))
+                    .expect("config");
                 command.args(["server", "-dev", "-dev-no-store-token"]);
                 command.arg(format!("-dev-root-token-id={}", self.token));
                 command.arg(format!("-dev-listen-address=127.0.0.1:{}", self.port));
@@ -150,11 +123,7 @@ impl Server {
             }
         }
         command.arg(format!("-config={}", config.display()));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let child = command
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
@@ -177,17 +146,12 @@ impl Server {
                 let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
                 panic!("the server exited during start-up ({status}); its log:\n{log}");
             }
-            if let Ok(response) = ureq::get(&self.url("sys/seal-status"))
-                .timeout(Duration::from_secs(2))
-                .call()
+            if let Ok(response) = ureq::get(&self.url("sys/seal-status")).timeout(Duration::from_secs(2)).call()
                 && response.status() == 200
             {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not answer within 90 s"
-            );
+            assert!(Instant::now() < deadline, "the server did not answer within 90 s");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -196,19 +160,12 @@ impl Server {
         let Mode::Persistent { unseal_key } = &self.mode else {
             return;
         };
-        let reply = http(
-            ureq::put(&self.url("sys/unseal")),
-            Some(&json!({"key": unseal_key})),
-        )
-        .expect_status(200);
+        let reply = http(ureq::put(&self.url("sys/unseal")), Some(&json!({"key": unseal_key}))).expect_status(200);
         assert_eq!(reply.body["sealed"], false, "still sealed: {}", reply.body);
         // Active once the health endpoint says so.
         let deadline = Instant::now() + Duration::from_secs(60);
         while http(ureq::get(&self.url("sys/health")), None).status != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "the server did not become active"
-            );
+            assert!(Instant::now() < deadline, "the server did not become active");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -216,10 +173,7 @@ impl Server {
     /// Stops the server gracefully and starts it again on the same data,
     /// unsealing it. Only for persistent servers.
     pub fn restart(&mut self) {
-        assert!(
-            matches!(self.mode, Mode::Persistent { .. }),
-            "a dev server loses its data on restart"
-        );
+        assert!(matches!(self.mode, Mode::Persistent { .. }), "a dev server loses its data on restart");
         self.stop();
         self.spawn();
         self.wait_until_up();
@@ -230,10 +184,7 @@ impl Server {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -250,11 +201,7 @@ impl Server {
     pub fn register_plugin(&self) -> Reply {
         let sha256 = sha256_file(&self.plugin_dir().join(PLUGIN_FILE));
         let body = json!({"sha256": sha256, "command": PLUGIN_FILE, "version": plugin_version()});
-        self.request(
-            "PUT",
-            &format!("sys/plugins/catalog/secret/{PLUGIN_NAME}"),
-            Some(body),
-        )
+        self.request("PUT", &format!("sys/plugins/catalog/secret/{PLUGIN_NAME}"), Some(body))
     }
 
     /// Enables the plugin at `path`.
@@ -275,9 +222,8 @@ impl Server {
 
     /// Any API request with the root token.
     pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        let request = ureq::request(method, &self.url(path))
-            .set("X-Vault-Token", &self.token)
-            .timeout(Duration::from_secs(120));
+        let request =
+            ureq::request(method, &self.url(path)).set("X-Vault-Token", &self.token).timeout(Duration::from_secs(120));
         http(request, body.as_ref())
     }
 

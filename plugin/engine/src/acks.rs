@@ -73,9 +73,7 @@ fn key(pool: &str, instance: &str) -> String {
 pub fn parse_held(entries: &[String]) -> Result<BTreeMap<String, u64>, LogicalError> {
     let mut held = BTreeMap::new();
     for entry in entries {
-        let parsed = entry
-            .split_once(':')
-            .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)));
+        let parsed = entry.split_once(':').and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)));
         let Some((name, number)) = parsed else {
             return Err(LogicalError::InvalidRequest(format!(
                 "field \"held\": {entry:?} is not of the form keyring:version"
@@ -104,11 +102,7 @@ pub async fn record(
     let stale = stored.as_ref().is_none_or(|a| t - a.last_seen >= refresh);
     if changed || stale {
         let ack = Ack { last_seen: t, held };
-        storage::apply(
-            storage,
-            vec![Write::Put(key(pool, instance), encode(&ack)?)],
-        )
-        .await?;
+        storage::apply(storage, vec![Write::Put(key(pool, instance), encode(&ack)?)]).await?;
     }
     Ok(changed)
 }
@@ -131,29 +125,15 @@ pub async fn fleet(
             continue;
         }
         let mut instances = Vec::new();
-        for instance in storage
-            .list(&format!("acks/{name}/"))
-            .await
-            .map_err(storage_error)?
-        {
+        for instance in storage.list(&format!("acks/{name}/")).await.map_err(storage_error)? {
             let Some(ack) = storage::load::<Ack>(storage, &key(&name, &instance)).await? else {
                 continue;
             };
-            let last_seen = ack
-                .last_seen
-                .max(state.last_seen(&name, &instance).unwrap_or(i64::MIN));
+            let last_seen = ack.last_seen.max(state.last_seen(&name, &instance).unwrap_or(i64::MIN));
             let live = t - last_seen <= window;
-            instances.push(InstanceView {
-                held: ack.held.get(keyring).copied(),
-                instance,
-                last_seen,
-                live,
-            });
+            instances.push(InstanceView { held: ack.held.get(keyring).copied(), instance, last_seen, live });
         }
-        views.push(PoolView {
-            pool: name,
-            instances,
-        });
+        views.push(PoolView { pool: name, instances });
     }
     Ok(views)
 }
@@ -172,22 +152,13 @@ pub async fn forget_stale(
     let horizon = i64::try_from(config.liveness_window.saturating_mul(2)).unwrap_or(i64::MAX);
     for pool in storage.list("acks/").await.map_err(storage_error)? {
         let pool = pool.trim_end_matches('/');
-        for instance in storage
-            .list(&format!("acks/{pool}/"))
-            .await
-            .map_err(storage_error)?
-        {
+        for instance in storage.list(&format!("acks/{pool}/")).await.map_err(storage_error)? {
             let Some(ack) = storage::load::<Ack>(storage, &key(pool, &instance)).await? else {
                 continue;
             };
-            let seen = ack
-                .last_seen
-                .max(state.last_seen(pool, &instance).unwrap_or(i64::MIN));
+            let seen = ack.last_seen.max(state.last_seen(pool, &instance).unwrap_or(i64::MIN));
             if t - seen > horizon {
-                storage
-                    .delete(&key(pool, &instance))
-                    .await
-                    .map_err(storage_error)?;
+                storage.delete(&key(pool, &instance)).await.map_err(storage_error)?;
             }
         }
     }
@@ -203,10 +174,7 @@ mod tests {
         let held = parse_held(&["jwt:3".into(), "session:12".into()]).expect("valid");
         assert_eq!(held.get("jwt"), Some(&3));
         let error = parse_held(&["jwt".into()]).expect_err("no version");
-        assert_eq!(
-            error.to_string(),
-            "field \"held\": \"jwt\" is not of the form keyring:version"
-        );
+        assert_eq!(error.to_string(), "field \"held\": \"jwt\" is not of the form keyring:version");
         assert!(parse_held(&["../x:1".into()]).is_err());
     }
 
@@ -215,24 +183,9 @@ mod tests {
         let view = PoolView {
             pool: "web".into(),
             instances: vec![
-                InstanceView {
-                    instance: "a".into(),
-                    last_seen: 0,
-                    live: true,
-                    held: Some(3),
-                },
-                InstanceView {
-                    instance: "b".into(),
-                    last_seen: 0,
-                    live: true,
-                    held: Some(2),
-                },
-                InstanceView {
-                    instance: "c".into(),
-                    last_seen: 0,
-                    live: false,
-                    held: None,
-                },
+                InstanceView { instance: "a".into(), last_seen: 0, live: true, held: Some(3) },
+                InstanceView { instance: "b".into(), last_seen: 0, live: true, held: Some(2) },
+                InstanceView { instance: "c".into(), last_seen: 0, live: false, held: None },
             ],
         };
         assert_eq!(view.lacking(3).collect::<Vec<_>>(), vec!["web/b"]);

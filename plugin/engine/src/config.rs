@@ -43,10 +43,7 @@ impl Default for Config {
 impl Config {
     /// The fleet timings policies are checked against.
     pub fn fleet(&self) -> FleetTimings {
-        FleetTimings {
-            poll_interval: self.poll_interval,
-            max_clock_skew: self.max_clock_skew,
-        }
+        FleetTimings { poll_interval: self.poll_interval, max_clock_skew: self.max_clock_skew }
     }
 
     /// Checks the settings; the error names the field.
@@ -58,10 +55,7 @@ impl Config {
         ];
         for (field, value) in positive {
             if value == 0 {
-                return Err(PolicyError {
-                    field,
-                    message: "must be greater than zero".into(),
-                });
+                return Err(PolicyError { field, message: "must be greater than zero".into() });
             }
         }
         if self.liveness_window < 2 * self.poll_interval {

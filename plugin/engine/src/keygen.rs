@@ -2,9 +2,7 @@
 
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
-};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use base64::Engine as _;
 use lockstep_model::KeyType;
 use lockstep_model::secret::SecretBytes;
@@ -32,10 +30,7 @@ pub fn generate(key_type: KeyType) -> Result<Material, KeygenError> {
         KeyType::HmacSha256 | KeyType::Aes256Gcm => {
             let mut secret = vec![0u8; 32];
             rng.fill(&mut secret).map_err(fail)?;
-            Ok(Material {
-                private_key: SecretBytes::new(secret),
-                public_key: None,
-            })
+            Ok(Material { private_key: SecretBytes::new(secret), public_key: None })
         }
         KeyType::Ed25519 => {
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(fail)?;
@@ -44,16 +39,13 @@ pub fn generate(key_type: KeyType) -> Result<Material, KeygenError> {
             Ok(asymmetric(pkcs8.as_ref().to_vec(), public.as_ref()))
         }
         KeyType::EcdsaP256 => {
-            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map_err(fail)?;
-            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
-                .map_err(rejected)?;
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(fail)?;
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).map_err(rejected)?;
             let public: PublicKeyX509Der<'static> = pair.public_key().as_der().map_err(fail)?;
             Ok(asymmetric(pkcs8.as_ref().to_vec(), public.as_ref()))
         }
         KeyType::Rsa2048 => {
-            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                .map_err(fail)?;
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(fail)?;
             let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der<'static> = pair.as_der().map_err(fail)?;
             let public: PublicKeyX509Der<'static> = pair.public_key().as_der().map_err(fail)?;
             Ok(asymmetric(pkcs8.as_ref().to_vec(), public.as_ref()))
@@ -71,9 +63,7 @@ fn asymmetric(private: Vec<u8>, public: &[u8]) -> Material {
 /// A fresh random hex string of `bytes` bytes, for key ids.
 pub fn random_hex(bytes: usize) -> Result<String, KeygenError> {
     let mut buf = vec![0u8; bytes];
-    SystemRandom::new()
-        .fill(&mut buf)
-        .map_err(|_| KeygenError(KeyType::HmacSha256))?;
+    SystemRandom::new().fill(&mut buf).map_err(|_| KeygenError(KeyType::HmacSha256))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -101,16 +91,9 @@ mod tests {
                 revoked: None,
                 destroyed: false,
             };
-            let version = BundleVersion {
-                meta,
-                private_key: Some(material.private_key),
-                public_key: material.public_key,
-            };
-            let keyring = BundleKeyring {
-                key_type,
-                generation: 1,
-                versions: vec![version],
-            };
+            let version =
+                BundleVersion { meta, private_key: Some(material.private_key), public_key: material.public_key };
+            let keyring = BundleKeyring { key_type, generation: 1, versions: vec![version] };
             let keyrings = [("k".to_string(), keyring)].into_iter().collect();
             let bundle = Bundle {
                 pool: "p".into(),

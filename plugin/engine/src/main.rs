@@ -4,27 +4,21 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use lockstep_plugin::{SystemClock, VERSION, backend};
+use lockstep_plugin::{VERSION, backend, clock};
 use vault_plugin_sdk::{ServeError, ServeOptions, serve};
 
 fn main() -> ExitCode {
     vault_plugin_sdk::log::init("lockstep");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("lockstep: cannot start the async runtime: {error}");
             return ExitCode::from(2);
         }
     };
-    let options = ServeOptions {
-        version: VERSION.to_string(),
-        multiplexing: true,
-    };
-    let factory = Arc::new(|setup| Ok(backend(setup, Arc::new(SystemClock))));
+    let options = ServeOptions { version: VERSION.to_string(), multiplexing: true };
+    let clock = clock::from_environment();
+    let factory = Arc::new(move |setup| Ok(backend(setup, clock.clone())));
     match runtime.block_on(serve(factory, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ServeError::Handshake(error)) => {

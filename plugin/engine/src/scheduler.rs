@@ -31,24 +31,14 @@ fn internal(error: keygen::KeygenError) -> LogicalError {
 /// material (the caller writes the material before the keyring).
 pub fn publish(ring: &mut Keyring, t: i64, planned: i64) -> Result<(u64, Material), LogicalError> {
     let material = keygen::generate(ring.key_type).map_err(internal)?;
-    let kid = format!(
-        "{}-v{}-{}",
-        ring.name,
-        ring.latest + 1,
-        keygen::random_hex(4).map_err(internal)?
-    );
+    let kid = format!("{}-v{}-{}", ring.name, ring.latest + 1, keygen::random_hex(4).map_err(internal)?);
     Ok((ring.publish(kid, t, planned), material))
 }
 
 /// Publishes and commits a version that signs at once.
 pub fn emergency(ring: &mut Keyring, t: i64) -> Result<(u64, Material), LogicalError> {
     let material = keygen::generate(ring.key_type).map_err(internal)?;
-    let kid = format!(
-        "{}-v{}-{}",
-        ring.name,
-        ring.latest + 1,
-        keygen::random_hex(4).map_err(internal)?
-    );
+    let kid = format!("{}-v{}-{}", ring.name, ring.latest + 1, keygen::random_hex(4).map_err(internal)?);
     Ok((ring.emergency_version(kid, t), material))
 }
 
@@ -80,38 +70,15 @@ pub async fn run_keyring(
     let generation = ring.generation;
     let destroyed = ring.expire(t);
     if !destroyed.is_empty() {
-        ring.record(
-            t,
-            "expire",
-            Cause::Scheduled,
-            SCHEDULER,
-            "material destroyed".into(),
-            destroyed.clone(),
-        );
+        ring.record(t, "expire", Cause::Scheduled, SCHEDULER, "material destroyed".into(), destroyed.clone());
     }
     let mut writes = Vec::new();
     if let Some(planned) = ring.due_publication(t) {
         let (number, material) = publish(&mut ring, t, planned)?;
-        ring.record(
-            t,
-            "publish",
-            Cause::Scheduled,
-            SCHEDULER,
-            "rotation due".into(),
-            vec![number],
-        );
+        ring.record(t, "publish", Cause::Scheduled, SCHEDULER, "rotation due".into(), vec![number]);
         writes.push(put_material(name, number, &material)?);
     }
-    try_commit(
-        state,
-        storage,
-        config,
-        &mut ring,
-        t,
-        Cause::Scheduled,
-        SCHEDULER,
-    )
-    .await?;
+    try_commit(state, storage, config, &mut ring, t, Cause::Scheduled, SCHEDULER).await?;
     if ring.generation != generation {
         save(storage, &ring, writes, &destroyed).await?;
         state.changed();
@@ -139,21 +106,12 @@ pub async fn try_commit(
         return Ok(());
     };
     let fleet = acks::fleet(state, storage, config, &ring.name, t).await?;
-    let lacking: Vec<String> = fleet
-        .iter()
-        .flat_map(|p| p.lacking(pending.number))
-        .collect();
+    let lacking: Vec<String> = fleet.iter().flat_map(|p| p.lacking(pending.number)).collect();
     let timeout = i64::try_from(ring.policy.commit_timeout).unwrap_or(i64::MAX);
     let (action, detail) = if lacking.is_empty() {
         ("commit", "every live pool holds it".to_string())
     } else if t - pending.created_at >= timeout {
-        (
-            "commit-forced",
-            format!(
-                "commit timeout passed without acknowledgement from: {}",
-                lacking.join(", ")
-            ),
-        )
+        ("commit-forced", format!("commit timeout passed without acknowledgement from: {}", lacking.join(", ")))
     } else {
         return Ok(());
     };
@@ -176,10 +134,6 @@ pub async fn save(
 ) -> Result<(), LogicalError> {
     let mut writes = new_material;
     writes.push(Write::Put(keyring_key(&ring.name), encode(ring)?));
-    writes.extend(
-        destroyed
-            .iter()
-            .map(|n| Write::Delete(material_key(&ring.name, *n))),
-    );
+    writes.extend(destroyed.iter().map(|n| Write::Delete(material_key(&ring.name, *n))));
     storage::apply(storage, writes).await
 }

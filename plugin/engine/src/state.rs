@@ -58,11 +58,7 @@ impl MountState {
 
     /// Now, in seconds since the epoch.
     pub fn now(&self) -> i64 {
-        let since = self
-            .clock
-            .now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = self.clock.now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
     }
 
@@ -81,10 +77,7 @@ impl MountState {
 
     /// The lock of one keyring.
     pub fn keyring_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        locked(&self.locks)
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        locked(&self.locks).entry(name.to_string()).or_default().clone()
     }
 
     /// Tells bundle long-polls that something changed.
@@ -104,8 +97,6 @@ impl MountState {
 
     /// When an instance was last seen by this node.
     pub fn last_seen(&self, pool: &str, instance: &str) -> Option<i64> {
-        locked(&self.seen)
-            .get(&(pool.to_string(), instance.to_string()))
-            .copied()
+        locked(&self.seen).get(&(pool.to_string(), instance.to_string())).copied()
     }
 }

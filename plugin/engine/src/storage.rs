@@ -72,29 +72,19 @@ struct Envelope<T> {
 
 /// Serialises a record with its layout version.
 pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, LogicalError> {
-    serde_json::to_vec(&Envelope {
-        format: FORMAT,
-        record,
-    })
-    .map_err(|e| LogicalError::Internal(format!("encoding a record: {e}")))
+    serde_json::to_vec(&Envelope { format: FORMAT, record })
+        .map_err(|e| LogicalError::Internal(format!("encoding a record: {e}")))
 }
 
 /// Reads a record at `key`, migrating older layouts.
-pub async fn load<T: DeserializeOwned>(
-    storage: &dyn Storage,
-    key: &str,
-) -> Result<Option<T>, LogicalError> {
+pub async fn load<T: DeserializeOwned>(storage: &dyn Storage, key: &str) -> Result<Option<T>, LogicalError> {
     let Some(bytes) = storage.get(key).await.map_err(storage_error)? else {
         return Ok(None);
     };
-    let unreadable =
-        |e: String| LogicalError::Internal(format!("stored record {key:?} is unreadable: {e}"));
-    let envelope: Envelope<Value> =
-        serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    let unreadable = |e: String| LogicalError::Internal(format!("stored record {key:?} is unreadable: {e}"));
+    let envelope: Envelope<Value> = serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
     let record = migrate(envelope.format, envelope.record).map_err(unreadable)?;
-    serde_json::from_value(record)
-        .map(Some)
-        .map_err(|e| unreadable(e.to_string()))
+    serde_json::from_value(record).map(Some).map_err(|e| unreadable(e.to_string()))
 }
 
 /// The migration hook: turns a record of an older layout into the
@@ -104,9 +94,7 @@ pub async fn load<T: DeserializeOwned>(
 fn migrate(format: u32, record: Value) -> Result<Value, String> {
     match format {
         FORMAT => Ok(record),
-        newer if newer > FORMAT => Err(format!(
-            "layout {newer} is newer than this plugin's layout {FORMAT}"
-        )),
+        newer if newer > FORMAT => Err(format!("layout {newer} is newer than this plugin's layout {FORMAT}")),
         older => Err(format!("layout {older} has no migration")),
     }
 }
@@ -122,18 +110,13 @@ pub fn material_key(name: &str, number: u64) -> String {
 }
 
 /// Reads a keyring.
-pub async fn load_keyring(
-    storage: &dyn Storage,
-    name: &str,
-) -> Result<Option<Keyring>, LogicalError> {
+pub async fn load_keyring(storage: &dyn Storage, name: &str) -> Result<Option<Keyring>, LogicalError> {
     load(storage, &keyring_key(name)).await
 }
 
 /// A keyring that must exist.
 pub async fn require_keyring(storage: &dyn Storage, name: &str) -> Result<Keyring, LogicalError> {
-    load_keyring(storage, name)
-        .await?
-        .ok_or_else(|| LogicalError::NotFound(format!("keyring {name:?} not found")))
+    load_keyring(storage, name).await?.ok_or_else(|| LogicalError::NotFound(format!("keyring {name:?} not found")))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,24 +127,14 @@ struct StoredMaterial {
 
 /// The write of a version's material.
 pub fn put_material(name: &str, number: u64, material: &Material) -> Result<Write, LogicalError> {
-    let stored = StoredMaterial {
-        private_key: material.private_key.clone(),
-        public_key: material.public_key.clone(),
-    };
+    let stored = StoredMaterial { private_key: material.private_key.clone(), public_key: material.public_key.clone() };
     Ok(Write::Put(material_key(name, number), encode(&stored)?))
 }
 
 /// Reads a version's material.
-pub async fn load_material(
-    storage: &dyn Storage,
-    name: &str,
-    number: u64,
-) -> Result<Option<Material>, LogicalError> {
+pub async fn load_material(storage: &dyn Storage, name: &str, number: u64) -> Result<Option<Material>, LogicalError> {
     let stored: Option<StoredMaterial> = load(storage, &material_key(name, number)).await?;
-    Ok(stored.map(|s| Material {
-        private_key: s.private_key,
-        public_key: s.public_key,
-    }))
+    Ok(stored.map(|s| Material { private_key: s.private_key, public_key: s.public_key }))
 }
 
 /// Removes material entries no live version refers to: left by a crash
@@ -173,15 +146,9 @@ pub async fn repair(storage: &dyn Storage, ring: &Keyring) -> Result<Vec<u64>, L
         let Ok(number) = entry.parse::<u64>() else {
             continue;
         };
-        let live = ring
-            .versions
-            .iter()
-            .any(|v| v.number == number && !v.destroyed);
+        let live = ring.versions.iter().any(|v| v.number == number && !v.destroyed);
         if !live {
-            storage
-                .delete(&material_key(&ring.name, number))
-                .await
-                .map_err(storage_error)?;
+            storage.delete(&material_key(&ring.name, number)).await.map_err(storage_error)?;
             removed.push(number);
         }
     }
@@ -196,15 +163,9 @@ mod tests {
     #[tokio::test]
     async fn records_carry_their_layout_and_newer_layouts_are_refused() {
         let storage = MemoryStorage::default();
-        storage
-            .put("x", encode(&42u32).expect("encode"))
-            .await
-            .expect("put");
+        storage.put("x", encode(&42u32).expect("encode")).await.expect("put");
         assert_eq!(load::<u32>(&storage, "x").await, Ok(Some(42)));
-        storage
-            .put("x", br#"{"format":2,"record":42}"#.to_vec())
-            .await
-            .expect("put");
+        storage.put("x", br#"{"format":2,"record":42}"#.to_vec()).await.expect("put");
         let error = load::<u32>(&storage, "x").await.expect_err("newer");
         assert!(error.to_string().contains("layout 2 is newer"), "{error}");
         assert_eq!(load::<u32>(&storage, "missing").await, Ok(None));
@@ -217,23 +178,10 @@ mod tests {
         let mut ring = Keyring::new("jwt".into(), KeyType::HmacSha256, Policy::default(), false);
         ring.publish("k1".into(), 0, 0);
         let material = crate::keygen::generate(KeyType::HmacSha256).expect("keygen");
-        let writes = vec![
-            put_material("jwt", 1, &material).expect("w"),
-            put_material("jwt", 2, &material).expect("w"),
-        ];
+        let writes = vec![put_material("jwt", 1, &material).expect("w"), put_material("jwt", 2, &material).expect("w")];
         apply(&storage, writes).await.expect("apply");
         assert_eq!(repair(&storage, &ring).await, Ok(vec![2]));
-        assert!(
-            load_material(&storage, "jwt", 1)
-                .await
-                .expect("load")
-                .is_some()
-        );
-        assert!(
-            load_material(&storage, "jwt", 2)
-                .await
-                .expect("load")
-                .is_none()
-        );
+        assert!(load_material(&storage, "jwt", 1).await.expect("load").is_some());
+        assert!(load_material(&storage, "jwt", 2).await.expect("load").is_none());
     }
 }

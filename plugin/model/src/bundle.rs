@@ -128,37 +128,22 @@ impl Bundle {
     /// Checks the bundle as a whole before it replaces `previous`: pool,
     /// revision, sizes, key lengths, times, and that nothing moves
     /// backwards. Nothing of a refused bundle may be used.
-    pub fn validate(
-        &self,
-        expected_pool: &str,
-        previous: Option<&Bundle>,
-    ) -> Result<(), BundleError> {
+    pub fn validate(&self, expected_pool: &str, previous: Option<&Bundle>) -> Result<(), BundleError> {
         if self.pool != expected_pool {
-            return Err(BundleError::WrongPool {
-                expected: expected_pool.into(),
-                got: self.pool.clone(),
-            });
+            return Err(BundleError::WrongPool { expected: expected_pool.into(), got: self.pool.clone() });
         }
         if self.keyrings.len() > MAX_KEYRINGS {
-            return Err(BundleError::TooLarge(format!(
-                "{} keyrings (at most {MAX_KEYRINGS})",
-                self.keyrings.len()
-            )));
+            return Err(BundleError::TooLarge(format!("{} keyrings (at most {MAX_KEYRINGS})", self.keyrings.len())));
         }
         if revision(self.mode, &self.keyrings) != self.revision {
             return Err(BundleError::BadRevision(self.revision.clone()));
         }
         for (name, keyring) in &self.keyrings {
-            let malformed = |message: String| BundleError::Malformed {
-                keyring: name.clone(),
-                message,
-            };
+            let malformed = |message: String| BundleError::Malformed { keyring: name.clone(), message };
             check_keyring(self.mode, keyring).map_err(malformed)?;
             if let Some(old) = previous.and_then(|p| p.keyrings.get(name)) {
-                check_forward(old, keyring).map_err(|message| BundleError::RolledBack {
-                    keyring: name.clone(),
-                    message,
-                })?;
+                check_forward(old, keyring)
+                    .map_err(|message| BundleError::RolledBack { keyring: name.clone(), message })?;
             }
         }
         Ok(())
@@ -167,32 +152,20 @@ impl Bundle {
 
 fn check_keyring(mode: PoolMode, keyring: &BundleKeyring) -> Result<(), String> {
     if keyring.versions.len() > MAX_VERSIONS {
-        return Err(format!(
-            "{} versions (at most {MAX_VERSIONS})",
-            keyring.versions.len()
-        ));
+        return Err(format!("{} versions (at most {MAX_VERSIONS})", keyring.versions.len()));
     }
     let mut last = 0;
     for version in &keyring.versions {
         let meta = &version.meta;
         if meta.number <= last {
-            return Err(format!(
-                "version {} is out of order or repeated",
-                meta.number
-            ));
+            return Err(format!("version {} is out of order or repeated", meta.number));
         }
         last = meta.number;
         if meta.kid.is_empty() || meta.kid.len() > 128 {
-            return Err(format!(
-                "version {} has an empty or oversized kid",
-                meta.number
-            ));
+            return Err(format!("version {} has an empty or oversized kid", meta.number));
         }
         if meta.revoked.is_some() {
-            return Err(format!(
-                "version {} is revoked and must not be distributed",
-                meta.number
-            ));
+            return Err(format!("version {} is revoked and must not be distributed", meta.number));
         }
         check_times(meta)?;
         check_material(mode, keyring.key_type, version)?;
@@ -203,9 +176,7 @@ fn check_keyring(mode: PoolMode, keyring: &BundleKeyring) -> Result<(), String> 
 fn check_times(meta: &VersionMeta) -> Result<(), String> {
     let n = meta.number;
     if meta.planned_activation < meta.created_at && !meta.emergency {
-        return Err(format!(
-            "version {n} is planned to activate before it was created"
-        ));
+        return Err(format!("version {n} is planned to activate before it was created"));
     }
     if let (Some(start), Some(end)) = (meta.not_before, meta.not_after)
         && end < start
@@ -221,12 +192,7 @@ fn check_times(meta: &VersionMeta) -> Result<(), String> {
 }
 
 /// Expected lengths of material, by type: (private range, public range).
-fn material_lengths(
-    key_type: KeyType,
-) -> (
-    std::ops::RangeInclusive<usize>,
-    std::ops::RangeInclusive<usize>,
-) {
+fn material_lengths(key_type: KeyType) -> (std::ops::RangeInclusive<usize>, std::ops::RangeInclusive<usize>) {
     match key_type {
         KeyType::HmacSha256 | KeyType::Aes256Gcm => (32..=32, 0..=0),
         KeyType::Ed25519 => (48..=85, 44..=44),
@@ -235,35 +201,23 @@ fn material_lengths(
     }
 }
 
-fn check_material(
-    mode: PoolMode,
-    key_type: KeyType,
-    version: &BundleVersion,
-) -> Result<(), String> {
+fn check_material(mode: PoolMode, key_type: KeyType, version: &BundleVersion) -> Result<(), String> {
     let n = version.meta.number;
     let (private_len, public_len) = material_lengths(key_type);
     let needs_private = mode == PoolMode::Sign || !key_type.is_asymmetric();
     match &version.private_key {
         Some(key) if !needs_private => {
-            return Err(format!(
-                "version {n} carries a private key for a verify-only pool"
-            ));
+            return Err(format!("version {n} carries a private key for a verify-only pool"));
         }
         Some(key) if !private_len.contains(&key.len()) => {
-            return Err(format!(
-                "version {n} has a {}-byte key; {key_type} expects {private_len:?}",
-                key.len()
-            ));
+            return Err(format!("version {n} has a {}-byte key; {key_type} expects {private_len:?}", key.len()));
         }
         None if needs_private => return Err(format!("version {n} has no key material")),
         _ => {}
     }
     if key_type.is_asymmetric() {
         use base64::Engine as _;
-        let public = version
-            .public_key
-            .as_deref()
-            .ok_or_else(|| format!("version {n} has no public key"))?;
+        let public = version.public_key.as_deref().ok_or_else(|| format!("version {n} has no public key"))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(public)
             .map_err(|_| format!("version {n} has a public key that is not base64"))?;
@@ -279,51 +233,29 @@ fn check_material(
 
 fn check_forward(old: &BundleKeyring, new: &BundleKeyring) -> Result<(), String> {
     if new.key_type != old.key_type {
-        return Err(format!(
-            "type changed from {} to {}",
-            old.key_type, new.key_type
-        ));
+        return Err(format!("type changed from {} to {}", old.key_type, new.key_type));
     }
     if new.generation < old.generation {
-        return Err(format!(
-            "generation went back from {} to {}",
-            old.generation, new.generation
-        ));
+        return Err(format!("generation went back from {} to {}", old.generation, new.generation));
     }
     let newest = |k: &BundleKeyring| k.versions.iter().map(|v| v.meta.number).max().unwrap_or(0);
     if newest(new) < newest(old) {
-        return Err(format!(
-            "newest version went back from {} to {}",
-            newest(old),
-            newest(new)
-        ));
+        return Err(format!("newest version went back from {} to {}", newest(old), newest(new)));
     }
     for old_version in old.versions.iter().filter(|v| v.meta.is_committed()) {
-        let same = new
-            .versions
-            .iter()
-            .find(|v| v.meta.number == old_version.meta.number);
+        let same = new.versions.iter().find(|v| v.meta.number == old_version.meta.number);
         match same {
             // A committed activation instant is final.
             Some(v) if v.meta.not_before != old_version.meta.not_before => {
-                return Err(format!(
-                    "version {} changed its activation time",
-                    old_version.meta.number
-                ));
+                return Err(format!("version {} changed its activation time", old_version.meta.number));
             }
             Some(v) if v.meta.kid != old_version.meta.kid => {
-                return Err(format!(
-                    "version {} changed its kid",
-                    old_version.meta.number
-                ));
+                return Err(format!("version {} changed its kid", old_version.meta.number));
             }
             // A committed version may only leave with a new generation
             // (expiry or revocation).
             None if new.generation == old.generation => {
-                return Err(format!(
-                    "committed version {} vanished",
-                    old_version.meta.number
-                ));
+                return Err(format!("committed version {} vanished", old_version.meta.number));
             }
             _ => {}
         }

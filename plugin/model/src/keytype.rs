@@ -20,13 +20,8 @@ pub enum KeyType {
 }
 
 /// Every type, in the order help lists them.
-pub const ALL: [KeyType; 5] = [
-    KeyType::HmacSha256,
-    KeyType::Aes256Gcm,
-    KeyType::Ed25519,
-    KeyType::EcdsaP256,
-    KeyType::Rsa2048,
-];
+pub const ALL: [KeyType; 5] =
+    [KeyType::HmacSha256, KeyType::Aes256Gcm, KeyType::Ed25519, KeyType::EcdsaP256, KeyType::Rsa2048];
 
 impl KeyType {
     /// Parses the API name (`hmac-sha256`, `aes256-gcm`, `ed25519`,

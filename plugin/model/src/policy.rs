@@ -79,10 +79,7 @@ impl Policy {
                 return fail(field, "must be greater than zero".into());
             }
             if value > MAX_DURATION {
-                return fail(
-                    field,
-                    format!("{value}s is longer than the maximum of {MAX_DURATION}s (10 years)"),
-                );
+                return fail(field, format!("{value}s is longer than the maximum of {MAX_DURATION}s (10 years)"));
             }
         }
         if self.prepublish >= self.rotation_period {
@@ -98,10 +95,7 @@ impl Policy {
         if self.commit_timeout > self.rotation_period {
             return fail(
                 "commit_timeout",
-                format!(
-                    "{}s must not exceed rotation_period ({}s)",
-                    self.commit_timeout, self.rotation_period
-                ),
+                format!("{}s must not exceed rotation_period ({}s)", self.commit_timeout, self.rotation_period),
             );
         }
         let needed = self.max_token_ttl + fleet.poll_interval + fleet.max_clock_skew;
@@ -111,10 +105,7 @@ impl Policy {
                 format!(
                     "{}s is too short: it must cover max_token_ttl ({}s) + the sidecar poll interval ({}s) + the \
                      allowed clock skew ({}s) = {needed}s, or tokens signed just before a switch stop verifying",
-                    self.grace_period,
-                    self.max_token_ttl,
-                    fleet.poll_interval,
-                    fleet.max_clock_skew
+                    self.grace_period, self.max_token_ttl, fleet.poll_interval, fleet.max_clock_skew
                 ),
             );
         }
@@ -126,10 +117,7 @@ impl Policy {
 mod tests {
     use super::*;
 
-    const FLEET: FleetTimings = FleetTimings {
-        poll_interval: 30,
-        max_clock_skew: 30,
-    };
+    const FLEET: FleetTimings = FleetTimings { poll_interval: 30, max_clock_skew: 30 };
 
     #[test]
     fn defaults_are_valid() {
@@ -143,10 +131,7 @@ mod tests {
             (|p| p.rotation_period = 0, "rotation_period"),
             (|p| p.grace_period = MAX_DURATION + 1, "grace_period"),
             (|p| p.prepublish = p.rotation_period, "prepublish"),
-            (
-                |p| p.commit_timeout = p.rotation_period + 1,
-                "commit_timeout",
-            ),
+            (|p| p.commit_timeout = p.rotation_period + 1, "commit_timeout"),
             (|p| p.grace_period = p.max_token_ttl, "grace_period"),
             (|p| p.retention = 0, "retention"),
         ];
@@ -155,12 +140,7 @@ mod tests {
             breaks(&mut policy);
             let error = policy.validate(&FLEET).expect_err(field);
             assert_eq!(error.field, field, "{error}");
-            assert!(
-                error
-                    .to_string()
-                    .starts_with(&format!("field \"{field}\": ")),
-                "{error}"
-            );
+            assert!(error.to_string().starts_with(&format!("field \"{field}\": ")), "{error}");
         }
     }
 }

@@ -179,17 +179,21 @@ impl Keyring {
 
     /// The published version that is not committed yet, if any (at most one).
     pub fn pending(&self) -> Option<&VersionMeta> {
+        self.versions.iter().find(|v| !v.is_committed() && v.revoked.is_none())
+    }
+
+    /// The newest version that verifies but does not sign yet at `t`:
+    /// waiting for its commit, or committed with a future `not_before`.
+    pub fn upcoming(&self, t: UnixSeconds) -> Option<&VersionMeta> {
         self.versions
             .iter()
-            .find(|v| !v.is_committed() && v.revoked.is_none())
+            .filter(|v| v.verifies_at(t) && v.not_before.is_none_or(|start| start > t))
+            .max_by_key(|v| v.number)
     }
 
     /// The highest committed, unrevoked version.
     pub fn current(&self) -> Option<&VersionMeta> {
-        self.versions
-            .iter()
-            .filter(|v| v.is_committed() && v.revoked.is_none())
-            .max_by_key(|v| v.number)
+        self.versions.iter().filter(|v| v.is_committed() && v.revoked.is_none()).max_by_key(|v| v.number)
     }
 
     /// When the scheduler should publish the next version, if it should at
@@ -205,14 +209,8 @@ impl Keyring {
         };
         let rotation = secs(self.policy.rotation_period);
         let start = current.not_before.unwrap_or(t);
-        let due = start
-            .saturating_add(rotation)
-            .saturating_sub(secs(self.policy.prepublish));
-        (t >= due).then(|| {
-            start
-                .saturating_add(rotation)
-                .max(t.saturating_add(secs(self.policy.prepublish)))
-        })
+        let due = start.saturating_add(rotation).saturating_sub(secs(self.policy.prepublish));
+        (t >= due).then(|| start.saturating_add(rotation).max(t.saturating_add(secs(self.policy.prepublish))))
     }
 
     /// Publishes a new version planned to activate at `planned`; returns
@@ -237,20 +235,18 @@ impl Keyring {
         self.latest
     }
 
-    /// Checks a manual rotation against the caller's expectation.
-    pub fn check_rotation(&self, expected: Option<u64>) -> Result<(), RotateError> {
+    /// Checks a manual rotation at `t` against the caller's expectation.
+    /// Only one version may wait for activation at a time.
+    pub fn check_rotation(&self, expected: Option<u64>, t: UnixSeconds) -> Result<(), RotateError> {
         if let Some(expected) = expected
             && expected != self.latest
         {
-            return Err(RotateError::Conflict {
-                expected,
-                latest: self.latest,
-            });
+            return Err(RotateError::Conflict { expected, latest: self.latest });
         }
-        match self.pending() {
+        match self.upcoming(t) {
             Some(p) => Err(RotateError::AlreadyPending {
                 pending: p.number,
-                planned: p.planned_activation,
+                planned: p.not_before.unwrap_or(p.planned_activation),
             }),
             None => Ok(()),
         }
@@ -258,16 +254,12 @@ impl Keyring {
 
     /// The version an idempotency key already produced, if remembered.
     pub fn idempotent_result(&self, key: &str) -> Option<u64> {
-        self.idempotency
-            .iter()
-            .find(|r| r.key == key)
-            .map(|r| r.version)
+        self.idempotency.iter().find(|r| r.key == key).map(|r| r.version)
     }
 
     /// Remembers an idempotency key.
     pub fn remember(&mut self, key: String, version: u64, at: UnixSeconds) {
-        self.idempotency
-            .push_back(IdempotencyRecord { key, version, at });
+        self.idempotency.push_back(IdempotencyRecord { key, version, at });
         while self.idempotency.len() > IDEMPOTENCY_LIMIT {
             self.idempotency.pop_front();
         }
@@ -303,14 +295,10 @@ impl Keyring {
     }
 
     /// Revokes a compromised version at `t`. It leaves every bundle at once.
-    /// If it was signing, a published version takes over immediately, or
-    /// the caller must publish an emergency version.
-    pub fn revoke(
-        &mut self,
-        number: u64,
-        t: UnixSeconds,
-        reason: String,
-    ) -> Result<RevokeOutcome, RevokeError> {
+    /// If it was signing, the version already published to pools (waiting
+    /// for its commit or its activation) takes over immediately, or else the
+    /// caller must publish an emergency version.
+    pub fn revoke(&mut self, number: u64, t: UnixSeconds, reason: String) -> Result<RevokeOutcome, RevokeError> {
         let signing = crate::key_state(&self.versions, t).signing;
         let version = self
             .versions
@@ -330,7 +318,7 @@ impl Keyring {
             return Ok(RevokeOutcome::Revoked);
         }
         // The signer is gone: a version pools already hold takes over now.
-        match self.pending().map(|p| p.number) {
+        match self.upcoming(t).map(|p| p.number) {
             Some(next) => {
                 self.activate_now(next, t);
                 Ok(RevokeOutcome::Replaced(next))
@@ -361,11 +349,7 @@ impl Keyring {
     /// deletes the material before storing the keyring.
     pub fn expire(&mut self, t: UnixSeconds) -> Vec<u64> {
         let mut destroyed = Vec::new();
-        for version in self
-            .versions
-            .iter_mut()
-            .filter(|v| !v.destroyed && !v.verifies_at(t))
-        {
+        for version in self.versions.iter_mut().filter(|v| !v.destroyed && !v.verifies_at(t)) {
             version.destroyed = true;
             destroyed.push(version.number);
         }
@@ -374,11 +358,7 @@ impl Keyring {
         }
         // Records of long-expired versions are forgotten after retention.
         let retention = secs(self.policy.retention);
-        self.versions.retain(|v| {
-            !v.destroyed
-                || v.expires_at
-                    .is_none_or(|end| t < end.saturating_add(retention))
-        });
+        self.versions.retain(|v| !v.destroyed || v.expires_at.is_none_or(|end| t < end.saturating_add(retention)));
         destroyed
     }
 }

@@ -70,9 +70,6 @@ mod tests {
         let back: SecretBytes = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, secret);
         let error = serde_json::from_str::<SecretBytes>("\"not base64!\"").expect_err("bad");
-        assert!(
-            !error.to_string().contains("not base64!"),
-            "the value must not be echoed: {error}"
-        );
+        assert!(!error.to_string().contains("not base64!"), "the value must not be echoed: {error}");
     }
 }

@@ -127,11 +127,7 @@ pub fn version_state(version: &VersionMeta, signing: Option<u64>, t: UnixSeconds
 mod tests {
     use super::*;
 
-    pub(crate) fn version(
-        number: u64,
-        not_before: Option<i64>,
-        expires_at: Option<i64>,
-    ) -> VersionMeta {
+    pub(crate) fn version(number: u64, not_before: Option<i64>, expires_at: Option<i64>) -> VersionMeta {
         VersionMeta {
             number,
             kid: format!("k{number}"),
@@ -149,62 +145,21 @@ mod tests {
     #[test]
     fn state_across_a_handover() {
         // v1 signs from 0, v2 from 100; v1 verifies until 150.
-        let versions = [
-            version(1, Some(0), Some(150)),
-            version(2, Some(100), None),
-            version(3, None, None),
-        ];
+        let versions = [version(1, Some(0), Some(150)), version(2, Some(100), None), version(3, None, None)];
         let at = |t| key_state(&versions, t);
-        assert_eq!(
-            at(50),
-            KeyState {
-                signing: Some(1),
-                verifying: vec![1, 2, 3],
-                expired: vec![]
-            }
-        );
-        assert_eq!(
-            at(100),
-            KeyState {
-                signing: Some(2),
-                verifying: vec![1, 2, 3],
-                expired: vec![]
-            }
-        );
-        assert_eq!(
-            at(150),
-            KeyState {
-                signing: Some(2),
-                verifying: vec![2, 3],
-                expired: vec![1]
-            }
-        );
-        assert_eq!(
-            version_state(&versions[0], Some(2), 120),
-            VersionState::Grace
-        );
-        assert_eq!(
-            version_state(&versions[2], Some(2), 120),
-            VersionState::Pending
-        );
+        assert_eq!(at(50), KeyState { signing: Some(1), verifying: vec![1, 2, 3], expired: vec![] });
+        assert_eq!(at(100), KeyState { signing: Some(2), verifying: vec![1, 2, 3], expired: vec![] });
+        assert_eq!(at(150), KeyState { signing: Some(2), verifying: vec![2, 3], expired: vec![1] });
+        assert_eq!(version_state(&versions[0], Some(2), 120), VersionState::Grace);
+        assert_eq!(version_state(&versions[2], Some(2), 120), VersionState::Pending);
     }
 
     #[test]
     fn revoked_versions_neither_sign_nor_verify() {
         let mut v1 = version(1, Some(0), None);
-        v1.revoked = Some(Revocation {
-            at: 10,
-            reason: "leaked".into(),
-        });
+        v1.revoked = Some(Revocation { at: 10, reason: "leaked".into() });
         let versions = [v1, version(2, Some(10), None)];
-        assert_eq!(
-            key_state(&versions, 5),
-            KeyState {
-                signing: None,
-                verifying: vec![2],
-                expired: vec![1]
-            }
-        );
+        assert_eq!(key_state(&versions, 5), KeyState { signing: None, verifying: vec![2], expired: vec![1] });
         assert_eq!(key_state(&versions, 10).signing, Some(2));
     }
 }

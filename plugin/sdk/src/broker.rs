@@ -63,16 +63,12 @@ impl Broker {
                 notified.await;
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| BrokerError::Timeout(id))
+        tokio::time::timeout(timeout, wait).await.map_err(|_| BrokerError::Timeout(id))
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Endpoint>> {
         // A panic while holding this lock cannot leave the map inconsistent.
-        self.announced
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.announced.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -104,19 +100,11 @@ impl GrpcBroker for BrokerService {
                     continue;
                 }
                 tracing::debug!(id = info.service_id, network = %info.network, "host announced a brokered connection");
-                broker.announce(
-                    info.service_id,
-                    Endpoint {
-                        network: info.network,
-                        address: info.address,
-                    },
-                );
+                broker.announce(info.service_id, Endpoint { network: info.network, address: info.address });
             }
             drop(keep_open);
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(outbound),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(outbound))))
     }
 }
 
@@ -125,25 +113,16 @@ mod tests {
     use super::*;
 
     fn endpoint(n: u32) -> Endpoint {
-        Endpoint {
-            network: "unix".into(),
-            address: format!("/tmp/plugin{n}"),
-        }
+        Endpoint { network: "unix".into(), address: format!("/tmp/plugin{n}") }
     }
 
     #[tokio::test]
     async fn announcement_before_take_is_found() {
         let broker = Broker::default();
         broker.announce(1, endpoint(1));
-        assert_eq!(
-            broker.take(1, Duration::from_millis(10)).await,
-            Ok(endpoint(1))
-        );
+        assert_eq!(broker.take(1, Duration::from_millis(10)).await, Ok(endpoint(1)));
         // Taken once: a second Setup with the same id must not reuse it.
-        assert_eq!(
-            broker.take(1, Duration::from_millis(10)).await,
-            Err(BrokerError::Timeout(1))
-        );
+        assert_eq!(broker.take(1, Duration::from_millis(10)).await, Err(BrokerError::Timeout(1)));
     }
 
     #[tokio::test]
@@ -157,22 +136,13 @@ mod tests {
         broker.announce(3, endpoint(3));
         broker.announce(7, endpoint(7));
         assert_eq!(waiter.await.expect("join"), Ok(endpoint(7)));
-        assert_eq!(
-            broker.take(3, Duration::from_millis(10)).await,
-            Ok(endpoint(3))
-        );
+        assert_eq!(broker.take(3, Duration::from_millis(10)).await, Ok(endpoint(3)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn missing_announcement_times_out() {
         let broker = Broker::default();
-        let error = broker
-            .take(9, Duration::from_secs(5))
-            .await
-            .expect_err("no announcement");
-        assert_eq!(
-            error.to_string(),
-            "timeout waiting for connection info for broker id 9"
-        );
+        let error = broker.take(9, Duration::from_secs(5)).await.expect_err("no announcement");
+        assert_eq!(error.to_string(), "timeout waiting for connection info for broker id 9");
     }
 }

@@ -26,9 +26,7 @@ pub enum HandshakeError {
     )]
     NotStartedByHost,
     /// The host did not offer protocol version 5.
-    #[error(
-        "the host offered plugin protocol versions {offered:?}; this plugin speaks only version 5"
-    )]
+    #[error("the host offered plugin protocol versions {offered:?}; this plugin speaks only version 5")]
     UnsupportedProtocol {
         /// What `PLUGIN_PROTOCOL_VERSIONS` held.
         offered: String,
@@ -76,14 +74,8 @@ impl HostEnv {
         if vars.get(MAGIC_COOKIE_KEY).map(String::as_str) != Some(MAGIC_COOKIE_VALUE) {
             return Err(HandshakeError::NotStartedByHost);
         }
-        let offered = vars
-            .get("PLUGIN_PROTOCOL_VERSIONS")
-            .cloned()
-            .unwrap_or_default();
-        if !offered
-            .split(',')
-            .any(|v| v.trim() == APP_PROTOCOL.to_string())
-        {
+        let offered = vars.get("PLUGIN_PROTOCOL_VERSIONS").cloned().unwrap_or_default();
+        if !offered.split(',').any(|v| v.trim() == APP_PROTOCOL.to_string()) {
             return Err(HandshakeError::UnsupportedProtocol { offered });
         }
         let client_cert_pem = vars
@@ -97,17 +89,11 @@ impl HostEnv {
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
         // OpenBao sets BAO_* beside VAULT_*; prefer its own name.
-        let host_version = vars
-            .get("BAO_VERSION")
-            .or_else(|| vars.get("VAULT_VERSION"))
-            .cloned();
+        let host_version = vars.get("BAO_VERSION").or_else(|| vars.get("VAULT_VERSION")).cloned();
         Ok(Self {
             client_cert_pem,
             socket_dir,
-            socket_group: vars
-                .get("PLUGIN_UNIX_SOCKET_GROUP")
-                .filter(|v| !v.is_empty())
-                .cloned(),
+            socket_group: vars.get("PLUGIN_UNIX_SOCKET_GROUP").filter(|v| !v.is_empty()).cloned(),
             multiplex_grpc_asked: vars.contains_key("PLUGIN_MULTIPLEX_GRPC"),
             host_version,
         })
@@ -116,17 +102,10 @@ impl HostEnv {
 
 /// The handshake line: `1|5|unix|<path>|grpc|<cert>` and, only when the host
 /// asked, a 7th field saying broker multiplexing is not supported.
-pub fn handshake_line(
-    socket: &std::path::Path,
-    cert_der: &[u8],
-    multiplex_grpc_asked: bool,
-) -> String {
+pub fn handshake_line(socket: &std::path::Path, cert_der: &[u8], multiplex_grpc_asked: bool) -> String {
     // The host decodes the certificate with the standard alphabet, no padding.
     let cert = base64::engine::general_purpose::STANDARD_NO_PAD.encode(cert_der);
-    let mut line = format!(
-        "{CORE_PROTOCOL}|{APP_PROTOCOL}|unix|{}|grpc|{cert}",
-        socket.display()
-    );
+    let mut line = format!("{CORE_PROTOCOL}|{APP_PROTOCOL}|unix|{}|grpc|{cert}", socket.display());
     if multiplex_grpc_asked {
         line.push_str("|false");
     }
@@ -142,10 +121,7 @@ mod tests {
         [
             (MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE),
             ("PLUGIN_PROTOCOL_VERSIONS", "5"),
-            (
-                "PLUGIN_CLIENT_CERT",
-                "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n",
-            ),
+            ("PLUGIN_CLIENT_CERT", "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n"),
             ("BAO_VERSION", "2.6.2"),
             ("VAULT_VERSION", "2.6.2-vault-name"),
         ]
@@ -158,27 +134,16 @@ mod tests {
     fn missing_or_wrong_cookie_means_started_by_hand() {
         let mut vars = host_vars();
         vars.insert(MAGIC_COOKIE_KEY.into(), "something-else".into());
-        assert_eq!(
-            HostEnv::from_vars(&vars),
-            Err(HandshakeError::NotStartedByHost)
-        );
+        assert_eq!(HostEnv::from_vars(&vars), Err(HandshakeError::NotStartedByHost));
         vars.remove(MAGIC_COOKIE_KEY);
-        assert_eq!(
-            HostEnv::from_vars(&vars),
-            Err(HandshakeError::NotStartedByHost)
-        );
+        assert_eq!(HostEnv::from_vars(&vars), Err(HandshakeError::NotStartedByHost));
     }
 
     #[test]
     fn legacy_protocol_offer_is_refused() {
         let mut vars = host_vars();
         vars.insert("PLUGIN_PROTOCOL_VERSIONS".into(), "3,4".into());
-        assert_eq!(
-            HostEnv::from_vars(&vars),
-            Err(HandshakeError::UnsupportedProtocol {
-                offered: "3,4".into()
-            })
-        );
+        assert_eq!(HostEnv::from_vars(&vars), Err(HandshakeError::UnsupportedProtocol { offered: "3,4".into() }));
         vars.insert("PLUGIN_PROTOCOL_VERSIONS".into(), "4, 5".into());
         assert!(HostEnv::from_vars(&vars).is_ok());
     }
@@ -187,10 +152,7 @@ mod tests {
     fn automtls_is_required() {
         let mut vars = host_vars();
         vars.remove("PLUGIN_CLIENT_CERT");
-        assert_eq!(
-            HostEnv::from_vars(&vars),
-            Err(HandshakeError::NoClientCertificate)
-        );
+        assert_eq!(HostEnv::from_vars(&vars), Err(HandshakeError::NoClientCertificate));
     }
 
     #[test]
@@ -206,11 +168,7 @@ mod tests {
     #[test]
     fn line_uses_unpadded_standard_base64_and_six_fields() {
         // 4 bytes encode to 6 characters that would need "==" padding.
-        let line = handshake_line(
-            std::path::Path::new("/tmp/plugin1"),
-            &[0xfb, 0xff, 0xfe, 0x01],
-            false,
-        );
+        let line = handshake_line(std::path::Path::new("/tmp/plugin1"), &[0xfb, 0xff, 0xfe, 0x01], false);
         assert_eq!(line, "1|5|unix|/tmp/plugin1|grpc|+//+AQ\n");
         let line = handshake_line(std::path::Path::new("/tmp/plugin1"), &[1], true);
         assert_eq!(line.trim_end().split('|').count(), 7);

@@ -14,21 +14,11 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
 /// Crates whose chatter is only passed on from warnings up.
-const NOISY: &[&str] = &[
-    "h2",
-    "hyper",
-    "hyper_util",
-    "tower",
-    "tonic",
-    "rustls",
-    "tokio_rustls",
-];
+const NOISY: &[&str] = &["h2", "hyper", "hyper_util", "tower", "tonic", "rustls", "tokio_rustls"];
 
 /// Installs the JSON logger for the whole process.
 pub fn init(module: &'static str) {
-    let _ = tracing_subscriber::registry()
-        .with(HostLog { module })
-        .try_init();
+    let _ = tracing_subscriber::registry().with(HostLog { module }).try_init();
 }
 
 /// A layer writing one JSON object per event to stderr.
@@ -39,9 +29,7 @@ pub struct HostLog {
 
 impl<S: Subscriber> Layer<S> for HostLog {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        let noisy = NOISY
-            .iter()
-            .any(|c| metadata.target() == *c || metadata.target().starts_with(&format!("{c}::")));
+        let noisy = NOISY.iter().any(|c| metadata.target() == *c || metadata.target().starts_with(&format!("{c}::")));
         !noisy || *metadata.level() <= Level::WARN
     }
 
@@ -56,14 +44,8 @@ fn format_record(module: &str, event: &Event<'_>, now: time::OffsetDateTime) -> 
     let mut fields = FieldMap::default();
     event.record(&mut fields);
     let mut record = Map::new();
-    record.insert(
-        "@level".into(),
-        Value::String(level_name(*event.metadata().level()).into()),
-    );
-    record.insert(
-        "@message".into(),
-        Value::String(fields.message.unwrap_or_default()),
-    );
+    record.insert("@level".into(), Value::String(level_name(*event.metadata().level()).into()));
+    record.insert("@message".into(), Value::String(fields.message.unwrap_or_default()));
     record.insert("@timestamp".into(), Value::String(timestamp(now)));
     record.insert("@module".into(), Value::String(module.into()));
     record.extend(fields.others);
@@ -82,12 +64,9 @@ fn level_name(level: Level) -> &'static str {
 
 /// UTC with microseconds, the only layout the host accepts.
 pub fn timestamp(now: time::OffsetDateTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    now.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .unwrap_or_default()
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    now.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
 }
 
 #[derive(Default)]
@@ -139,10 +118,7 @@ mod tests {
     impl<S: Subscriber> Layer<S> for Capture {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
             let now = time::macros::datetime!(2026-11-26 12:00:00.5 UTC);
-            self.0
-                .lock()
-                .expect("lock")
-                .push(format_record("lockstep", event, now));
+            self.0.lock().expect("lock").push(format_record("lockstep", event, now));
         }
     }
 

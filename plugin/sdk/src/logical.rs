@@ -109,10 +109,7 @@ pub struct DataError(String);
 
 impl Request {
     /// Builds a request from the wire form.
-    pub(crate) fn from_wire(
-        request: pb::Request,
-        storage: Arc<dyn Storage>,
-    ) -> Result<Self, DataError> {
+    pub(crate) fn from_wire(request: pb::Request, storage: Arc<dyn Storage>) -> Result<Self, DataError> {
         Ok(Self {
             id: request.id,
             operation: Operation::parse(&request.operation),
@@ -173,10 +170,7 @@ pub struct Response {
 impl Response {
     /// A response with this data.
     pub fn with_data(data: Map<String, Value>) -> Self {
-        Self {
-            data,
-            warnings: Vec::new(),
-        }
+        Self { data, warnings: Vec::new() }
     }
 
     /// The `{"keys": [...]}` answer of a list operation.
@@ -230,34 +224,21 @@ impl LogicalError {
             Self::UnsupportedOperation => (ERR_UNSUPPORTED_OPERATION, 0),
             Self::Internal(_) => (ERR_INTERNAL, 0),
         };
-        pb::ProtoError {
-            err_type,
-            err_msg: self.to_string(),
-            err_code,
-        }
+        pb::ProtoError { err_type, err_msg: self.to_string(), err_code }
     }
 }
 
 /// Translates an engine's outcome into the wire reply.
 pub(crate) fn reply(outcome: Result<Option<Response>, LogicalError>) -> pb::HandleRequestReply {
     match outcome {
-        Ok(Some(response)) => pb::HandleRequestReply {
-            response: Some(encode_response(response)),
-            err: None,
-        },
+        Ok(Some(response)) => pb::HandleRequestReply { response: Some(encode_response(response)), err: None },
         Ok(None) => pb::HandleRequestReply::default(),
         Err(LogicalError::InvalidRequest(message)) => {
             let mut data = Map::new();
             data.insert("error".into(), Value::String(message));
-            pb::HandleRequestReply {
-                response: Some(encode_response(Response::with_data(data))),
-                err: None,
-            }
+            pb::HandleRequestReply { response: Some(encode_response(Response::with_data(data))), err: None }
         }
-        Err(error) => pb::HandleRequestReply {
-            response: None,
-            err: Some(error.to_proto()),
-        },
+        Err(error) => pb::HandleRequestReply { response: None, err: Some(error.to_proto()) },
     }
 }
 
@@ -280,20 +261,14 @@ mod tests {
         assert!(decode_data("").expect("empty").is_empty());
         assert_eq!(decode_data(r#"{"a":1}"#).expect("object")["a"], 1);
         let error = decode_data("[1]").expect_err("array");
-        assert_eq!(
-            error.to_string(),
-            "request data is not a JSON object: found a JSON array"
-        );
+        assert_eq!(error.to_string(), "request data is not a JSON object: found a JSON array");
     }
 
     #[test]
     fn invalid_request_becomes_an_error_response_with_the_message() {
-        let reply = reply(Err(LogicalError::InvalidRequest(
-            "field \"mode\": must be sign or verify".into(),
-        )));
+        let reply = reply(Err(LogicalError::InvalidRequest("field \"mode\": must be sign or verify".into())));
         assert!(reply.err.is_none());
-        let data: Value =
-            serde_json::from_str(&reply.response.expect("response").data).expect("json");
+        let data: Value = serde_json::from_str(&reply.response.expect("response").data).expect("json");
         assert_eq!(data["error"], "field \"mode\": must be sign or verify");
     }
 
@@ -305,10 +280,7 @@ mod tests {
         assert_eq!(LogicalError::Conflict("x".into()).to_proto().err_code, 409);
         assert_eq!(LogicalError::UnsupportedPath.to_proto().err_type, 6);
         assert_eq!(LogicalError::UnsupportedOperation.to_proto().err_type, 5);
-        assert_eq!(
-            LogicalError::Internal("storage".into()).to_proto().err_type,
-            2
-        );
+        assert_eq!(LogicalError::Internal("storage".into()).to_proto().err_type, 2);
     }
 
     #[test]

@@ -23,9 +23,7 @@ use crate::proto::health::health_server::{Health, HealthServer};
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::proto::logical as lg;
 use crate::proto::logical::plugin_version_server::{PluginVersion, PluginVersionServer};
-use crate::proto::multiplexing::plugin_multiplexing_server::{
-    PluginMultiplexing, PluginMultiplexingServer,
-};
+use crate::proto::multiplexing::plugin_multiplexing_server::{PluginMultiplexing, PluginMultiplexingServer};
 use crate::proto::multiplexing::{MultiplexingSupportRequest, MultiplexingSupportResponse};
 use crate::proto::pb;
 use crate::proto::pb::backend_server::{Backend as BackendRpc, BackendServer};
@@ -68,9 +66,7 @@ pub struct SetupContext {
 
 impl std::fmt::Debug for SetupContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SetupContext")
-            .field("config_keys", &self.config.keys())
-            .finish_non_exhaustive()
+        f.debug_struct("SetupContext").field("config_keys", &self.config.keys()).finish_non_exhaustive()
     }
 }
 
@@ -102,12 +98,7 @@ pub async fn serve(factory: BackendFactory, options: ServeOptions) -> Result<(),
     let server_tls = Arc::new(tls::server_config(&identity, host_cert.clone())?);
     let client_tls = Arc::new(tls::client_config(&identity, host_cert)?);
     let (listener, socket) = transport::bind(&env.socket_dir, env.socket_group.as_deref())
-        .map_err(|e| {
-            ServeError::Io(format!(
-                "creating the plugin socket in {}: {e}",
-                env.socket_dir.display()
-            ))
-        })?;
+        .map_err(|e| ServeError::Io(format!("creating the plugin socket in {}: {e}", env.socket_dir.display())))?;
     ignore_interrupts();
 
     let shutdown = Arc::new(Notify::new());
@@ -119,10 +110,7 @@ pub async fn serve(factory: BackendFactory, options: ServeOptions) -> Result<(),
         instances: Arc::default(),
         multiplexing: options.multiplexing,
     };
-    let housekeeping = Housekeeping {
-        options: options.clone(),
-        shutdown: shutdown.clone(),
-    };
+    let housekeeping = Housekeeping { options: options.clone(), shutdown: shutdown.clone() };
     let server = tonic::transport::Server::builder()
         .add_service(BackendServer::new(backend).max_decoding_message_size(usize::MAX))
         .add_service(PluginVersionServer::new(housekeeping.clone()))
@@ -194,35 +182,22 @@ fn multiplex_id<T>(request: &Request<T>) -> String {
 
 impl BackendService {
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Instance>>> {
-        self.instances
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn instance<T>(&self, request: &Request<T>) -> Result<Arc<Instance>, Status> {
         let id = multiplex_id(request);
-        let key = if self.multiplexing {
-            id
-        } else {
-            SINGLE.to_string()
-        };
-        self.table().get(&key).cloned().ok_or_else(|| {
-            Status::failed_precondition(format!("no backend instance for multiplex id {key:?}"))
-        })
+        let key = if self.multiplexing { id } else { SINGLE.to_string() };
+        self.table()
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| Status::failed_precondition(format!("no backend instance for multiplex id {key:?}")))
     }
 
     async fn setup(&self, key: String, args: pb::SetupArgs) -> Result<(), String> {
-        let endpoint = self
-            .broker
-            .take(args.broker_id, BROKER_TIMEOUT)
-            .await
+        let endpoint = self.broker.take(args.broker_id, BROKER_TIMEOUT).await.map_err(|e| e.to_string())?;
+        let channel = transport::broker_channel(&endpoint.network, &endpoint.address, self.client_tls.clone())
             .map_err(|e| e.to_string())?;
-        let channel = transport::broker_channel(
-            &endpoint.network,
-            &endpoint.address,
-            self.client_tls.clone(),
-        )
-        .map_err(|e| e.to_string())?;
         let storage: Arc<dyn Storage> = Arc::new(GrpcStorage::new(channel.clone()));
         let context = SetupContext {
             config: args.config,
@@ -233,9 +208,7 @@ impl BackendService {
         let backend = (self.factory)(context)?;
         let mut table = self.table();
         if self.multiplexing && table.contains_key(&key) {
-            return Err(format!(
-                "a backend instance for multiplex id {key:?} already exists"
-            ));
+            return Err(format!("a backend instance for multiplex id {key:?} already exists"));
         }
         table.insert(key, Arc::new(Instance { backend, storage }));
         Ok(())
@@ -260,10 +233,7 @@ impl BackendRpc for BackendService {
         Ok(Response::new(logical::reply(outcome)))
     }
 
-    async fn special_paths(
-        &self,
-        request: Request<pb::Empty>,
-    ) -> Result<Response<pb::SpecialPathsReply>, Status> {
+    async fn special_paths(&self, request: Request<pb::Empty>) -> Result<Response<pb::SpecialPathsReply>, Status> {
         let paths = self.instance(&request)?.backend.special_paths.clone();
         Ok(Response::new(pb::SpecialPathsReply {
             paths: Some(pb::Paths {
@@ -285,39 +255,22 @@ impl BackendRpc for BackendService {
         let req = logical::Request::from_wire(wire, instance.storage.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let reply = match instance.backend.existence_check(req).await {
-            Ok((check_found, exists)) => pb::HandleExistenceCheckReply {
-                check_found,
-                exists,
-                err: None,
-            },
-            Err(error) => pb::HandleExistenceCheckReply {
-                err: Some(existence_error(&error)),
-                ..Default::default()
-            },
+            Ok((check_found, exists)) => pb::HandleExistenceCheckReply { check_found, exists, err: None },
+            Err(error) => pb::HandleExistenceCheckReply { err: Some(existence_error(&error)), ..Default::default() },
         };
         Ok(Response::new(reply))
     }
 
     async fn cleanup(&self, request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
-        let key = if self.multiplexing {
-            multiplex_id(&request)
-        } else {
-            SINGLE.to_string()
-        };
+        let key = if self.multiplexing { multiplex_id(&request) } else { SINGLE.to_string() };
         let removed = self.table().remove(&key);
-        if let Some(clean) = removed
-            .as_ref()
-            .and_then(|instance| instance.backend.clean.as_ref())
-        {
+        if let Some(clean) = removed.as_ref().and_then(|instance| instance.backend.clean.as_ref()) {
             clean();
         }
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn invalidate_key(
-        &self,
-        request: Request<pb::InvalidateKeyArgs>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    async fn invalidate_key(&self, request: Request<pb::InvalidateKeyArgs>) -> Result<Response<pb::Empty>, Status> {
         let instance = self.instance(&request)?;
         if let Some(invalidate) = &instance.backend.invalidate {
             invalidate(&request.get_ref().key);
@@ -325,30 +278,16 @@ impl BackendRpc for BackendService {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn setup(
-        &self,
-        request: Request<pb::SetupArgs>,
-    ) -> Result<Response<pb::SetupReply>, Status> {
-        let key = if self.multiplexing {
-            multiplex_id(&request)
-        } else {
-            SINGLE.to_string()
-        };
-        let err = self
-            .setup(key, request.into_inner())
-            .await
-            .err()
-            .unwrap_or_default();
+    async fn setup(&self, request: Request<pb::SetupArgs>) -> Result<Response<pb::SetupReply>, Status> {
+        let key = if self.multiplexing { multiplex_id(&request) } else { SINGLE.to_string() };
+        let err = self.setup(key, request.into_inner()).await.err().unwrap_or_default();
         if !err.is_empty() {
             tracing::error!(error = %err, "setup failed");
         }
         Ok(Response::new(pb::SetupReply { err }))
     }
 
-    async fn initialize(
-        &self,
-        request: Request<pb::InitializeArgs>,
-    ) -> Result<Response<pb::InitializeReply>, Status> {
+    async fn initialize(&self, request: Request<pb::InitializeArgs>) -> Result<Response<pb::InitializeReply>, Status> {
         let instance = self.instance(&request)?;
         let err = match &instance.backend.initialize {
             Some(init) => init(instance.storage.clone()).await.err(),
@@ -357,18 +296,11 @@ impl BackendRpc for BackendService {
         if let Some(error) = &err {
             tracing::error!(%error, "initialize failed");
         }
-        Ok(Response::new(pb::InitializeReply {
-            err: err.map(|e| e.to_proto()),
-        }))
+        Ok(Response::new(pb::InitializeReply { err: err.map(|e| e.to_proto()) }))
     }
 
-    async fn r#type(
-        &self,
-        _request: Request<pb::Empty>,
-    ) -> Result<Response<pb::TypeReply>, Status> {
-        Ok(Response::new(pb::TypeReply {
-            r#type: LOGICAL_TYPE,
-        }))
+    async fn r#type(&self, _request: Request<pb::Empty>) -> Result<Response<pb::TypeReply>, Status> {
+        Ok(Response::new(pb::TypeReply { r#type: LOGICAL_TYPE }))
     }
 }
 
@@ -377,11 +309,9 @@ impl BackendRpc for BackendService {
 fn existence_error(error: &LogicalError) -> pb::ProtoError {
     const USER_ERROR: u32 = 1;
     match error {
-        LogicalError::InvalidRequest(message) => pb::ProtoError {
-            err_type: USER_ERROR,
-            err_msg: message.clone(),
-            err_code: 0,
-        },
+        LogicalError::InvalidRequest(message) => {
+            pb::ProtoError { err_type: USER_ERROR, err_msg: message.clone(), err_code: 0 }
+        }
         other => other.to_proto(),
     }
 }
@@ -398,13 +328,8 @@ type StdioStream = Pin<Box<dyn Stream<Item = Result<StdioData, Status>> + Send>>
 
 #[tonic::async_trait]
 impl PluginVersion for Housekeeping {
-    async fn version(
-        &self,
-        _request: Request<lg::Empty>,
-    ) -> Result<Response<lg::VersionReply>, Status> {
-        Ok(Response::new(lg::VersionReply {
-            plugin_version: self.options.version.clone(),
-        }))
+    async fn version(&self, _request: Request<lg::Empty>) -> Result<Response<lg::VersionReply>, Status> {
+        Ok(Response::new(lg::VersionReply { plugin_version: self.options.version.clone() }))
     }
 }
 
@@ -414,9 +339,7 @@ impl PluginMultiplexing for Housekeeping {
         &self,
         _request: Request<MultiplexingSupportRequest>,
     ) -> Result<Response<MultiplexingSupportResponse>, Status> {
-        Ok(Response::new(MultiplexingSupportResponse {
-            supported: self.options.multiplexing,
-        }))
+        Ok(Response::new(MultiplexingSupportResponse { supported: self.options.multiplexing }))
     }
 }
 
@@ -424,26 +347,13 @@ impl PluginMultiplexing for Housekeeping {
 impl Health for Housekeeping {
     type WatchStream = HealthStream;
 
-    async fn check(
-        &self,
-        _request: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
-        Ok(Response::new(HealthCheckResponse {
-            status: ServingStatus::Serving as i32,
-        }))
+    async fn check(&self, _request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+        Ok(Response::new(HealthCheckResponse { status: ServingStatus::Serving as i32 }))
     }
 
-    async fn watch(
-        &self,
-        _request: Request<HealthCheckRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let serving = HealthCheckResponse {
-            status: ServingStatus::Serving as i32,
-        };
-        let stream = tokio_stream::StreamExt::chain(
-            tokio_stream::once(Ok(serving)),
-            tokio_stream::pending(),
-        );
+    async fn watch(&self, _request: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let serving = HealthCheckResponse { status: ServingStatus::Serving as i32 };
+        let stream = tokio_stream::StreamExt::chain(tokio_stream::once(Ok(serving)), tokio_stream::pending());
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -461,10 +371,7 @@ impl GrpcController for Housekeeping {
 impl GrpcStdio for Housekeeping {
     type StreamStdioStream = StdioStream;
 
-    async fn stream_stdio(
-        &self,
-        _request: Request<gp::Empty>,
-    ) -> Result<Response<Self::StreamStdioStream>, Status> {
+    async fn stream_stdio(&self, _request: Request<gp::Empty>) -> Result<Response<Self::StreamStdioStream>, Status> {
         // Logs go to the real stderr, which the host reads; this stream
         // stays open and silent until the host cancels it.
         Ok(Response::new(Box::pin(tokio_stream::pending())))

@@ -73,10 +73,7 @@ pub struct GrpcStorage {
 impl GrpcStorage {
     pub(crate) fn new(channel: Channel) -> Self {
         let client = StorageClient::new(channel).max_decoding_message_size(usize::MAX);
-        Self {
-            client,
-            txn: String::new(),
-        }
+        Self { client, txn: String::new() }
     }
 
     fn client(&self) -> StorageClient<Channel> {
@@ -86,86 +83,38 @@ impl GrpcStorage {
 }
 
 fn transport(op: &'static str, key: &str, status: tonic::Status) -> StorageError {
-    StorageError::Transport {
-        op,
-        key: key.to_string(),
-        message: status.message().to_string(),
-    }
+    StorageError::Transport { op, key: key.to_string(), message: status.message().to_string() }
 }
 
 fn backend(op: &'static str, key: &str, err: String) -> Result<(), StorageError> {
-    if err.is_empty() {
-        Ok(())
-    } else {
-        Err(StorageError::Backend {
-            op,
-            key: key.to_string(),
-            message: err,
-        })
-    }
+    if err.is_empty() { Ok(()) } else { Err(StorageError::Backend { op, key: key.to_string(), message: err }) }
 }
 
 #[tonic::async_trait]
 impl Storage for GrpcStorage {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let args = pb::StorageGetArgs {
-            key: key.to_string(),
-            txn: self.txn.clone(),
-        };
-        let reply = self
-            .client()
-            .get(args)
-            .await
-            .map_err(|s| transport("get", key, s))?
-            .into_inner();
+        let args = pb::StorageGetArgs { key: key.to_string(), txn: self.txn.clone() };
+        let reply = self.client().get(args).await.map_err(|s| transport("get", key, s))?.into_inner();
         backend("get", key, reply.err)?;
         Ok(reply.entry.map(|entry| entry.value))
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
-        let entry = pb::StorageEntry {
-            key: key.to_string(),
-            value,
-            seal_wrap: false,
-        };
-        let args = pb::StoragePutArgs {
-            entry: Some(entry),
-            txn: self.txn.clone(),
-        };
-        let reply = self
-            .client()
-            .put(args)
-            .await
-            .map_err(|s| transport("put", key, s))?
-            .into_inner();
+        let entry = pb::StorageEntry { key: key.to_string(), value, seal_wrap: false };
+        let args = pb::StoragePutArgs { entry: Some(entry), txn: self.txn.clone() };
+        let reply = self.client().put(args).await.map_err(|s| transport("put", key, s))?.into_inner();
         backend("put", key, reply.err)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let args = pb::StorageDeleteArgs {
-            key: key.to_string(),
-            txn: self.txn.clone(),
-        };
-        let reply = self
-            .client()
-            .delete(args)
-            .await
-            .map_err(|s| transport("delete", key, s))?
-            .into_inner();
+        let args = pb::StorageDeleteArgs { key: key.to_string(), txn: self.txn.clone() };
+        let reply = self.client().delete(args).await.map_err(|s| transport("delete", key, s))?.into_inner();
         backend("delete", key, reply.err)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let args = pb::StorageListArgs {
-            prefix: prefix.to_string(),
-            txn: self.txn.clone(),
-        };
-        let reply = self
-            .client()
-            .list(args)
-            .await
-            .map_err(|s| transport("list", prefix, s))?
-            .into_inner();
+        let args = pb::StorageListArgs { prefix: prefix.to_string(), txn: self.txn.clone() };
+        let reply = self.client().list(args).await.map_err(|s| transport("list", prefix, s))?.into_inner();
         backend("list", prefix, reply.err)?;
         Ok(reply.keys)
     }
@@ -178,45 +127,23 @@ impl Storage for GrpcStorage {
             Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(None),
             Err(status) => return Err(transport("begin", "", status)),
         }
-        let reply = self
-            .client()
-            .begin_tx(pb::Empty {})
-            .await
-            .map_err(|s| transport("begin", "", s))?
-            .into_inner();
+        let reply = self.client().begin_tx(pb::Empty {}).await.map_err(|s| transport("begin", "", s))?.into_inner();
         backend("begin", "", reply.err)?;
-        Ok(Some(Box::new(GrpcStorage {
-            client: self.client(),
-            txn: reply.txn,
-        })))
+        Ok(Some(Box::new(GrpcStorage { client: self.client(), txn: reply.txn })))
     }
 }
 
 #[tonic::async_trait]
 impl Transaction for GrpcStorage {
     async fn commit(self: Box<Self>) -> Result<(), StorageError> {
-        let args = pb::StorageCommitTxArgs {
-            txn: self.txn.clone(),
-        };
-        let reply = self
-            .client()
-            .commit(args)
-            .await
-            .map_err(|s| transport("commit", "", s))?
-            .into_inner();
+        let args = pb::StorageCommitTxArgs { txn: self.txn.clone() };
+        let reply = self.client().commit(args).await.map_err(|s| transport("commit", "", s))?.into_inner();
         backend("commit", "", reply.err)
     }
 
     async fn rollback(self: Box<Self>) -> Result<(), StorageError> {
-        let args = pb::StorageRollbackTxArgs {
-            txn: self.txn.clone(),
-        };
-        let reply = self
-            .client()
-            .rollback(args)
-            .await
-            .map_err(|s| transport("rollback", "", s))?
-            .into_inner();
+        let args = pb::StorageRollbackTxArgs { txn: self.txn.clone() };
+        let reply = self.client().rollback(args).await.map_err(|s| transport("rollback", "", s))?.into_inner();
         backend("rollback", "", reply.err)
     }
 }
@@ -229,9 +156,7 @@ pub struct MemoryStorage {
 
 impl MemoryStorage {
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -280,10 +205,7 @@ mod tests {
         for key in ["pools/a", "pools/b", "pools/c/x", "pools/c/y", "other"] {
             storage.put(key, b"v".to_vec()).await.expect("put");
         }
-        assert_eq!(
-            storage.list("pools/").await.expect("list"),
-            vec!["a", "b", "c/"]
-        );
+        assert_eq!(storage.list("pools/").await.expect("list"), vec!["a", "b", "c/"]);
         storage.delete("pools/a").await.expect("delete");
         assert_eq!(storage.get("pools/a").await.expect("get"), None);
     }

@@ -23,79 +23,45 @@ pub struct SystemView {
 
 impl SystemView {
     pub(crate) fn new(channel: Channel) -> Self {
-        Self {
-            client: SystemViewClient::new(channel).max_decoding_message_size(usize::MAX),
-        }
+        Self { client: SystemViewClient::new(channel).max_decoding_message_size(usize::MAX) }
     }
 
     /// A system view with no host behind it: every call fails. For unit
     /// tests of engines, and for code paths that must not need the host.
     pub fn unavailable() -> Self {
-        let channel =
-            tonic::transport::Endpoint::from_static("http://unavailable.invalid").connect_lazy();
+        let channel = tonic::transport::Endpoint::from_static("http://unavailable.invalid").connect_lazy();
         Self::new(channel)
     }
 
     fn fail(call: &'static str) -> impl Fn(tonic::Status) -> SystemError {
-        move |status| SystemError {
-            call,
-            message: status.message().to_string(),
-        }
+        move |status| SystemError { call, message: status.message().to_string() }
     }
 
     /// The mount's default lease TTL.
     pub async fn default_lease_ttl(&self) -> Result<Duration, SystemError> {
-        let reply = self
-            .client
-            .clone()
-            .default_lease_ttl(pb::Empty {})
-            .await
-            .map_err(Self::fail("DefaultLeaseTTL"))?;
-        Ok(Duration::from_nanos(
-            reply.into_inner().ttl.max(0).unsigned_abs(),
-        ))
+        let reply = self.client.clone().default_lease_ttl(pb::Empty {}).await.map_err(Self::fail("DefaultLeaseTTL"))?;
+        Ok(Duration::from_nanos(reply.into_inner().ttl.max(0).unsigned_abs()))
     }
 
     /// Whether the mount is being removed.
     pub async fn tainted(&self) -> Result<bool, SystemError> {
-        let reply = self
-            .client
-            .clone()
-            .tainted(pb::Empty {})
-            .await
-            .map_err(Self::fail("Tainted"))?;
+        let reply = self.client.clone().tainted(pb::Empty {}).await.map_err(Self::fail("Tainted"))?;
         Ok(reply.into_inner().tainted)
     }
 
     /// The replication state bitmask (0 on a plain server).
     pub async fn replication_state(&self) -> Result<i32, SystemError> {
-        let reply = self
-            .client
-            .clone()
-            .replication_state(pb::Empty {})
-            .await
-            .map_err(Self::fail("ReplicationState"))?;
+        let reply =
+            self.client.clone().replication_state(pb::Empty {}).await.map_err(Self::fail("ReplicationState"))?;
         Ok(reply.into_inner().state)
     }
 
     /// The server's version string.
     pub async fn server_version(&self) -> Result<String, SystemError> {
-        let reply = self
-            .client
-            .clone()
-            .plugin_env(pb::Empty {})
-            .await
-            .map_err(Self::fail("PluginEnv"))?
-            .into_inner();
+        let reply = self.client.clone().plugin_env(pb::Empty {}).await.map_err(Self::fail("PluginEnv"))?.into_inner();
         if !reply.err.is_empty() {
-            return Err(SystemError {
-                call: "PluginEnv",
-                message: reply.err,
-            });
+            return Err(SystemError { call: "PluginEnv", message: reply.err });
         }
-        Ok(reply
-            .plugin_environment
-            .map(|env| env.vault_version)
-            .unwrap_or_default())
+        Ok(reply.plugin_environment.map(|env| env.vault_version).unwrap_or_default())
     }
 }

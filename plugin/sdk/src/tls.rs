@@ -38,10 +38,7 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity")
-            .field("cert_len", &self.cert.len())
-            .field("key", &"…")
-            .finish()
+        f.debug_struct("Identity").field("cert_len", &self.cert.len()).field("key", &"…").finish()
     }
 }
 
@@ -52,13 +49,9 @@ impl Identity {
     pub fn generate() -> Result<Self, TlsError> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![
             rcgen::KeyUsagePurpose::DigitalSignature,
             rcgen::KeyUsagePurpose::KeyEncipherment,
@@ -69,10 +62,7 @@ impl Identity {
         params.not_after = now + time::Duration::days(365 * 30);
         params.serial_number = Some(random_serial()?);
         let cert = params.self_signed(&key)?;
-        Ok(Self {
-            cert: cert.der().clone(),
-            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
-        })
+        Ok(Self { cert: cert.der().clone(), key: PrivatePkcs8KeyDer::from(key.serialize_der()) })
     }
 
     /// DER of the certificate, as printed in the handshake.
@@ -87,10 +77,7 @@ impl Identity {
 
 fn random_serial() -> Result<rcgen::SerialNumber, TlsError> {
     let mut serial = [0u8; 16];
-    provider()
-        .secure_random
-        .fill(&mut serial)
-        .map_err(|_| rcgen::Error::RingUnspecified)?;
+    provider().secure_random.fill(&mut serial).map_err(|_| rcgen::Error::RingUnspecified)?;
     serial[0] &= 0x7f; // keep it positive
     Ok(rcgen::SerialNumber::from_slice(&serial))
 }
@@ -107,10 +94,7 @@ pub fn parse_host_certificate(pem: &str) -> Result<CertificateDer<'static>, TlsE
 }
 
 /// Server side of the main connection: require the host's certificate.
-pub fn server_config(
-    identity: &Identity,
-    host: CertificateDer<'static>,
-) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(identity: &Identity, host: CertificateDer<'static>) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(PinnedCertificate::new(host, &provider));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -124,10 +108,7 @@ pub fn server_config(
 
 /// Client side of the brokered connections: present our certificate, accept
 /// only the host's.
-pub fn client_config(
-    identity: &Identity,
-    host: CertificateDer<'static>,
-) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(identity: &Identity, host: CertificateDer<'static>) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(PinnedCertificate::new(host, &provider));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -149,19 +130,14 @@ struct PinnedCertificate {
 
 impl PinnedCertificate {
     fn new(pinned: CertificateDer<'static>, provider: &CryptoProvider) -> Self {
-        Self {
-            pinned,
-            algorithms: provider.signature_verification_algorithms,
-        }
+        Self { pinned, algorithms: provider.signature_verification_algorithms }
     }
 
     fn check(&self, presented: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         if presented.as_ref() == self.pinned.as_ref() {
             Ok(())
         } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
         }
     }
 }
@@ -179,8 +155,7 @@ impl ClientCertVerifier for PinnedCertificate {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|()| ClientCertVerified::assertion())
+        self.check(end_entity).map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -215,8 +190,7 @@ impl ServerCertVerifier for PinnedCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|()| ServerCertVerified::assertion())
+        self.check(end_entity).map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -250,9 +224,7 @@ mod tests {
     fn provider_verifies_p521_signatures() {
         // The host's key is P-521; without this scheme the host's client
         // certificate is silently never sent.
-        let schemes = provider()
-            .signature_verification_algorithms
-            .supported_schemes();
+        let schemes = provider().signature_verification_algorithms.supported_schemes();
         assert!(schemes.contains(&SignatureScheme::ECDSA_NISTP521_SHA512));
     }
 

@@ -27,21 +27,13 @@ impl tonic::transport::server::Connected for ServerConn {
 }
 
 impl AsyncRead for ServerConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ServerConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -71,10 +63,7 @@ impl Drop for SocketPath {
 /// Binds a fresh socket named `plugin<random>` in `dir`.
 pub(crate) fn bind(dir: &Path, group: Option<&str>) -> io::Result<(UnixListener, SocketPath)> {
     let mut random = [0u8; 8];
-    crate::tls::provider()
-        .secure_random
-        .fill(&mut random)
-        .map_err(|_| io::Error::other("no secure random source"))?;
+    crate::tls::provider().secure_random.fill(&mut random).map_err(|_| io::Error::other("no secure random source"))?;
     let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let path = dir.join(format!("plugin{name}"));
     let listener = UnixListener::bind(&path)?;
@@ -162,13 +151,11 @@ pub(crate) fn broker_channel(
         let (address, connector) = (address.clone(), connector.clone());
         async move {
             let stream = UnixStream::connect(&address).await?;
-            let name =
-                rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?;
             let tls = connector.connect(name, stream).await?;
             Ok::<_, io::Error>(TokioIo::new(tls))
         }
     });
-    let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_timeout(HANDSHAKE_TIMEOUT);
+    let endpoint = tonic::transport::Endpoint::from_static("http://localhost").connect_timeout(HANDSHAKE_TIMEOUT);
     Ok(endpoint.connect_with_connector_lazy(dial))
 }

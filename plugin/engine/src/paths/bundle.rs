@@ -30,8 +30,16 @@ const MAX_HELD: usize = 64;
 pub fn path(state: Arc<MountState>) -> Path {
     Path::new(format!("bundle/{}", name_segment("pool")))
         .field(Field::new("pool", FieldType::String, "The pool whose bundle to fetch."))
-        .field(Field::new("instance", FieldType::String, "The calling sidecar's instance id (for example its pod name)."))
-        .field(Field::new("revision", FieldType::String, "The revision the caller holds; unchanged means \"not modified\"."))
+        .field(Field::new(
+            "instance",
+            FieldType::String,
+            "The calling sidecar's instance id (for example its pod name).",
+        ))
+        .field(Field::new(
+            "revision",
+            FieldType::String,
+            "The revision the caller holds; unchanged means \"not modified\".",
+        ))
         .field(Field::new(
             "held",
             FieldType::CommaStringSlice,
@@ -55,26 +63,18 @@ pub fn path(state: Arc<MountState>) -> Path {
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }
 
-async fn read(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let pool_name = data.str("pool").unwrap_or_default();
     check_name("pool", pool_name)?;
     let instance = data.str("instance").unwrap_or_default();
     check_name("instance", instance)?;
     let wait = data.duration_secs("wait").unwrap_or(0);
     if wait > MAX_WAIT {
-        return Err(LogicalError::InvalidRequest(format!(
-            "field \"wait\": at most {MAX_WAIT}s"
-        )));
+        return Err(LogicalError::InvalidRequest(format!("field \"wait\": at most {MAX_WAIT}s")));
     }
     let held = data.strings("held").unwrap_or_default();
     if held.len() > MAX_HELD {
-        return Err(LogicalError::InvalidRequest(format!(
-            "field \"held\": at most {MAX_HELD} entries"
-        )));
+        return Err(LogicalError::InvalidRequest(format!("field \"held\": at most {MAX_HELD} entries")));
     }
     let held = acks::parse_held(&held)?;
     let storage = req.storage.as_ref();
@@ -83,17 +83,7 @@ async fn read(
         .ok_or_else(|| LogicalError::NotFound(format!("pool {pool_name:?} not found")))?;
     let config = Config::load(storage).await?;
     let t = state.now();
-    if acks::record(
-        state,
-        storage,
-        &config,
-        pool_name,
-        instance,
-        held.clone(),
-        t,
-    )
-    .await?
-    {
+    if acks::record(state, storage, &config, pool_name, instance, held.clone(), t).await? {
         commit_if_acknowledged(state, storage, &config, &pool, &held).await;
     }
     let known = data.str("revision").unwrap_or_default();
@@ -113,11 +103,7 @@ async fn read(
         // Changes made through another node reach this one as storage
         // invalidations, so the wait also wakes every second to look.
         let nap = remaining.min(Duration::from_secs(1));
-        if nap.is_zero()
-            || tokio::time::timeout(nap, changes.changed())
-                .await
-                .is_ok_and(|r| r.is_err())
-        {
+        if nap.is_zero() || tokio::time::timeout(nap, changes.changed()).await.is_ok_and(|r| r.is_err()) {
             return Ok(Some(not_modified(pool_name, &current, t)));
         }
     }
@@ -140,16 +126,8 @@ async fn commit_if_acknowledged(
                 return Ok(());
             };
             let generation = ring.generation;
-            scheduler::try_commit(
-                state,
-                storage,
-                config,
-                &mut ring,
-                state.now(),
-                Cause::Scheduled,
-                "scheduler",
-            )
-            .await?;
+            scheduler::try_commit(state, storage, config, &mut ring, state.now(), Cause::Scheduled, "scheduler")
+                .await?;
             if ring.generation != generation {
                 scheduler::save(storage, &ring, Vec::new(), &[]).await?;
                 state.changed();
@@ -180,20 +158,9 @@ async fn metadata(
             .versions
             .iter()
             .filter(|v| v.verifies_at(t) && !v.destroyed)
-            .map(|v| BundleVersion {
-                meta: v.clone(),
-                private_key: None,
-                public_key: None,
-            })
+            .map(|v| BundleVersion { meta: v.clone(), private_key: None, public_key: None })
             .collect();
-        keyrings.insert(
-            name.clone(),
-            BundleKeyring {
-                key_type: ring.key_type,
-                generation: ring.generation,
-                versions,
-            },
-        );
+        keyrings.insert(name.clone(), BundleKeyring { key_type: ring.key_type, generation: ring.generation, versions });
     }
     Ok((mode, keyrings))
 }
@@ -212,27 +179,16 @@ async fn with_material(
 ) -> Result<Bundle, LogicalError> {
     for (name, keyring) in &mut keyrings {
         for version in &mut keyring.versions {
-            let material = load_material(storage, name, version.meta.number)
-                .await?
-                .ok_or_else(|| {
-                    LogicalError::Internal(format!(
-                        "material of {name} version {} is missing",
-                        version.meta.number
-                    ))
-                })?;
+            let material = load_material(storage, name, version.meta.number).await?.ok_or_else(|| {
+                LogicalError::Internal(format!("material of {name} version {} is missing", version.meta.number))
+            })?;
             if private_allowed(mode, keyring.key_type) {
                 version.private_key = Some(material.private_key);
             }
             version.public_key = material.public_key;
         }
     }
-    Ok(Bundle {
-        pool: pool.to_string(),
-        mode,
-        revision,
-        server_time: t,
-        keyrings,
-    })
+    Ok(Bundle { pool: pool.to_string(), mode, revision, server_time: t, keyrings })
 }
 
 fn render(bundle: &Bundle) -> Response {

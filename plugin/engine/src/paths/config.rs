@@ -14,8 +14,16 @@ use crate::storage::{Write, apply, encode};
 /// The `config` path.
 pub fn path(state: Arc<MountState>) -> Path {
     let mut path = Path::new("config")
-        .field(Field::new("poll_interval", FieldType::DurationSeconds, "The longest interval at which sidecars poll their bundle."))
-        .field(Field::new("max_clock_skew", FieldType::DurationSeconds, "The largest clock difference tolerated between pools."))
+        .field(Field::new(
+            "poll_interval",
+            FieldType::DurationSeconds,
+            "The longest interval at which sidecars poll their bundle.",
+        ))
+        .field(Field::new(
+            "max_clock_skew",
+            FieldType::DurationSeconds,
+            "The largest clock difference tolerated between pools.",
+        ))
         .field(Field::new(
             "liveness_window",
             FieldType::DurationSeconds,
@@ -51,11 +59,7 @@ async fn read(req: &Request) -> Result<Option<Response>, LogicalError> {
     Ok(Some(render(&Config::load(req.storage.as_ref()).await?)))
 }
 
-async fn write(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let mut config = Config::load(req.storage.as_ref()).await?;
     let fleet: [(&str, &mut u64); 4] = [
         ("poll_interval", &mut config.poll_interval),
@@ -64,21 +68,13 @@ async fn write(
         ("activation_margin", &mut config.activation_margin),
     ];
     for (name, slot) in fleet {
-        if let Some(value) = data
-            .is_set(name)
-            .then(|| data.duration_secs(name))
-            .flatten()
-        {
+        if let Some(value) = data.is_set(name).then(|| data.duration_secs(name)).flatten() {
             *slot = value;
         }
     }
     apply_policy(&mut config.default_policy, data);
     config.validate().map_err(invalid)?;
-    apply(
-        req.storage.as_ref(),
-        vec![Write::Put(KEY.into(), encode(&config)?)],
-    )
-    .await?;
+    apply(req.storage.as_ref(), vec![Write::Put(KEY.into(), encode(&config)?)]).await?;
     tracing::info!(actor = req.actor(), "mount config updated");
     state.changed();
     Ok(Some(render(&config)))

@@ -11,11 +11,7 @@ use crate::storage::require_keyring;
 /// The `history/<name>` path.
 pub fn path() -> Path {
     Path::new(format!("history/{}", name_segment("name")))
-        .field(Field::new(
-            "name",
-            FieldType::String,
-            "Name of the keyring.",
-        ))
+        .field(Field::new("name", FieldType::String, "Name of the keyring."))
         .operation(
             Operation::Read,
             "Read the keyring's history, oldest first.",
@@ -47,8 +43,7 @@ async fn read(req: &Request, data: &FieldData) -> Result<Option<Response>, Logic
     Ok(Some(Response::with_data(out)))
 }
 
-const HELP_SYNOPSIS: &str =
-    "Read the record of every rotation, revocation and policy change of a keyring.";
+const HELP_SYNOPSIS: &str = "Read the record of every rotation, revocation and policy change of a keyring.";
 const HELP_DESCRIPTION: &str = "\
 Each entry says what happened (create, publish, commit, commit-forced, \
 revoke, policy, expire), when, why (scheduled, manual, emergency), who (the \

@@ -29,13 +29,7 @@ async fn read(state: &MountState) -> Response {
     let mut data = Map::new();
     data.insert("plugin_version".into(), json!(VERSION));
     data.insert("server_time".into(), json!(rfc3339(state.clock.now())));
-    data.insert(
-        "last_periodic".into(),
-        periodic
-            .last
-            .map(rfc3339)
-            .map_or(Value::Null, Value::String),
-    );
+    data.insert("last_periodic".into(), periodic.last.map(rfc3339).map_or(Value::Null, Value::String));
     data.insert("periodic_calls".into(), json!(periodic.count));
     // The host version is informative; a host without it still answers.
     if let Ok(version) = state.system.server_version().await {

@@ -7,20 +7,15 @@ use lockstep_model::schedule::{Cause, Keyring};
 use lockstep_model::version::version_state;
 use lockstep_model::{KeyType, key_state};
 use serde_json::{Map, Value, json};
-use vault_plugin_sdk::framework::{
-    Field, FieldData, FieldType, Path, existence_check, handler, name_segment,
-};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, existence_check, handler, name_segment};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::{
-    apply_policy, check_name, invalid, policy_fields, policy_json, storage_error, time_json,
-};
+use super::{apply_policy, check_name, invalid, policy_fields, policy_json, storage_error, time_json};
 use crate::config::Config;
 use crate::scheduler;
 use crate::state::MountState;
 use crate::storage::{
-    self, Write, apply, encode, keyring_key, load_keyring, material_key, put_material,
-    require_keyring,
+    self, Write, apply, encode, keyring_key, load_keyring, material_key, put_material, require_keyring,
 };
 
 /// `keys/` (list).
@@ -34,10 +29,7 @@ pub fn list_path() -> Path {
                 Ok(Some(Response::list(names)))
             }),
         )
-        .help(
-            "List the keyrings.",
-            "Lists the names of all keyrings of this mount.",
-        )
+        .help("List the keyrings.", "Lists the names of all keyrings of this mount.")
 }
 
 /// `keys/<name>`.
@@ -110,29 +102,18 @@ pub(crate) fn name(data: &FieldData) -> Result<&str, LogicalError> {
     Ok(name)
 }
 
-async fn read(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let Some(ring) = load_keyring(req.storage.as_ref(), name(data)?).await? else {
         return Ok(None);
     };
     Ok(Some(render(&ring, state.now())))
 }
 
-async fn create(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let type_name = data.str("type").unwrap_or_default();
     let key_type = KeyType::parse(type_name).ok_or_else(|| {
-        let known: Vec<&str> = lockstep_model::keytype::ALL
-            .iter()
-            .map(|t| t.as_str())
-            .collect();
+        let known: Vec<&str> = lockstep_model::keytype::ALL.iter().map(|t| t.as_str()).collect();
         LogicalError::InvalidRequest(format!(
             "field \"type\": {type_name:?} is not a key type; use one of {}",
             known.join(", ")
@@ -145,49 +126,21 @@ async fn create(
     let lock = state.keyring_lock(name);
     let _guard = lock.lock().await;
     if load_keyring(req.storage.as_ref(), name).await?.is_some() {
-        return Err(LogicalError::InvalidRequest(format!(
-            "keyring {name:?} already exists"
-        )));
+        return Err(LogicalError::InvalidRequest(format!("keyring {name:?} already exists")));
     }
     let t = state.now();
-    let mut ring = Keyring::new(
-        name.into(),
-        key_type,
-        policy,
-        data.bool("deletion_allowed").unwrap_or(false),
-    );
-    ring.record(
-        t,
-        "create",
-        Cause::Manual,
-        req.actor(),
-        format!("type {key_type}"),
-        vec![],
-    );
+    let mut ring = Keyring::new(name.into(), key_type, policy, data.bool("deletion_allowed").unwrap_or(false));
+    ring.record(t, "create", Cause::Manual, req.actor(), format!("type {key_type}"), vec![]);
     let (number, material) = scheduler::publish(&mut ring, t, t)?;
-    ring.record(
-        t,
-        "publish",
-        Cause::Manual,
-        req.actor(),
-        "first version, active at once".into(),
-        vec![number],
-    );
-    let writes = vec![
-        put_material(name, number, &material)?,
-        Write::Put(keyring_key(name), encode(&ring)?),
-    ];
+    ring.record(t, "publish", Cause::Manual, req.actor(), "first version, active at once".into(), vec![number]);
+    let writes = vec![put_material(name, number, &material)?, Write::Put(keyring_key(name), encode(&ring)?)];
     apply(req.storage.as_ref(), writes).await?;
     tracing::info!(keyring = name, key_type = %key_type, actor = req.actor(), "keyring created");
     state.changed();
     Ok(Some(render(&ring, t)))
 }
 
-async fn update(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let config = Config::load(req.storage.as_ref()).await?;
     let lock = state.keyring_lock(name);
@@ -210,11 +163,7 @@ async fn update(
     let t = state.now();
     let detail = policy_change(&before, &ring);
     ring.record(t, "policy", Cause::Manual, req.actor(), detail, vec![]);
-    apply(
-        req.storage.as_ref(),
-        vec![Write::Put(keyring_key(name), encode(&ring)?)],
-    )
-    .await?;
+    apply(req.storage.as_ref(), vec![Write::Put(keyring_key(name), encode(&ring)?)]).await?;
     Ok(Some(render(&ring, t)))
 }
 
@@ -222,20 +171,13 @@ fn policy_change(before: &lockstep_model::Policy, ring: &Keyring) -> String {
     let (mut old, mut new) = (Map::new(), Map::new());
     policy_json(before, &mut old);
     policy_json(&ring.policy, &mut new);
-    let mut changes: Vec<String> = new
-        .iter()
-        .filter(|(k, v)| old.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: {} -> {v}", old[k]))
-        .collect();
+    let mut changes: Vec<String> =
+        new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {} -> {v}", old[k])).collect();
     changes.push(format!("deletion_allowed: {}", ring.deletion_allowed));
     changes.join(", ")
 }
 
-async fn delete(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn delete(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let lock = state.keyring_lock(name);
     let _guard = lock.lock().await;
@@ -250,11 +192,7 @@ async fn delete(
     // The record goes first: material without a record is an orphan that
     // repair removes, a record without material would be a broken keyring.
     let mut writes = vec![Write::Delete(keyring_key(name))];
-    writes.extend(
-        ring.versions
-            .iter()
-            .map(|v| Write::Delete(material_key(name, v.number))),
-    );
+    writes.extend(ring.versions.iter().map(|v| Write::Delete(material_key(name, v.number))));
     storage::apply(req.storage.as_ref(), writes).await?;
     tracing::info!(keyring = name, actor = req.actor(), "keyring deleted");
     state.changed();
@@ -289,10 +227,7 @@ pub(crate) fn render(ring: &Keyring, t: i64) -> Response {
     data.insert("deletion_allowed".into(), json!(ring.deletion_allowed));
     data.insert("latest_version".into(), json!(ring.latest));
     data.insert("signing_version".into(), json!(state.signing));
-    data.insert(
-        "pending_version".into(),
-        json!(ring.pending().map(|p| p.number)),
-    );
+    data.insert("pending_version".into(), json!(ring.pending().map(|p| p.number)));
     data.insert("generation".into(), json!(ring.generation));
     policy_json(&ring.policy, &mut data);
     data.insert("versions".into(), Value::Array(versions));

@@ -31,37 +31,26 @@ pub fn path(state: Arc<MountState>) -> Path {
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }
 
-async fn revoke(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn revoke(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let Some(version) = data.int("version") else {
-        return Err(LogicalError::InvalidRequest(
-            "missing required field \"version\"".into(),
-        ));
+        return Err(LogicalError::InvalidRequest("missing required field \"version\"".into()));
     };
-    let version = u64::try_from(version).map_err(|_| {
-        LogicalError::InvalidRequest("field \"version\": must be a positive number".into())
-    })?;
+    let version = u64::try_from(version)
+        .map_err(|_| LogicalError::InvalidRequest("field \"version\": must be a positive number".into()))?;
     let reason = data.str("reason").unwrap_or_default().trim();
     if reason.is_empty() {
-        return Err(LogicalError::InvalidRequest(
-            "missing required field \"reason\"".into(),
-        ));
+        return Err(LogicalError::InvalidRequest("missing required field \"reason\"".into()));
     }
     check_text("reason", reason)?;
     let lock = state.keyring_lock(name);
     let _guard = lock.lock().await;
     let mut ring = require_keyring(req.storage.as_ref(), name).await?;
     let t = state.now();
-    let outcome = ring
-        .revoke(version, t, reason.to_string())
-        .map_err(|e| match e {
-            RevokeError::NoSuchVersion(_) => LogicalError::NotFound(e.to_string()),
-            RevokeError::AlreadyRevoked(_) => LogicalError::Conflict(e.to_string()),
-        })?;
+    let outcome = ring.revoke(version, t, reason.to_string()).map_err(|e| match e {
+        RevokeError::NoSuchVersion(_) => LogicalError::NotFound(e.to_string()),
+        RevokeError::AlreadyRevoked(_) => LogicalError::Conflict(e.to_string()),
+    })?;
     let mut writes = Vec::new();
     let mut affected = vec![version];
     match outcome {
@@ -73,31 +62,16 @@ async fn revoke(
             affected.push(next);
         }
     }
-    ring.record(
-        t,
-        "revoke",
-        Cause::Emergency,
-        req.actor(),
-        reason.to_string(),
-        affected,
-    );
+    ring.record(t, "revoke", Cause::Emergency, req.actor(), reason.to_string(), affected);
     // The revoked version's material is destroyed in the same change.
     let destroyed = ring.expire(t);
     scheduler::save(req.storage.as_ref(), &ring, writes, &destroyed).await?;
-    tracing::warn!(
-        keyring = name,
-        version,
-        actor = req.actor(),
-        "version revoked"
-    );
+    tracing::warn!(keyring = name, version, actor = req.actor(), "version revoked");
     state.changed();
     let mut data = Map::new();
     data.insert("name".into(), json!(name));
     data.insert("revoked_version".into(), json!(version));
-    data.insert(
-        "signing_version".into(),
-        json!(key_state(&ring.versions, t).signing),
-    );
+    data.insert("signing_version".into(), json!(key_state(&ring.versions, t).signing));
     Ok(Some(Response::with_data(data)))
 }
 

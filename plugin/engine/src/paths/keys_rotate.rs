@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lockstep_model::schedule::{Cause, RotateError};
+use lockstep_model::schedule::Cause;
 use serde_json::{Map, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, name_segment};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
@@ -45,11 +45,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }
 
-async fn rotate(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn rotate(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let idempotency_key = data.str("idempotency_key").filter(|k| !k.is_empty());
     if let Some(key) = idempotency_key
@@ -63,9 +59,7 @@ async fn rotate(
     check_text("reason", reason)?;
     let expected = match data.int("expected_version") {
         Some(v) if v < 0 => {
-            return Err(LogicalError::InvalidRequest(
-                "field \"expected_version\": must not be negative".into(),
-            ));
+            return Err(LogicalError::InvalidRequest("field \"expected_version\": must not be negative".into()));
         }
         v => v.map(i64::unsigned_abs),
     };
@@ -76,47 +70,17 @@ async fn rotate(
     if let Some(version) = idempotency_key.and_then(|key| ring.idempotent_result(key)) {
         return Ok(Some(render(&ring, version, true)));
     }
-    ring.check_rotation(expected).map_err(|e| match e {
-        RotateError::Conflict { .. } => LogicalError::Conflict(e.to_string()),
-        RotateError::AlreadyPending { .. } => LogicalError::Conflict(e.to_string()),
-    })?;
     let t = state.now();
+    ring.check_rotation(expected, t).map_err(|e| LogicalError::Conflict(e.to_string()))?;
     let planned = t.saturating_add(i64::try_from(ring.policy.prepublish).unwrap_or(i64::MAX));
     let (number, material) = scheduler::publish(&mut ring, t, planned)?;
-    ring.record(
-        t,
-        "publish",
-        Cause::Manual,
-        req.actor(),
-        reason.to_string(),
-        vec![number],
-    );
+    ring.record(t, "publish", Cause::Manual, req.actor(), reason.to_string(), vec![number]);
     if let Some(key) = idempotency_key {
         ring.remember(key.to_string(), number, t);
     }
-    scheduler::try_commit(
-        state,
-        req.storage.as_ref(),
-        &config,
-        &mut ring,
-        t,
-        Cause::Manual,
-        req.actor(),
-    )
-    .await?;
-    scheduler::save(
-        req.storage.as_ref(),
-        &ring,
-        vec![put_material(name, number, &material)?],
-        &[],
-    )
-    .await?;
-    tracing::info!(
-        keyring = name,
-        version = number,
-        actor = req.actor(),
-        "manual rotation published"
-    );
+    scheduler::try_commit(state, req.storage.as_ref(), &config, &mut ring, t, Cause::Manual, req.actor()).await?;
+    scheduler::save(req.storage.as_ref(), &ring, vec![put_material(name, number, &material)?], &[]).await?;
+    tracing::info!(keyring = name, version = number, actor = req.actor(), "manual rotation published");
     state.changed();
     Ok(Some(render(&ring, number, false)))
 }
@@ -127,18 +91,9 @@ fn render(ring: &lockstep_model::schedule::Keyring, number: u64, replayed: bool)
     data.insert("name".into(), json!(ring.name));
     data.insert("version".into(), json!(number));
     data.insert("kid".into(), json!(version.map(|v| v.kid.clone())));
-    data.insert(
-        "planned_activation".into(),
-        time_json(version.map(|v| v.planned_activation)),
-    );
-    data.insert(
-        "committed".into(),
-        json!(version.is_some_and(|v| v.is_committed())),
-    );
-    data.insert(
-        "not_before".into(),
-        time_json(version.and_then(|v| v.not_before)),
-    );
+    data.insert("planned_activation".into(), time_json(version.map(|v| v.planned_activation)));
+    data.insert("committed".into(), json!(version.is_some_and(|v| v.is_committed())));
+    data.insert("not_before".into(), time_json(version.and_then(|v| v.not_before)));
     data.insert("latest_version".into(), json!(ring.latest));
     data.insert("replayed".into(), json!(replayed));
     Response::with_data(data)

@@ -34,9 +34,7 @@ pub(crate) fn invalid(error: PolicyError) -> LogicalError {
 /// Checks a name taken from the URL or a field: the URL pattern already
 /// limits the characters, this also limits the length.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), LogicalError> {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     let valid_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && name.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
     if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_chars || !valid_ends {
@@ -108,11 +106,7 @@ pub(crate) fn apply_policy(policy: &mut Policy, data: &FieldData) {
         ("retention", &mut policy.retention),
     ];
     for (name, slot) in fields {
-        if let Some(value) = data
-            .is_set(name)
-            .then(|| data.duration_secs(name))
-            .flatten()
-        {
+        if let Some(value) = data.is_set(name).then(|| data.duration_secs(name)).flatten() {
             *slot = value;
         }
     }
@@ -130,9 +124,7 @@ pub(crate) fn policy_json(policy: &Policy, out: &mut Map<String, Value>) {
 
 /// RFC 3339 for a time in seconds, `null` for none.
 pub(crate) fn time_json(t: Option<i64>) -> Value {
-    match t.and_then(|t| {
-        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(t).ok()?))
-    }) {
+    match t.and_then(|t| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(t).ok()?))) {
         Some(at) => Value::String(crate::clock::rfc3339(at)),
         None => Value::Null,
     }

@@ -3,9 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
-use vault_plugin_sdk::framework::{
-    Field, FieldData, FieldType, Path, existence_check, handler, name_segment,
-};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, existence_check, handler, name_segment};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 use vault_plugin_sdk::storage::Storage;
 
@@ -63,15 +61,8 @@ pub struct Pool {
 /// `pools/` (list).
 pub fn list_path() -> Path {
     Path::new("pools/?")
-        .operation(
-            Operation::List,
-            "List pools.",
-            handler(|req: Request, _data| async move { list(&req).await }),
-        )
-        .help(
-            "List the pools.",
-            "Lists the names of all configured pools.",
-        )
+        .operation(Operation::List, "List pools.", handler(|req: Request, _data| async move { list(&req).await }))
+        .help("List the pools.", "Lists the names of all configured pools.")
 }
 
 /// `pools/<name>`.
@@ -79,8 +70,12 @@ pub fn path() -> Path {
     Path::new(format!("pools/{}", name_segment("name")))
         .field(Field::new("name", FieldType::String, "Name of the pool (as its sidecars present it)."))
         .field(
-            Field::new("keyrings", FieldType::CommaStringSlice, "Keyrings this pool may fetch, as a list or comma-separated.")
-                .default_value(json!([])),
+            Field::new(
+                "keyrings",
+                FieldType::CommaStringSlice,
+                "Keyrings this pool may fetch, as a list or comma-separated.",
+            )
+            .default_value(json!([])),
         )
         .field(
             Field::new(
@@ -115,18 +110,13 @@ async fn list(req: &Request) -> Result<Option<Response>, LogicalError> {
 
 async fn read(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
-    Ok(load(req.storage.as_ref(), name)
-        .await?
-        .map(|pool| render(name, &pool)))
+    Ok(load(req.storage.as_ref(), name).await?.map(|pool| render(name, &pool)))
 }
 
 async fn write(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let existing = load(req.storage.as_ref(), name).await?;
-    let mut pool = existing.clone().unwrap_or(Pool {
-        keyrings: Vec::new(),
-        mode: Mode::Sign,
-    });
+    let mut pool = existing.clone().unwrap_or(Pool { keyrings: Vec::new(), mode: Mode::Sign });
     // An update changes only what it names; a create starts from defaults.
     if data.is_set("keyrings") || existing.is_none() {
         pool.keyrings = keyrings(data)?;
@@ -141,10 +131,7 @@ async fn write(req: &Request, data: &FieldData) -> Result<Option<Response>, Logi
 
 async fn delete(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
-    req.storage
-        .delete(&format!("{PREFIX}{name}"))
-        .await
-        .map_err(storage_error)?;
+    req.storage.delete(&format!("{PREFIX}{name}")).await.map_err(storage_error)?;
     Ok(None)
 }
 
@@ -172,8 +159,7 @@ pub async fn load(storage: &dyn Storage, name: &str) -> Result<Option<Pool>, Log
 }
 
 async fn save(storage: &dyn Storage, name: &str, pool: &Pool) -> Result<(), LogicalError> {
-    let write =
-        crate::storage::Write::Put(format!("{PREFIX}{name}"), crate::storage::encode(pool)?);
+    let write = crate::storage::Write::Put(format!("{PREFIX}{name}"), crate::storage::encode(pool)?);
     crate::storage::apply(storage, vec![write]).await
 }
 

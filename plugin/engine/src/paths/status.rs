@@ -20,11 +20,7 @@ use crate::storage::require_keyring;
 /// The `status/<name>` path.
 pub fn path(state: Arc<MountState>) -> Path {
     Path::new(format!("status/{}", name_segment("name")))
-        .field(Field::new(
-            "name",
-            FieldType::String,
-            "Name of the keyring.",
-        ))
+        .field(Field::new("name", FieldType::String, "Name of the keyring."))
         .operation(
             Operation::Read,
             "Show which pool instances hold which version, and alerts.",
@@ -36,11 +32,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }
 
-async fn read(
-    state: &MountState,
-    req: &Request,
-    data: &FieldData,
-) -> Result<Option<Response>, LogicalError> {
+async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let storage = req.storage.as_ref();
     let ring = require_keyring(storage, name).await?;
@@ -60,23 +52,14 @@ async fn read(
     data.insert("server_time".into(), time_json(Some(t)));
     data.insert("signing_version".into(), json!(key.signing));
     data.insert("verifying_versions".into(), json!(key.verifying));
-    data.insert(
-        "upcoming".into(),
-        upcoming.map_or(Value::Null, |v| upcoming_json(v, &fleet)),
-    );
-    data.insert(
-        "pools".into(),
-        Value::Array(fleet.iter().map(pool_json).collect()),
-    );
+    data.insert("upcoming".into(), upcoming.map_or(Value::Null, |v| upcoming_json(v, &fleet)));
+    data.insert("pools".into(), Value::Array(fleet.iter().map(pool_json).collect()));
     data.insert("alerts".into(), json!(alerts(&ring, upcoming, &fleet, t)));
     Ok(Some(Response::with_data(data)))
 }
 
 fn upcoming_json(version: &VersionMeta, fleet: &[PoolView]) -> Value {
-    let lacking: Vec<String> = fleet
-        .iter()
-        .flat_map(|p| p.lacking(version.number))
-        .collect();
+    let lacking: Vec<String> = fleet.iter().flat_map(|p| p.lacking(version.number)).collect();
     json!({
         "version": version.number,
         "kid": version.kid,
@@ -97,20 +80,13 @@ fn pool_json(pool: &PoolView) -> Value {
     json!({"pool": pool.pool, "live": pool.live(), "instances": instances})
 }
 
-fn alerts(
-    ring: &Keyring,
-    upcoming: Option<&VersionMeta>,
-    fleet: &[PoolView],
-    t: i64,
-) -> Vec<String> {
+fn alerts(ring: &Keyring, upcoming: Option<&VersionMeta>, fleet: &[PoolView], t: i64) -> Vec<String> {
     let mut alerts = Vec::new();
     if let Some(v) = upcoming {
         let lacking: Vec<String> = fleet.iter().flat_map(|p| p.lacking(v.number)).collect();
         let when = v.not_before.unwrap_or(v.planned_activation);
         if !lacking.is_empty() {
-            let deadline = v
-                .created_at
-                .saturating_add(i64::try_from(ring.policy.commit_timeout).unwrap_or(i64::MAX));
+            let deadline = v.created_at.saturating_add(i64::try_from(ring.policy.commit_timeout).unwrap_or(i64::MAX));
             alerts.push(format!(
                 "version {} activates at {} (or is committed by {} at the latest) and is not yet held by: {}",
                 v.number,
@@ -120,12 +96,7 @@ fn alerts(
             ));
         }
     }
-    let live: Vec<u64> = ring
-        .versions
-        .iter()
-        .filter(|v| v.verifies_at(t))
-        .map(|v| v.number)
-        .collect();
+    let live: Vec<u64> = ring.versions.iter().filter(|v| v.verifies_at(t)).map(|v| v.number).collect();
     for entry in ring.history.iter().filter(|e| e.action == "commit-forced") {
         if entry.versions.iter().any(|n| live.contains(n)) {
             alerts.push(format!(

@@ -18,39 +18,18 @@ fn meta(number: u64, not_before: Option<i64>) -> VersionMeta {
 }
 
 fn hmac_version(number: u64, not_before: Option<i64>) -> BundleVersion {
-    BundleVersion {
-        meta: meta(number, not_before),
-        private_key: Some(SecretBytes::new(vec![7; 32])),
-        public_key: None,
-    }
+    BundleVersion { meta: meta(number, not_before), private_key: Some(SecretBytes::new(vec![7; 32])), public_key: None }
 }
 
 fn bundle(mode: PoolMode, generation: u64, versions: Vec<BundleVersion>) -> Bundle {
     let mut keyrings = BTreeMap::new();
-    keyrings.insert(
-        "session".to_string(),
-        BundleKeyring {
-            key_type: KeyType::HmacSha256,
-            generation,
-            versions,
-        },
-    );
-    Bundle {
-        pool: "web".into(),
-        mode,
-        revision: revision(mode, &keyrings),
-        server_time: 0,
-        keyrings,
-    }
+    keyrings.insert("session".to_string(), BundleKeyring { key_type: KeyType::HmacSha256, generation, versions });
+    Bundle { pool: "web".into(), mode, revision: revision(mode, &keyrings), server_time: 0, keyrings }
 }
 
 #[test]
 fn a_consistent_bundle_is_accepted() {
-    let b = bundle(
-        PoolMode::Sign,
-        3,
-        vec![hmac_version(1, Some(0)), hmac_version(2, None)],
-    );
+    let b = bundle(PoolMode::Sign, 3, vec![hmac_version(1, Some(0)), hmac_version(2, None)]);
     assert_eq!(b.validate("web", None), Ok(()));
     assert_eq!(b.validate("web", Some(&b)), Ok(()));
 }
@@ -64,44 +43,24 @@ fn revision_follows_content() {
     if let Some(k) = tampered.keyrings.get_mut("session") {
         k.versions[0].meta.not_before = Some(5);
     }
-    assert_eq!(
-        tampered.validate("web", None),
-        Err(BundleError::BadRevision(a.revision.clone()))
-    );
+    assert_eq!(tampered.validate("web", None), Err(BundleError::BadRevision(a.revision.clone())));
 }
 
 #[test]
 fn wrong_pool_sizes_and_material_are_refused() {
     let b = bundle(PoolMode::Sign, 1, vec![hmac_version(1, Some(0))]);
-    assert!(matches!(
-        b.validate("api", None),
-        Err(BundleError::WrongPool { .. })
-    ));
+    assert!(matches!(b.validate("api", None), Err(BundleError::WrongPool { .. })));
     let mut short = hmac_version(1, Some(0));
     short.private_key = Some(SecretBytes::new(vec![1; 16]));
-    let error = bundle(PoolMode::Sign, 1, vec![short])
-        .validate("web", None)
-        .expect_err("short key");
+    let error = bundle(PoolMode::Sign, 1, vec![short]).validate("web", None).expect_err("short key");
     assert!(error.to_string().contains("16-byte key"), "{error}");
     let mut missing = hmac_version(1, Some(0));
     missing.private_key = None;
-    assert!(
-        bundle(PoolMode::Sign, 1, vec![missing])
-            .validate("web", None)
-            .is_err()
-    );
+    assert!(bundle(PoolMode::Sign, 1, vec![missing]).validate("web", None).is_err());
     let many = (1..=40).map(|n| hmac_version(n, Some(0))).collect();
-    assert!(
-        bundle(PoolMode::Sign, 1, many)
-            .validate("web", None)
-            .is_err()
-    );
+    assert!(bundle(PoolMode::Sign, 1, many).validate("web", None).is_err());
     let unordered = vec![hmac_version(2, Some(0)), hmac_version(1, Some(0))];
-    assert!(
-        bundle(PoolMode::Sign, 1, unordered)
-            .validate("web", None)
-            .is_err()
-    );
+    assert!(bundle(PoolMode::Sign, 1, unordered).validate("web", None).is_err());
 }
 
 #[test]
@@ -115,27 +74,13 @@ fn verify_only_pools_never_get_private_keys_of_asymmetric_types() {
     };
     keyrings.insert(
         "jwt".to_string(),
-        BundleKeyring {
-            key_type: KeyType::Ed25519,
-            generation: 1,
-            versions: vec![version],
-        },
+        BundleKeyring { key_type: KeyType::Ed25519, generation: 1, versions: vec![version] },
     );
-    let mut b = Bundle {
-        pool: "web".into(),
-        mode: PoolMode::Verify,
-        revision: String::new(),
-        server_time: 0,
-        keyrings,
-    };
+    let mut b =
+        Bundle { pool: "web".into(), mode: PoolMode::Verify, revision: String::new(), server_time: 0, keyrings };
     b.revision = revision(b.mode, &b.keyrings);
     let error = b.validate("web", None).expect_err("private key");
-    assert!(
-        error
-            .to_string()
-            .contains("private key for a verify-only pool"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("private key for a verify-only pool"), "{error}");
     if let Some(k) = b.keyrings.get_mut("jwt") {
         k.versions[0].private_key = None;
     }
@@ -145,48 +90,17 @@ fn verify_only_pools_never_get_private_keys_of_asymmetric_types() {
 
 #[test]
 fn rollbacks_are_refused() {
-    let new = bundle(
-        PoolMode::Sign,
-        5,
-        vec![hmac_version(1, Some(0)), hmac_version(2, Some(50))],
-    );
-    let old = bundle(
-        PoolMode::Sign,
-        4,
-        vec![hmac_version(1, Some(0)), hmac_version(2, None)],
-    );
+    let new = bundle(PoolMode::Sign, 5, vec![hmac_version(1, Some(0)), hmac_version(2, Some(50))]);
+    let old = bundle(PoolMode::Sign, 4, vec![hmac_version(1, Some(0)), hmac_version(2, None)]);
     assert_eq!(new.validate("web", Some(&old)), Ok(()));
-    let error = old
-        .validate("web", Some(&new))
-        .expect_err("older generation");
-    assert!(
-        error
-            .to_string()
-            .contains("generation went back from 5 to 4"),
-        "{error}"
-    );
+    let error = old.validate("web", Some(&new)).expect_err("older generation");
+    assert!(error.to_string().contains("generation went back from 5 to 4"), "{error}");
     // Same generation but a committed version gone: refused.
     let dropped = bundle(PoolMode::Sign, 5, vec![hmac_version(2, Some(50))]);
-    assert!(
-        dropped
-            .validate("web", Some(&new))
-            .expect_err("vanished")
-            .to_string()
-            .contains("vanished")
-    );
+    assert!(dropped.validate("web", Some(&new)).expect_err("vanished").to_string().contains("vanished"));
     // A committed activation instant never moves.
-    let moved = bundle(
-        PoolMode::Sign,
-        6,
-        vec![hmac_version(1, Some(0)), hmac_version(2, Some(60))],
-    );
-    assert!(
-        moved
-            .validate("web", Some(&new))
-            .expect_err("moved")
-            .to_string()
-            .contains("activation time")
-    );
+    let moved = bundle(PoolMode::Sign, 6, vec![hmac_version(1, Some(0)), hmac_version(2, Some(60))]);
+    assert!(moved.validate("web", Some(&new)).expect_err("moved").to_string().contains("activation time"));
     // Expiry with a new generation is fine.
     let expired = bundle(PoolMode::Sign, 6, vec![hmac_version(2, Some(50))]);
     assert_eq!(expired.validate("web", Some(&new)), Ok(()));

@@ -43,18 +43,10 @@ fn first_version_signs_at_once_and_the_next_is_published_ahead() {
     assert_eq!(ring.due_publication(due), Some(1_000 + 24 * 3_600));
     let n = ring.publish("jwt-2".into(), due, 1_000 + 24 * 3_600);
     assert_eq!(n, 2);
-    assert_eq!(
-        key_state(&ring.versions, due).verifying,
-        vec![1, 2],
-        "published versions verify at once"
-    );
+    assert_eq!(key_state(&ring.versions, due).verifying, vec![1, 2], "published versions verify at once");
     ring.commit(due, 30);
     let v2 = ring.versions.iter().find(|v| v.number == 2).expect("v2");
-    assert_eq!(
-        v2.not_before,
-        Some(1_000 + 24 * 3_600),
-        "commit keeps the planned instant when it is later"
-    );
+    assert_eq!(v2.not_before, Some(1_000 + 24 * 3_600), "commit keeps the planned instant when it is later");
     let v1 = ring.versions.iter().find(|v| v.number == 1).expect("v1");
     assert_eq!(v1.not_after, v2.not_before);
     assert_eq!(v1.expires_at, Some(1_000 + 28 * 3_600));
@@ -69,11 +61,7 @@ fn downtime_gives_one_rotation_not_a_burst() {
     tick(&mut ring, later);
     assert_eq!(ring.latest, 2, "one new version, not ten");
     let v2 = ring.versions.iter().find(|v| v.number == 2).expect("v2");
-    assert_eq!(
-        v2.not_before,
-        Some(later + 2 * 3_600),
-        "planned from now, still prepublished"
-    );
+    assert_eq!(v2.not_before, Some(later + 2 * 3_600), "planned from now, still prepublished");
     tick(&mut ring, later + 60);
     assert_eq!(ring.latest, 2);
 }
@@ -91,20 +79,15 @@ fn commit_waits_for_the_margin_when_the_plan_has_passed() {
 fn cas_and_pending_rules_for_manual_rotation() {
     let mut ring = keyring();
     tick(&mut ring, 0);
-    assert_eq!(ring.check_rotation(Some(1)), Ok(()));
-    assert_eq!(ring.check_rotation(None), Ok(()));
-    assert_eq!(
-        ring.check_rotation(Some(7)),
-        Err(RotateError::Conflict {
-            expected: 7,
-            latest: 1
-        })
-    );
+    assert_eq!(ring.check_rotation(Some(1), 5), Ok(()));
+    assert_eq!(ring.check_rotation(None, 5), Ok(()));
+    assert_eq!(ring.check_rotation(Some(7), 5), Err(RotateError::Conflict { expected: 7, latest: 1 }));
     ring.publish("jwt-2".into(), 10, 7_210);
-    assert!(matches!(
-        ring.check_rotation(Some(2)),
-        Err(RotateError::AlreadyPending { pending: 2, .. })
-    ));
+    assert!(matches!(ring.check_rotation(Some(2), 10), Err(RotateError::AlreadyPending { pending: 2, .. })));
+    // Committed but not active yet still counts as waiting.
+    ring.commit(10, 30);
+    assert!(matches!(ring.check_rotation(Some(2), 20), Err(RotateError::AlreadyPending { pending: 2, .. })));
+    assert_eq!(ring.check_rotation(Some(2), 7_210), Ok(()));
     ring.remember("req-1".into(), 2, 10);
     assert_eq!(ring.idempotent_result("req-1"), Some(2));
     assert_eq!(ring.idempotent_result("req-2"), None);
@@ -118,33 +101,28 @@ fn revoking_the_signer_hands_over_to_the_published_version_at_once() {
     let outcome = ring.revoke(1, 200, "key leaked in a log".into());
     assert_eq!(outcome, Ok(RevokeOutcome::Replaced(2)));
     let state = key_state(&ring.versions, 200);
-    assert_eq!(
-        state,
-        crate::KeyState {
-            signing: Some(2),
-            verifying: vec![2],
-            expired: vec![1]
-        }
-    );
+    assert_eq!(state, crate::KeyState { signing: Some(2), verifying: vec![2], expired: vec![1] });
     assert!(ring.versions[1].emergency);
-    assert_eq!(
-        ring.revoke(1, 201, "again".into()),
-        Err(RevokeError::AlreadyRevoked(1))
-    );
-    assert_eq!(
-        ring.revoke(9, 201, "none".into()),
-        Err(RevokeError::NoSuchVersion(9))
-    );
+    assert_eq!(ring.revoke(1, 201, "again".into()), Err(RevokeError::AlreadyRevoked(1)));
+    assert_eq!(ring.revoke(9, 201, "none".into()), Err(RevokeError::NoSuchVersion(9)));
+}
+
+#[test]
+fn revoking_the_signer_hands_over_to_a_committed_future_version_too() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    ring.publish("jwt-2".into(), 100, 7_300);
+    ring.commit(100, 30);
+    assert_eq!(ring.revoke(1, 200, "leaked".into()), Ok(RevokeOutcome::Replaced(2)));
+    assert_eq!(key_state(&ring.versions, 200).signing, Some(2));
+    assert_eq!(ring.versions[1].not_before, Some(200));
 }
 
 #[test]
 fn revoking_the_only_signer_asks_for_an_emergency_version() {
     let mut ring = keyring();
     tick(&mut ring, 0);
-    assert_eq!(
-        ring.revoke(1, 50, "compromised".into()),
-        Ok(RevokeOutcome::NeedsNewVersion)
-    );
+    assert_eq!(ring.revoke(1, 50, "compromised".into()), Ok(RevokeOutcome::NeedsNewVersion));
     assert_eq!(key_state(&ring.versions, 50).signing, None);
     let n = ring.emergency_version("jwt-2".into(), 50);
     assert_eq!(key_state(&ring.versions, 50).signing, Some(n));
@@ -164,10 +142,7 @@ fn expiry_destroys_material_once_and_forgets_records_after_retention() {
     assert!(ring.expire(expiry + 1).is_empty(), "destroyed once");
     assert_eq!(ring.versions.len(), 2, "the record stays during retention");
     ring.expire(expiry + 24 * 3_600);
-    assert_eq!(
-        ring.versions.iter().map(|v| v.number).collect::<Vec<_>>(),
-        vec![2]
-    );
+    assert_eq!(ring.versions.iter().map(|v| v.number).collect::<Vec<_>>(), vec![2]);
 }
 
 #[test]
@@ -183,18 +158,16 @@ fn history_and_idempotency_are_bounded() {
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
-    (100u64..20_000, 1u64..100, 1u64..5_000, 1u64..5_000).prop_flat_map(
-        |(rotation, ttl, extra_grace, retention)| {
-            (1..rotation, 1..=rotation).prop_map(move |(prepublish, commit_timeout)| Policy {
-                rotation_period: rotation,
-                grace_period: ttl + 60 + extra_grace,
-                prepublish,
-                max_token_ttl: ttl,
-                commit_timeout,
-                retention,
-            })
-        },
-    )
+    (100u64..20_000, 1u64..100, 1u64..5_000, 1u64..5_000).prop_flat_map(|(rotation, ttl, extra_grace, retention)| {
+        (1..rotation, 1..=rotation).prop_map(move |(prepublish, commit_timeout)| Policy {
+            rotation_period: rotation,
+            grace_period: ttl + 60 + extra_grace,
+            prepublish,
+            max_token_ttl: ttl,
+            commit_timeout,
+            retention,
+        })
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -266,12 +239,7 @@ proptest! {
 }
 
 /// Checks instants in `(from, to]` with the keyring as it stood.
-fn check_interval(
-    ring: &Keyring,
-    from: i64,
-    to: i64,
-    same_data: bool,
-) -> Result<(), TestCaseError> {
+fn check_interval(ring: &Keyring, from: i64, to: i64, same_data: bool) -> Result<(), TestCaseError> {
     let step = ((to - from) / 16).max(1);
     let mut previous = key_state(&ring.versions, from);
     let mut t = from;
@@ -281,11 +249,7 @@ fn check_interval(
         prop_assert!(state.signing.is_some(), "nothing signs at {}", t);
         let signer = state.signing.unwrap_or_default();
         prop_assert!(state.verifying.contains(&signer));
-        let meta = ring
-            .versions
-            .iter()
-            .find(|v| v.number == signer)
-            .ok_or_else(|| TestCaseError::fail("signer"))?;
+        let meta = ring.versions.iter().find(|v| v.number == signer).ok_or_else(|| TestCaseError::fail("signer"))?;
         if signer > 1 && !meta.emergency {
             let lead = meta.not_before.unwrap_or(t) - meta.created_at;
             prop_assert!(
@@ -296,29 +260,12 @@ fn check_interval(
             );
         }
         for n in &state.verifying {
-            let v = ring
-                .versions
-                .iter()
-                .find(|v| v.number == *n)
-                .ok_or_else(|| TestCaseError::fail("verifier"))?;
-            prop_assert!(
-                v.expires_at.is_none_or(|e| t < e) && v.revoked.is_none(),
-                "expired v{} returned",
-                n
-            );
+            let v = ring.versions.iter().find(|v| v.number == *n).ok_or_else(|| TestCaseError::fail("verifier"))?;
+            prop_assert!(v.expires_at.is_none_or(|e| t < e) && v.revoked.is_none(), "expired v{} returned", n);
         }
         if same_data {
-            let overlap = state
-                .verifying
-                .iter()
-                .any(|n| previous.verifying.contains(n));
-            prop_assert!(
-                overlap,
-                "no overlap between {:?} and {:?} at {}",
-                previous.verifying,
-                state.verifying,
-                t
-            );
+            let overlap = state.verifying.iter().any(|n| previous.verifying.contains(n));
+            prop_assert!(overlap, "no overlap between {:?} and {:?} at {}", previous.verifying, state.verifying, t);
         }
         previous = state;
     }

@@ -56,13 +56,7 @@ pub struct Field {
 impl Field {
     /// A field with no default that is not required.
     pub fn new(name: &'static str, kind: FieldType, description: &'static str) -> Self {
-        Self {
-            name,
-            kind,
-            description,
-            default: None,
-            required: false,
-        }
+        Self { name, kind, description, default: None, required: false }
     }
 
     /// Sets the default.
@@ -94,11 +88,7 @@ impl FieldData {
     /// Parses `raw` (the body and the path's captures) against `fields`.
     /// Unknown fields are refused on writes, so a mistyped name is never
     /// silently ignored.
-    pub fn parse(
-        fields: &[Field],
-        raw: &Map<String, Value>,
-        operation: &Operation,
-    ) -> Result<Self, LogicalError> {
+    pub fn parse(fields: &[Field], raw: &Map<String, Value>, operation: &Operation) -> Result<Self, LogicalError> {
         let mut data = Self::default();
         for (name, value) in raw {
             match fields.iter().find(|f| f.name == name) {
@@ -114,9 +104,7 @@ impl FieldData {
                 }
                 None if HOST_PARAMETERS.contains(&name.as_str()) => {}
                 None => {
-                    return Err(LogicalError::InvalidRequest(format!(
-                        "unknown parameter {name:?}"
-                    )));
+                    return Err(LogicalError::InvalidRequest(format!("unknown parameter {name:?}")));
                 }
             }
         }
@@ -130,14 +118,8 @@ impl FieldData {
 
     /// Fails with a message naming the first required field not set.
     pub fn require(&self, fields: &[Field]) -> Result<(), LogicalError> {
-        match fields
-            .iter()
-            .find(|f| f.required && !self.set.contains_key(f.name))
-        {
-            Some(field) => Err(LogicalError::InvalidRequest(format!(
-                "missing required field {:?}",
-                field.name
-            ))),
+        match fields.iter().find(|f| f.required && !self.set.contains_key(f.name)) {
+            Some(field) => Err(LogicalError::InvalidRequest(format!("missing required field {:?}", field.name))),
             None => Ok(()),
         }
     }
@@ -174,12 +156,7 @@ impl FieldData {
     /// A string-list field.
     pub fn strings(&self, name: &str) -> Option<Vec<String>> {
         let items = self.value(name)?.as_array()?;
-        Some(
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-        )
+        Some(items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
     }
 
     /// A map field.
@@ -189,11 +166,7 @@ impl FieldData {
 }
 
 fn invalid(field: &Field, expected: &str, got: &Value) -> LogicalError {
-    LogicalError::InvalidRequest(format!(
-        "field {:?}: expected {expected}, got a {}",
-        field.name,
-        json_kind(got)
-    ))
+    LogicalError::InvalidRequest(format!("field {:?}: expected {expected}, got a {}", field.name, json_kind(got)))
 }
 
 fn parse_value(field: &Field, value: &Value) -> Result<Value, LogicalError> {
@@ -207,10 +180,7 @@ fn parse_value(field: &Field, value: &Value) -> Result<Value, LogicalError> {
         FieldType::Int => match value {
             Value::Number(n) if n.is_i64() => Ok(value.clone()),
             Value::String(s) => s.trim().parse::<i64>().map(Value::from).map_err(|_| {
-                LogicalError::InvalidRequest(format!(
-                    "field {:?}: {s:?} is not a whole number",
-                    field.name
-                ))
+                LogicalError::InvalidRequest(format!("field {:?}: {s:?} is not a whole number", field.name))
             }),
             other => Err(invalid(field, "a whole number", other)),
         },
@@ -219,10 +189,7 @@ fn parse_value(field: &Field, value: &Value) -> Result<Value, LogicalError> {
             Value::String(s) => match s.trim() {
                 "true" | "1" => Ok(Value::Bool(true)),
                 "false" | "0" => Ok(Value::Bool(false)),
-                _ => Err(LogicalError::InvalidRequest(format!(
-                    "field {:?}: {s:?} is not true or false",
-                    field.name
-                ))),
+                _ => Err(LogicalError::InvalidRequest(format!("field {:?}: {s:?} is not true or false", field.name))),
             },
             other => Err(invalid(field, "true or false", other)),
         },
@@ -231,11 +198,7 @@ fn parse_value(field: &Field, value: &Value) -> Result<Value, LogicalError> {
             .map_err(|why| LogicalError::InvalidRequest(format!("field {:?}: {why}", field.name))),
         FieldType::CommaStringSlice => match value {
             Value::String(s) => Ok(Value::Array(
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| Value::String(s.into()))
-                    .collect(),
+                s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect(),
             )),
             Value::Array(items) if items.iter().all(Value::is_string) => Ok(value.clone()),
             other => Err(invalid(field, "a list of strings", other)),
@@ -282,10 +245,7 @@ fn parse_duration_text(text: &str) -> Result<u64, String> {
             _ => return Err(bad()),
         };
         let n: u64 = number.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| "is too large".to_string())?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(|| "is too large".to_string())?;
         number.clear();
     }
     if !number.is_empty() || text.is_empty() {
@@ -315,51 +275,33 @@ mod tests {
 
     #[test]
     fn values_are_parsed_by_type_and_defaults_apply() {
-        let data = parse(
-            json!({"name": "a", "enabled": "true", "period": "1h30m", "items": "x, y,,z"}),
-            Operation::Update,
-        )
-        .expect("valid");
+        let data =
+            parse(json!({"name": "a", "enabled": "true", "period": "1h30m", "items": "x, y,,z"}), Operation::Update)
+                .expect("valid");
         assert_eq!(data.str("name"), Some("a"));
         assert_eq!(data.int("count"), Some(3));
         assert!(!data.is_set("count"));
         assert_eq!(data.bool("enabled"), Some(true));
         assert_eq!(data.duration_secs("period"), Some(5_400));
-        assert_eq!(
-            data.strings("items"),
-            Some(vec!["x".into(), "y".into(), "z".into()])
-        );
+        assert_eq!(data.strings("items"), Some(vec!["x".into(), "y".into(), "z".into()]));
     }
 
     #[test]
     fn errors_name_the_field() {
         let error = parse(json!({"count": "ten"}), Operation::Update).expect_err("bad int");
-        assert_eq!(
-            error,
-            LogicalError::InvalidRequest("field \"count\": \"ten\" is not a whole number".into())
-        );
+        assert_eq!(error, LogicalError::InvalidRequest("field \"count\": \"ten\" is not a whole number".into()));
         let error = parse(json!({"period": "-5s"}), Operation::Update).expect_err("negative");
         assert_eq!(error.to_string(), "field \"period\": must not be negative");
         let error = parse(json!({"period": "5 weeks"}), Operation::Update).expect_err("unit");
-        assert!(
-            error
-                .to_string()
-                .starts_with("field \"period\": \"5 weeks\" is not a duration")
-        );
+        assert!(error.to_string().starts_with("field \"period\": \"5 weeks\" is not a duration"));
         let error = parse(json!({"enabled": [true]}), Operation::Update).expect_err("array");
-        assert_eq!(
-            error.to_string(),
-            "field \"enabled\": expected true or false, got a array"
-        );
+        assert_eq!(error.to_string(), "field \"enabled\": expected true or false, got a array");
     }
 
     #[test]
     fn unknown_fields_are_refused_on_writes_and_reads() {
         let error = parse(json!({"nmae": "a"}), Operation::Create).expect_err("unknown");
-        assert!(
-            error.to_string().starts_with("unknown field \"nmae\""),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("unknown field \"nmae\""), "{error}");
         assert!(parse(json!({"list": "true"}), Operation::List).is_ok());
         assert!(parse(json!({"verbose": "1"}), Operation::Read).is_err());
     }

@@ -23,14 +23,11 @@ pub type HandlerResult = Result<Option<Response>, LogicalError>;
 /// A path's handler for one operation.
 pub type Handler = Arc<dyn Fn(Request, FieldData) -> BoxFuture<HandlerResult> + Send + Sync>;
 /// Whether the object a create/update names exists.
-pub type ExistenceCheck =
-    Arc<dyn Fn(Request, FieldData) -> BoxFuture<Result<bool, LogicalError>> + Send + Sync>;
+pub type ExistenceCheck = Arc<dyn Fn(Request, FieldData) -> BoxFuture<Result<bool, LogicalError>> + Send + Sync>;
 /// Work the host's periodic call triggers.
-pub type PeriodicFunc =
-    Arc<dyn Fn(Arc<dyn Storage>) -> BoxFuture<Result<(), LogicalError>> + Send + Sync>;
+pub type PeriodicFunc = Arc<dyn Fn(Arc<dyn Storage>) -> BoxFuture<Result<(), LogicalError>> + Send + Sync>;
 /// Start-up work, run with storage available.
-pub type InitializeFunc =
-    Arc<dyn Fn(Arc<dyn Storage>) -> BoxFuture<Result<(), LogicalError>> + Send + Sync>;
+pub type InitializeFunc = Arc<dyn Fn(Arc<dyn Storage>) -> BoxFuture<Result<(), LogicalError>> + Send + Sync>;
 /// Reaction to a storage key changed elsewhere (standbys, replicas).
 pub type InvalidateFunc = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -90,15 +87,8 @@ pub struct Path {
 
 impl std::fmt::Debug for Path {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ops: Vec<&str> = self
-            .operations
-            .iter()
-            .map(|o| o.operation.as_str())
-            .collect();
-        f.debug_struct("Path")
-            .field("pattern", &self.pattern)
-            .field("operations", &ops)
-            .finish()
+        let ops: Vec<&str> = self.operations.iter().map(|o| o.operation.as_str()).collect();
+        f.debug_struct("Path").field("pattern", &self.pattern).field("operations", &ops).finish()
     }
 }
 
@@ -130,17 +120,8 @@ impl Path {
     }
 
     /// Adds an operation.
-    pub fn operation(
-        mut self,
-        operation: Operation,
-        summary: &'static str,
-        handler: Handler,
-    ) -> Self {
-        self.operations.push(PathOperation {
-            operation,
-            summary,
-            handler,
-        });
+    pub fn operation(mut self, operation: Operation, summary: &'static str, handler: Handler) -> Self {
+        self.operations.push(PathOperation { operation, summary, handler });
         self
     }
 
@@ -163,10 +144,7 @@ impl Path {
         if let Some(captures) = self.regex.captures(&request.path) {
             for name in self.regex.capture_names().flatten() {
                 if let Some(value) = captures.name(name) {
-                    raw.insert(
-                        name.to_string(),
-                        serde_json::Value::String(value.as_str().to_string()),
-                    );
+                    raw.insert(name.to_string(), serde_json::Value::String(value.as_str().to_string()));
                 }
             }
         }
@@ -174,12 +152,7 @@ impl Path {
     }
 
     fn handler_for(&self, operation: &Operation) -> Option<&Handler> {
-        let find = |op: &Operation| {
-            self.operations
-                .iter()
-                .find(|o| &o.operation == op)
-                .map(|o| &o.handler)
-        };
+        let find = |op: &Operation| self.operations.iter().find(|o| &o.operation == op).map(|o| &o.handler);
         // A path that does not tell create from update handles both alike.
         find(operation).or_else(|| match operation {
             Operation::Create => find(&Operation::Update),
@@ -222,9 +195,7 @@ pub struct Backend {
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend")
-            .field("paths", &self.paths)
-            .finish_non_exhaustive()
+        f.debug_struct("Backend").field("paths", &self.paths).finish_non_exhaustive()
     }
 }
 
@@ -240,12 +211,8 @@ impl Backend {
             Operation::Help => return Ok(Some(self.help_for(&request.path))),
             _ => {}
         }
-        let path = self
-            .route(&request.path)
-            .ok_or(LogicalError::UnsupportedPath)?;
-        let handler = path
-            .handler_for(&request.operation)
-            .ok_or(LogicalError::UnsupportedOperation)?;
+        let path = self.route(&request.path).ok_or(LogicalError::UnsupportedPath)?;
+        let handler = path.handler_for(&request.operation).ok_or(LogicalError::UnsupportedOperation)?;
         let data = path.field_data(&request)?;
         if request.operation == Operation::Create {
             data.require(&path.fields)?;
@@ -255,9 +222,7 @@ impl Backend {
 
     /// `(check_found, exists)` for a create/update, as the host expects.
     pub async fn existence_check(&self, request: Request) -> Result<(bool, bool), LogicalError> {
-        let path = self
-            .route(&request.path)
-            .ok_or(LogicalError::UnsupportedPath)?;
+        let path = self.route(&request.path).ok_or(LogicalError::UnsupportedPath)?;
         let Some(check) = &path.existence_check else {
             return Ok((false, false));
         };

@@ -28,29 +28,17 @@ fn echo_backend() -> Backend {
     });
     let path = Path::new(format!("things/{}", name_segment("name")))
         .field(Field::new("name", FieldType::String, "Name of the thing."))
-        .field(
-            Field::new("size", FieldType::Int, "Its size.")
-                .default_value(json!(1))
-                .required(),
-        )
+        .field(Field::new("size", FieldType::Int, "Its size.").default_value(json!(1)).required())
         .operation(Operation::Read, "Read a thing.", echo.clone())
         .operation(Operation::Update, "Write a thing.", echo)
-        .exists(existence_check(|_req, data: FieldData| async move {
-            Ok(data.str("name") == Some("old"))
-        }))
+        .exists(existence_check(|_req, data: FieldData| async move { Ok(data.str("name") == Some("old")) }))
         .help("Manage things.", "Things are stored.");
-    Backend {
-        help: "An engine of things.".into(),
-        paths: vec![path],
-        ..Backend::default()
-    }
+    Backend { help: "An engine of things.".into(), paths: vec![path], ..Backend::default() }
 }
 
 #[tokio::test]
 async fn routes_by_pattern_and_captures_fields() {
-    let out = echo_backend()
-        .handle_request(request(Operation::Read, "things/a.b-c", json!(null)))
-        .await;
+    let out = echo_backend().handle_request(request(Operation::Read, "things/a.b-c", json!(null))).await;
     let data = out.expect("ok").expect("response").data;
     assert_eq!(data["name"], "a.b-c");
     assert_eq!(data["size"], 1);
@@ -59,92 +47,49 @@ async fn routes_by_pattern_and_captures_fields() {
 #[tokio::test]
 async fn unknown_path_and_operation_are_distinguished() {
     let backend = echo_backend();
-    let out = backend
-        .handle_request(request(Operation::Read, "nothing/here", json!(null)))
-        .await;
+    let out = backend.handle_request(request(Operation::Read, "nothing/here", json!(null))).await;
     assert_eq!(out, Err(LogicalError::UnsupportedPath));
-    let out = backend
-        .handle_request(request(Operation::Delete, "things/a", json!(null)))
-        .await;
+    let out = backend.handle_request(request(Operation::Delete, "things/a", json!(null))).await;
     assert_eq!(out, Err(LogicalError::UnsupportedOperation));
     // A segment that does not fit the name pattern does not match at all.
-    let out = backend
-        .handle_request(request(Operation::Read, "things/-a", json!(null)))
-        .await;
+    let out = backend.handle_request(request(Operation::Read, "things/-a", json!(null))).await;
     assert_eq!(out, Err(LogicalError::UnsupportedPath));
 }
 
 #[tokio::test]
 async fn create_uses_the_update_handler_and_checks_required_fields() {
     let backend = echo_backend();
-    let out = backend
-        .handle_request(request(Operation::Create, "things/a", json!({})))
-        .await;
-    assert_eq!(
-        out,
-        Err(LogicalError::InvalidRequest(
-            "missing required field \"size\"".into()
-        ))
-    );
-    let out = backend
-        .handle_request(request(Operation::Create, "things/a", json!({"size": 5})))
-        .await;
+    let out = backend.handle_request(request(Operation::Create, "things/a", json!({}))).await;
+    assert_eq!(out, Err(LogicalError::InvalidRequest("missing required field \"size\"".into())));
+    let out = backend.handle_request(request(Operation::Create, "things/a", json!({"size": 5}))).await;
     assert_eq!(out.expect("ok").expect("response").data["op"], "create");
 }
 
 #[tokio::test]
 async fn existence_check_reports_found_and_exists() {
     let backend = echo_backend();
-    let found = backend
-        .existence_check(request(Operation::Update, "things/old", json!({})))
-        .await;
+    let found = backend.existence_check(request(Operation::Update, "things/old", json!({}))).await;
     assert_eq!(found, Ok((true, true)));
-    let found = backend
-        .existence_check(request(Operation::Update, "things/new", json!({})))
-        .await;
+    let found = backend.existence_check(request(Operation::Update, "things/new", json!({}))).await;
     assert_eq!(found, Ok((true, false)));
-    let found = backend
-        .existence_check(request(Operation::Update, "other", json!({})))
-        .await;
+    let found = backend.existence_check(request(Operation::Update, "other", json!({}))).await;
     assert_eq!(found, Err(LogicalError::UnsupportedPath));
 }
 
 #[tokio::test]
 async fn help_describes_fields_and_the_root_lists_paths() {
     let backend = echo_backend();
-    let out = backend
-        .handle_request(request(Operation::Help, "things/a", json!(null)))
-        .await;
-    let help = out.expect("ok").expect("response").data["help"]
-        .as_str()
-        .expect("text")
-        .to_string();
+    let out = backend.handle_request(request(Operation::Help, "things/a", json!(null))).await;
+    let help = out.expect("ok").expect("response").data["help"].as_str().expect("text").to_string();
     assert!(help.contains("Manage things."), "{help}");
-    assert!(
-        help.contains("size (int)") && help.contains("Its size."),
-        "{help}"
-    );
-    let out = backend
-        .handle_request(request(
-            Operation::Help,
-            "",
-            json!({"requestResponsePrefix": "x"}),
-        ))
-        .await;
-    let help = out.expect("ok").expect("response").data["help"]
-        .as_str()
-        .expect("text")
-        .to_string();
-    assert!(
-        help.contains("An engine of things.") && help.contains("^things/"),
-        "{help}"
-    );
+    assert!(help.contains("size (int)") && help.contains("Its size."), "{help}");
+    let out = backend.handle_request(request(Operation::Help, "", json!({"requestResponsePrefix": "x"}))).await;
+    let help = out.expect("ok").expect("response").data["help"].as_str().expect("text").to_string();
+    assert!(help.contains("An engine of things.") && help.contains("^things/"), "{help}");
 }
 
 #[tokio::test]
 async fn rollback_without_periodic_is_unsupported() {
-    let out = echo_backend()
-        .handle_request(request(Operation::Rollback, "", json!(null)))
-        .await;
+    let out = echo_backend().handle_request(request(Operation::Rollback, "", json!(null))).await;
     assert_eq!(out, Err(LogicalError::UnsupportedOperation));
 }

@@ -32,100 +32,39 @@ fn request(storage: &MemoryStorage, operation: Operation, path: &str, data: Valu
     }
 }
 
-async fn call(
-    storage: &MemoryStorage,
-    op: Operation,
-    path: &str,
-    data: Value,
-) -> Result<Option<Value>, LogicalError> {
-    let out = engine(storage)
-        .handle_request(request(storage, op, path, data))
-        .await?;
+async fn call(storage: &MemoryStorage, op: Operation, path: &str, data: Value) -> Result<Option<Value>, LogicalError> {
+    let out = engine(storage).handle_request(request(storage, op, path, data)).await?;
     Ok(out.map(|r| Value::Object(r.data)))
 }
 
 #[tokio::test]
 async fn create_read_update_list_delete() {
     let storage = MemoryStorage::default();
-    let created = call(
-        &storage,
-        Operation::Create,
-        "pools/web",
-        json!({"keyrings": "jwt,session, jwt"}),
-    )
-    .await;
-    assert_eq!(
-        created,
-        Ok(Some(
-            json!({"name": "web", "keyrings": ["jwt", "session"], "mode": "sign"})
-        ))
-    );
+    let created = call(&storage, Operation::Create, "pools/web", json!({"keyrings": "jwt,session, jwt"})).await;
+    assert_eq!(created, Ok(Some(json!({"name": "web", "keyrings": ["jwt", "session"], "mode": "sign"}))));
     // An update that names only the mode keeps the keyrings.
-    call(
-        &storage,
-        Operation::Update,
-        "pools/web",
-        json!({"mode": "verify"}),
-    )
-    .await
-    .expect("update");
-    let read = call(&storage, Operation::Read, "pools/web", json!(null))
-        .await
-        .expect("read");
-    assert_eq!(
-        read,
-        Some(json!({"name": "web", "keyrings": ["jwt", "session"], "mode": "verify"}))
-    );
-    call(&storage, Operation::Create, "pools/api", json!({}))
-        .await
-        .expect("create");
-    let listed = call(&storage, Operation::List, "pools/", json!(null))
-        .await
-        .expect("list");
+    call(&storage, Operation::Update, "pools/web", json!({"mode": "verify"})).await.expect("update");
+    let read = call(&storage, Operation::Read, "pools/web", json!(null)).await.expect("read");
+    assert_eq!(read, Some(json!({"name": "web", "keyrings": ["jwt", "session"], "mode": "verify"})));
+    call(&storage, Operation::Create, "pools/api", json!({})).await.expect("create");
+    let listed = call(&storage, Operation::List, "pools/", json!(null)).await.expect("list");
     assert_eq!(listed, Some(json!({"keys": ["api", "web"]})));
-    call(&storage, Operation::Delete, "pools/web", json!(null))
-        .await
-        .expect("delete");
-    assert_eq!(
-        call(&storage, Operation::Read, "pools/web", json!(null)).await,
-        Ok(None)
-    );
+    call(&storage, Operation::Delete, "pools/web", json!(null)).await.expect("delete");
+    assert_eq!(call(&storage, Operation::Read, "pools/web", json!(null)).await, Ok(None));
 }
 
 #[tokio::test]
 async fn bad_input_names_the_field_and_writes_nothing() {
     let storage = MemoryStorage::default();
-    let out = call(
-        &storage,
-        Operation::Create,
-        "pools/web",
-        json!({"mode": "admin"}),
-    )
-    .await;
+    let out = call(&storage, Operation::Create, "pools/web", json!({"mode": "admin"})).await;
     assert_eq!(
         out,
-        Err(LogicalError::InvalidRequest(
-            "field \"mode\": \"admin\" is not a mode; use \"sign\" or \"verify\"".into()
-        ))
+        Err(LogicalError::InvalidRequest("field \"mode\": \"admin\" is not a mode; use \"sign\" or \"verify\"".into()))
     );
-    let out = call(
-        &storage,
-        Operation::Create,
-        "pools/web",
-        json!({"keyrings": ["ok", "no/slash"]}),
-    )
-    .await;
-    assert!(
-        matches!(out, Err(LogicalError::InvalidRequest(m)) if m.starts_with("field \"keyrings\": \"no/slash\""))
-    );
+    let out = call(&storage, Operation::Create, "pools/web", json!({"keyrings": ["ok", "no/slash"]})).await;
+    assert!(matches!(out, Err(LogicalError::InvalidRequest(m)) if m.starts_with("field \"keyrings\": \"no/slash\"")));
     let long = "p".repeat(65);
-    let out = call(
-        &storage,
-        Operation::Create,
-        &format!("pools/{long}"),
-        json!({}),
-    )
-    .await;
+    let out = call(&storage, Operation::Create, &format!("pools/{long}"), json!({})).await;
     assert!(matches!(out, Err(LogicalError::InvalidRequest(m)) if m.starts_with("field \"name\"")));
     assert!(storage.list("pools/").await.expect("list").is_empty());
 }
@@ -133,19 +72,10 @@ async fn bad_input_names_the_field_and_writes_nothing() {
 #[tokio::test]
 async fn unreadable_records_are_internal_errors_not_empty_answers() {
     let storage = MemoryStorage::default();
-    storage
-        .put("pools/web", b"{not json".to_vec())
-        .await
-        .expect("put");
+    storage.put("pools/web", b"{not json".to_vec()).await.expect("put");
     let out = call(&storage, Operation::Read, "pools/web", json!(null)).await;
     assert!(matches!(out, Err(LogicalError::Internal(m)) if m.contains("unreadable")));
-    storage
-        .put(
-            "pools/web",
-            br#"{"format":9,"record":{"keyrings":[],"mode":"sign"}}"#.to_vec(),
-        )
-        .await
-        .expect("put");
+    storage.put("pools/web", br#"{"format":9,"record":{"keyrings":[],"mode":"sign"}}"#.to_vec()).await.expect("put");
     let out = call(&storage, Operation::Read, "pools/web", json!(null)).await;
     assert!(matches!(out, Err(LogicalError::Internal(m)) if m.contains("layout 9")));
 }
@@ -154,19 +84,12 @@ async fn unreadable_records_are_internal_errors_not_empty_answers() {
 async fn periodic_calls_show_in_info() {
     let storage = MemoryStorage::default();
     let engine = engine(&storage);
-    let info = engine
-        .handle_request(request(&storage, Operation::Read, "info", json!(null)))
-        .await;
+    let info = engine.handle_request(request(&storage, Operation::Read, "info", json!(null))).await;
     let data = info.expect("ok").expect("response").data;
     assert_eq!(data["last_periodic"], Value::Null);
     assert_eq!(data["plugin_version"], crate::VERSION);
-    engine
-        .handle_request(request(&storage, Operation::Rollback, "", json!(null)))
-        .await
-        .expect("periodic");
-    let info = engine
-        .handle_request(request(&storage, Operation::Read, "info", json!(null)))
-        .await;
+    engine.handle_request(request(&storage, Operation::Rollback, "", json!(null))).await.expect("periodic");
+    let info = engine.handle_request(request(&storage, Operation::Read, "info", json!(null))).await;
     let data = info.expect("ok").expect("response").data;
     assert_eq!(data["periodic_calls"], 1);
     assert!(data["last_periodic"].is_string());

@@ -1,0 +1,379 @@
+//! The coordinator through OpenBao's real plugin client (and, where the
+//! storage semantics differ, Vault's): keyrings, scheduled rotation gated on
+//! distribution, CAS and idempotent rotation, revocation, bundles,
+//! acknowledgements, status, history, bad input and crash safety.
+
+use std::time::{Duration, Instant};
+
+use lockstep_tests::sdkhost::{HostKind, HostReply, SdkHost};
+use serde_json::{Value, json};
+
+const HOUR: u64 = 3_600;
+const M: &str = "lockstep/";
+
+fn host() -> SdkHost {
+    let host = SdkHost::start(HostKind::OpenBao);
+    host.mount(M);
+    host
+}
+
+#[track_caller]
+fn ok(reply: HostReply) -> Value {
+    assert!(reply.status < 300, "request failed: {reply:?}");
+    reply.data
+}
+
+/// A keyring `jwt` with a one-day rotation, 2 h prepublish, 4 h grace.
+fn create_jwt(host: &SdkHost, key_type: &str) -> Value {
+    ok(host.request(
+        M,
+        "create",
+        "keys/jwt",
+        json!({"type": key_type, "rotation_period": "24h", "prepublish": "2h", "grace_period": "4h",
+               "max_token_ttl": "1h", "commit_timeout": "6h"}),
+    ))
+}
+
+fn poll(host: &SdkHost, pool: &str, instance: &str, held: &str) -> Value {
+    ok(host.request(M, "read", &format!("bundle/{pool}"), json!({"instance": instance, "held": held})))
+}
+
+fn rollback(host: &SdkHost) {
+    let reply = host.request(M, "rollback", "", Value::Null);
+    assert!(reply.status < 300, "periodic call failed: {reply:?}");
+}
+
+fn key(host: &SdkHost) -> Value {
+    ok(host.request(M, "read", "keys/jwt", Value::Null))
+}
+
+fn version(key: &Value, n: u64) -> &Value {
+    key["versions"].as_array().and_then(|vs| vs.iter().find(|v| v["version"] == n)).unwrap_or(&Value::Null)
+}
+
+#[test]
+fn a_new_keyring_signs_at_once_and_shows_no_material() {
+    let host = host();
+    let created = create_jwt(&host, "ed25519");
+    assert_eq!(created["signing_version"], 1);
+    assert_eq!(version(&created, 1)["state"], "active");
+    let text = created.to_string();
+    assert!(!text.contains("private") && !text.contains("BEGIN"), "{text}");
+    let listed = ok(host.request(M, "list", "keys/", Value::Null));
+    assert_eq!(listed["keys"], json!(["jwt"]));
+}
+
+#[test]
+fn scheduled_rotation_waits_for_every_live_pool_then_switches() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/api", json!({"keyrings": "jwt", "mode": "verify"})));
+    poll(&host, "web", "web-1", "jwt:1");
+    poll(&host, "api", "api-1", "jwt:1");
+
+    // 22 h in (the sidecars polling all along), the next version is due:
+    // published, not committed.
+    host.clock.advance(22 * HOUR + 1);
+    poll(&host, "web", "web-1", "jwt:1");
+    poll(&host, "api", "api-1", "jwt:1");
+    rollback(&host);
+    let k = key(&host);
+    assert_eq!(k["pending_version"], 2, "{k}");
+    assert_eq!(version(&k, 2)["committed"], false);
+    let bundle = poll(&host, "web", "web-1", "jwt:1");
+    let versions = bundle["keyrings"]["jwt"]["versions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(versions.len(), 2, "the pending version is distributed ahead: {bundle}");
+    assert_eq!(versions[1]["not_before"], Value::Null, "not final before the commit");
+
+    // web holds it now; api does not: still no commit, and status says why.
+    poll(&host, "web", "web-1", "jwt:2");
+    rollback(&host);
+    assert_eq!(version(&key(&host), 2)["committed"], false);
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    assert_eq!(status["upcoming"]["not_held_by"], json!(["api/api-1"]), "{status}");
+    assert!(status["alerts"][0].as_str().unwrap_or_default().contains("api/api-1"), "{status}");
+
+    // The last live pool acknowledges: committed at once, at the planned instant.
+    poll(&host, "api", "api-1", "jwt:2");
+    let k = key(&host);
+    assert_eq!(version(&k, 2)["committed"], true, "{k}");
+    assert_eq!(version(&k, 2)["not_before"], version(&k, 2)["planned_activation"]);
+    assert_eq!(k["signing_version"], 1, "v1 signs until the instant");
+    host.clock.advance(2 * HOUR);
+    let k = key(&host);
+    assert_eq!(k["signing_version"], 2);
+    assert_eq!(version(&k, 1)["state"], "grace");
+
+    // After the grace period v1's material is destroyed.
+    assert!(host.storage(M).contains_key("material/jwt/1"));
+    host.clock.advance(4 * HOUR);
+    rollback(&host);
+    assert!(!host.storage(M).contains_key("material/jwt/1"));
+    assert_eq!(version(&key(&host), 1)["state"], "expired");
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null));
+    let actions: Vec<&str> =
+        history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["create", "publish", "publish", "commit", "expire"], "{history}");
+}
+
+#[test]
+fn dead_pools_do_not_block_and_a_silent_live_pool_is_overridden_with_an_alert() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    ok(host.request(M, "create", "pools/old", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    poll(&host, "old", "old-1", "jwt:1");
+    // old-1 is never seen again; the liveness window is 10 minutes.
+    host.clock.advance(22 * HOUR + 1);
+    poll(&host, "web", "web-1", "jwt:1");
+    rollback(&host);
+    assert_eq!(key(&host)["pending_version"], 2);
+    // web-1 keeps polling without fetching v2 (stuck); after the commit
+    // timeout the version is committed anyway, with an alert.
+    for _ in 0..13 {
+        host.clock.advance(HOUR / 2);
+        poll(&host, "web", "web-1", "jwt:1");
+        rollback(&host);
+    }
+    let k = key(&host);
+    assert_eq!(version(&k, 2)["committed"], true, "{k}");
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    let alerts = status["alerts"].to_string();
+    assert!(alerts.contains("committed without every live pool") && alerts.contains("web/web-1"), "{status}");
+    assert!(!alerts.contains("old/old-1"), "a dead pool is not blamed: {status}");
+}
+
+#[test]
+fn downtime_gives_one_rotation_not_a_burst() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    host.clock.advance(10 * 24 * HOUR);
+    rollback(&host);
+    rollback(&host);
+    let k = key(&host);
+    assert_eq!(k["latest_version"], 2, "{k}");
+}
+
+#[test]
+fn fifty_concurrent_rotations_with_one_expected_version_rotate_once() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    let replies: Vec<HostReply> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| s.spawn(|| host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1}))))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let successes = replies.iter().filter(|r| r.status == 200).count();
+    let conflicts: Vec<&HostReply> = replies.iter().filter(|r| r.status == 409).collect();
+    assert_eq!((successes, conflicts.len()), (1, 49), "{replies:?}");
+    assert!(conflicts.iter().all(|r| r.error.contains("the latest is 2")), "{:?}", conflicts[0]);
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null));
+    let publishes = history["entries"].as_array().into_iter().flatten().filter(|e| e["action"] == "publish").count();
+    assert_eq!(publishes, 2, "create's first version and one rotation: {history}");
+}
+
+#[test]
+fn a_retried_rotation_with_the_same_idempotency_key_rotates_once() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    let body = json!({"idempotency_key": "deploy-42", "reason": "quarterly"});
+    let first = ok(host.request_as(M, "update", "keys/jwt/rotate", body.clone(), "alice"));
+    let again = ok(host.request_as(M, "update", "keys/jwt/rotate", body, "alice"));
+    assert_eq!((first["version"].clone(), first["replayed"].clone()), (json!(2), json!(false)));
+    assert_eq!((again["version"].clone(), again["replayed"].clone()), (json!(2), json!(true)));
+    assert_eq!(key(&host)["latest_version"], 2);
+    // Another rotation while v2 waits is refused, naming it.
+    let refused = host.request(M, "update", "keys/jwt/rotate", json!({}));
+    assert_eq!(refused.status, 409);
+    assert!(refused.error.contains("version 2 is already published"), "{refused:?}");
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null));
+    let entries = history["entries"].as_array().cloned().unwrap_or_default();
+    let last = entries.iter().rev().find(|e| e["action"] == "publish").cloned().unwrap_or_default();
+    assert_eq!(
+        (last["actor"].clone(), last["detail"].clone(), last["cause"].clone()),
+        (json!("alice"), json!("quarterly"), json!("manual"))
+    );
+}
+
+#[test]
+fn revoking_the_signer_switches_at_once_and_leaves_every_bundle() {
+    let host = host();
+    create_jwt(&host, "ecdsa-p256");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})));
+    let revoked =
+        ok(host.request_as(M, "update", "keys/jwt/revoke", json!({"version": 1, "reason": "leaked in a log"}), "bob"));
+    assert_eq!(revoked["signing_version"], 2, "the published version takes over: {revoked}");
+    let bundle = poll(&host, "web", "web-1", "");
+    let numbers: Vec<u64> = bundle["keyrings"]["jwt"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["number"].as_u64())
+        .collect();
+    assert_eq!(numbers, vec![2]);
+    assert!(!host.storage(M).contains_key("material/jwt/1"), "revoked material is destroyed");
+    // Revoking the only signer creates a new one that signs at once.
+    let again = ok(host.request(M, "update", "keys/jwt/revoke", json!({"version": 2, "reason": "also leaked"})));
+    assert_eq!(again["signing_version"], 3);
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null)).to_string();
+    assert!(
+        history.contains("leaked in a log") && history.contains("\"bob\"") && history.contains("emergency"),
+        "{history}"
+    );
+    let missing = host.request(M, "update", "keys/jwt/revoke", json!({"version": 1, "reason": "x"}));
+    assert_eq!(missing.status, 409, "{missing:?}");
+}
+
+#[test]
+fn bundles_are_cheap_when_unchanged_and_verify_only_pools_get_no_private_keys() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/edge", json!({"keyrings": "jwt", "mode": "verify"})));
+    let full = poll(&host, "web", "web-1", "jwt:1");
+    let v1 = &full["keyrings"]["jwt"]["versions"][0];
+    assert!(v1["private_key"].is_string() && v1["public_key"].is_string(), "{full}");
+    assert!(full["server_time"].is_i64());
+    let edge = poll(&host, "edge", "edge-1", "");
+    let e1 = &edge["keyrings"]["jwt"]["versions"][0];
+    assert!(e1["private_key"].is_null() && e1["public_key"].is_string(), "{edge}");
+
+    let before = host.storage(M);
+    let revision = full["revision"].as_str().unwrap_or_default();
+    let same =
+        ok(host.request(M, "read", "bundle/web", json!({"instance": "web-1", "held": "jwt:1", "revision": revision})));
+    assert_eq!(same["not_modified"], true);
+    assert!(same.get("keyrings").is_none(), "no material when not modified: {same}");
+    assert_eq!(host.storage(M), before, "a not-modified poll writes nothing");
+
+    let unknown = host.request(M, "read", "bundle/nope", json!({"instance": "x"}));
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    let no_instance = host.request(M, "read", "bundle/web", json!({}));
+    assert_eq!(no_instance.status, 400);
+    assert!(no_instance.error.contains("\"instance\""), "{no_instance:?}");
+}
+
+#[test]
+fn a_waiting_bundle_read_returns_promptly_after_a_rotation() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    let revision = poll(&host, "web", "web-1", "jwt:1")["revision"].as_str().unwrap_or_default().to_string();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let started = Instant::now();
+            let reply = host.request(
+                M,
+                "read",
+                "bundle/web",
+                json!({"instance": "web-1", "held": "jwt:1", "revision": revision, "wait": "30s"}),
+            );
+            (reply, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+        let (reply, waited) = waiter.join().expect("waiter");
+        let data = ok(reply);
+        assert_eq!(data["not_modified"], false);
+        assert!(waited < Duration::from_secs(10), "the wait ended with the change, after {waited:?}");
+    });
+}
+
+#[test]
+fn bad_input_is_a_400_naming_the_field_and_writes_nothing() {
+    let host = host();
+    let cases = [
+        (json!({"type": "rsa-1024"}), "\"type\""),
+        (json!({"type": "ed25519", "rotation_period": 0}), "\"rotation_period\""),
+        (json!({"type": "ed25519", "grace_period": "-1h"}), "\"grace_period\""),
+        (json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "2h"}), "\"prepublish\""),
+        (json!({"type": "ed25519", "grace_period": "10m", "max_token_ttl": "1h"}), "\"grace_period\""),
+        (json!({"type": "ed25519", "rotation_perod": "1h"}), "\"rotation_perod\""),
+        (json!({"rotation_period": "1h"}), "\"type\""),
+    ];
+    for (body, field) in cases {
+        let reply = host.request(M, "create", "keys/jwt", body.clone());
+        assert_eq!(reply.status, 400, "{body}: {reply:?}");
+        assert!(reply.error.contains(field), "{body}: {reply:?}");
+    }
+    let long = "k".repeat(65);
+    assert_eq!(host.request(M, "create", &format!("keys/{long}"), json!({"type": "ed25519"})).status, 400);
+    assert!(host.storage(M).is_empty(), "nothing was written: {:?}", host.storage(M).keys());
+    create_jwt(&host, "ed25519");
+    let reason = "r".repeat(2_000);
+    let reply = host.request(M, "update", "keys/jwt/rotate", json!({"reason": reason}));
+    assert_eq!(reply.status, 400);
+    assert!(reply.error.contains("\"reason\""), "{reply:?}");
+    let reply = host.request(M, "update", "keys/jwt", json!({"type": "rsa-2048"}));
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(key(&host)["latest_version"], 1);
+}
+
+#[test]
+fn deletion_needs_deletion_allowed() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    let refused = host.request(M, "delete", "keys/jwt", Value::Null);
+    assert_eq!(refused.status, 400);
+    assert!(refused.error.contains("deletion_allowed"), "{refused:?}");
+    ok(host.request(M, "update", "keys/jwt", json!({"deletion_allowed": true})));
+    assert_eq!(host.request(M, "delete", "keys/jwt", Value::Null).status, 204);
+    assert!(host.storage(M).keys().all(|k| !k.starts_with("material/") && !k.starts_with("keyring/")));
+}
+
+#[test]
+fn path_help_documents_every_path_and_field() {
+    let host = host();
+    let paths = [
+        ("config", vec!["poll_interval", "liveness_window", "rotation_period"]),
+        ("keys/jwt", vec!["type", "grace_period", "prepublish", "deletion_allowed"]),
+        ("keys/jwt/rotate", vec!["expected_version", "idempotency_key"]),
+        ("keys/jwt/revoke", vec!["version", "reason"]),
+        ("pools/web", vec!["keyrings", "mode"]),
+        ("bundle/web", vec!["instance", "revision", "held", "wait"]),
+        ("status/jwt", vec!["name"]),
+        ("history/jwt", vec!["name"]),
+    ];
+    for (path, fields) in paths {
+        let help = host.request(M, "help", path, Value::Null).data["help"].as_str().unwrap_or_default().to_string();
+        assert!(help.contains("## DESCRIPTION"), "{path}: {help}");
+        for field in fields {
+            assert!(help.contains(&format!("{field} (")), "{path} does not document {field}: {help}");
+        }
+    }
+}
+
+/// A rotation whose keyring write fails leaves the old state; with
+/// transactional storage nothing at all is left behind.
+#[test]
+fn a_failed_write_leaves_the_old_state_with_transactions() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    host.fault(M, "put", "keyring/", 1);
+    let failed = host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1}));
+    assert_eq!(failed.status, 500, "{failed:?}");
+    assert_eq!(key(&host)["latest_version"], 1);
+    assert!(!host.storage(M).contains_key("material/jwt/2"), "the transaction applied nothing");
+    let retried = ok(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})));
+    assert_eq!(retried["version"], 2);
+}
+
+/// Without transactions (Vault's host), the same failure leaves an orphaned
+/// material entry that the next periodic run removes; the keyring is old.
+#[test]
+fn a_failed_write_without_transactions_is_repaired() {
+    let host = SdkHost::start(HostKind::Vault);
+    host.mount(M);
+    create_jwt(&host, "hmac-sha256");
+    host.fault(M, "put", "keyring/", 1);
+    assert_eq!(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})).status, 500);
+    assert_eq!(key(&host)["latest_version"], 1);
+    assert!(host.storage(M).contains_key("material/jwt/2"), "material is written first");
+    rollback(&host);
+    assert!(!host.storage(M).contains_key("material/jwt/2"), "repaired");
+    assert!(host.storage(M).contains_key("material/jwt/1"));
+    assert_eq!(key(&host)["signing_version"], 1);
+}
