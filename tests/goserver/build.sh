@@ -4,7 +4,8 @@
 # Usage: tests/goserver/build.sh OUTDIR
 #
 # Builds OUTDIR/vault from this directory's go.mod/go.sum/main.go
-# (github.com/hashicorp/vault v1.21.4 through the Go module proxy) unless
+# (github.com/hashicorp/vault, version pinned in go.mod, fetched through the
+# Go module proxy) unless
 # OUTDIR/vault.stamp already records the same inputs, so repeated runs are
 # instant. Progress goes to stderr; the only thing printed on stdout is the
 # path of the binary to use, so callers can do:
@@ -37,6 +38,8 @@ BIN="$OUT_DIR/vault"
 STAMP="$OUT_DIR/vault.stamp"
 
 command -v go >/dev/null 2>&1 || die "the go command is not on PATH (Go >= 1.25.3 is needed)"
+VAULT_VERSION="$(awk '$1 == "require" && $2 == "github.com/hashicorp/vault" { print $3 }' "$SRC_DIR/go.mod")"
+[[ -n "$VAULT_VERSION" ]] || die "cannot find 'require github.com/hashicorp/vault VERSION' in $SRC_DIR/go.mod"
 GO_VERSION="$(go version)" || die "'go version' failed"
 
 # The stamp covers the module files and the Go toolchain that builds them.
@@ -66,7 +69,7 @@ if command -v flock >/dev/null 2>&1; then
     fi
 fi
 
-log "building the Vault server from Go modules (github.com/hashicorp/vault v1.21.4) into $BIN"
+log "building the Vault server from Go modules (github.com/hashicorp/vault $VAULT_VERSION) into $BIN"
 log "the first build on a machine downloads about 1.3 GB of modules and compiles for about 20 minutes on 2 cores; later builds reuse Go's caches"
 log "using $GO_VERSION"
 
@@ -81,7 +84,7 @@ start=$SECONDS
 ) >&2 || die "go build of the Vault server failed (see the output above)"
 
 VERSION_OUT="$("$TMP_BIN" version 2>&1)" || die "the built binary does not run: $VERSION_OUT"
-[[ "$VERSION_OUT" == Vault\ v1.21.4* ]] || die "unexpected version from the built binary: $VERSION_OUT"
+[[ "$VERSION_OUT" == "Vault $VAULT_VERSION"* ]] || die "unexpected version from the built binary: $VERSION_OUT"
 
 mv -f "$TMP_BIN" "$BIN" || die "cannot move the binary into $BIN"
 printf '%s\n' "$INPUT_HASH" > "$STAMP" || die "cannot write $STAMP"

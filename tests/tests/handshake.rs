@@ -9,25 +9,16 @@ fn started_by_hand_it_explains_how_to_register_and_exits_non_zero() {
         .output()
         .expect("run the plugin");
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        output.stdout.is_empty(),
-        "nothing on stdout, which hosts read as the handshake"
-    );
+    assert!(output.stdout.is_empty(), "nothing on stdout, which hosts read as the handshake");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(
-        stderr.contains("vault plugin register -sha256="),
-        "{stderr}"
-    );
+    assert!(stderr.contains("vault plugin register -sha256="), "{stderr}");
 }
 
 #[test]
 fn a_host_offering_only_the_legacy_protocol_is_refused() {
     let output = Command::new(lockstep_tests::plugin_binary())
-        .env(
-            "VAULT_BACKEND_PLUGIN",
-            "6669da05-b1c8-4f49-97d9-c8e5bed98e20",
-        )
+        .env("VAULT_BACKEND_PLUGIN", "6669da05-b1c8-4f49-97d9-c8e5bed98e20")
         .env("PLUGIN_PROTOCOL_VERSIONS", "3,4")
         .output()
         .expect("run the plugin");

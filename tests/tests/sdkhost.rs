@@ -35,44 +35,22 @@ fn mounts_twice_in_one_process_and_round_trips_through_storage(kind: HostKind) {
     assert_eq!(first["multiplexed"], true, "{first}");
     assert_eq!(first["plugin_version"], plugin_version());
     host.mount("b/");
-    assert_eq!(
-        host.processes(),
-        (1, 1),
-        "two mounts share one multiplexed process"
-    );
+    assert_eq!(host.processes(), (1, 1), "two mounts share one multiplexed process");
 
-    let written = host.request(
-        "a/",
-        "create",
-        "pools/web",
-        json!({"keyrings": ["jwt"], "mode": "verify"}),
-    );
+    let written = host.request("a/", "create", "pools/web", json!({"keyrings": ["jwt"], "mode": "verify"}));
     assert_eq!(written.status, 200, "{written:?}");
     let read = host.request("a/", "read", "pools/web", Value::Null);
-    assert_eq!(
-        read.data,
-        json!({"name": "web", "keyrings": ["jwt"], "mode": "verify"})
-    );
+    assert_eq!(read.data, json!({"name": "web", "keyrings": ["jwt"], "mode": "verify"}));
     // Each mount has its own storage.
-    assert_eq!(
-        host.request("b/", "read", "pools/web", Value::Null).status,
-        404
-    );
+    assert_eq!(host.request("b/", "read", "pools/web", Value::Null).status, 404);
     assert!(host.storage("a/").contains_key("pools/web"));
     assert!(host.storage("b/").is_empty());
 
     host.request("a/", "create", "pools/api", json!({}));
     let listed = host.request("a/", "list", "pools/", Value::Null);
     assert_eq!(listed.data["keys"], json!(["api", "web"]));
-    assert_eq!(
-        host.request("a/", "delete", "pools/web", Value::Null)
-            .status,
-        204
-    );
-    assert_eq!(
-        host.request("a/", "read", "pools/web", Value::Null).status,
-        404
-    );
+    assert_eq!(host.request("a/", "delete", "pools/web", Value::Null).status, 204);
+    assert_eq!(host.request("a/", "read", "pools/web", Value::Null).status, 404);
 }
 
 fn errors_map_to_the_statuses_the_server_answers(kind: HostKind) {
@@ -87,14 +65,8 @@ fn errors_map_to_the_statuses_the_server_answers(kind: HostKind) {
     assert!(bad.error.contains("field \"mode\""), "{bad:?}");
     let unknown_field = host.request("lockstep/", "update", "pools/web", json!({"keyringz": "x"}));
     assert_eq!(unknown_field.status, 400);
-    assert!(
-        unknown_field.error.contains("unknown field \"keyringz\""),
-        "{unknown_field:?}"
-    );
-    assert!(
-        host.storage("lockstep/").is_empty(),
-        "a refused write stores nothing"
-    );
+    assert!(unknown_field.error.contains("unknown field \"keyringz\""), "{unknown_field:?}");
+    assert!(host.storage("lockstep/").is_empty(), "a refused write stores nothing");
 }
 
 fn help_is_real_help(kind: HostKind) {
@@ -102,23 +74,9 @@ fn help_is_real_help(kind: HostKind) {
     host.mount("lockstep/");
     let help = host.request("lockstep/", "help", "pools/web", Value::Null);
     let text = help.data["help"].as_str().unwrap_or_default();
-    assert!(
-        text.contains("## PARAMETERS") && text.contains("mode (string)"),
-        "{help:?}"
-    );
-    let root = host.request(
-        "lockstep/",
-        "help",
-        "",
-        json!({"requestResponsePrefix": "data"}),
-    );
-    assert!(
-        root.data["help"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("^pools/"),
-        "{root:?}"
-    );
+    assert!(text.contains("## PARAMETERS") && text.contains("mode (string)"), "{help:?}");
+    let root = host.request("lockstep/", "help", "", json!({"requestResponsePrefix": "data"}));
+    assert!(root.data["help"].as_str().unwrap_or_default().contains("^pools/"), "{root:?}");
 }
 
 fn periodic_call_reaches_the_engine(kind: HostKind) {
@@ -132,33 +90,19 @@ fn periodic_call_reaches_the_engine(kind: HostKind) {
     assert_eq!(after.data["periodic_calls"], 1, "{after:?}");
     assert!(after.data["last_periodic"].is_string());
     // PluginEnv came through the brokered system view.
-    assert!(
-        after.data["server_version"]
-            .as_str()
-            .is_some_and(|v| !v.is_empty()),
-        "{after:?}"
-    );
+    assert!(after.data["server_version"].as_str().is_some_and(|v| !v.is_empty()), "{after:?}");
 }
 
 fn reload_starts_a_new_process_and_keeps_the_data(kind: HostKind) {
     let host = SdkHost::start(kind);
     host.mount("lockstep/");
-    host.request(
-        "lockstep/",
-        "create",
-        "pools/web",
-        json!({"keyrings": "jwt"}),
-    );
+    host.request("lockstep/", "create", "pools/web", json!({"keyrings": "jwt"}));
     host.reload("lockstep/");
     assert_eq!(host.processes(), (2, 1));
     let read = host.request("lockstep/", "read", "pools/web", Value::Null);
     assert_eq!(read.data["keyrings"], json!(["jwt"]), "{read:?}");
     host.unmount("lockstep/");
-    assert_eq!(
-        host.processes().1,
-        0,
-        "the process exits with its last mount"
-    );
+    assert_eq!(host.processes().1, 0, "the process exits with its last mount");
 }
 
 fn a_failing_storage_write_is_a_500_and_leaves_nothing(kind: HostKind) {
@@ -167,17 +111,10 @@ fn a_failing_storage_write_is_a_500_and_leaves_nothing(kind: HostKind) {
     host.fault("lockstep/", "put", "pools/", 1);
     let failed = host.request("lockstep/", "create", "pools/web", json!({}));
     assert_eq!(failed.status, 500, "{failed:?}");
-    assert!(
-        failed.error.contains("storage put \"pools/web\" failed"),
-        "{failed:?}"
-    );
+    assert!(failed.error.contains("storage put \"pools/web\" failed"), "{failed:?}");
     assert!(host.storage("lockstep/").is_empty());
     // The fault was used up; the next write goes through.
-    assert_eq!(
-        host.request("lockstep/", "create", "pools/web", json!({}))
-            .status,
-        200
-    );
+    assert_eq!(host.request("lockstep/", "create", "pools/web", json!({})).status, 200);
 }
 
 fn plugin_logs_reach_the_host_with_their_level(kind: HostKind) {
@@ -185,9 +122,6 @@ fn plugin_logs_reach_the_host_with_their_level(kind: HostKind) {
     host.mount("lockstep/");
     host.request("lockstep/", "create", "pools/web", json!({}));
     let log = host.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("pool written"))
-        .unwrap_or_else(|| panic!("no record in:\n{log}"));
+    let line = log.lines().find(|l| l.contains("pool written")).unwrap_or_else(|| panic!("no record in:\n{log}"));
     assert!(line.to_lowercase().contains("info"), "level lost: {line}");
 }

@@ -142,7 +142,7 @@ impl Bundle {
             let malformed = |message: String| BundleError::Malformed { keyring: name.clone(), message };
             check_keyring(self.mode, keyring).map_err(malformed)?;
             if let Some(old) = previous.and_then(|p| p.keyrings.get(name)) {
-                check_forward(old, keyring)
+                check_forward(old, keyring, self.server_time)
                     .map_err(|message| BundleError::RolledBack { keyring: name.clone(), message })?;
             }
         }
@@ -231,7 +231,7 @@ fn check_material(mode: PoolMode, key_type: KeyType, version: &BundleVersion) ->
     Ok(())
 }
 
-fn check_forward(old: &BundleKeyring, new: &BundleKeyring) -> Result<(), String> {
+fn check_forward(old: &BundleKeyring, new: &BundleKeyring, now: UnixSeconds) -> Result<(), String> {
     if new.key_type != old.key_type {
         return Err(format!("type changed from {} to {}", old.key_type, new.key_type));
     }
@@ -252,9 +252,9 @@ fn check_forward(old: &BundleKeyring, new: &BundleKeyring) -> Result<(), String>
             Some(v) if v.meta.kid != old_version.meta.kid => {
                 return Err(format!("version {} changed its kid", old_version.meta.number));
             }
-            // A committed version may only leave with a new generation
-            // (expiry or revocation).
-            None if new.generation == old.generation => {
+            // A committed version may only leave once expired, or with a
+            // new generation (revocation, or expiry recorded).
+            None if new.generation == old.generation && old_version.meta.expires_at.is_none_or(|e| e > now) => {
                 return Err(format!("committed version {} vanished", old_version.meta.number));
             }
             _ => {}

@@ -101,6 +101,17 @@ fn rollbacks_are_refused() {
     // A committed activation instant never moves.
     let moved = bundle(PoolMode::Sign, 6, vec![hmac_version(1, Some(0)), hmac_version(2, Some(60))]);
     assert!(moved.validate("web", Some(&new)).expect_err("moved").to_string().contains("activation time"));
+    // A version past its expiry may leave without a new generation.
+    let mut expiring = new.clone();
+    if let Some(k) = expiring.keyrings.get_mut("session") {
+        k.versions[0].meta.expires_at = Some(80);
+    }
+    expiring.revision = revision(expiring.mode, &expiring.keyrings);
+    let mut gone = bundle(PoolMode::Sign, 5, vec![hmac_version(2, Some(50))]);
+    gone.server_time = 79;
+    assert!(gone.validate("web", Some(&expiring)).is_err(), "not expired yet");
+    gone.server_time = 80;
+    assert_eq!(gone.validate("web", Some(&expiring)), Ok(()));
     // Expiry with a new generation is fine.
     let expired = bundle(PoolMode::Sign, 6, vec![hmac_version(2, Some(50))]);
     assert_eq!(expired.validate("web", Some(&new)), Ok(()));
