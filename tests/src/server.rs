@@ -222,9 +222,12 @@ impl Server {
 
     /// Any API request with the root token.
     pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        let request =
-            ureq::request(method, &self.url(path)).set("X-Vault-Token", &self.token).timeout(Duration::from_secs(120));
-        http(request, body.as_ref())
+        request_with(&self.url(path), &self.token, method, body)
+    }
+
+    /// A client of this server with another token.
+    pub fn with_token(&self, token: &str) -> Client {
+        Client { base: format!("{}/v1", self.address()), token: token.to_string() }
     }
 
     /// GET.
@@ -266,6 +269,30 @@ impl Server {
     /// Where the server's data lives.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+fn request_with(url: &str, token: &str, method: &str, body: Option<Value>) -> Reply {
+    let request = ureq::request(method, url).set("X-Vault-Token", token).timeout(Duration::from_secs(120));
+    http(request, body.as_ref())
+}
+
+/// Requests to a server with a given token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+}
+
+impl Client {
+    /// Any API request.
+    pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        request_with(&format!("{}/{}", self.base, path.trim_start_matches('/')), &self.token, method, body)
+    }
+
+    /// GET.
+    pub fn read(&self, path: &str) -> Reply {
+        self.request("GET", path, None)
     }
 }
 

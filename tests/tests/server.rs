@@ -1,0 +1,148 @@
+//! The plugin inside a real server built from Go modules: registered by
+//! SHA-256 and version, mounted, used over HTTP and the CLI, reloaded,
+//! restarted, and driven by the server's own periodic call.
+
+use std::time::{Duration, Instant};
+
+use lockstep_tests::plugin_version;
+use lockstep_tests::server::{PLUGIN_FILE, PLUGIN_NAME, Server};
+use serde_json::{Value, json};
+
+fn cli_ok(server: &Server, args: &[&str]) -> String {
+    let out = server.cli(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "vault {args:?} failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn registers_by_checksum_mounts_twice_and_round_trips_through_storage() {
+    let server = Server::dev();
+    let sha = lockstep_tests::sha256_file(&server.plugin_dir().join(PLUGIN_FILE));
+    let version = plugin_version();
+    cli_ok(
+        &server,
+        &[
+            "plugin",
+            "register",
+            &format!("-sha256={sha}"),
+            &format!("-version={version}"),
+            &format!("-command={PLUGIN_FILE}"),
+            "secret",
+            PLUGIN_NAME,
+        ],
+    );
+    cli_ok(&server, &["secrets", "enable", "-path=lockstep", PLUGIN_NAME]);
+    cli_ok(&server, &["secrets", "enable", "-path=second", PLUGIN_NAME]);
+
+    // The running version shows in the mount listing.
+    let mounts = server.read("sys/mounts").expect_status(200).body;
+    assert_eq!(mounts["data"]["lockstep/"]["running_plugin_version"], version, "{}", mounts["data"]["lockstep/"]);
+    let listing = cli_ok(&server, &["secrets", "list", "-detailed"]);
+    assert!(listing.contains(&version), "{listing}");
+
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
+    let read = server.read("lockstep/pools/web").expect_status(200);
+    assert_eq!(read.data(), &json!({"name": "web", "keyrings": ["jwt"], "mode": "verify"}));
+    assert_eq!(server.read("second/pools/web").status, 404, "each mount has its own storage");
+    server.write("lockstep/pools/api", json!({})).expect_status(200);
+    assert_eq!(server.list("lockstep/pools").expect_status(200).data()["keys"], json!(["api", "web"]));
+    server.delete("lockstep/pools/web").expect_status(204);
+    assert_eq!(server.read("lockstep/pools/web").status, 404);
+}
+
+#[test]
+fn help_and_errors_come_from_the_plugin() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    let help = cli_ok(&server, &["path-help", "lockstep/pools/web"]);
+    assert!(help.contains("mode (string)") && help.contains("verifies HMAC tokens"), "{help}");
+    assert_eq!(server.read("lockstep/no/such/path").status, 404);
+    let bad = server.write("lockstep/pools/web", json!({"mode": "admin"}));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.errors().contains("field \"mode\""), "{bad:?}");
+    let unsupported = server.delete("lockstep/info");
+    assert_eq!(unsupported.status, 405, "{unsupported:?}");
+    let bad_type = server.write("lockstep/keys/jwt", json!({"type": "rsa-1024"}));
+    assert_eq!(bad_type.status, 400);
+    assert!(bad_type.errors().contains("\"rsa-1024\" is not a key type"), "{bad_type:?}");
+}
+
+#[test]
+fn reload_and_restart_keep_the_data() {
+    let mut server = Server::persistent();
+    server.register_plugin().expect_status(204);
+    server.enable("lockstep").expect_status(204);
+    server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt"})).expect_status(200);
+    let before = server.read("lockstep/keys/jwt").expect_status(200).body["data"].clone();
+
+    cli_ok(&server, &["plugin", "reload", &format!("-plugin={PLUGIN_NAME}")]);
+    assert_eq!(server.read("lockstep/keys/jwt").expect_status(200).body["data"]["versions"], before["versions"]);
+
+    server.restart();
+    assert_eq!(server.read("lockstep/keys/jwt").expect_status(200).body["data"]["versions"], before["versions"]);
+    assert_eq!(server.read("lockstep/pools/web").expect_status(200).data()["keyrings"], json!(["jwt"]));
+}
+
+#[test]
+fn the_servers_periodic_call_reaches_the_engine() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    // The server calls every mount about once a minute.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let info = server.read("lockstep/info").expect_status(200);
+        if info.data()["last_periodic"].is_string() {
+            assert!(info.data()["periodic_calls"].as_u64().unwrap_or_default() >= 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no periodic call within 150 s: {info:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn fifty_concurrent_rotations_through_the_server_rotate_once() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    server.write("lockstep/keys/jwt", json!({"type": "hmac-sha256"})).expect_status(200);
+    let replies: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| s.spawn(|| server.write("lockstep/keys/jwt/rotate", json!({"expected_version": 1}))))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let successes = replies.iter().filter(|r| r.status == 200).count();
+    let conflicts: Vec<_> = replies.iter().filter(|r| r.status == 409).collect();
+    assert_eq!((successes, conflicts.len()), (1, 49), "{replies:?}");
+    assert!(conflicts.iter().all(|r| r.errors().contains("the latest is 2")), "{:?}", conflicts[0]);
+    let history = server.read("lockstep/history/jwt").expect_status(200);
+    let publishes =
+        history.data()["entries"].as_array().into_iter().flatten().filter(|e| e["action"] == "publish").count();
+    assert_eq!(publishes, 2, "{history:?}");
+}
+
+#[test]
+fn a_sidecar_policy_reads_its_own_bundle_and_nothing_else() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    server.write("lockstep/keys/jwt", json!({"type": "ecdsa-p256"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt"})).expect_status(200);
+    server.write("lockstep/pools/api", json!({"keyrings": "jwt"})).expect_status(200);
+    let policy = std::fs::read_to_string(lockstep_tests::workspace_root().join("policies/lockstep-sidecar-web.hcl"))
+        .expect("the policy file");
+    server.request("PUT", "sys/policies/acl/lockstep-sidecar-web", Some(json!({"policy": policy}))).expect_status(204);
+    let token = server
+        .write("auth/token/create", json!({"policies": ["lockstep-sidecar-web"], "ttl": "10m"}))
+        .expect_status(200);
+    let token = token.body["auth"]["client_token"].as_str().expect("token").to_string();
+    let sidecar = server.with_token(&token);
+
+    let bundle = sidecar.read("lockstep/bundle/web?instance=web-1&held=jwt:1").expect_status(200);
+    assert_eq!(bundle.data()["pool"], "web");
+    assert!(bundle.data()["keyrings"]["jwt"]["versions"][0]["private_key"].is_string());
+    assert_eq!(sidecar.read("lockstep/bundle/api?instance=x").status, 403);
+    assert_eq!(sidecar.read("lockstep/keys/jwt").status, 403);
+    // The acknowledgement arrived: status shows the instance and its version.
+    let status = server.read("lockstep/status/jwt").expect_status(200);
+    let pools = status.data()["pools"].as_array().cloned().unwrap_or_default();
+    let web: &Value = pools.iter().find(|p| p["pool"] == "web").expect("web in status");
+    assert_eq!(web["instances"][0]["held_version"], 1, "{status:?}");
+}
