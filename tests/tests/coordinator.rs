@@ -307,6 +307,9 @@ fn bad_input_is_a_400_naming_the_field_and_writes_nothing() {
     let reply = host.request(M, "update", "keys/jwt/rotate", json!({"reason": reason}));
     assert_eq!(reply.status, 400);
     assert!(reply.error.contains("\"reason\""), "{reply:?}");
+    let huge = host.request(M, "update", "pools/web", json!({"keyrings": vec!["k"; 40_000]}));
+    assert_eq!(huge.status, 400, "{huge:?}");
+    assert!(huge.error.contains("request body is"), "{huge:?}");
     let reply = host.request(M, "update", "keys/jwt", json!({"type": "rsa-2048"}));
     assert_eq!(reply.status, 400, "{reply:?}");
     assert_eq!(key(&host)["latest_version"], 1);

@@ -21,6 +21,10 @@ pub use clock::{Clock, SystemClock};
 use vault_plugin_sdk::SetupContext;
 use vault_plugin_sdk::framework::Backend;
 
+/// Largest request body the engine accepts; every legitimate request is a
+/// few hundred bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 /// The version reported to the server; registration must use the same.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 
@@ -60,6 +64,7 @@ pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
         // Nothing authoritative is cached; a change made elsewhere only
         // needs to wake bundle long-polls.
         invalidate: Some(Arc::new(move |_key| invalidate_state.changed())),
+        max_request_bytes: MAX_REQUEST_BYTES,
         ..Backend::default()
     }
 }

@@ -79,6 +79,8 @@ pub struct Request {
     pub path: String,
     /// Body or query parameters; `null` from the host becomes empty.
     pub data: Map<String, Value>,
+    /// Size of the body as the host sent it, in bytes.
+    pub data_len: usize,
     /// Display name of the caller's token (who did it, for records).
     pub display_name: String,
     /// Identity entity of the caller, if any.
@@ -114,6 +116,7 @@ impl Request {
             id: request.id,
             operation: Operation::parse(&request.operation),
             path: request.path,
+            data_len: request.data.len(),
             data: decode_data(&request.data)?,
             display_name: request.display_name,
             entity_id: request.entity_id,

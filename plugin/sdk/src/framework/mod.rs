@@ -191,6 +191,9 @@ pub struct Backend {
     pub invalidate: Option<InvalidateFunc>,
     /// Run when the mount is cleaned up.
     pub clean: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Largest request body accepted, in bytes; larger ones get a 400.
+    /// Zero means no limit beyond the server's own.
+    pub max_request_bytes: usize,
 }
 
 impl std::fmt::Debug for Backend {
@@ -213,6 +216,12 @@ impl Backend {
         }
         let path = self.route(&request.path).ok_or(LogicalError::UnsupportedPath)?;
         let handler = path.handler_for(&request.operation).ok_or(LogicalError::UnsupportedOperation)?;
+        if self.max_request_bytes > 0 && request.data_len > self.max_request_bytes {
+            return Err(LogicalError::InvalidRequest(format!(
+                "request body is {} bytes; this engine accepts at most {}",
+                request.data_len, self.max_request_bytes
+            )));
+        }
         let data = path.field_data(&request)?;
         if request.operation == Operation::Create {
             data.require(&path.fields)?;

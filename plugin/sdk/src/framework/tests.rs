@@ -10,6 +10,7 @@ fn request(operation: Operation, path: &str, data: Value) -> Request {
         id: "req-1".into(),
         operation,
         path: path.into(),
+        data_len: data.to_string().len(),
         data: data.as_object().cloned().unwrap_or_default(),
         display_name: "token".into(),
         entity_id: String::new(),
@@ -92,4 +93,14 @@ async fn help_describes_fields_and_the_root_lists_paths() {
 async fn rollback_without_periodic_is_unsupported() {
     let out = echo_backend().handle_request(request(Operation::Rollback, "", json!(null))).await;
     assert_eq!(out, Err(LogicalError::UnsupportedOperation));
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_any_handler_runs() {
+    let backend = Backend { max_request_bytes: 64, ..echo_backend() };
+    let big = json!({"size": 1, "name": "x".repeat(100)});
+    let out = backend.handle_request(request(Operation::Update, "things/a", big)).await;
+    assert!(matches!(out, Err(LogicalError::InvalidRequest(m)) if m.contains("at most 64")));
+    let small = backend.handle_request(request(Operation::Update, "things/a", json!({"size": 1}))).await;
+    assert!(small.is_ok());
 }

@@ -24,6 +24,7 @@ fn request(storage: &MemoryStorage, operation: Operation, path: &str, data: Valu
         id: "1".into(),
         operation,
         path: path.into(),
+        data_len: data.to_string().len(),
         data: data.as_object().cloned().unwrap_or_default(),
         display_name: "token-alice".into(),
         entity_id: String::new(),
