@@ -41,13 +41,14 @@ free_port() {
 
 now_ms() { date +%s%3N; }
 
-# Wait until `vault status` answers at all (exit 0 = unsealed, 2 = sealed).
+# Wait until `vault status` exits with one of the given codes
+# (0 = unsealed, 2 = sealed; 1 = cannot connect yet).
 wait_for_api() {
-    local deadline=$(( $(date +%s) + 60 )) rc
+    local deadline=$(( $(date +%s) + 60 )) rc ok
     while :; do
         rc=0
         "$VAULT" status >/dev/null 2>&1 || rc=$?
-        [[ $rc -eq 0 || $rc -eq 2 ]] && return 0
+        for ok in "$@"; do [[ $rc -eq $ok ]] && return 0; done
         kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK"/*.log >&2 || true; die "server exited early"; }
         (( $(date +%s) < deadline )) || die "server did not answer within 60 s"
         sleep 0.05
@@ -67,8 +68,8 @@ t0=$(now_ms)
 "$VAULT" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$PORT" \
     -dev-plugin-dir="$WORK/dev-plugins" >"$WORK/dev.log" 2>&1 &
 SERVER_PID=$!
-wait_for_api
-log "dev server answered after $(( $(now_ms) - t0 )) ms"
+wait_for_api 0
+log "dev server answered (unsealed) after $(( $(now_ms) - t0 )) ms"
 VAULT_TOKEN=root "$VAULT" status >&2
 VAULT_TOKEN=root "$VAULT" secrets list >&2
 stop_server
@@ -98,7 +99,7 @@ start_file_server() {
     t0=$(now_ms)
     "$VAULT" server -config="$WORK/config.hcl" >>"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
-    wait_for_api
+    wait_for_api 2
     log "file-storage server answered (sealed) after $(( $(now_ms) - t0 )) ms"
 }
 

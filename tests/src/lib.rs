@@ -14,6 +14,7 @@
 
 pub mod sdkhost;
 pub mod server;
+pub mod sidecar;
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,17 @@ pub fn sha256_file(path: &Path) -> String {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
+}
+
+/// A free port whose successor is free too: a dev-mode server binds its
+/// cluster listener on the API port + 1.
+pub fn free_port_pair() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The plugin's movable clock: an offset in seconds, in a file the test

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::{
-    Reply, dump_log_if_panicking, free_port, http, plugin_binary, plugin_version, required_binary, sha256_file,
+    Reply, TestClock, dump_log_if_panicking, free_port, free_port_pair, http, plugin_binary, plugin_version,
+    required_binary, sha256_file,
 };
 
 /// The file name of the plugin in the server's plugin directory.
@@ -33,6 +34,8 @@ pub struct Server {
     port: u16,
     mode: Mode,
     token: String,
+    /// The plugin's clock (the server passes its environment to plugins).
+    pub clock: TestClock,
 }
 
 /// The server binary: `LOCKSTEP_VAULT_BIN`, else the one `make test` builds.
@@ -70,7 +73,8 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("plugins")).expect("plugin dir");
         std::fs::copy(plugin_binary(), dir.path().join("plugins").join(PLUGIN_FILE)).expect("copy plugin");
-        Self { child: None, bin: server_binary(), dir, port: free_port(), mode, token: String::new() }
+        let clock = TestClock::new(dir.path());
+        Self { child: None, bin: server_binary(), dir, port: free_port_pair(), mode, token: String::new(), clock }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -112,11 +116,12 @@ impl Server {
                 let data = self.dir.path().join("data");
                 let text = format!(
                     "storage \"file\" {{\n  path = {:?}\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
-                     tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{port}\"\nplugin_directory = {:?}\n\
+                     cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{port}\"\nplugin_directory = {:?}\n\
                      disable_mlock = true\nui = false\n",
                     data.display().to_string(),
                     plugins.display().to_string(),
                     port = self.port,
+                    cluster = free_port(),
                 );
                 std::fs::write(&config, text).expect("config");
                 command.arg("server");
@@ -124,7 +129,9 @@ impl Server {
         }
         command.arg(format!("-config={}", config.display()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let (clock_var, clock_path) = self.clock.env();
         let child = command
+            .env(clock_var, clock_path)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
             .env("HOME", self.dir.path())
