@@ -14,7 +14,6 @@
 
 pub mod sdkhost;
 pub mod server;
-pub mod sidecar;
 
 use std::path::{Path, PathBuf};
 
