@@ -12,7 +12,21 @@ PLUGIN="${LOCKSTEP_PLUGIN_BIN:-target/debug/vault-plugin-secrets-lockstep}"
 WORK="$(mktemp -d)"
 mkdir "$WORK/plugins"
 cp "$PLUGIN" "$WORK/plugins/vault-plugin-secrets-lockstep"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# A free port whose successor is free too (the dev server's cluster listener).
+PORT="$(python3 - <<'PY'
+import socket
+while True:
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); port = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", port + 1)); break
+    except OSError:
+        pass
+    finally:
+        a.close(); b.close()
+print(port)
+PY
+)"
 printf 'plugin_directory = "%s"\n' "$WORK/plugins" > "$WORK/server.hcl"
 
 export VAULT_ADDR="http://127.0.0.1:$PORT" VAULT_TOKEN="demo-root-token" HOME="$WORK"
@@ -41,6 +55,24 @@ run "$VAULT" write lockstep/pools/edge keyrings=session-jwt mode=verify
 run "$VAULT" list lockstep/pools
 run "$VAULT" read lockstep/pools/edge
 run "$VAULT" read lockstep/info
+
+# A keyring: its first version signs at once.
+run "$VAULT" write lockstep/keys/session-jwt type=ed25519 rotation_period=30d prepublish=1d grace_period=2d
+# A sidecar of each pool fetches its bundle; the read is its acknowledgement.
+run "$VAULT" read -field=revision lockstep/bundle/checkout instance=checkout-7f9c held=session-jwt:1
+run "$VAULT" read -field=revision lockstep/bundle/edge instance=edge-21ab held=session-jwt:1
+# A manual rotation: compare-and-swap on the latest version, idempotent by key.
+run "$VAULT" write lockstep/keys/session-jwt/rotate expected_version=1 idempotency_key=change-4711 reason="demo"
+run "$VAULT" write lockstep/keys/session-jwt/rotate expected_version=1 idempotency_key=change-4711 reason="demo"
+printf '\n$ %s\n' "$VAULT write lockstep/keys/session-jwt/rotate expected_version=1   # a second, different rotation: 409"
+"$VAULT" write lockstep/keys/session-jwt/rotate expected_version=1 || true
+# Version 2 waits until every live pool holds it; status says who lacks it.
+run "$VAULT" read -format=json lockstep/status/session-jwt
+printf '\n$ %s\n' "(both sidecars poll again, now holding version 2: it is committed)"
+"$VAULT" read -format=json lockstep/bundle/checkout instance=checkout-7f9c held=session-jwt:2 >/dev/null
+"$VAULT" read -format=json lockstep/bundle/edge instance=edge-21ab held=session-jwt:2 >/dev/null
+run "$VAULT" read lockstep/keys/session-jwt
+run "$VAULT" read -format=json lockstep/history/session-jwt
 printf '\n$ %s\n' "$VAULT write lockstep/pools/bad mode=admin   # refused, names the field"
 "$VAULT" write lockstep/pools/bad mode=admin || true
 printf '\ndemo: done; the server is stopped and its data discarded.\n'
