@@ -380,3 +380,23 @@ fn a_failed_write_without_transactions_is_repaired() {
     assert!(host.storage(M).contains_key("material/jwt/1"));
     assert_eq!(key(&host)["signing_version"], 1);
 }
+
+#[test]
+fn config_is_validated_and_supplies_defaults_to_new_keyrings() {
+    let host = host();
+    let defaults = ok(host.request(M, "read", "config", Value::Null));
+    assert_eq!((defaults["poll_interval"].clone(), defaults["liveness_window"].clone()), (json!(30), json!(600)));
+    let bad = host.request(M, "update", "config", json!({"poll_interval": "10m"}));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.error.contains("\"liveness_window\""), "{bad:?}");
+    let bad = host.request(M, "update", "config", json!({"max_clock_skew": "3d"}));
+    assert!(bad.status == 400 && bad.error.contains("\"grace_period\""), "the default policy no longer fits: {bad:?}");
+    ok(host.request(M, "update", "config", json!({"rotation_period": "7d", "prepublish": "12h"})));
+    let created = ok(host.request(M, "create", "keys/k", json!({"type": "hmac-sha256"})));
+    assert_eq!((created["rotation_period"].clone(), created["prepublish"].clone()), (json!(604_800), json!(43_200)));
+    assert_eq!(
+        ok(host.request(M, "read", "config", Value::Null))["poll_interval"],
+        30,
+        "refused updates changed nothing"
+    );
+}
