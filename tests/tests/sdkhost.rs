@@ -121,7 +121,15 @@ fn plugin_logs_reach_the_host_with_their_level(kind: HostKind) {
     let host = SdkHost::start(kind);
     host.mount("lockstep/");
     host.request("lockstep/", "create", "pools/web", json!({}));
-    let log = host.log();
-    let line = log.lines().find(|l| l.contains("pool written")).unwrap_or_else(|| panic!("no record in:\n{log}"));
-    assert!(line.to_lowercase().contains("info"), "level lost: {line}");
+    // The host relays the plugin's stderr asynchronously.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let log = host.log();
+        if let Some(line) = log.lines().find(|l| l.contains("pool written")) {
+            break line.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no record in:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(line.contains("[INFO]"), "level lost: {line}");
 }

@@ -9,7 +9,7 @@ use lockstep_model::KeyType;
 use lockstep_model::bundle::{Bundle, BundleKeyring, BundleVersion, PoolMode, revision};
 use lockstep_model::schedule::Cause;
 use serde_json::{Map, Value, json};
-use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, name_segment};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segment, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 use vault_plugin_sdk::storage::Storage;
 
@@ -55,10 +55,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         .operation(
             Operation::Read,
             "Fetch the pool's bundle, or \"not modified\" for a current revision; records the acknowledgement.",
-            handler(move |req, data| {
-                let state = state.clone();
-                async move { read(&state, &req, &data).await }
-            }),
+            stateful(&state, |state, req, data| async move { read(&state, &req, &data).await }),
         )
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }

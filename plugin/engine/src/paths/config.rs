@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, json};
-use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::{apply_policy, invalid, policy_fields, policy_json};
@@ -38,7 +38,6 @@ pub fn path(state: Arc<MountState>) -> Path {
     for field in policy_fields() {
         path = path.field(field);
     }
-    let write_state = state.clone();
     path.operation(
         Operation::Read,
         "Read the mount's settings.",
@@ -47,10 +46,7 @@ pub fn path(state: Arc<MountState>) -> Path {
     .operation(
         Operation::Update,
         "Change the mount's settings; fields not named keep their value.",
-        handler(move |req, data| {
-            let state = write_state.clone();
-            async move { write(&state, &req, &data).await }
-        }),
+        stateful(&state, |state, req, data| async move { write(&state, &req, &data).await }),
     )
     .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use vault_plugin_sdk::framework::{Path, handler};
+use vault_plugin_sdk::framework::{Path, stateful};
 use vault_plugin_sdk::logical::{Operation, Response};
 
 use crate::VERSION;
@@ -16,10 +16,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         .operation(
             Operation::Read,
             "Show the plugin version, the time the plugin sees and the last periodic call.",
-            handler(move |_req, _data| {
-                let state = state.clone();
-                async move { Ok(Some(read(&state).await)) }
-            }),
+            stateful(&state, |state, _req, _data| async move { Ok(Some(read(&state).await)) }),
         )
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }

@@ -7,7 +7,9 @@ use lockstep_model::schedule::{Cause, Keyring};
 use lockstep_model::version::version_state;
 use lockstep_model::{KeyType, key_state};
 use serde_json::{Map, Value, json};
-use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, existence_check, handler, name_segment};
+use vault_plugin_sdk::framework::{
+    Field, FieldData, FieldType, Path, existence_check, handler, name_segment, stateful,
+};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::{apply_policy, check_name, invalid, policy_fields, policy_json, storage_error, time_json};
@@ -54,41 +56,25 @@ pub fn path(state: Arc<MountState>) -> Path {
     for field in policy_fields() {
         path = path.field(field);
     }
-    let (read_state, write_state, delete_state) = (state.clone(), state.clone(), state);
     path.operation(
         Operation::Read,
         "Read a keyring's policy and every live version with its times and state (never key material).",
-        handler(move |req, data| {
-            let state = read_state.clone();
-            async move { read(&state, &req, &data).await }
-        }),
+        stateful(&state, |state, req, data| async move { read(&state, &req, &data).await }),
     )
     .operation(
         Operation::Create,
         "Create a keyring; its first version signs at once.",
-        handler({
-            let state = write_state.clone();
-            move |req, data| {
-                let state = state.clone();
-                async move { create(&state, &req, &data).await }
-            }
-        }),
+        stateful(&state, |state, req, data| async move { create(&state, &req, &data).await }),
     )
     .operation(
         Operation::Update,
         "Change a keyring's policy or deletion_allowed; the type cannot change.",
-        handler(move |req, data| {
-            let state = write_state.clone();
-            async move { update(&state, &req, &data).await }
-        }),
+        stateful(&state, |state, req, data| async move { update(&state, &req, &data).await }),
     )
     .operation(
         Operation::Delete,
         "Delete a keyring and destroy its material; only when deletion_allowed is set.",
-        handler(move |req, data| {
-            let state = delete_state.clone();
-            async move { delete(&state, &req, &data).await }
-        }),
+        stateful(&state, |state, req, data| async move { delete(&state, &req, &data).await }),
     )
     .exists(existence_check(|req: Request, data: FieldData| async move {
         Ok(load_keyring(req.storage.as_ref(), name(&data)?).await?.is_some())

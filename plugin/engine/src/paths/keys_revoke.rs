@@ -5,7 +5,7 @@ use std::sync::Arc;
 use lockstep_model::key_state;
 use lockstep_model::schedule::{Cause, RevokeError, RevokeOutcome};
 use serde_json::{Map, json};
-use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, name_segment};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segment, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::check_text;
@@ -23,10 +23,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         .operation(
             Operation::Update,
             "Revoke a version now: it leaves every bundle, and if it was signing the next version signs at once.",
-            handler(move |req, data| {
-                let state = state.clone();
-                async move { revoke(&state, &req, &data).await }
-            }),
+            stateful(&state, |state, req, data| async move { revoke(&state, &req, &data).await }),
         )
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }

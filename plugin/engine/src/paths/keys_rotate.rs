@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use lockstep_model::schedule::Cause;
 use serde_json::{Map, json};
-use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, name_segment};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segment, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::keys::name;
@@ -37,10 +37,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         .operation(
             Operation::Update,
             "Publish a new version now; it activates prepublish from now once every live pool holds it.",
-            handler(move |req, data| {
-                let state = state.clone();
-                async move { rotate(&state, &req, &data).await }
-            }),
+            stateful(&state, |state, req, data| async move { rotate(&state, &req, &data).await }),
         )
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }

@@ -7,7 +7,7 @@ use lockstep_model::key_state;
 use lockstep_model::schedule::Keyring;
 use lockstep_model::version::VersionMeta;
 use serde_json::{Map, Value, json};
-use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, name_segment};
+use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segment, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::keys::name;
@@ -24,10 +24,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         .operation(
             Operation::Read,
             "Show which pool instances hold which version, and alerts.",
-            handler(move |req, data| {
-                let state = state.clone();
-                async move { read(&state, &req, &data).await }
-            }),
+            stateful(&state, |state, req, data| async move { read(&state, &req, &data).await }),
         )
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }

@@ -40,6 +40,18 @@ where
     Arc::new(move |req, data| Box::pin(f(req, data)))
 }
 
+/// Wraps an async function that also receives shared state (the mount's
+/// in-memory state, say) as a [`Handler`].
+pub fn stateful<S, F, Fut>(state: &Arc<S>, f: F) -> Handler
+where
+    S: Send + Sync + 'static + ?Sized,
+    F: Fn(Arc<S>, Request, FieldData) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    let state = state.clone();
+    Arc::new(move |req, data| Box::pin(f(state.clone(), req, data)))
+}
+
 /// Wraps an async function as an [`ExistenceCheck`].
 pub fn existence_check<F, Fut>(f: F) -> ExistenceCheck
 where
