@@ -14,6 +14,7 @@
 
 pub mod sdkhost;
 pub mod server;
+pub mod sidecar;
 
 use std::path::{Path, PathBuf};
 

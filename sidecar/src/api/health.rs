@@ -1,0 +1,40 @@
+//! `GET /healthz`, `/readyz` and `/metrics`; no guard header, no secrets.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::ApiState;
+use super::json_response;
+
+/// Alive as long as it answers.
+pub fn healthz() -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Ready once a valid bundle is held and the last successful sync is no
+/// older than `cache.max_age_secs`.
+pub fn readyz(state: &ApiState) -> Response<Full<Bytes>> {
+    let now = state.ctx.clock.now();
+    let max_age = state.configs.borrow().cache.max_age_secs;
+    let held = state.ctx.store.snapshot().is_some();
+    let age = state.ctx.store.last_sync().map(|t| now - t);
+    let (ready, reason) = match age {
+        _ if !held => (false, "no valid bundle yet"),
+        Some(age) if age <= i64::try_from(max_age).unwrap_or(i64::MAX) => (true, "ok"),
+        _ => (false, "cache older than cache.max_age_secs"),
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &json!({"ready": ready, "reason": reason, "cache_age_seconds": age}))
+}
+
+/// Prometheus text.
+pub fn metrics(state: &ApiState) -> Response<Full<Bytes>> {
+    let text = state.ctx.metrics.render(&state.ctx.store, state.ctx.clock.now());
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}

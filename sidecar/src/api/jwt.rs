@@ -1,0 +1,79 @@
+//! `POST /v1/jwt/{keyring}/sign`, `POST /v1/jwt/{keyring}/verify` and
+//! `GET /v1/jwks/{keyring}`.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+use super::error::ApiError;
+use super::json_response;
+use super::keys::snapshot;
+use super::router::Call;
+use crate::jwt::{self, Expectations};
+use crate::view;
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignRequest {
+    claims: Map<String, Value>,
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyRequest {
+    token: String,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    leeway: Option<u64>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
+    serde_json::from_value(call.body.clone())
+        .map_err(|e| ApiError::bad_request("body_invalid", format!("request body: {e}")))
+}
+
+/// Signs `claims` with the active version (`kid` in the header).
+pub fn sign(state: &ApiState, name: &str, call: &Call) -> Reply {
+    let request: SignRequest = parse(call)?;
+    let snapshot = snapshot(state)?;
+    let keyring = view::keyring(&snapshot, name)?;
+    let signed = jwt::sign(keyring, request.claims, request.ttl, state.ctx.clock.now())?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"token": signed.token, "kid": signed.kid, "version": signed.version, "alg": signed.alg}),
+    ))
+}
+
+/// Verifies a token against the verification set.
+pub fn verify(state: &ApiState, name: &str, call: &Call) -> Reply {
+    let request: VerifyRequest = parse(call)?;
+    let snapshot = snapshot(state)?;
+    let keyring = view::keyring(&snapshot, name)?;
+    let default_leeway = state.configs.borrow().socket.jwt_leeway_secs;
+    let expect = Expectations {
+        leeway: request.leeway.unwrap_or(default_leeway),
+        audience: request.audience,
+        issuer: request.issuer,
+    };
+    let verified = jwt::verify(keyring, &request.token, &expect, state.ctx.clock.now())?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"valid": true, "claims": verified.claims, "kid": verified.kid, "version": verified.version}),
+    ))
+}
+
+/// The public keys of the verification set.
+pub fn jwks(state: &ApiState, name: &str) -> Reply {
+    let snapshot = snapshot(state)?;
+    Ok(json_response(StatusCode::OK, &view::jwks(&snapshot, name, state.ctx.clock.now())?))
+}

@@ -1,0 +1,192 @@
+//! The local socket API: HTTP/1.1 over a Unix socket, with hyper.
+//!
+//! - this file: binding the socket (mode, group), accepting, the peer
+//!   credential allow-list, bounded draining on shutdown;
+//! - [`router`]: the request guard, caps, routing and request metrics;
+//! - [`keys`]: keys, one version, watch; [`jwt`]: sign, verify, JWKS;
+//!   [`health`]: liveness, readiness, metrics;
+//! - [`error`]: JSON errors with stable codes.
+
+pub mod error;
+pub mod health;
+pub mod jwt;
+pub mod keys;
+pub mod router;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::Context;
+use crate::config::{Config, SocketConfig};
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Store, metrics, clock.
+    pub ctx: Context,
+    /// The live configuration (allow-lists and limits reload on SIGHUP).
+    pub configs: watch::Receiver<Arc<Config>>,
+    /// Turns true at shutdown; watches return early.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another process answers on the socket.
+    #[error("socket.path {0}: another process is listening on it")]
+    InUse(String),
+    /// Binding or setting permissions failed.
+    #[error("socket.path {path}: {message}")]
+    Io {
+        /// The socket.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Binds the socket with `config`'s mode and group, replacing a stale one.
+pub fn bind(config: &SocketConfig) -> Result<UnixListener, BindError> {
+    let path = &config.path;
+    let shown = path.display().to_string();
+    let io = |e: std::io::Error| BindError::Io { path: shown.clone(), message: e.to_string() };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt as _;
+        // Never delete something that is not a socket.
+        if !meta.file_type().is_socket() {
+            return Err(BindError::Io { path: shown, message: "exists and is not a socket".into() });
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::InUse(shown));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = config.mode_bits().unwrap_or(0o660);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    if let Some(gid) = config.group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
+    }
+    Ok(listener)
+}
+
+/// Serves until shutdown, then stops accepting, removes the socket and
+/// waits up to `socket.drain_timeout_secs` for requests in flight.
+pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = state.shutdown.clone();
+    let path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = crate::shutdown_signalled(&mut shutdown) => break,
+        };
+        let socket = state.configs.borrow().socket.clone();
+        let allowed = peer_allowed(&stream, &socket);
+        let service_state = state.clone();
+        let service = service_fn(move |request| {
+            let state = service_state.clone();
+            async move {
+                if allowed {
+                    Ok::<_, std::convert::Infallible>(router::handle(&state, request).await)
+                } else {
+                    state.ctx.metrics.request("refused", 403);
+                    Ok(error::ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "peer_not_allowed",
+                        "this caller's uid/gid is not on the allow-list",
+                    )
+                    .into_response())
+                }
+            }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .max_buf_size(socket.max_header_bytes)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
+    let drain = Duration::from_secs(state.configs.borrow().socket.drain_timeout_secs);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(seconds = drain.as_secs(), "requests still in flight after the drain timeout");
+    }
+}
+
+/// The kernel's word on who connected, against the allow-lists.
+fn peer_allowed(stream: &UnixStream, socket: &SocketConfig) -> bool {
+    if socket.allowed_uids.is_empty() && socket.allowed_gids.is_empty() {
+        return true;
+    }
+    let Ok(cred) = stream.peer_cred() else {
+        tracing::warn!("peer credentials unavailable; refusing the caller");
+        return false;
+    };
+    let ok = socket.allowed_uids.contains(&cred.uid()) || socket.allowed_gids.contains(&cred.gid());
+    if !ok {
+        tracing::warn!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "caller not on the allow-list refused");
+    }
+    ok
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_sets_the_mode_replaces_a_stale_socket_and_spares_other_files() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = SocketConfig { path: dir.path().join("s.sock"), mode: "0600".into(), ..SocketConfig::default() };
+        let listener = bind(&config).expect("bind");
+        let mode = std::fs::metadata(&config.path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(bind(&config), Err(BindError::InUse(_))));
+        drop(listener);
+        bind(&config).expect("a stale socket is replaced");
+        let file = SocketConfig { path: dir.path().join("data"), ..SocketConfig::default() };
+        std::fs::write(&file.path, "keep me").expect("write");
+        assert!(bind(&file).is_err());
+        assert_eq!(std::fs::read_to_string(&file.path).expect("kept"), "keep me");
+    }
+}

@@ -1,0 +1,123 @@
+//! Routing, the request guard and caps, and per-route request metrics.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+
+use super::ApiState;
+use super::error::ApiError;
+use super::{health, jwt, keys};
+
+/// The header every `/v1` request must carry, so that a request smuggled
+/// from another protocol (a browser form, a proxied URL) is refused.
+pub const GUARD_HEADER: &str = "x-lockstep-request";
+
+/// A parsed request.
+#[derive(Debug)]
+pub struct Call {
+    /// Query parameters.
+    pub query: BTreeMap<String, String>,
+    /// The JSON body (`null` for GET).
+    pub body: Value,
+}
+
+/// Handles one request and counts it.
+pub async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (route, result) = dispatch(state, request).await;
+    let response = result.unwrap_or_else(ApiError::into_response);
+    state.ctx.metrics.request(route, response.status().as_u16());
+    response
+}
+
+async fn dispatch(
+    state: &ApiState,
+    request: Request<Incoming>,
+) -> (&'static str, Result<Response<Full<Bytes>>, ApiError>) {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = request.method().clone();
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    match segments.as_slice() {
+        ["healthz"] if get => ("healthz", Ok(health::healthz())),
+        ["readyz"] if get => ("readyz", Ok(health::readyz(state))),
+        ["metrics"] if get => ("metrics", Ok(health::metrics(state))),
+        ["v1", "keyrings"] if get => guarded("keyrings", state, request, |s, _| keys::list(s)).await,
+        ["v1", "keys", name] if get => guarded("keys", state, request, |s, c| keys::keys(s, name, &c)).await,
+        ["v1", "keys", name, "versions", n] if get => {
+            guarded("version", state, request, |s, c| keys::version_by_number(s, name, n, &c)).await
+        }
+        ["v1", "keys", name, "kids", kid] if get => {
+            guarded("kid", state, request, |s, c| keys::version_by_kid(s, name, kid, &c)).await
+        }
+        ["v1", "keys", name, "watch"] if get => {
+            let name = (*name).to_string();
+            match prepare(state, request).await {
+                Ok(call) => ("watch", keys::watch(state, &name, &call).await),
+                Err(e) => ("watch", Err(e)),
+            }
+        }
+        ["v1", "jwt", name, "sign"] if post => guarded("jwt_sign", state, request, |s, c| jwt::sign(s, name, &c)).await,
+        ["v1", "jwt", name, "verify"] if post => {
+            guarded("jwt_verify", state, request, |s, c| jwt::verify(s, name, &c)).await
+        }
+        ["v1", "jwks", name] if get => guarded("jwks", state, request, |s, _| jwt::jwks(s, name)).await,
+        ["healthz" | "readyz" | "metrics"]
+        | ["v1", "keyrings" | "jwks", ..]
+        | ["v1", "keys", ..]
+        | ["v1", "jwt", _, "sign" | "verify"] => (
+            "other",
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            )),
+        ),
+        _ => ("other", Err(ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("no route {path}")))),
+    }
+}
+
+async fn guarded<F>(
+    route: &'static str,
+    state: &ApiState,
+    request: Request<Incoming>,
+    handler: F,
+) -> (&'static str, Result<Response<Full<Bytes>>, ApiError>)
+where
+    F: FnOnce(&ApiState, Call) -> Result<Response<Full<Bytes>>, ApiError>,
+{
+    (route, prepare(state, request).await.and_then(|call| handler(state, call)))
+}
+
+/// Checks the guard header, parses the query, reads a capped JSON body.
+async fn prepare(state: &ApiState, request: Request<Incoming>) -> Result<Call, ApiError> {
+    if request.headers().get(GUARD_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
+        return Err(ApiError::bad_request("request_header_missing", "header X-Lockstep-Request: 1 is required"));
+    }
+    let query =
+        request.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    if request.method() != Method::POST {
+        return Ok(Call { query, body: Value::Null });
+    }
+    let max = state.configs.borrow().socket.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than {max} bytes"),
+        )
+    };
+    let declared =
+        request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let bytes = Limited::new(request.into_body(), max).collect().await.map_err(|_| too_large())?.to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("body_invalid", format!("request body is not JSON: {e}")))?;
+    Ok(Call { query, body })
+}

@@ -1,0 +1,166 @@
+//! The command line: `run`, `get <keyring>`, `check-config`; exit codes;
+//! logging set-up.
+//!
+//! Exit codes:
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0 | success |
+//! | 1 | runtime failure (socket, cache key, Vault client set-up) |
+//! | 2 | bad command line (from clap) |
+//! | 3 | bad configuration (the message names the setting) |
+//! | 4 | `get`: the sidecar is unreachable or answered with an error |
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, LogConfig, Source};
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// Runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Bad configuration.
+pub const EXIT_CONFIG: u8 = 3;
+/// `get` failed.
+pub const EXIT_UNAVAILABLE: u8 = 4;
+
+/// Lockstep's sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-sidecar", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar until SIGTERM.
+    Run(ConfigArgs),
+    /// Check the configuration and exit (0 if valid, 3 if not).
+    CheckConfig(ConfigArgs),
+    /// Ask a running sidecar for a keyring's keys and print the JSON.
+    Get(GetArgs),
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file (also `LOCKSTEP_CONFIG`).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Override a setting: `--set vault.wait_secs=10` (repeatable; wins
+    /// over the file and `LOCKSTEP_*` variables).
+    #[arg(long = "set", value_name = "SETTING=VALUE", value_parser = parse_set)]
+    pub sets: Vec<(String, String)>,
+    /// Shorthand for `--set pool=…`.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Shorthand for `--set vault.addr=…`.
+    #[arg(long)]
+    pub vault_addr: Option<String>,
+    /// Shorthand for `--set socket.path=…`.
+    #[arg(long)]
+    pub socket: Option<String>,
+}
+
+/// `get`'s arguments.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The keyring.
+    pub keyring: String,
+    /// The sidecar's socket (default: `LOCKSTEP_SOCKET`, or the one in the
+    /// configuration file).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Configuration file to find the socket in.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Material format: base64, jwk or pem.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Include private keys (asymmetric keyrings, sign pools).
+    #[arg(long)]
+    pub private: bool,
+    /// One version by number instead of the whole keyring.
+    #[arg(long)]
+    pub version: Option<u64>,
+}
+
+fn parse_set(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not SETTING=VALUE"))
+}
+
+impl ConfigArgs {
+    /// The configuration source these arguments describe.
+    pub fn source(&self) -> Source {
+        let mut sets = self.sets.clone();
+        let shorthands = [("pool", &self.pool), ("vault.addr", &self.vault_addr), ("socket.path", &self.socket)];
+        for (setting, value) in shorthands {
+            if let Some(value) = value {
+                sets.push((setting.into(), format!("{value:?}")));
+            }
+        }
+        let path = self.config.clone().or_else(|| std::env::var_os("LOCKSTEP_CONFIG").map(PathBuf::from));
+        Source { path, sets }
+    }
+}
+
+/// Loads the configuration, or prints why not and gives exit code 3.
+pub fn load(args: &ConfigArgs) -> Result<(Config, Source), ExitCode> {
+    let source = args.source();
+    source.load().map(|c| (c, source)).map_err(|e| config_failure(&e))
+}
+
+/// Prints a configuration error.
+pub fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("lockstep-sidecar: invalid configuration: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Starts logging to stderr, as text or JSON.
+pub fn init_tracing(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// `get`: prints the JSON answer; exit code 4 on any failure.
+pub async fn get(args: &GetArgs) -> ExitCode {
+    let socket = match &args.socket {
+        Some(socket) => socket.clone(),
+        None => match std::env::var_os("LOCKSTEP_SOCKET") {
+            Some(socket) => PathBuf::from(socket),
+            None => match (Source { path: args.config.clone(), sets: vec![] }).load() {
+                Ok(config) => config.socket.path,
+                Err(error) => return config_failure(&error),
+            },
+        },
+    };
+    let mut path = match args.version {
+        Some(n) => format!("/v1/keys/{}/versions/{n}", args.keyring),
+        None => format!("/v1/keys/{}", args.keyring),
+    };
+    path.push_str(&format!("?format={}&private={}", args.format.as_deref().unwrap_or("base64"), args.private));
+    match crate::client::get(&socket, &path).await {
+        Ok((200, body)) => {
+            println!("{}", String::from_utf8_lossy(&body));
+            ExitCode::from(EXIT_OK)
+        }
+        Ok((status, body)) => {
+            eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&body));
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+        Err(error) => {
+            eprintln!("lockstep-sidecar: {error}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}

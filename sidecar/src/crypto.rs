@@ -1,0 +1,324 @@
+//! Key material parsed once per bundle, on aws-lc-rs (the workspace's one
+//! crypto backend): signing keys from PKCS#8, verifying keys from
+//! SubjectPublicKeyInfo, and public JWKs.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    self, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair,
+    ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use aws_lc_rs::{hmac, rsa};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use lockstep_model::KeyType;
+use lockstep_model::bundle::BundleVersion;
+use serde_json::{Value, json};
+
+/// Why material could not be used; the bundle carrying it is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// The private key does not parse as the keyring's type.
+    #[error("version {0}: private key does not parse")]
+    BadPrivateKey(u64),
+    /// The public key does not parse as the keyring's type.
+    #[error("version {0}: public key does not parse")]
+    BadPublicKey(u64),
+    /// The private and public halves do not belong together.
+    #[error("version {0}: private and public keys do not match")]
+    Mismatch(u64),
+    /// Signing failed in the crypto library.
+    #[error("signing failed")]
+    SignFailed,
+    /// The key has no private half here (verify-only pool).
+    #[error("no private key for this version")]
+    NoPrivateKey,
+    /// The key type does not sign (AES).
+    #[error("this key type does not sign")]
+    NotSigning,
+}
+
+/// One version's material, ready to sign or verify.
+pub enum PreparedKey {
+    /// HMAC-SHA-256 key (boxed: aws-lc's HMAC state is large).
+    Hmac(Box<hmac::Key>),
+    /// AES-256-GCM key: served, never used here.
+    Aes,
+    /// Asymmetric: an optional signer and a verifier.
+    Asymmetric {
+        /// Present in sign pools.
+        signer: Option<Signer>,
+        /// From the public key.
+        verifier: ParsedPublicKey,
+        /// The public key as a JWK (without kid/alg).
+        jwk: Value,
+    },
+}
+
+/// A private key that signs.
+pub enum Signer {
+    /// Ed25519.
+    Ed25519(Ed25519KeyPair),
+    /// ECDSA P-256, fixed-size (JWS) signatures.
+    Ecdsa(EcdsaKeyPair),
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    Rsa(RsaKeyPair),
+}
+
+impl std::fmt::Debug for PreparedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Self::Hmac(_) => "hmac",
+            Self::Aes => "aes",
+            Self::Asymmetric { signer: Some(_), .. } => "key pair",
+            Self::Asymmetric { signer: None, .. } => "public key",
+        };
+        write!(f, "PreparedKey({kind} …)")
+    }
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(…)")
+    }
+}
+
+impl PreparedKey {
+    /// Parses a version's material for `key_type`.
+    pub fn prepare(key_type: KeyType, version: &BundleVersion) -> Result<Self, CryptoError> {
+        let n = version.meta.number;
+        let private = version.private_key.as_ref().map(|k| k.expose());
+        match key_type {
+            KeyType::HmacSha256 => {
+                let secret = private.ok_or(CryptoError::BadPrivateKey(n))?;
+                Ok(Self::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))))
+            }
+            KeyType::Aes256Gcm => Ok(Self::Aes),
+            _ => {
+                let public = version
+                    .public_key
+                    .as_deref()
+                    .and_then(|p| STANDARD.decode(p).ok())
+                    .ok_or(CryptoError::BadPublicKey(n))?;
+                let verifier = ParsedPublicKey::new(verification_alg(key_type), &public)
+                    .map_err(|_| CryptoError::BadPublicKey(n))?;
+                let jwk = public_jwk(key_type, &public).ok_or(CryptoError::BadPublicKey(n))?;
+                let signer = private.map(|der| parse_signer(key_type, der, n)).transpose()?;
+                if let Some(signer) = &signer {
+                    check_pair(signer, &verifier, n)?;
+                }
+                Ok(Self::Asymmetric { signer, verifier, jwk })
+            }
+        }
+    }
+
+    /// Signs `message` (a JWS signing input).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match self {
+            Self::Hmac(key) => Ok(hmac::sign(key, message).as_ref().to_vec()),
+            Self::Aes => Err(CryptoError::NotSigning),
+            Self::Asymmetric { signer: None, .. } => Err(CryptoError::NoPrivateKey),
+            Self::Asymmetric { signer: Some(signer), .. } => signer.sign(message),
+        }
+    }
+
+    /// Whether `sig` is a valid signature of `message`.
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+        match self {
+            Self::Hmac(key) => hmac::verify(key, message, sig).is_ok(),
+            Self::Aes => false,
+            Self::Asymmetric { verifier, .. } => verifier.verify_sig(message, sig).is_ok(),
+        }
+    }
+
+    /// Whether this version can sign here.
+    pub fn can_sign(&self) -> bool {
+        matches!(self, Self::Hmac(_) | Self::Asymmetric { signer: Some(_), .. })
+    }
+
+    /// The public JWK, for asymmetric keys.
+    pub fn public_jwk(&self) -> Option<&Value> {
+        match self {
+            Self::Asymmetric { jwk, .. } => Some(jwk),
+            _ => None,
+        }
+    }
+}
+
+impl Signer {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let rng = SystemRandom::new();
+        match self {
+            Self::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+            Self::Ecdsa(pair) => {
+                pair.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| CryptoError::SignFailed)
+            }
+            Self::Rsa(pair) => {
+                let mut sig = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig).map_err(|_| CryptoError::SignFailed)?;
+                Ok(sig)
+            }
+        }
+    }
+}
+
+fn verification_alg(key_type: KeyType) -> &'static dyn signature::VerificationAlgorithm {
+    match key_type {
+        KeyType::Ed25519 => &ED25519,
+        KeyType::EcdsaP256 => &ECDSA_P256_SHA256_FIXED,
+        _ => &RSA_PKCS1_2048_8192_SHA256,
+    }
+}
+
+fn parse_signer(key_type: KeyType, der: &[u8], n: u64) -> Result<Signer, CryptoError> {
+    let bad = |_| CryptoError::BadPrivateKey(n);
+    match key_type {
+        KeyType::Ed25519 => Ed25519KeyPair::from_pkcs8(der).map(Signer::Ed25519).map_err(bad),
+        KeyType::EcdsaP256 => {
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map(Signer::Ecdsa).map_err(bad)
+        }
+        _ => RsaKeyPair::from_pkcs8(der).map(Signer::Rsa).map_err(bad),
+    }
+}
+
+/// A bundle whose halves do not match would sign tokens nobody verifies.
+fn check_pair(signer: &Signer, verifier: &ParsedPublicKey, n: u64) -> Result<(), CryptoError> {
+    let probe = b"lockstep-sidecar key pair check";
+    let sig = signer.sign(probe)?;
+    verifier.verify_sig(probe, &sig).map_err(|_| CryptoError::Mismatch(n))
+}
+
+/// The public JWK members (`kty`, `crv`, `x`, `y`, `n`, `e`) of an SPKI.
+fn public_jwk(key_type: KeyType, spki: &[u8]) -> Option<Value> {
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    match key_type {
+        // The raw key is the last 32 bytes of the 44-byte SPKI.
+        KeyType::Ed25519 => {
+            let raw = spki.get(spki.len().checked_sub(32)?..)?;
+            Some(json!({"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}))
+        }
+        // The uncompressed point 04 || x || y ends the SPKI.
+        KeyType::EcdsaP256 => {
+            let point = spki.get(spki.len().checked_sub(65)?..)?;
+            (point[0] == 4)
+                .then(|| json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..])}))
+        }
+        KeyType::Rsa2048 => {
+            let key = rsa::PublicKey::from_der(spki).ok()?;
+            let parts = rsa::PublicKeyComponents::<Vec<u8>>::from(&key);
+            Some(json!({"kty": "RSA", "n": b64(&parts.n), "e": b64(&parts.e)}))
+        }
+        KeyType::HmacSha256 | KeyType::Aes256Gcm => None,
+    }
+}
+
+/// PEM armour of DER.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let text = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Test material, generated the way the coordinator does.
+#[cfg(test)]
+pub(crate) mod testkeys {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::signature::KeyPair as _;
+    use lockstep_model::secret::SecretBytes;
+
+    use super::*;
+
+    /// (private, public base64) for a type.
+    pub fn material(key_type: KeyType) -> (SecretBytes, Option<String>) {
+        let rng = SystemRandom::new();
+        let spki = |der: PublicKeyX509Der<'static>| Some(STANDARD.encode(der.as_ref()));
+        match key_type {
+            KeyType::HmacSha256 | KeyType::Aes256Gcm => {
+                let mut secret = vec![0u8; 32];
+                aws_lc_rs::rand::fill(&mut secret).expect("random");
+                (SecretBytes::new(secret), None)
+            }
+            KeyType::Ed25519 => {
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("gen");
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse");
+                let public = pair.public_key().as_der().expect("der");
+                (SecretBytes::new(pkcs8.as_ref().to_vec()), spki(public))
+            }
+            KeyType::EcdsaP256 => {
+                let alg = &ECDSA_P256_SHA256_FIXED_SIGNING;
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("gen");
+                let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).expect("parse");
+                let public = pair.public_key().as_der().expect("der");
+                (SecretBytes::new(pkcs8.as_ref().to_vec()), spki(public))
+            }
+            KeyType::Rsa2048 => {
+                let pair = rsa::KeyPair::generate(rsa::KeySize::Rsa2048).expect("gen");
+                let pkcs8: Pkcs8V1Der<'static> = pair.as_der().expect("der");
+                let public = pair.public_key().as_der().expect("der");
+                (SecretBytes::new(pkcs8.as_ref().to_vec()), spki(public))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_model::version::VersionMeta;
+
+    use super::*;
+
+    pub(crate) fn meta(number: u64) -> VersionMeta {
+        VersionMeta {
+            number,
+            kid: format!("k{number}"),
+            created_at: 0,
+            planned_activation: 0,
+            not_before: Some(0),
+            not_after: None,
+            expires_at: None,
+            emergency: false,
+            revoked: None,
+            destroyed: false,
+        }
+    }
+
+    #[test]
+    fn every_signing_type_signs_and_verifies() {
+        for key_type in [KeyType::HmacSha256, KeyType::Ed25519, KeyType::EcdsaP256, KeyType::Rsa2048] {
+            let (private, public) = testkeys::material(key_type);
+            let version = BundleVersion { meta: meta(1), private_key: Some(private), public_key: public.clone() };
+            let key = PreparedKey::prepare(key_type, &version).expect("prepare");
+            let sig = key.sign(b"hello").expect("sign");
+            assert!(key.verify(b"hello", &sig), "{key_type}");
+            assert!(!key.verify(b"hellO", &sig), "{key_type}");
+            assert_eq!(key.public_jwk().is_some(), key_type.is_asymmetric());
+            if key_type.is_asymmetric() {
+                let public_only = BundleVersion { meta: meta(1), private_key: None, public_key: public };
+                let verifier = PreparedKey::prepare(key_type, &public_only).expect("public");
+                assert!(verifier.verify(b"hello", &sig));
+                assert_eq!(verifier.sign(b"x").expect_err("no key"), CryptoError::NoPrivateKey);
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_halves_are_refused() {
+        let (private, _) = testkeys::material(KeyType::Ed25519);
+        let (_, other_public) = testkeys::material(KeyType::Ed25519);
+        let version = BundleVersion { meta: meta(4), private_key: Some(private), public_key: other_public };
+        let error = PreparedKey::prepare(KeyType::Ed25519, &version).expect_err("mismatch");
+        assert_eq!(error, CryptoError::Mismatch(4));
+        assert!(!format!("{error} {error:?}").contains("BEGIN"));
+    }
+
+    #[test]
+    fn pem_wraps_at_64_columns() {
+        let text = pem("PUBLIC KEY", &[7u8; 100]);
+        assert!(text.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert!(text.lines().all(|l| l.len() <= 64));
+    }
+}

@@ -1,0 +1,313 @@
+//! Compact JWS tokens (RFC 7515/7519), signed with a keyring's active
+//! version and verified against its verification set.
+//!
+//! Written on aws-lc-rs rather than with `jsonwebtoken`: bundles carry
+//! PKCS#8 private keys and SubjectPublicKeyInfo public keys for every type,
+//! which aws-lc-rs parses directly, and the keys are parsed once per bundle
+//! (see [`crate::crypto`]) instead of at every request.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use lockstep_model::UnixSeconds;
+use serde_json::{Map, Value, json};
+
+use crate::store::Keyring;
+
+/// Longest token accepted.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why a token was not signed or not accepted. Messages never contain key
+/// material, and name the claim at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// The keyring's type does not sign JWTs (AES).
+    #[error("keyring type {0} does not sign JWTs")]
+    NotSigning(String),
+    /// No version signs now (none committed and active yet).
+    #[error("no version of this keyring signs now")]
+    NoSigningKey,
+    /// This pool holds no private key (verify-only).
+    #[error("this pool is verify-only for this keyring")]
+    VerifyOnly,
+    /// Signing failed in the crypto library.
+    #[error("signing failed")]
+    SignFailed,
+    /// Not three base64url parts of JSON, or too long.
+    #[error("token is malformed: {0}")]
+    Malformed(&'static str),
+    /// `alg` is not the keyring's algorithm.
+    #[error("token alg {0:?} is not this keyring's algorithm")]
+    WrongAlg(String),
+    /// `kid` names no version that verifies now.
+    #[error("token kid {0:?} is not in the verification set")]
+    UnknownKid(String),
+    /// The signature does not verify.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// `exp` is missing.
+    #[error("token has no exp claim")]
+    MissingExp,
+    /// `exp` has passed (beyond the leeway).
+    #[error("token expired at {0}")]
+    Expired(i64),
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token is not valid before {0}")]
+    NotYetValid(i64),
+    /// `aud` does not contain the expected audience.
+    #[error("token audience does not include {0:?}")]
+    Audience(String),
+    /// `iss` is not the expected issuer.
+    #[error("token issuer is not {0:?}")]
+    Issuer(String),
+}
+
+impl JwtError {
+    /// Stable code for API errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotSigning(_) => "keyring_not_signing",
+            Self::NoSigningKey => "no_signing_key",
+            Self::VerifyOnly => "verify_only",
+            Self::SignFailed => "sign_failed",
+            Self::Malformed(_) => "token_malformed",
+            Self::WrongAlg(_) => "token_alg",
+            Self::UnknownKid(_) => "token_kid_unknown",
+            Self::BadSignature => "token_signature",
+            Self::MissingExp => "token_exp_missing",
+            Self::Expired(_) => "token_expired",
+            Self::NotYetValid(_) => "token_not_yet_valid",
+            Self::Audience(_) => "token_audience",
+            Self::Issuer(_) => "token_issuer",
+        }
+    }
+}
+
+/// A signed token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The compact JWS.
+    pub token: String,
+    /// The signing version's kid.
+    pub kid: String,
+    /// Its number.
+    pub version: u64,
+    /// The algorithm.
+    pub alg: &'static str,
+}
+
+/// Signs `claims` with the version that signs at `now`; sets `iat` when
+/// absent, and `exp = iat + ttl` when `ttl` is given.
+pub fn sign(
+    keyring: &Keyring,
+    mut claims: Map<String, Value>,
+    ttl: Option<u64>,
+    now: UnixSeconds,
+) -> Result<Signed, JwtError> {
+    let key_type = keyring.data.key_type;
+    let alg = key_type.jwt_alg().ok_or_else(|| JwtError::NotSigning(key_type.to_string()))?;
+    let number = keyring.state_at(now).signing.ok_or(JwtError::NoSigningKey)?;
+    let (meta, key) = keyring
+        .data
+        .versions
+        .iter()
+        .find(|v| v.meta.number == number)
+        .and_then(|v| Some((&v.meta, keyring.keys.get(&number)?)))
+        .ok_or(JwtError::NoSigningKey)?;
+    if !key.can_sign() {
+        return Err(JwtError::VerifyOnly);
+    }
+    let iat = claims.entry("iat").or_insert(json!(now)).as_i64().unwrap_or(now);
+    if let Some(ttl) = ttl {
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+        claims.insert("exp".into(), json!(iat.saturating_add(ttl)));
+    }
+    let header = json!({"alg": alg, "typ": "JWT", "kid": meta.kid});
+    let input = format!("{}.{}", encode_json(&header), encode_json(&Value::Object(claims)));
+    let signature = key.sign(input.as_bytes()).map_err(|_| JwtError::SignFailed)?;
+    Ok(Signed {
+        token: format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)),
+        kid: meta.kid.clone(),
+        version: number,
+        alg,
+    })
+}
+
+/// What a verification checks besides the signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// Leeway on `exp` and `nbf`, seconds.
+    pub leeway: u64,
+    /// Required audience, if any.
+    pub audience: Option<String>,
+    /// Required issuer, if any.
+    pub issuer: Option<String>,
+}
+
+/// A verified token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// Its claims.
+    pub claims: Map<String, Value>,
+    /// The kid that verified it.
+    pub kid: String,
+    /// That version's number.
+    pub version: u64,
+}
+
+/// Verifies `token` against the keyring's verification set at `now`.
+pub fn verify(keyring: &Keyring, token: &str, expect: &Expectations, now: UnixSeconds) -> Result<Verified, JwtError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(JwtError::Malformed("longer than 16 KiB"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(body), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Malformed("not three dot-separated parts"));
+    };
+    let header = decode_json(header).ok_or(JwtError::Malformed("header is not base64url JSON"))?;
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    if Some(alg) != keyring.data.key_type.jwt_alg() {
+        return Err(JwtError::WrongAlg(alg.into()));
+    }
+    let kid = header.get("kid").and_then(Value::as_str).unwrap_or_default();
+    let state = keyring.state_at(now);
+    let (meta, key) = keyring
+        .data
+        .versions
+        .iter()
+        .filter(|v| v.meta.kid == kid && state.verifying.contains(&v.meta.number))
+        .find_map(|v| Some((&v.meta, keyring.keys.get(&v.meta.number)?)))
+        .ok_or_else(|| JwtError::UnknownKid(kid.into()))?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
+    let input_len = token.len() - token.rsplit('.').next().map_or(0, str::len) - 1;
+    if !key.verify(&token.as_bytes()[..input_len], &sig) {
+        return Err(JwtError::BadSignature);
+    }
+    let claims = decode_json(body).ok_or(JwtError::Malformed("claims are not base64url JSON"))?;
+    check_claims(&claims, expect, now)?;
+    Ok(Verified { claims, kid: meta.kid.clone(), version: meta.number })
+}
+
+fn check_claims(claims: &Map<String, Value>, expect: &Expectations, now: UnixSeconds) -> Result<(), JwtError> {
+    let leeway = i64::try_from(expect.leeway).unwrap_or(i64::MAX);
+    let exp = claims.get("exp").and_then(Value::as_i64).ok_or(JwtError::MissingExp)?;
+    if now > exp.saturating_add(leeway) {
+        return Err(JwtError::Expired(exp));
+    }
+    if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
+        && now.saturating_add(leeway) < nbf
+    {
+        return Err(JwtError::NotYetValid(nbf));
+    }
+    if let Some(audience) = &expect.audience {
+        let ok = match claims.get("aud") {
+            Some(Value::String(aud)) => aud == audience,
+            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
+            _ => false,
+        };
+        if !ok {
+            return Err(JwtError::Audience(audience.clone()));
+        }
+    }
+    if let Some(issuer) = &expect.issuer
+        && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+    {
+        return Err(JwtError::Issuer(issuer.clone()));
+    }
+    Ok(())
+}
+
+fn encode_json(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn decode_json(part: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_model::KeyType;
+
+    use super::*;
+    use crate::store::Snapshot;
+    use crate::store::testdata::{bundle, version};
+
+    const TYPES: [KeyType; 4] = [KeyType::HmacSha256, KeyType::Ed25519, KeyType::EcdsaP256, KeyType::Rsa2048];
+
+    fn snapshot(key_type: KeyType) -> Snapshot {
+        let b = bundle(
+            "web",
+            vec![(
+                "api",
+                key_type,
+                1,
+                vec![version(key_type, 1, Some(0), Some(300)), version(key_type, 2, Some(200), None)],
+            )],
+        );
+        Snapshot::build("web", b, None, 0).expect("good")
+    }
+
+    fn claims(pairs: Value) -> Map<String, Value> {
+        pairs.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn tokens_verify_across_a_rotation_until_the_old_version_expires() {
+        for key_type in TYPES {
+            let snap = snapshot(key_type);
+            let keyring = &snap.keyrings["api"];
+            let old = sign(keyring, claims(json!({"sub": "a"})), Some(1000), 100).expect("sign");
+            assert_eq!(old.version, 1);
+            assert_eq!(old.alg, key_type.jwt_alg().unwrap_or_default());
+            let new = sign(keyring, claims(json!({"sub": "b"})), Some(1000), 250).expect("sign");
+            assert_eq!(new.version, 2);
+            let expect = Expectations::default();
+            assert_eq!(verify(keyring, &old.token, &expect, 250).expect("old verifies in grace").version, 1);
+            assert_eq!(verify(keyring, &new.token, &expect, 250).expect("new").claims["sub"], "b");
+            assert_eq!(verify(keyring, &old.token, &expect, 300), Err(JwtError::UnknownKid(old.kid.clone())));
+        }
+    }
+
+    #[test]
+    fn claims_are_checked_with_leeway() {
+        let snap = snapshot(KeyType::Ed25519);
+        let keyring = &snap.keyrings["api"];
+        let token = |c: Value| sign(keyring, claims(c), None, 100).expect("sign").token;
+        let expect = Expectations { leeway: 10, audience: Some("svc".into()), issuer: Some("me".into()) };
+        let good = token(json!({"exp": 150, "nbf": 105, "aud": ["x", "svc"], "iss": "me"}));
+        assert!(verify(keyring, &good, &expect, 100).is_ok());
+        assert_eq!(verify(keyring, &good, &expect, 161), Err(JwtError::Expired(150)));
+        assert_eq!(verify(keyring, &good, &expect, 94), Err(JwtError::NotYetValid(105)));
+        let aud = token(json!({"exp": 150, "aud": "other", "iss": "me"}));
+        assert_eq!(verify(keyring, &aud, &expect, 100), Err(JwtError::Audience("svc".into())));
+        let no_exp = token(json!({"aud": "svc", "iss": "me"}));
+        assert_eq!(verify(keyring, &no_exp, &expect, 100), Err(JwtError::MissingExp));
+    }
+
+    #[test]
+    fn tampering_alg_confusion_and_garbage_are_refused() {
+        let snap = snapshot(KeyType::Ed25519);
+        let keyring = &snap.keyrings["api"];
+        let token = sign(keyring, claims(json!({"exp": 500, "admin": false})), None, 100).expect("sign").token;
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged_body = encode_json(&json!({"exp": 500, "admin": true}));
+        let forged = format!("{}.{forged_body}.{}", parts[0], parts[2]);
+        let expect = Expectations::default();
+        assert_eq!(verify(keyring, &forged, &expect, 100), Err(JwtError::BadSignature));
+        let none = format!("{}.{}.", encode_json(&json!({"alg": "none", "kid": "kid-1-ed25519"})), parts[1]);
+        assert_eq!(verify(keyring, &none, &expect, 100), Err(JwtError::WrongAlg("none".into())));
+        assert!(matches!(verify(keyring, "a.b", &expect, 100), Err(JwtError::Malformed(_))));
+        let aes = Snapshot::build(
+            "web",
+            bundle("web", vec![("enc", KeyType::Aes256Gcm, 1, vec![version(KeyType::Aes256Gcm, 1, Some(0), None)])]),
+            None,
+            0,
+        )
+        .expect("aes");
+        assert!(matches!(sign(&aes.keyrings["enc"], Map::new(), None, 1), Err(JwtError::NotSigning(_))));
+    }
+}

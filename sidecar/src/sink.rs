@@ -1,0 +1,166 @@
+//! The file sink: each keyring's view written to `<dir>/<keyring>.json`
+//! (write then rename), and a process told after a change. Files carry
+//! every version that verifies, pending ones included, so apps hold a new
+//! version well before it activates; each version carries its own times.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+use lockstep_model::UnixSeconds;
+
+use crate::config::SinkConfig;
+use crate::store::Snapshot;
+use crate::view::{ViewOptions, keyring_view};
+
+/// Why the sink failed; the sidecar goes on serving its socket.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing a file failed.
+    #[error("sink.dir {path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The view could not be rendered in the configured format.
+    #[error("sink.format: keyring {keyring:?}: {message}")]
+    Format {
+        /// The keyring.
+        keyring: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The sink and what it wrote last.
+#[derive(Debug)]
+pub struct Sink {
+    config: SinkConfig,
+    written: BTreeMap<String, Vec<u8>>,
+}
+
+impl Sink {
+    /// A sink that has written nothing yet.
+    pub fn new(config: SinkConfig) -> Self {
+        Self { config, written: BTreeMap::new() }
+    }
+
+    /// Writes the keyrings whose view at `now` changed, removes files of
+    /// keyrings that left the bundle, and notifies when anything changed.
+    pub async fn refresh(&mut self, snapshot: &Snapshot, now: UnixSeconds) -> Result<bool, SinkError> {
+        let mut changed = false;
+        let options = ViewOptions { format: self.config.format, private: self.config.private };
+        for name in snapshot.keyrings.keys() {
+            let mut view = keyring_view(snapshot, name, now, options)
+                .map_err(|e| SinkError::Format { keyring: name.clone(), message: e.to_string() })?;
+            // `now` alone must not cause a rewrite.
+            view.as_object_mut().map(|o| o.remove("now"));
+            let text = serde_json::to_vec_pretty(&view).unwrap_or_default();
+            let hash = digest::digest(&digest::SHA256, &text).as_ref().to_vec();
+            if self.written.get(name) != Some(&hash) {
+                write_atomic(&self.file(name), &text)?;
+                self.written.insert(name.clone(), hash);
+                changed = true;
+            }
+        }
+        let gone: Vec<String> = self.written.keys().filter(|k| !snapshot.keyrings.contains_key(*k)).cloned().collect();
+        for name in gone {
+            let _ = std::fs::remove_file(self.file(&name));
+            self.written.remove(&name);
+            changed = true;
+        }
+        if changed {
+            self.notify().await;
+        }
+        Ok(changed)
+    }
+
+    fn file(&self, keyring: &str) -> PathBuf {
+        self.config.dir.join(format!("{keyring}.json"))
+    }
+
+    async fn notify(&self) {
+        let argv: Vec<String> = if let Some(pid_file) = &self.config.pid_file {
+            match std::fs::read_to_string(pid_file).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
+                Some(pid) => vec!["kill".into(), "-HUP".into(), pid.to_string()],
+                None => {
+                    tracing::warn!(pid_file = %pid_file.display(), "sink.pid_file holds no pid; nobody signalled");
+                    return;
+                }
+            }
+        } else {
+            self.config.command.clone()
+        };
+        let Some((program, args)) = argv.split_first() else { return };
+        let run = tokio::process::Command::new(program).args(args).kill_on_drop(true).status();
+        match tokio::time::timeout(Duration::from_secs(30), run).await {
+            Ok(Ok(status)) if status.success() => tracing::info!(%program, "sink change notified"),
+            Ok(Ok(status)) => tracing::warn!(%program, %status, "sink notification failed"),
+            Ok(Err(error)) => tracing::warn!(%program, %error, "sink notification did not start"),
+            Err(_) => tracing::warn!(%program, "sink notification timed out after 30 s"),
+        }
+    }
+}
+
+/// Writes `text` to `path` by a 0640 temporary file renamed over it.
+fn write_atomic(path: &Path, text: &[u8]) -> Result<(), SinkError> {
+    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o640).open(&tmp)?;
+        file.write_all(text)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        SinkError::Write { path: path.to_path_buf(), message: e.to_string() }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_model::KeyType;
+
+    use super::*;
+    use crate::store::testdata::{bundle, version};
+
+    #[tokio::test]
+    async fn writes_changed_keyrings_and_runs_the_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("notified");
+        let config = SinkConfig {
+            dir: dir.path().to_path_buf(),
+            command: vec!["touch".into(), marker.display().to_string()],
+            ..SinkConfig::default()
+        };
+        let mut sink = Sink::new(config);
+        let b = bundle(
+            "web",
+            vec![(
+                "api",
+                KeyType::HmacSha256,
+                1,
+                vec![
+                    version(KeyType::HmacSha256, 1, Some(0), Some(300)),
+                    version(KeyType::HmacSha256, 2, Some(200), None),
+                ],
+            )],
+        );
+        let snap = Snapshot::build("web", b, None, 0).expect("good");
+        assert!(sink.refresh(&snap, 100).await.expect("write"));
+        assert!(marker.exists());
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("api.json")).expect("file")).expect("json");
+        assert_eq!(file["signing"]["version"], 1);
+        assert_eq!(file["verifying"][1]["state"], "pending");
+        std::fs::remove_file(&marker).expect("rm");
+        assert!(!sink.refresh(&snap, 101).await.expect("same"));
+        assert!(!marker.exists());
+        assert!(sink.refresh(&snap, 200).await.expect("activation"));
+    }
+}

@@ -1,0 +1,292 @@
+//! The in-memory key store: one immutable snapshot of the last good bundle,
+//! swapped atomically, and a change counter that wakes watchers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use lockstep_model::bundle::{Bundle, BundleError, BundleKeyring};
+use lockstep_model::version::VersionMeta;
+use lockstep_model::{KeyState, UnixSeconds, key_state};
+use tokio::sync::watch;
+
+use crate::crypto::{CryptoError, PreparedKey};
+
+/// Why a bundle was not swapped in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The model's checks refused it (pool, revision, sizes, rollback…).
+    #[error("bundle refused: {0}")]
+    Invalid(#[from] BundleError),
+    /// Its material does not parse or its halves do not match.
+    #[error("bundle refused: keyring {keyring:?}: {source}")]
+    Material {
+        /// The keyring.
+        keyring: String,
+        /// What is wrong.
+        source: CryptoError,
+    },
+}
+
+/// One keyring, its material parsed.
+#[derive(Debug)]
+pub struct Keyring {
+    /// As received.
+    pub data: BundleKeyring,
+    /// Parsed material by version number.
+    pub keys: BTreeMap<u64, PreparedKey>,
+    /// The versions' metadata, for `key_state` without a copy per request.
+    metas: Vec<VersionMeta>,
+    /// Hex digest of the generation and metadata: the part of the state
+    /// token that only a new bundle changes.
+    content_hash: String,
+}
+
+impl Keyring {
+    /// Key state at `t`, from the versions' own times.
+    pub fn state_at(&self, t: UnixSeconds) -> KeyState {
+        key_state(&self.metas, t)
+    }
+
+    /// A token that changes whenever what a caller sees of the keyring
+    /// changes: its content, or which versions sign and verify at `t`.
+    pub fn state_token(&self, t: UnixSeconds) -> String {
+        let state = self.state_at(t);
+        let verifying: Vec<String> = state.verifying.iter().map(u64::to_string).collect();
+        format!("{}.{}.{}", self.content_hash, state.signing.unwrap_or(0), verifying.join("-"))
+    }
+
+    fn new(data: BundleKeyring, keys: BTreeMap<u64, PreparedKey>) -> Self {
+        let metas: Vec<VersionMeta> = data.versions.iter().map(|v| v.meta.clone()).collect();
+        let text = serde_json::to_vec(&(data.generation, &metas)).unwrap_or_default();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &text);
+        let content_hash = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Self { data, keys, metas, content_hash }
+    }
+
+    /// The next instant after `t` at which the state may change (an
+    /// activation or an expiry), if any.
+    pub fn next_change_after(&self, t: UnixSeconds) -> Option<UnixSeconds> {
+        self.data
+            .versions
+            .iter()
+            .flat_map(|v| [v.meta.not_before, v.meta.expires_at])
+            .flatten()
+            .filter(|at| *at > t)
+            .min()
+    }
+}
+
+/// An immutable view of one good bundle.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The bundle as received (material included).
+    pub bundle: Bundle,
+    /// Its keyrings with parsed material.
+    pub keyrings: BTreeMap<String, Keyring>,
+    /// Local time it was swapped in.
+    pub received_at: UnixSeconds,
+}
+
+impl Snapshot {
+    /// Checks `bundle` against `previous` and parses its material.
+    pub fn build(
+        pool: &str,
+        bundle: Bundle,
+        previous: Option<&Bundle>,
+        now: UnixSeconds,
+    ) -> Result<Self, PublishError> {
+        bundle.validate(pool, previous)?;
+        let mut keyrings = BTreeMap::new();
+        for (name, data) in &bundle.keyrings {
+            let mut keys = BTreeMap::new();
+            for version in &data.versions {
+                let key = PreparedKey::prepare(data.key_type, version)
+                    .map_err(|source| PublishError::Material { keyring: name.clone(), source })?;
+                keys.insert(version.meta.number, key);
+            }
+            let data = data.clone();
+            keyrings.insert(name.clone(), Keyring::new(data, keys));
+        }
+        Ok(Self { bundle, keyrings, received_at: now })
+    }
+
+    /// The acknowledgement: the highest version held per keyring.
+    pub fn held(&self) -> Vec<(String, u64)> {
+        self.keyrings.iter().filter_map(|(name, k)| Some((name.clone(), k.data.versions.last()?.meta.number))).collect()
+    }
+}
+
+/// The store shared by the sync loop (one writer) and the socket API.
+#[derive(Debug)]
+pub struct Store {
+    pool: String,
+    current: ArcSwapOption<Snapshot>,
+    changes: watch::Sender<u64>,
+    /// Local time of the last successful sync (0: never).
+    last_sync: AtomicI64,
+}
+
+impl Store {
+    /// An empty store for `pool`.
+    pub fn new(pool: &str) -> Self {
+        Self {
+            pool: pool.into(),
+            current: ArcSwapOption::empty(),
+            changes: watch::Sender::new(0),
+            last_sync: AtomicI64::new(0),
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// The current snapshot, if a good bundle has arrived.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
+    /// Validates `bundle` against the current one and swaps it in.
+    pub fn publish(&self, bundle: Bundle, now: UnixSeconds) -> Result<Arc<Snapshot>, PublishError> {
+        let previous = self.snapshot();
+        let snapshot = Arc::new(Snapshot::build(&self.pool, bundle, previous.as_ref().map(|s| &s.bundle), now)?);
+        self.current.store(Some(snapshot.clone()));
+        self.changes.send_modify(|n| *n += 1);
+        Ok(snapshot)
+    }
+
+    /// Records a successful sync (changed or not).
+    pub fn mark_synced(&self, now: UnixSeconds) {
+        self.last_sync.store(now, Ordering::SeqCst);
+    }
+
+    /// Local time of the last successful sync, if any.
+    pub fn last_sync(&self) -> Option<UnixSeconds> {
+        Some(self.last_sync.load(Ordering::SeqCst)).filter(|t| *t > 0)
+    }
+
+    /// A receiver woken at every publish.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// Bundles for tests.
+#[cfg(test)]
+pub(crate) mod testdata {
+    use lockstep_model::KeyType;
+    use lockstep_model::bundle::{BundleVersion, PoolMode, revision};
+    use lockstep_model::version::VersionMeta;
+
+    use super::*;
+    use crate::crypto::testkeys;
+
+    /// A version with its times.
+    pub fn version(key_type: KeyType, number: u64, not_before: Option<i64>, expires_at: Option<i64>) -> BundleVersion {
+        let (private, public) = testkeys::material(key_type);
+        BundleVersion {
+            meta: VersionMeta {
+                number,
+                kid: format!("kid-{number}-{}", key_type.as_str()),
+                created_at: 0,
+                planned_activation: not_before.unwrap_or(0),
+                not_before,
+                not_after: None,
+                expires_at,
+                emergency: false,
+                revoked: None,
+                destroyed: false,
+            },
+            private_key: Some(private),
+            public_key: public,
+        }
+    }
+
+    /// A sign-mode bundle for `pool` with the given keyrings.
+    pub fn bundle(pool: &str, keyrings: Vec<(&str, KeyType, u64, Vec<BundleVersion>)>) -> Bundle {
+        let keyrings: BTreeMap<_, _> = keyrings
+            .into_iter()
+            .map(|(name, key_type, generation, versions)| {
+                (name.to_string(), BundleKeyring { key_type, generation, versions })
+            })
+            .collect();
+        Bundle {
+            pool: pool.into(),
+            mode: PoolMode::Sign,
+            revision: revision(PoolMode::Sign, &keyrings),
+            server_time: 1_000,
+            keyrings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_model::KeyType;
+
+    use super::testdata::{bundle, version};
+    use super::*;
+
+    #[test]
+    fn publish_swaps_and_wakes_watchers() {
+        let store = Store::new("web");
+        let changes = store.subscribe();
+        assert!(store.snapshot().is_none());
+        let b =
+            bundle("web", vec![("api", KeyType::HmacSha256, 1, vec![version(KeyType::HmacSha256, 1, Some(0), None)])]);
+        store.publish(b, 10).expect("good");
+        assert!(changes.has_changed().expect("open"));
+        let snap = store.snapshot().expect("snapshot");
+        assert_eq!(snap.held(), vec![("api".to_string(), 1)]);
+        assert_eq!(snap.keyrings["api"].state_at(10).signing, Some(1));
+    }
+
+    #[test]
+    fn rollback_and_wrong_pool_are_refused_and_the_old_bundle_kept() {
+        let store = Store::new("web");
+        let v1 = version(KeyType::Ed25519, 1, Some(0), Some(500));
+        let v2 = version(KeyType::Ed25519, 2, Some(100), None);
+        let newer = bundle("web", vec![("api", KeyType::Ed25519, 2, vec![v1.clone(), v2])]);
+        let revision = newer.revision.clone();
+        store.publish(newer, 10).expect("good");
+        let older = bundle("web", vec![("api", KeyType::Ed25519, 1, vec![v1.clone()])]);
+        assert!(matches!(store.publish(older, 11), Err(PublishError::Invalid(_))));
+        let other = bundle("db", vec![("api", KeyType::Ed25519, 3, vec![v1])]);
+        assert!(matches!(store.publish(other, 12), Err(PublishError::Invalid(_))));
+        assert_eq!(store.snapshot().expect("kept").bundle.revision, revision);
+    }
+
+    #[test]
+    fn corrupted_material_is_refused() {
+        let store = Store::new("web");
+        let mut v1 = version(KeyType::Ed25519, 1, Some(0), None);
+        let (_, other) = crate::crypto::testkeys::material(KeyType::Ed25519);
+        v1.public_key = other;
+        let b = bundle("web", vec![("api", KeyType::Ed25519, 1, vec![v1])]);
+        assert!(matches!(store.publish(b, 1), Err(PublishError::Material { .. })));
+        assert!(store.snapshot().is_none());
+    }
+
+    #[test]
+    fn next_change_is_the_nearest_future_time() {
+        let b = bundle(
+            "web",
+            vec![(
+                "api",
+                KeyType::HmacSha256,
+                1,
+                vec![
+                    version(KeyType::HmacSha256, 1, Some(0), Some(300)),
+                    version(KeyType::HmacSha256, 2, Some(200), None),
+                ],
+            )],
+        );
+        let snap = Snapshot::build("web", b, None, 0).expect("good");
+        assert_eq!(snap.keyrings["api"].next_change_after(100), Some(200));
+        assert_eq!(snap.keyrings["api"].next_change_after(250), Some(300));
+        assert_eq!(snap.keyrings["api"].next_change_after(300), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! The refresh loop: fetch the pool's bundle (long-polling when Vault
+//! offers it), validate it whole, swap it in, persist it; on any failure
+//! keep the last good bundle and retry with jittered backoff. It never
+//! dies on error; only shutdown ends it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_model::UnixSeconds;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::Context;
+use crate::backoff::{Backoff, jitter};
+use crate::cachefile::CacheFile;
+use crate::config::Config;
+use crate::sink::Sink;
+use crate::store::PublishError;
+use crate::vault::{Auth, AuthError, BundleQuery, BundleReply, VaultClient, VaultError};
+
+/// Why one sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// No token.
+    #[error("auth: {0}")]
+    Auth(#[from] AuthError),
+    /// The bundle request failed.
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    /// The bundle was refused; the last good one is kept.
+    #[error("{0}")]
+    Rejected(#[from] PublishError),
+}
+
+impl SyncError {
+    /// Label for `sync_errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Auth(e) => e.kind(),
+            Self::Vault(e) => e.kind(),
+            Self::Rejected(_) => "invalid",
+        }
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new bundle was swapped in.
+    Changed,
+    /// The held revision is current.
+    Unchanged,
+    /// Something failed; see the logs and metrics.
+    Failed,
+}
+
+/// The loop's state.
+#[derive(Debug)]
+pub struct Syncer {
+    ctx: Context,
+    config: Arc<Config>,
+    configs: watch::Receiver<Arc<Config>>,
+    client: VaultClient,
+    auth: Auth,
+    cache: Option<CacheFile>,
+    sink: Option<Sink>,
+    backoff: Backoff,
+    skewed: bool,
+}
+
+impl Syncer {
+    /// A loop for the configuration `configs` holds (and later reloads).
+    pub fn new(
+        ctx: Context,
+        configs: watch::Receiver<Arc<Config>>,
+        cache: Option<CacheFile>,
+    ) -> Result<Self, VaultError> {
+        let config = configs.borrow().clone();
+        let client = VaultClient::new(&config.vault)?;
+        let auth = Auth::new(config.auth.clone(), client.clone());
+        let sink = config.sink.clone().map(Sink::new);
+        Ok(Self { ctx, backoff: backoff(&config), config, configs, client, auth, cache, sink, skewed: false })
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            self.apply_reload();
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                outcome = self.sync_once() => outcome,
+                () = crate::shutdown_signalled(&mut shutdown) => return,
+            };
+            let delay = self.delay_after(outcome, started.elapsed());
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = crate::shutdown_signalled(&mut shutdown) => return,
+            }
+        }
+    }
+
+    /// One fetch; counts and logs failures.
+    pub async fn sync_once(&mut self) -> Outcome {
+        match self.try_sync().await {
+            Ok(outcome) => {
+                self.backoff.reset();
+                self.refresh_sink().await;
+                outcome
+            }
+            Err(error) => {
+                self.ctx.metrics.sync_error(error.kind());
+                tracing::warn!(%error, kind = error.kind(), "sync failed; serving the last good bundle");
+                Outcome::Failed
+            }
+        }
+    }
+
+    async fn try_sync(&mut self) -> Result<Outcome, SyncError> {
+        let token = self.auth.token().await?;
+        let current = self.ctx.store.snapshot();
+        let query = BundleQuery {
+            instance: self.config.instance.clone(),
+            revision: current.as_ref().map(|s| s.bundle.revision.clone()),
+            held: current.as_ref().map(|s| s.held()).unwrap_or_default(),
+            // Nothing to wait for until something is held.
+            wait: if current.is_some() { self.config.vault.wait_secs } else { 0 },
+        };
+        let reply = match self.client.bundle(&token, &self.config.pool, &query).await {
+            Err(VaultError::Denied(message)) => {
+                // An expired or revoked token looks like this: get a new one.
+                self.auth.invalidate();
+                return Err(VaultError::Denied(message).into());
+            }
+            other => other?,
+        };
+        let now = self.ctx.clock.now();
+        let bundle = match reply {
+            BundleReply::NotModified { server_time, .. } => {
+                self.check_skew(server_time, now);
+                self.ctx.store.mark_synced(now);
+                return Ok(Outcome::Unchanged);
+            }
+            BundleReply::Bundle(bundle) => bundle,
+        };
+        self.check_skew(bundle.server_time, now);
+        if current.is_some_and(|c| c.bundle.revision == bundle.revision) {
+            self.ctx.store.mark_synced(now);
+            return Ok(Outcome::Unchanged);
+        }
+        let snapshot = self.ctx.store.publish(*bundle, now)?;
+        self.ctx.store.mark_synced(now);
+        self.ctx.metrics.bundle_applied();
+        tracing::info!(revision = %snapshot.bundle.revision, held = ?snapshot.held(), "bundle swapped in");
+        if let Some(cache) = &self.cache
+            && let Err(error) = cache.save(&snapshot.bundle, now)
+        {
+            self.ctx.metrics.sync_error("cache_write");
+            tracing::warn!(%error, "could not write the cache file");
+        }
+        Ok(Outcome::Changed)
+    }
+
+    async fn refresh_sink(&mut self) {
+        let (Some(sink), Some(snapshot)) = (self.sink.as_mut(), self.ctx.store.snapshot()) else { return };
+        if let Err(error) = sink.refresh(&snapshot, self.ctx.clock.now()).await {
+            self.ctx.metrics.sync_error("sink");
+            tracing::warn!(%error, "file sink failed");
+        }
+    }
+
+    fn check_skew(&mut self, server_time: UnixSeconds, now: UnixSeconds) {
+        let skew = now - server_time;
+        self.ctx.metrics.set_clock_skew(skew);
+        let bound = i64::try_from(self.config.vault.max_clock_skew_secs).unwrap_or(i64::MAX);
+        let skewed = skew.abs() > bound;
+        if skewed {
+            tracing::warn!(skew_seconds = skew, bound_seconds = bound, "local clock is skewed from vault's");
+        } else if self.skewed {
+            tracing::info!(skew_seconds = skew, "local clock is back within the skew bound");
+        }
+        self.skewed = skewed;
+    }
+
+    fn delay_after(&mut self, outcome: Outcome, took: Duration) -> Duration {
+        let vault = &self.config.vault;
+        let poll = jitter(Duration::from_secs(vault.poll_interval_secs), 20);
+        match outcome {
+            Outcome::Failed => self.backoff.next_delay(),
+            // Ask again soon: the next request carries the acknowledgement.
+            Outcome::Changed => jitter(Duration::from_millis(300), 60),
+            // Vault held the request: ask again at once.
+            Outcome::Unchanged if vault.wait_secs > 0 && took.as_secs() * 2 >= vault.wait_secs => {
+                jitter(Duration::from_millis(500), 100)
+            }
+            // No long-poll (or Vault did not hold it): poll at the interval.
+            Outcome::Unchanged => poll,
+        }
+    }
+
+    fn apply_reload(&mut self) {
+        if !self.configs.has_changed().unwrap_or(false) {
+            return;
+        }
+        let config = self.configs.borrow_and_update().clone();
+        if config.vault != self.config.vault || config.auth != self.config.auth {
+            match VaultClient::new(&config.vault) {
+                Ok(client) => {
+                    self.auth = Auth::new(config.auth.clone(), client.clone());
+                    self.client = client;
+                }
+                Err(error) => tracing::error!(%error, "reload: keeping the previous vault client"),
+            }
+        }
+        if config.sink != self.config.sink {
+            self.sink = config.sink.clone().map(Sink::new);
+        }
+        self.backoff = backoff(&config);
+        self.config = config;
+    }
+}
+
+fn backoff(config: &Config) -> Backoff {
+    Backoff::new(Duration::from_millis(config.vault.backoff_min_ms), Duration::from_secs(config.vault.backoff_max_secs))
+}

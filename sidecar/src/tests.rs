@@ -1,0 +1,418 @@
+//! Scenario tests of the whole sidecar (`run_with`) against the fake Vault
+//! of [`crate::fakevault`], on sockets in temporary directories, with a
+//! manual clock for key state.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_model::KeyType;
+use lockstep_model::bundle::Bundle;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::watch;
+
+use crate::client::SocketClient;
+use crate::clock::ManualClock;
+use crate::config::{AuthConfig, AuthMethod, CacheConfig, Config, SocketConfig, VaultConfig};
+use crate::fakevault::FakeVault;
+use crate::store::testdata::{bundle, version};
+
+const T0: i64 = 1_000_000;
+
+struct Sidecar {
+    socket: PathBuf,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), crate::RunError>>,
+}
+
+impl Sidecar {
+    fn start(config: Config, clock: &Arc<ManualClock>) -> Self {
+        let (stop, shutdown) = watch::channel(false);
+        let socket = config.socket.path.clone();
+        let clock: crate::clock::SharedClock = clock.clone();
+        let task = tokio::spawn(crate::run_with(config, clock, None, shutdown));
+        Self { socket, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let result = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "sidecar did not stop cleanly: {result:?}");
+        assert!(!self.socket.exists(), "socket left behind");
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut client = SocketClient::connect(&self.socket).await.expect("connect");
+        let (status, bytes) = client.send(method, path, body.as_ref()).await.expect("request");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    async fn metrics(&self) -> String {
+        let mut client = SocketClient::connect(&self.socket).await.expect("connect");
+        let (_, bytes) = client.send("GET", "/metrics", None).await.expect("metrics");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Waits (real time, at most 30 s) for an asynchronous condition.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    // Generous: CI runs these beside real servers on two cores.
+    for _ in 0..1500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn config(dir: &Path, vault: &FakeVault) -> Config {
+    std::fs::write(dir.join("secret-id"), "s3cret\n").expect("secret id");
+    std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
+    std::fs::create_dir_all(dir.join("cache")).expect("cache dir");
+    std::fs::write(dir.join("keys/cache.key"), [9u8; 32]).expect("cache key");
+    Config {
+        pool: "web".into(),
+        instance: "pod-1".into(),
+        vault: VaultConfig {
+            addr: vault.addr.clone(),
+            wait_secs: 2,
+            poll_interval_secs: 1,
+            backoff_min_ms: 20,
+            backoff_max_secs: 1,
+            ..VaultConfig::default()
+        },
+        auth: AuthConfig {
+            method: AuthMethod::Approle,
+            role_id: Some("role".into()),
+            secret_id_file: Some(dir.join("secret-id")),
+            ..AuthConfig::default()
+        },
+        socket: SocketConfig { path: dir.join("s.sock"), ..SocketConfig::default() },
+        cache: CacheConfig {
+            file: Some(dir.join("cache/bundle.bin")),
+            key_file: Some(dir.join("keys/cache.key")),
+            max_age_secs: 600,
+        },
+        ..Config::default()
+    }
+}
+
+fn two_versions(key_type: KeyType) -> Bundle {
+    bundle(
+        "web",
+        vec![(
+            "api",
+            key_type,
+            1,
+            vec![version(key_type, 1, Some(0), Some(T0 + 5_000)), version(key_type, 2, Some(T0 + 2_000), None)],
+        )],
+    )
+}
+
+fn json_of(bundle: &Bundle) -> Value {
+    let mut value = serde_json::to_value(bundle).expect("bundle json");
+    value["server_time"] = json!(T0);
+    value
+}
+
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lockstep_sidecar_")?.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn ready(sidecar: &Sidecar) {
+    until("the socket", || async { sidecar.socket.exists() }).await;
+    until("readiness", || async { sidecar.get("/readyz").await.0 == 200 }).await;
+}
+
+#[tokio::test]
+async fn serves_keys_after_the_first_sync_and_acknowledges_what_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    let b = two_versions(KeyType::HmacSha256);
+    vault.set_bundle(json_of(&b));
+    let clock = ManualClock::at(T0);
+    let mut config = config(dir.path(), &vault);
+    config.vault.namespace = Some("team-a".into());
+    let sidecar = Sidecar::start(config, &clock);
+    ready(&sidecar).await;
+    assert_eq!(vault.state().namespace.as_deref(), Some("team-a"));
+    let (status, keys) = sidecar.get("/v1/keys/api").await;
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(keys["signing"]["version"], 1);
+    assert_eq!(keys["verifying"][1]["state"], "pending");
+    let ack = "held=api%3A2";
+    until("an acknowledging long-poll", || async {
+        vault.state().queries.iter().any(|q| q.contains(ack) && q.contains("wait=2") && q.contains(&b.revision))
+    })
+    .await;
+    assert!(vault.state().queries[0].starts_with("instance=pod-1"), "{:?}", vault.state().queries);
+    // After the activation instant, version 2 signs; after v1's expiry it is gone.
+    clock.set(T0 + 2_000);
+    assert_eq!(sidecar.get("/v1/keys/api").await.1["signing"]["version"], 2);
+    clock.set(T0 + 5_000);
+    let (_, later) = sidecar.get("/v1/keys/api").await;
+    assert_eq!(later["verifying"].as_array().map(Vec::len), Some(1));
+    assert_eq!(sidecar.get("/v1/keys/api/versions/1").await.1["error"]["code"], "version_expired");
+    assert_eq!(sidecar.get("/v1/keys/nope").await.0, 404);
+    assert_eq!(sidecar.get("/v1/keys/api?format=xml").await.1["error"]["code"], "format_invalid");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_the_guard_header_or_with_big_bodies_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &ManualClock::at(T0));
+    ready(&sidecar).await;
+    let mut stream = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+    stream.write_all(b"GET /v1/keys/api HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("request_header_missing"), "{answer}");
+    let big = json!({"claims": {"pad": "x".repeat(70_000)}});
+    let (status, error) = sidecar.call("POST", "/v1/jwt/api/sign", Some(big)).await;
+    assert_eq!((status, error["error"]["code"].clone()), (413, json!("body_too_large")));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn vault_down_keeps_serving_and_readiness_follows_the_cache_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::Ed25519)));
+    let clock = ManualClock::at(T0);
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &clock);
+    ready(&sidecar).await;
+    vault.state().down = true;
+    until("a counted sync error", || async { sidecar.metrics().await.contains("sync_errors_total{kind=\"status\"}") })
+        .await;
+    assert_eq!(sidecar.get("/v1/keys/api").await.0, 200);
+    clock.advance(601);
+    assert_eq!(sidecar.get("/readyz").await.0, 503);
+    let (status, keys) = sidecar.get("/v1/keys/api").await;
+    assert_eq!((status, keys["signing"]["version"].clone()), (200, json!(1)));
+    vault.state().down = false;
+    ready(&sidecar).await;
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn rolled_back_or_corrupted_bundles_are_refused_and_the_old_one_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    let v1 = version(KeyType::HmacSha256, 1, Some(0), None);
+    let v2 = version(KeyType::HmacSha256, 2, Some(T0 + 100), None);
+    let newer = bundle("web", vec![("api", KeyType::HmacSha256, 2, vec![v1.clone(), v2])]);
+    vault.set_bundle(json_of(&newer));
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &ManualClock::at(T0));
+    ready(&sidecar).await;
+    let older = bundle("web", vec![("api", KeyType::HmacSha256, 1, vec![v1])]);
+    vault.set_bundle(json_of(&older));
+    until("the rollback refused", || async { sidecar.metrics().await.contains("sync_errors_total{kind=\"invalid\"}") })
+        .await;
+    assert_eq!(sidecar.get("/v1/keyrings").await.1["revision"], json!(newer.revision));
+    // Back to the good bundle (unchanged for the sidecar), then a corrupted one.
+    vault.set_bundle(json_of(&newer));
+    let queries = vault.state().queries.len();
+    until("two quiet syncs", || async { vault.state().queries.len() >= queries + 2 }).await;
+    let refused = counter(&sidecar.metrics().await, "sync_errors_total{kind=\"invalid\"}");
+    let mut corrupted = json_of(&newer);
+    corrupted["keyrings"]["api"]["versions"][1]["kid"] = json!("forged");
+    corrupted["revision"] = json!("00000000000000000000000000000bad");
+    vault.set_bundle(corrupted);
+    until("the corruption refused", || async {
+        counter(&sidecar.metrics().await, "sync_errors_total{kind=\"invalid\"}") > refused
+    })
+    .await;
+    let (_, keys) = sidecar.get("/v1/keys/api").await;
+    assert_eq!(keys["revision"], json!(newer.revision));
+    assert_eq!(keys["verifying"][1]["kid"], json!("kid-2-hmac-sha256"));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_leads_to_a_new_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &ManualClock::at(T0));
+    ready(&sidecar).await;
+    assert_eq!(vault.state().logins, 1);
+    vault.state().tokens.clear();
+    until("a second login", || async { vault.state().logins == 2 }).await;
+    let before = vault.state().queries.len();
+    until("syncing again", || async { vault.state().queries.len() > before + 1 }).await;
+    assert!(sidecar.metrics().await.contains("sync_errors_total{kind=\"denied\"}"));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_token_file_is_read_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    vault.state().tokens.insert("hvs.first".into());
+    let mut config = config(dir.path(), &vault);
+    std::fs::write(dir.path().join("token"), "hvs.first\n").expect("token");
+    config.auth =
+        AuthConfig { method: AuthMethod::Token, token_file: Some(dir.path().join("token")), ..AuthConfig::default() };
+    let sidecar = Sidecar::start(config, &ManualClock::at(T0));
+    ready(&sidecar).await;
+    vault.state().tokens = ["hvs.second".to_string()].into();
+    std::fs::write(dir.path().join("token"), "hvs.second\n").expect("token");
+    // The fake records only requests with an accepted token.
+    let before = vault.state().queries.len();
+    until("syncing with the new token", || async { vault.state().queries.len() > before + 1 }).await;
+    assert_eq!(sidecar.get("/v1/keys/api").await.0, 200);
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn watch_returns_promptly_after_a_new_bundle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    let v1 = version(KeyType::Ed25519, 1, Some(0), None);
+    vault.set_bundle(json_of(&bundle("web", vec![("api", KeyType::Ed25519, 1, vec![v1.clone()])])));
+    let sidecar = Arc::new(Sidecar::start(config(dir.path(), &vault), &ManualClock::at(T0)));
+    ready(&sidecar).await;
+    let state = sidecar.get("/v1/keys/api").await.1["state"].as_str().unwrap_or_default().to_string();
+    let (_, unchanged) = sidecar.get(&format!("/v1/keys/api/watch?after={state}&timeout=0")).await;
+    assert_eq!(unchanged["changed"], false);
+    let watcher = {
+        let sidecar = sidecar.clone();
+        tokio::spawn(async move { sidecar.get(&format!("/v1/keys/api/watch?after={state}&timeout=60")).await })
+    };
+    let started = std::time::Instant::now();
+    let v2 = version(KeyType::Ed25519, 2, Some(T0 + 600), None);
+    vault.set_bundle(json_of(&bundle("web", vec![("api", KeyType::Ed25519, 1, vec![v1, v2])])));
+    let (status, changed) =
+        tokio::time::timeout(Duration::from_secs(20), watcher).await.expect("prompt").expect("join");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!((status, changed["changed"].clone()), (200, json!(true)));
+    assert_eq!(changed["verifying"][1]["version"], 2);
+    if let Ok(sidecar) = Arc::try_unwrap(sidecar) {
+        sidecar.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_sidecar_serves_from_its_cache_while_vault_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::EcdsaP256)));
+    let clock = ManualClock::at(T0);
+    let first = Sidecar::start(config(dir.path(), &vault), &clock);
+    ready(&first).await;
+    first.stop().await;
+    let mode = std::fs::metadata(dir.path().join("cache/bundle.bin")).expect("cache written").mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    vault.state().down = true;
+    let second = Sidecar::start(config(dir.path(), &vault), &clock);
+    until("the socket", || async { second.socket.exists() }).await;
+    let (status, keys) = second.get("/v1/keys/api").await;
+    assert_eq!((status, keys["signing"]["version"].clone()), (200, json!(1)));
+    assert_eq!(second.get("/readyz").await.0, 200);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn callers_off_the_allow_list_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let me = std::fs::metadata(dir.path()).expect("meta").uid();
+    let mut config = config(dir.path(), &vault);
+    config.socket.allowed_uids = vec![me.wrapping_add(1)];
+    let refused = Sidecar::start(config.clone(), &ManualClock::at(T0));
+    until("the socket", || async { refused.socket.exists() }).await;
+    let (status, error) = refused.get("/v1/keys/api").await;
+    assert_eq!((status, error["error"]["code"].clone()), (403, json!("peer_not_allowed")));
+    refused.stop().await;
+    config.socket.allowed_uids = vec![me];
+    let allowed = Sidecar::start(config, &ManualClock::at(T0));
+    ready(&allowed).await;
+    assert_eq!(allowed.get("/v1/keys/api").await.0, 200);
+    allowed.stop().await;
+}
+
+#[tokio::test]
+async fn jwts_sign_verify_and_publish_a_jwks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::Rsa2048)));
+    let clock = ManualClock::at(T0);
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &clock);
+    ready(&sidecar).await;
+    let (status, signed) = sidecar
+        .call("POST", "/v1/jwt/api/sign", Some(json!({"claims": {"sub": "u1", "aud": "svc"}, "ttl": 300})))
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    assert_eq!(signed["alg"], "RS256");
+    let token = signed["token"].clone();
+    let (status, verified) =
+        sidecar.call("POST", "/v1/jwt/api/verify", Some(json!({"token": token, "audience": "svc"}))).await;
+    assert_eq!((status, verified["claims"]["sub"].clone()), (200, json!("u1")), "{verified}");
+    let (status, wrong) =
+        sidecar.call("POST", "/v1/jwt/api/verify", Some(json!({"token": token, "audience": "other"}))).await;
+    assert_eq!((status, wrong["error"]["code"].clone()), (401, json!("token_audience")));
+    clock.advance(400);
+    let (_, expired) = sidecar.call("POST", "/v1/jwt/api/verify", Some(json!({"token": token, "leeway": 0}))).await;
+    assert_eq!(expired["error"]["code"], "token_expired");
+    let (_, jwks) = sidecar.get("/v1/jwks/api").await;
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+    assert_eq!(jwks["keys"][0]["kty"], "RSA");
+    let metrics = sidecar.metrics().await;
+    assert!(metrics.contains("requests_total{route=\"jwt_sign\",status=\"200\"} 1"), "{metrics}");
+    assert!(metrics.contains("keyring_signing_version{keyring=\"api\"} 1"), "{metrics}");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn clock_skew_is_measured_against_the_server_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &ManualClock::at(T0 + 42));
+    ready(&sidecar).await;
+    let metrics = sidecar.metrics().await;
+    assert!(metrics.contains("lockstep_sidecar_clock_skew_seconds 42"), "{metrics}");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_watches_at_once_and_removes_the_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let sidecar = Arc::new(Sidecar::start(config(dir.path(), &vault), &ManualClock::at(T0)));
+    ready(&sidecar).await;
+    let state = sidecar.get("/v1/keys/api").await.1["state"].as_str().unwrap_or_default().to_string();
+    let watcher = {
+        let sidecar = sidecar.clone();
+        tokio::spawn(async move { sidecar.get(&format!("/v1/keys/api/watch?after={state}&timeout=300")).await })
+    };
+    until("the watch in flight", || async { sidecar.metrics().await.contains("watches_in_flight 1") }).await;
+    let _ = sidecar.stop.send(true);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(15), watcher).await.expect("prompt").expect("join");
+    assert_eq!((status, body["changed"].clone()), (200, json!(false)));
+    if let Ok(sidecar) = Arc::try_unwrap(sidecar) {
+        sidecar.stop().await;
+    }
+}

@@ -1,0 +1,55 @@
+//! The sidecar's command line: `check-config` exit codes and messages, and
+//! `get` against a sidecar that is not there. No server needed.
+
+use std::process::Command;
+
+use lockstep_tests::sidecar::sidecar_binary;
+
+fn check_config(dir: &std::path::Path, text: &str, extra: &[&str]) -> (i32, String) {
+    let path = dir.join("sidecar.toml");
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(sidecar_binary())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .args(extra)
+        .env_remove("LOCKSTEP_POOL")
+        .output()
+        .expect("run check-config");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+const GOOD: &str = r#"
+pool = "web"
+instance = "web-1"
+[vault]
+addr = "http://127.0.0.1:8200"
+[auth]
+token_file = "/run/token"
+[socket]
+path = "/run/lockstep.sock"
+"#;
+
+#[test]
+fn check_config_accepts_a_good_file_and_names_the_bad_setting_with_exit_code_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(check_config(dir.path(), GOOD, &[]).0, 0);
+    let (code, message) = check_config(dir.path(), GOOD, &["--set", "vault.wait_secs=600"]);
+    assert_eq!(code, 3, "{message}");
+    assert!(message.contains("vault.wait_secs"), "{message}");
+    let (code, message) = check_config(dir.path(), &GOOD.replace("[auth]\n", "[auth]\nmethod = \"approle\"\n"), &[]);
+    assert_eq!(code, 3, "{message}");
+    assert!(message.contains("auth.role_id"), "{message}");
+    let (code, message) = check_config(dir.path(), "pool = [", &[]);
+    assert_eq!(code, 3, "{message}");
+}
+
+#[test]
+fn get_without_a_sidecar_exits_with_code_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(sidecar_binary())
+        .args(["get", "jwt", "--socket"])
+        .arg(dir.path().join("absent.sock"))
+        .output()
+        .expect("run get");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+}

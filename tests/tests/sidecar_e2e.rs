@@ -1,0 +1,248 @@
+//! Sidecars against a real server with the plugin mounted: two pools'
+//! sidecars converge on a rotation and verify each other's tokens; the
+//! watch returns promptly; Vault stopped → keys still served; restart from
+//! the encrypted cache while Vault is down; a revoked token leads to a new
+//! AppRole login; callers off the allow-list are refused, and SIGHUP
+//! reloads that list.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lockstep_tests::server::Server;
+use lockstep_tests::sidecar::Sidecar;
+use lockstep_tests::workspace_root;
+use serde_json::{Value, json};
+
+/// A server with the engine mounted, a 1-hour ed25519 keyring `jwt` that
+/// activates 2 s after publication once acknowledged, and sign pools.
+fn server(pools: &[&str]) -> Server {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    server
+        .write(
+            "lockstep/config",
+            json!({"poll_interval": "5s", "max_clock_skew": "1s", "liveness_window": "30s", "activation_margin": "1s"}),
+        )
+        .expect_status(200);
+    let policy = json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "2s", "grace_period": "20m",
+                        "max_token_ttl": "10m", "commit_timeout": "30m"});
+    let created = server.write("lockstep/keys/jwt", policy);
+    assert!(created.status == 200 || created.status == 204, "{created:?}");
+    for pool in pools {
+        let made = server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign"}));
+        assert!(made.status == 200 || made.status == 204, "{made:?}");
+        // The project's least-privilege policy for a pool's sidecars.
+        let hcl = std::fs::read_to_string(workspace_root().join("policies/lockstep-sidecar-web.hcl"))
+            .expect("policies/lockstep-sidecar-web.hcl")
+            .replace("lockstep/bundle/web", &format!("lockstep/bundle/{pool}"));
+        server
+            .request("PUT", &format!("sys/policies/acl/sidecar-{pool}"), Some(json!({"policy": hcl})))
+            .expect_status(204);
+    }
+    server
+}
+
+/// A token limited to the pool's policy.
+fn pool_token(server: &Server, pool: &str) -> String {
+    let reply = server.write(
+        "auth/token/create",
+        json!({"policies": [format!("sidecar-{pool}")], "ttl": "1h", "no_default_policy": true}),
+    );
+    reply.body["auth"]["client_token"].as_str().expect("a token").to_string()
+}
+
+fn config(dir: &Path, server: &Server, pool: &str, auth: &str, extra: &str) -> String {
+    std::fs::create_dir_all(dir.join("cache")).expect("cache dir");
+    std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
+    std::fs::write(dir.join(format!("keys/{pool}.key")), [7u8; 32]).expect("cache key");
+    let d = dir.display();
+    format!(
+        "pool = \"{pool}\"\ninstance = \"{pool}-1\"\n[vault]\naddr = \"{addr}\"\nwait_secs = 5\npoll_interval_secs = 2\n\
+         backoff_min_ms = 100\nbackoff_max_secs = 2\nmax_clock_skew_secs = 2\n[auth]\n{auth}\n[socket]\npath = \"{d}/{pool}.sock\"\n{extra}\n\
+         [cache]\nfile = \"{d}/cache/{pool}.bin\"\nkey_file = \"{d}/keys/{pool}.key\"\nmax_age_secs = 600\n[log]\nlevel = \"debug\"\n",
+        addr = server.address(),
+    )
+}
+
+fn token_auth(dir: &Path, server: &Server, pool: &str) -> String {
+    let file = dir.join(format!("{pool}.token"));
+    std::fs::write(&file, pool_token(server, pool)).expect("token file");
+    format!("method = \"token\"\ntoken_file = \"{}\"", file.display())
+}
+
+fn signing_version(sidecar: &Sidecar) -> Value {
+    sidecar.get("/v1/keys/jwt").body["signing"]["version"].clone()
+}
+
+fn sign(sidecar: &Sidecar, sub: &str) -> Value {
+    let reply =
+        sidecar.request("POST", "/v1/jwt/jwt/sign", Some(&json!({"claims": {"sub": sub, "aud": "fleet"}, "ttl": 300})));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body
+}
+
+fn verify(sidecar: &Sidecar, token: &Value) -> Value {
+    let reply = sidecar.request("POST", "/v1/jwt/jwt/verify", Some(&json!({"token": token, "audience": "fleet"})));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body
+}
+
+#[test]
+fn two_pools_converge_on_a_rotation_and_verify_each_others_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web", "api"]);
+    let web = Sidecar::start(
+        dir.path(),
+        "web",
+        &config(dir.path(), &server, "web", &token_auth(dir.path(), &server, "web"), ""),
+    );
+    let api = Sidecar::start(
+        dir.path(),
+        "api",
+        &config(dir.path(), &server, "api", &token_auth(dir.path(), &server, "api"), ""),
+    );
+    web.wait_ready();
+    api.wait_ready();
+    web.wait_until("a signing version", 30, |s| signing_version(s) == 1);
+    let first = sign(&web, "before");
+    assert_eq!(verify(&api, &first["token"])["version"], 1);
+
+    // The watch returns as soon as the rotation's bundle arrives.
+    let state = web.get("/v1/keys/jwt").body["state"].as_str().expect("state").to_string();
+    let socket = web.socket().to_path_buf();
+    let watcher = std::thread::spawn(move || {
+        let started = Instant::now();
+        let reply = lockstep_tests::sidecar::socket_request(
+            &socket,
+            "GET",
+            &format!("/v1/keys/jwt/watch?after={state}&timeout=60"),
+            None,
+        );
+        (reply, started.elapsed())
+    });
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "test"})).expect_status(200);
+    let (changed, took) = watcher.join().expect("watcher");
+    assert_eq!(changed.status, 200, "{changed:?}");
+    assert_eq!(changed.body["changed"], true);
+    assert!(took < Duration::from_secs(15), "the watch took {took:?}");
+    let versions: Vec<Value> =
+        changed.body["verifying"].as_array().into_iter().flatten().map(|v| v["version"].clone()).collect();
+    assert!(versions.contains(&json!(2)), "{versions:?}");
+
+    // Both pools acknowledge, the coordinator commits, both switch.
+    web.wait_until("version 2 signing at web", 60, |s| signing_version(s) == 2);
+    api.wait_until("version 2 signing at api", 60, |s| signing_version(s) == 2);
+    let second = sign(&web, "after");
+    assert_eq!(second["version"], 2);
+    assert_eq!(verify(&api, &second["token"])["version"], 2);
+    assert_eq!(verify(&api, &first["token"])["version"], 1, "the old version verifies through its grace period");
+    let back = sign(&api, "other way");
+    assert_eq!(verify(&web, &back["token"])["claims"]["sub"], "other way");
+    assert_eq!(api.get("/v1/jwks/jwt").body["keys"].as_array().map(Vec::len), Some(2));
+    // `lockstep-sidecar get` asks the running sidecar.
+    let out = std::process::Command::new(lockstep_tests::sidecar::sidecar_binary())
+        .args(["get", "jwt", "--format", "jwk", "--socket"])
+        .arg(web.socket())
+        .output()
+        .expect("run get");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("get prints JSON");
+    assert_eq!(printed["signing"]["material"]["jwk"]["kty"], "OKP");
+    // Debug-level logs carry neither the token nor key material.
+    for (sidecar, pool) in [(&web, "web"), (&api, "api")] {
+        let token = std::fs::read_to_string(dir.path().join(format!("{pool}.token"))).expect("token");
+        let log = sidecar.log();
+        assert!(!log.contains(token.trim()), "the {pool} token leaked into the log");
+        let private = sidecar.get("/v1/keys/jwt?private=true").body["signing"]["material"]["private_key"].clone();
+        let private = private.as_str().expect("a private key for a sign pool");
+        assert!(!log.contains(private), "key material leaked into the log");
+    }
+}
+
+#[test]
+fn vault_stopped_keeps_keys_served_and_a_restart_serves_from_the_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web"]);
+    let text = config(dir.path(), &server, "web", &token_auth(dir.path(), &server, "web"), "");
+    let mut web = Sidecar::start(dir.path(), "web", &text);
+    web.wait_ready();
+    let kid = web.get("/v1/keys/jwt").body["signing"]["kid"].clone();
+    drop(server);
+    web.wait_until("a counted unreachable sync", 30, |s| {
+        s.get("/metrics").body.as_str().is_some_and(|m| m.contains("kind=\"unreachable\""))
+    });
+    for _ in 0..20 {
+        let reply = web.get("/v1/keys/jwt");
+        assert_eq!((reply.status, reply.body["signing"]["kid"].clone()), (200, kid.clone()));
+    }
+    assert!(web.stop(), "SIGTERM ends the sidecar with status 0");
+    assert!(!web.socket().exists(), "the socket is removed at shutdown");
+    let restarted = Sidecar::start(dir.path(), "web", &text);
+    let reply = restarted.get("/v1/keys/jwt");
+    assert_eq!((reply.status, reply.body["signing"]["kid"].clone()), (200, kid), "served from the cache at once");
+    assert_eq!(restarted.get("/readyz").status, 200);
+    drop(restarted);
+    // An altered cache file is ignored, never served.
+    let cache = dir.path().join("cache/web.bin");
+    let mut bytes = std::fs::read(&cache).expect("cache");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&cache, bytes).expect("alter");
+    let third = Sidecar::start(dir.path(), "web", &text);
+    assert_eq!(third.get("/v1/keys/jwt").body["error"]["code"], "not_ready");
+    assert!(third.log().contains("integrity"), "{}", third.log());
+}
+
+#[test]
+fn a_revoked_token_leads_to_a_new_approle_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web"]);
+    server.write("sys/auth/approle", json!({"type": "approle"})).expect_status(204);
+    server
+        .write(
+            "auth/approle/role/web",
+            json!({"token_policies": "sidecar-web", "token_ttl": "1h", "token_no_default_policy": true}),
+        )
+        .expect_status(204);
+    let role_id =
+        server.read("auth/approle/role/web/role-id").body["data"]["role_id"].as_str().expect("role id").to_string();
+    let secret = server.write("auth/approle/role/web/secret-id", json!({})).body["data"]["secret_id"]
+        .as_str()
+        .expect("secret id")
+        .to_string();
+    let secret_file = dir.path().join("web.secret-id");
+    std::fs::write(&secret_file, secret).expect("secret file");
+    let auth = format!("method = \"approle\"\nrole_id = \"{role_id}\"\nsecret_id_file = \"{}\"", secret_file.display());
+    let web = Sidecar::start(dir.path(), "web", &config(dir.path(), &server, "web", &auth, ""));
+    web.wait_ready();
+    server.request("PUT", "sys/leases/revoke-prefix/auth/approle", None).expect_status(204);
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "after revocation"})).expect_status(200);
+    web.wait_until("version 2 fetched with a new login", 60, |s| {
+        s.get("/v1/keys/jwt").body["verifying"].as_array().is_some_and(|v| v.iter().any(|v| v["version"] == 2))
+    });
+    let metrics = web.get("/metrics").body;
+    assert!(metrics.as_str().is_some_and(|m| m.contains("kind=\"denied\"")), "{metrics}");
+}
+
+#[test]
+fn callers_off_the_allow_list_are_refused_and_sighup_reloads_the_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web"]);
+    let me = std::fs::metadata(dir.path()).expect("meta").uid();
+    let auth = token_auth(dir.path(), &server, "web");
+    let web = Sidecar::start(
+        dir.path(),
+        "web",
+        &config(dir.path(), &server, "web", &auth, &format!("allowed_uids = [{me}]")),
+    );
+    web.wait_ready();
+    assert_eq!(web.get("/v1/keys/jwt").status, 200);
+    let refusing = config(dir.path(), &server, "web", &auth, &format!("allowed_uids = [{}]", me.wrapping_add(1)));
+    web.rewrite_config(&refusing);
+    web.signal("HUP");
+    web.wait_until("the reloaded allow-list", 30, |s| s.get("/v1/keys/jwt").status == 403);
+    let reply = web.get("/v1/keys/jwt");
+    assert_eq!(reply.body["error"]["code"], "peer_not_allowed", "{reply:?}");
+    assert!(web.log().contains("allow-list"), "{}", web.log());
+    assert!(web.log().contains("configuration reloaded"), "{}", web.log());
+}
