@@ -7,7 +7,10 @@ cd "$(dirname "$0")/../.."
 
 VAULT="$(tests/goserver/build.sh target/goserver)"
 PLUGIN="${LOCKSTEP_PLUGIN_BIN:-target/debug/vault-plugin-secrets-lockstep}"
-[[ -x "$PLUGIN" ]] || { echo "demo: $PLUGIN missing; run 'make build'" >&2; exit 1; }
+SIDECAR="${LOCKSTEP_SIDECAR_BIN:-target/debug/lockstep-sidecar}"
+for bin in "$PLUGIN" "$SIDECAR"; do
+    [[ -x "$bin" ]] || { echo "demo: $bin missing; run 'make build'" >&2; exit 1; }
+done
 
 WORK="$(mktemp -d)"
 mkdir "$WORK/plugins"
@@ -33,7 +36,11 @@ export VAULT_ADDR="http://127.0.0.1:$PORT" VAULT_TOKEN="demo-root-token" HOME="$
 "$VAULT" server -dev -dev-no-store-token -dev-root-token-id="$VAULT_TOKEN" \
     -dev-listen-address="127.0.0.1:$PORT" -config="$WORK/server.hcl" >"$WORK/server.log" 2>&1 &
 SERVER=$!
-cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$WORK"; }
+SIDECARS=()
+cleanup() {
+    for pid in "${SIDECARS[@]}" "$SERVER"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 for _ in $(seq 1 300); do
@@ -75,4 +82,55 @@ run "$VAULT" read lockstep/keys/session-jwt
 run "$VAULT" read -format=json lockstep/history/session-jwt
 printf '\n$ %s\n' "$VAULT write lockstep/pools/bad mode=admin   # refused, names the field"
 "$VAULT" write lockstep/pools/bad mode=admin || true
-printf '\ndemo: done; the server is stopped and its data discarded.\n'
+
+# Two pools' sidecars converge on a new key. They are the instances whose
+# polls were simulated above. Each sidecar authenticates with
+# a token limited to its own pool's bundle (policies/lockstep-sidecar-web.hcl
+# with the pool's name), long-polls its bundle, and serves a Unix socket.
+printf '\n== two pools, two sidecars ==\n'
+# A short activation margin so the demo does not wait 30 s after the commit.
+run "$VAULT" write lockstep/config activation_margin=5s
+run "$VAULT" write lockstep/keys/demo-jwt type=ed25519 rotation_period=1h prepublish=15s \
+    grace_period=5m max_token_ttl=1m commit_timeout=10m
+run "$VAULT" write lockstep/pools/checkout keyrings=session-jwt,webhook-hmac,demo-jwt
+run "$VAULT" write lockstep/pools/edge keyrings=session-jwt,demo-jwt
+for pool in checkout edge; do
+    sed "s#lockstep/bundle/web#lockstep/bundle/$pool#" policies/lockstep-sidecar-web.hcl > "$WORK/$pool.hcl"
+    "$VAULT" policy write "lockstep-sidecar-$pool" "$WORK/$pool.hcl" >/dev/null
+    "$VAULT" token create -policy="lockstep-sidecar-$pool" -ttl=1h -field=token > "$WORK/$pool.token"
+    cat > "$WORK/$pool.toml" <<TOML
+pool = "$pool"
+instance = "$(if [[ $pool == checkout ]]; then echo checkout-7f9c; else echo edge-21ab; fi)"
+[vault]
+addr = "$VAULT_ADDR"
+wait_secs = 10
+poll_interval_secs = 2
+[auth]
+method = "token"
+token_file = "$WORK/$pool.token"
+[socket]
+path = "$WORK/$pool.sock"
+TOML
+    VAULT_TOKEN= "$SIDECAR" run --config "$WORK/$pool.toml" >"$WORK/$pool.log" 2>&1 &
+    SIDECARS+=($!)
+done
+sock() { curl -sS --unix-socket "$WORK/$1.sock" -H 'X-Lockstep-Request: 1' "${@:3}" "http://localhost$2"; echo; }
+signing() { sock "$1" /v1/keys/demo-jwt | python3 -c 'import json,sys; print(json.load(sys.stdin)["signing"]["version"])'; }
+for pool in checkout edge; do
+    for _ in $(seq 1 100); do sock "$pool" /readyz 2>/dev/null | grep -q '"ready":true' && break; sleep 0.2; done
+    printf '%s signs demo-jwt with version %s\n' "$pool" "$(signing "$pool")"
+done
+run "$VAULT" write lockstep/keys/demo-jwt/rotate expected_version=1 reason="demo: rotate now"
+printf '\nversion 2 reaches both pools within a long-poll, both acknowledge, it is committed\n'
+printf 'and activates 15 s after publication, at the same instant for every pool...\n'
+sleep 3
+run "$VAULT" read -field=upcoming lockstep/status/demo-jwt
+echo
+sleep 15
+for pool in checkout edge; do printf '%s now signs demo-jwt with version %s\n' "$pool" "$(signing "$pool")"; done
+TOKEN_JSON="$(sock checkout /v1/jwt/demo-jwt/sign -X POST -d '{"claims":{"sub":"demo-user","exp":'"$(( $(date +%s) + 60 ))"'}}')"
+printf '\ncheckout signed: %s\n' "$TOKEN_JSON"
+TOKEN="$(printf '%s' "$TOKEN_JSON" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+printf 'edge verifies it: '
+sock edge /v1/jwt/demo-jwt/verify -X POST -d '{"token":"'"$TOKEN"'"}'
+printf '\ndemo: done; the sidecars and the server are stopped and their data discarded.\n'
