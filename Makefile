@@ -6,7 +6,21 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test build test-plugin hosts server lint
+.PHONY: demo test tools build test-plugin hosts server lint
+
+# Command-line tools the tests and the demo call (openssl signs test JWTs,
+# curl talks to sidecar sockets in the demo, strip shrinks the test plugin);
+# installed from Debian's packages when missing.
+TOOLS := openssl:openssl curl:curl strip:binutils
+
+## Install missing command-line tools.
+tools:
+	@missing=""; for pair in $(TOOLS); do \
+	    command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; apt-get update -q && apt-get install -y -q $$missing; \
+	fi
 
 ## Build the plugin (and every other binary of the workspace).
 build:
@@ -15,7 +29,7 @@ build:
 ## The plugin as end-to-end tests run it: built with the `test-clock` feature,
 ## which lets a test move the plugin's clock (see plugin/engine/Cargo.toml).
 ## The ordinary binary is rebuilt afterwards.
-test-plugin: build
+test-plugin: build tools
 	$(CARGO) build -p lockstep-plugin --features test-clock
 	mkdir -p target/test-plugin
 	cp target/debug/vault-plugin-secrets-lockstep target/test-plugin/
@@ -42,5 +56,5 @@ test: build test-plugin hosts server lint
 	cd tests/gohost && go test ./...
 
 ## Start a local server with the plugin registered and mounted, and use it.
-demo: build server
+demo: build server tools
 	tests/demo/demo.sh
