@@ -123,7 +123,12 @@ impl Syncer {
             revision: current.as_ref().map(|s| s.bundle.revision.clone()),
             held: current.as_ref().map(|s| s.held()).unwrap_or_default(),
             // Nothing to wait for until something is held.
-            wait: if current.is_some() { self.config.vault.wait_secs } else { 0 },
+            // A long-poll never outlasts the token's renewal deadline.
+            wait: match (&current, self.auth.renewal_due_in()) {
+                (None, _) => 0,
+                (Some(_), Some(due)) => self.config.vault.wait_secs.min(due),
+                (Some(_), None) => self.config.vault.wait_secs,
+            },
         };
         let reply = match self.client.bundle(&token, &self.config.pool, &query).await {
             Err(VaultError::Denied(message)) => {
@@ -192,8 +197,12 @@ impl Syncer {
             Outcome::Unchanged if vault.wait_secs > 0 && took.as_secs() * 2 >= vault.wait_secs => {
                 jitter(Duration::from_millis(500), 100)
             }
-            // No long-poll (or Vault did not hold it): poll at the interval.
-            Outcome::Unchanged => poll,
+            // No long-poll (or Vault did not hold it): poll at the interval,
+            // or sooner when the token falls due for renewal.
+            Outcome::Unchanged => match self.auth.renewal_due_in() {
+                Some(due) => poll.min(Duration::from_secs(due.max(1))),
+                None => poll,
+            },
         }
     }
 

@@ -87,6 +87,14 @@ impl Auth {
         Ok(current.token.clone())
     }
 
+    /// Seconds until the token is due for renewal (renewable tokens with a
+    /// known TTL). Renewal happens when a sync asks for the token, so the
+    /// sync loop never waits longer than this.
+    pub fn renewal_due_in(&self) -> Option<u64> {
+        let current = self.current.as_ref().filter(|c| c.renewable && c.ttl > 0)?;
+        Some((current.ttl * 2 / 3).saturating_sub(current.since.elapsed().as_secs()))
+    }
+
     /// Vault refused the token: forget it, so the next call logs in again
     /// (or re-reads the token file).
     pub fn invalidate(&mut self) {
@@ -226,6 +234,29 @@ mod tests {
         assert_ne!(second, first);
         assert_eq!(vault.state().logins, 2);
         assert!(!format!("{auth:?}").contains(second.as_str()));
+    }
+
+    #[tokio::test]
+    async fn tells_the_sync_loop_when_renewal_falls_due() {
+        let vault = FakeVault::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("secret-id"), "s3cret").expect("secret");
+        let config = AuthConfig {
+            method: AuthMethod::Approle,
+            role_id: Some("role".into()),
+            secret_id_file: Some(dir.path().join("secret-id")),
+            ..AuthConfig::default()
+        };
+        let vault_config = VaultConfig { addr: vault.addr.clone(), ..VaultConfig::default() };
+        let mut auth = Auth::new(config, VaultClient::new(&vault_config).expect("client"));
+        assert_eq!(auth.renewal_due_in(), None, "no token yet");
+        auth.token().await.expect("login");
+        let fresh = auth.renewal_due_in().expect("renewable");
+        age(&mut auth, 2_000);
+        let later = auth.renewal_due_in().expect("renewable");
+        assert!(fresh >= 2_000 && later <= fresh - 2_000, "{fresh} then {later}");
+        age(&mut auth, 10_000);
+        assert_eq!(auth.renewal_due_in(), Some(0));
     }
 
     #[tokio::test]
