@@ -82,9 +82,15 @@ pub async fn load<T: DeserializeOwned>(storage: &dyn Storage, key: &str) -> Resu
         return Ok(None);
     };
     let unreadable = |e: String| LogicalError::Internal(format!("stored record {key:?} is unreadable: {e}"));
-    let envelope: Envelope<Value> = serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    let envelope: Envelope<Value> = serde_json::from_slice(&bytes).map_err(|e| unreadable(redacted(&e)))?;
     let record = migrate(envelope.format, envelope.record).map_err(unreadable)?;
-    serde_json::from_value(record).map(Some).map_err(|e| unreadable(e.to_string()))
+    serde_json::from_value(record).map(Some).map_err(|e| unreadable(redacted(&e)))
+}
+
+/// A decoding error without its text: serde's messages quote the offending
+/// value, which in a material record would be key material.
+fn redacted(error: &serde_json::Error) -> String {
+    format!("{:?} error at line {} column {}", error.classify(), error.line(), error.column())
 }
 
 /// The migration hook: turns a record of an older layout into the
@@ -169,6 +175,20 @@ mod tests {
         let error = load::<u32>(&storage, "x").await.expect_err("newer");
         assert!(error.to_string().contains("layout 2 is newer"), "{error}");
         assert_eq!(load::<u32>(&storage, "missing").await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn decoding_errors_never_quote_stored_values() {
+        let storage = MemoryStorage::default();
+        let secret = "c2VjcmV0LWtleS1tYXRlcmlhbA==";
+        let record = format!(r#"{{"format":1,"record":"{secret}"}}"#);
+        storage.put("material/jwt/1", record.into_bytes()).await.expect("put");
+        let error = load_material(&storage, "jwt", 1).await.expect_err("wrong shape");
+        assert!(error.to_string().contains("unreadable: Data error"), "{error}");
+        assert!(!error.to_string().contains(secret), "{error}");
+        storage.put("material/jwt/2", format!("{secret}!").into_bytes()).await.expect("put");
+        let error = load_material(&storage, "jwt", 2).await.expect_err("not json");
+        assert!(!error.to_string().contains("c2Vj"), "{error}");
     }
 
     #[tokio::test]
