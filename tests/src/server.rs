@@ -180,8 +180,15 @@ impl Server {
     /// Stops the server gracefully and starts it again on the same data,
     /// unsealing it. Only for persistent servers.
     pub fn restart(&mut self) {
+        self.restart_with(|_| {});
+    }
+
+    /// Like [`Server::restart`], with `between` run on the storage
+    /// directory while the server is down (to copy or restore it).
+    pub fn restart_with(&mut self, between: impl FnOnce(&Path)) {
         assert!(matches!(self.mode, Mode::Persistent { .. }), "a dev server loses its data on restart");
         self.stop();
+        between(&self.dir.path().join("data"));
         self.spawn();
         self.wait_until_up();
         self.unseal();
@@ -219,12 +226,16 @@ impl Server {
 
     /// A dev server with the plugin registered and mounted at `mounts`.
     pub fn dev_with_mounts(mounts: &[&str]) -> Self {
-        let server = Self::dev();
-        server.register_plugin().expect_status(204);
+        Self::dev().with_mounts(mounts)
+    }
+
+    /// Registers the plugin and mounts it at `mounts`.
+    pub fn with_mounts(self, mounts: &[&str]) -> Self {
+        self.register_plugin().expect_status(204);
         for mount in mounts {
-            server.enable(mount).expect_status(204);
+            self.enable(mount).expect_status(204);
         }
-        server
+        self
     }
 
     /// Any API request with the root token.

@@ -3,7 +3,9 @@
 //! watch returns promptly; Vault stopped → keys still served; restart from
 //! the encrypted cache while Vault is down; a revoked token leads to a new
 //! AppRole login; callers off the allow-list are refused, and SIGHUP
-//! reloads that list.
+//! reloads that list; a server restored from an old copy of its storage
+//! offers a rolled-back bundle, which is refused while the newer one is
+//! kept.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -17,7 +19,11 @@ use serde_json::{Value, json};
 /// A server with the engine mounted, a 1-hour ed25519 keyring `jwt` that
 /// activates 2 s after publication once acknowledged, and sign pools.
 fn server(pools: &[&str]) -> Server {
-    let server = Server::dev_with_mounts(&["lockstep"]);
+    prepare(Server::dev_with_mounts(&["lockstep"]), pools)
+}
+
+/// Configures a server with the engine mounted as [`server`] does.
+fn prepare(server: Server, pools: &[&str]) -> Server {
     server
         .write(
             "lockstep/config",
@@ -245,4 +251,47 @@ fn callers_off_the_allow_list_are_refused_and_sighup_reloads_the_list() {
     assert_eq!(reply.body["error"]["code"], "peer_not_allowed", "{reply:?}");
     assert!(web.log().contains("allow-list"), "{}", web.log());
     assert!(web.log().contains("configuration reloaded"), "{}", web.log());
+}
+
+/// Copies a directory tree with `cp -a`, so modes and times stay as they were.
+fn copy_tree(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().expect("run cp");
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+#[test]
+fn a_server_restored_from_old_storage_cannot_roll_the_sidecar_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = prepare(Server::persistent().with_mounts(&["lockstep"]), &["web"]);
+    let auth = token_auth(dir.path(), &server, "web");
+    let web = Sidecar::start(dir.path(), "web", &config(dir.path(), &server, "web", &auth, ""));
+    web.wait_until("version 1 signing", 30, |s| signing_version(s) == 1);
+    // A copy of the storage as it is now, with version 1 only (the token
+    // the sidecar uses already exists in it).
+    let snapshot = dir.path().join("storage-snapshot");
+    server.restart_with(|data| copy_tree(data, &snapshot));
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "before the restore"})).expect_status(200);
+    web.wait_until("version 2 signing", 60, |s| signing_version(s) == 2);
+    let kid = web.get("/v1/keys/jwt").body["signing"]["kid"].clone();
+    let token = sign(&web, "signed with version 2");
+
+    // The operator restores the old copy: the server now offers version 1 only.
+    server.restart_with(|data| {
+        std::fs::remove_dir_all(data).expect("remove the data");
+        copy_tree(&snapshot, data);
+    });
+    let offered = server.read("lockstep/keys/jwt").expect_status(200);
+    let numbers: Vec<Value> =
+        offered.data()["versions"].as_array().into_iter().flatten().map(|v| v["version"].clone()).collect();
+    assert_eq!(numbers, vec![json!(1)], "the restored server knows version 1 only: {offered:?}");
+    web.wait_until("the rolled-back bundle refused", 60, |s| {
+        s.log().lines().any(|l| l.contains("bundle refused: keyring \"jwt\"") && l.contains("went back from"))
+    });
+    let metrics = web.get("/metrics").body;
+    assert!(metrics.as_str().is_some_and(|m| m.contains("kind=\"invalid\"")), "{metrics}");
+    // The newer bundle stays: version 2 still signs, and its tokens verify.
+    let reply = web.get("/v1/keys/jwt");
+    assert_eq!((reply.status, reply.body["signing"]["kid"].clone()), (200, kid));
+    assert_eq!(verify(&web, &token["token"])["version"], 2);
+    assert_eq!(web.get("/readyz").status, 200);
 }
