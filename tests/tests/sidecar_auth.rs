@@ -1,7 +1,9 @@
 //! Sidecar authentication and timing against a real server with the plugin
 //! mounted: a JWT auth login (a key pair and a signed JWT made here with the
 //! `openssl` CLI, the server's `jwt` auth method configured with the public
-//! key); a token-file token with a short renewable TTL kept alive past that
+//! key); a Kubernetes auth login (the server's `kubernetes` auth method
+//! asking a stand-in Kubernetes API for its TokenReview), with the
+//! service-account token re-read at every login; a token-file token with a short renewable TTL kept alive past that
 //! TTL by renewal; and the socket watch returning when a committed
 //! version's activation instant passes with no new bundle (Vault stopped).
 
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use lockstep_tests::kube::{FakeKubernetes, ServiceAccount};
 use lockstep_tests::server::Server;
 use lockstep_tests::sidecar::{Sidecar, socket_request};
 use lockstep_tests::workspace_root;
@@ -267,4 +270,79 @@ fn an_expiring_jwt_login_token_is_replaced_by_a_new_login() {
     std::thread::sleep(Duration::from_secs(14).saturating_sub(started.elapsed()));
     server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the max ttl"})).expect_status(200);
     web.wait_until("version 2 fetched after the new login", 20, |s| verifying_versions(s).contains(&json!(2)));
+}
+
+/// A projected service-account token for `account` (RS256, signed with
+/// `dir/jwt-private.pem`), valid for 10 minutes; `serial` makes each one
+/// distinct, as the kubelet's rotations are.
+fn service_account_jwt(dir: &Path, account: &ServiceAccount, serial: u64) -> String {
+    let now = now_secs();
+    let claims = json!({
+        "iss": "https://kubernetes.default.svc.cluster.local", "aud": ["vault"],
+        "sub": format!("system:serviceaccount:{}:{}", account.namespace, account.name),
+        "iat": now, "nbf": now, "exp": now + 600, "jti": format!("token-{serial}"),
+        "kubernetes.io": {"namespace": account.namespace,
+                          "serviceaccount": {"name": account.name, "uid": account.uid},
+                          "pod": {"name": "web-7f9c", "uid": "3c1f3a52-61e2-4f1c-9d57-2f7b1c3e8a10"}},
+    });
+    rs256_jwt(dir, &claims)
+}
+
+#[test]
+fn a_kubernetes_login_is_reviewed_by_the_cluster_and_rereads_the_rotated_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server("1s");
+    let account = ServiceAccount {
+        namespace: "payments".into(),
+        name: "lockstep-sidecar".into(),
+        uid: "9b1e0c4a-3f55-4c7e-8d0e-6a2f5b7c1d34".into(),
+    };
+    let cluster = FakeKubernetes::start(account.clone());
+    server.write("sys/auth/kubernetes", json!({"type": "kubernetes"})).expect_status(204);
+    server
+        .write("auth/kubernetes/config", json!({"kubernetes_host": cluster.address(), "disable_local_ca_jwt": true}))
+        .expect_status(204);
+    let role = json!({"bound_service_account_names": [account.name], "bound_service_account_namespaces": [account.namespace],
+                      "token_policies": ["sidecar-web"], "token_no_default_policy": true, "token_ttl": "1h"});
+    let made = server.write("auth/kubernetes/role/lockstep-web", role);
+    assert!(made.status == 200 || made.status == 204, "{made:?}");
+    rsa_key_pair(dir.path());
+
+    // A token the cluster does not vouch for is refused: the review is real.
+    let unknown = service_account_jwt(dir.path(), &account, 0);
+    let refused = server.write("auth/kubernetes/login", json!({"role": "lockstep-web", "jwt": unknown}));
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(cluster.reviewed(), vec![unknown], "the server asked the cluster");
+
+    let first = service_account_jwt(dir.path(), &account, 1);
+    cluster.issue(&first);
+    let jwt_file = dir.path().join("web.sa-token");
+    std::fs::write(&jwt_file, &first).expect("token file");
+    let auth = format!("method = \"kubernetes\"\nrole = \"lockstep-web\"\njwt_file = \"{}\"", jwt_file.display());
+    let web = Sidecar::start(dir.path(), "web", &config(dir.path(), &server, &auth, 5));
+    web.wait_until("a signing version", 30, |s| signing_version(s) == 1);
+    assert!(web.log().contains("logged in to vault"), "{}", web.log());
+    assert_eq!(cluster.reviewed().last(), Some(&first));
+
+    // The kubelet rotates the projected token and the old one stops being
+    // valid; Vault's token is revoked, so the next fetch needs a new login,
+    // which must present the token now in the file.
+    let before = cluster.reviewed().len();
+    let second = service_account_jwt(dir.path(), &account, 2);
+    cluster.issue(&second);
+    cluster.revoke(&first);
+    std::fs::write(&jwt_file, &second).expect("rotated token file");
+    server.request("PUT", "sys/leases/revoke-prefix/auth/kubernetes", None).expect_status(204);
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the token rotation"})).expect_status(200);
+    web.wait_until("version 2 fetched after a new login", 60, |s| verifying_versions(s).contains(&json!(2)));
+    let since = cluster.reviewed().split_off(before);
+    assert!(
+        !since.is_empty() && since.iter().all(|t| t == &second),
+        "{} reviews after the rotation, not all of the rotated token",
+        since.len()
+    );
+    let log = web.log();
+    for token in [&first, &second] {
+        assert!(!log.contains(token.as_str()), "a service-account token leaked into the log");
+    }
 }
