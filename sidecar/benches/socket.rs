@@ -147,6 +147,42 @@ async fn client_run(socket: &Path, requests: usize, keyring: usize) -> Vec<Durat
     took
 }
 
+/// The same fetches from a plain blocking client on one keep-alive
+/// connection, as a simple app would make them: no client runtime between
+/// the measurement and the socket.
+fn blocking_run(socket: &Path, requests: usize, keyring: usize) -> Vec<Duration> {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let request =
+        format!("GET /v1/keys/k{keyring} HTTP/1.1\r\nhost: lockstep-sidecar\r\nx-lockstep-request: 1\r\n\r\n");
+    let mut took = Vec::with_capacity(requests);
+    let (mut line, mut body) = (String::new(), Vec::new());
+    for _ in 0..requests {
+        let started = Instant::now();
+        writer.write_all(request.as_bytes()).expect("write");
+        let mut length = None;
+        line.clear();
+        reader.read_line(&mut line).expect("status line");
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("header");
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+        body.resize(length.expect("content-length"), 0);
+        reader.read_exact(&mut body).expect("body");
+        took.push(started.elapsed());
+    }
+    took
+}
+
 fn report(label: &str, mut took: Vec<Duration>, wall: Duration) {
     took.sort_unstable();
     let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
@@ -171,7 +207,10 @@ fn main() {
         println!("| clients | requests | p50 | p99 | requests/s |\n|---|---|---|---|---|");
         let started = Instant::now();
         let took = client_run(&socket, REQUESTS_ONE, 0).await;
-        report("1", took, started.elapsed());
+        report("1 (hyper client)", took, started.elapsed());
+        let started = Instant::now();
+        let took = blocking_run(&socket, REQUESTS_ONE, 0);
+        report("1 (blocking client)", took, started.elapsed());
         let started = Instant::now();
         let tasks: Vec<_> = (0..16)
             .map(|c| {
