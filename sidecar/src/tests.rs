@@ -174,7 +174,7 @@ async fn serves_keys_after_the_first_sync_and_acknowledges_what_it_holds() {
 }
 
 #[tokio::test]
-async fn requests_without_the_guard_header_or_with_big_bodies_are_refused() {
+async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = FakeVault::start().await;
     vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
@@ -186,6 +186,30 @@ async fn requests_without_the_guard_header_or_with_big_bodies_are_refused() {
     stream.read_to_string(&mut answer).await.expect("read");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("request_header_missing"), "{answer}");
+    // Headers over `socket.max_header_bytes` (8 KiB here) get a JSON 431;
+    // far over it, the connection's read buffer cuts them off first.
+    for (size, json_error) in [(10_000, true), (40_000, false)] {
+        let mut stream = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+        let request = format!(
+            "GET /v1/keys/api HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "p".repeat(size)
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        if json_error {
+            assert!(read.is_ok() && answer.starts_with("HTTP/1.1 431"), "{size}: {read:?} {answer}");
+            assert!(answer.contains("\"code\":\"headers_too_large\""), "{size}: {answer}");
+        } else {
+            // Closed with the request unread: a bare 431, or a reset that
+            // overtakes it.
+            assert!(answer.starts_with("HTTP/1.1 431") || read.is_err(), "{size}: {read:?} {answer}");
+            assert!(!answer.contains("HTTP/1.1 200"), "{size}: {answer}");
+        }
+    }
+    let (status, _) = sidecar.get("/v1/keys/api").await;
+    assert_eq!(status, 200, "requests of ordinary size are served");
     let big = json!({"claims": {"pad": "x".repeat(70_000)}});
     let (status, error) = sidecar.call("POST", "/v1/jwt/api/sign", Some(big)).await;
     assert_eq!((status, error["error"]["code"].clone()), (413, json!("body_too_large")));

@@ -123,7 +123,7 @@ pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
-            .max_buf_size(socket.max_header_bytes)
+            .max_buf_size(socket.max_header_bytes * 2)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -27,10 +27,31 @@ pub struct Call {
 
 /// Handles one request and counts it.
 pub async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (route, result) = dispatch(state, request).await;
+    let (route, result) = match check_header_size(state, &request) {
+        Ok(()) => dispatch(state, request).await,
+        Err(error) => ("other", Err(error)),
+    };
     let response = result.unwrap_or_else(ApiError::into_response);
     state.ctx.metrics.request(route, response.status().as_u16());
     response
+}
+
+/// Refuses a request whose request line and headers exceed
+/// `socket.max_header_bytes`, with a JSON error. (The connection's read
+/// buffer is twice that size, so a request far beyond it is cut off by
+/// hyper's own bare 431 before it is buffered whole.)
+fn check_header_size(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiError> {
+    let max = state.configs.borrow().socket.max_header_bytes;
+    let line = request.method().as_str().len() + request.uri().to_string().len() + " HTTP/1.1\r\n".len();
+    let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if line + headers > max {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("request line and headers are larger than {max} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 async fn dispatch(
