@@ -163,4 +163,52 @@ mod tests {
         assert!(!marker.exists());
         assert!(sink.refresh(&snap, 200).await.expect("activation"));
     }
+
+    /// Waits up to 5 s for `path` to appear.
+    fn wait_for(path: &Path) {
+        for _ in 0..100 {
+            if path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_process_in_the_pid_file_gets_sighup_after_a_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("hup-received");
+        // A stand-in app that notes SIGHUP in a file and exits.
+        let ready = dir.path().join("trap-installed");
+        let script = format!(
+            "trap 'touch {}; exit 0' HUP; touch {}; while :; do sleep 0.05; done",
+            marker.display(),
+            ready.display()
+        );
+        let mut app = std::process::Command::new("sh").args(["-c", &script]).spawn().expect("start sh");
+        let pid_file = dir.path().join("app.pid");
+        std::fs::write(&pid_file, format!("{}\n", app.id())).expect("pid file");
+        let config =
+            SinkConfig { dir: dir.path().to_path_buf(), pid_file: Some(pid_file.clone()), ..SinkConfig::default() };
+        let mut sink = Sink::new(config);
+        let b =
+            bundle("web", vec![("api", KeyType::HmacSha256, 1, vec![version(KeyType::HmacSha256, 1, Some(0), None)])]);
+        let snap = Snapshot::build("web", b, None, 0).expect("good");
+        wait_for(&ready);
+        assert!(sink.refresh(&snap, 10).await.expect("write"));
+        wait_for(&marker);
+        let _ = app.kill();
+        let _ = app.wait();
+        assert!(marker.exists(), "the process in the pid file got no SIGHUP");
+
+        // A pid file without a pid signals nobody, and the files are still written.
+        std::fs::write(&pid_file, "not a pid").expect("pid file");
+        std::fs::remove_file(&marker).expect("rm");
+        std::fs::remove_file(dir.path().join("api.json")).expect("rm");
+        let mut fresh =
+            Sink::new(SinkConfig { dir: dir.path().to_path_buf(), pid_file: Some(pid_file), ..SinkConfig::default() });
+        assert!(fresh.refresh(&snap, 10).await.expect("write"));
+        assert!(dir.path().join("api.json").exists());
+        assert!(!marker.exists());
+    }
 }
