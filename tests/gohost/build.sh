@@ -35,6 +35,11 @@ else
     bins+=(lockstep-sdkhost-vault)
 fi
 
+# The Vault SDK host's SDK-neutral sources come from the OpenBao one.
+if [ "$with_vault" = 1 ]; then
+    "$here/vault/internal/vaulthost/generate.sh"
+fi
+
 # Everything the binaries depend on, in a stable order.
 hash="$(
     {

@@ -79,6 +79,12 @@ func run(m *testing.M) int {
 	// The HashiCorp Vault SDK host lives in its own module.
 	if _, err := os.Stat(filepath.Join(root, "vault", "go.mod")); err == nil && os.Getenv("LOCKSTEP_SKIP_VAULT_HOST") == "" {
 		out := filepath.Join(binDir, "lockstep-sdkhost-vault")
+		generate := exec.Command(filepath.Join(root, "vault", "internal", "vaulthost", "generate.sh"))
+		generate.Stdout, generate.Stderr = os.Stderr, os.Stderr
+		if err := generate.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "generating the Vault SDK host's sources: %v\n", err)
+			return 1
+		}
 		if err := build(filepath.Join(root, "vault"), out, "./cmd/lockstep-sdkhost-vault"); err != nil {
 			fmt.Fprintf(os.Stderr, "building the Vault SDK host: %v\n", err)
 			return 1

@@ -1,8 +1,3 @@
-// Package baohost is the OpenBao-SDK implementation of the Lockstep test
-// host: it launches and drives a secrets-engine plugin with the SDK code the
-// OpenBao server uses (pluginutil runner, plugin.NewBackendV5, the gRPC
-// backend client, logical.RespondErrorCommon), and mirrors the server's
-// mount, routing, reload and unmount sequences around it.
 package baohost
 
 import (
@@ -35,10 +30,7 @@ import (
 	"lockstep/gohost/hostapi"
 )
 
-// ServerVersion is the default version the system view reports.
-const ServerVersion = "v2.6.2"
-
-// Engine implements hostapi.Engine with the OpenBao SDK.
+// Engine implements hostapi.Engine with the SDK this package is built on.
 type Engine struct {
 	opts    *hostapi.Options
 	logger  hclog.Logger

@@ -22,9 +22,8 @@ type sysView struct {
 }
 
 var (
-	_ logical.SystemView         = (*sysView)(nil)
-	_ pluginutil.LookRunnerUtil  = (*sysView)(nil)
-	_ logical.ExtendedSystemView = (*sysView)(nil)
+	_ logical.SystemView        = (*sysView)(nil)
+	_ pluginutil.LookRunnerUtil = (*sysView)(nil)
 )
 
 func staticView(serverVersion string) logical.StaticSystemView {
