@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use lockstep_model::bundle::Bundle;
+use lockstep_model::key_state;
 use lockstep_tests::sdkhost::{HostKind, HostReply, SdkHost};
 use serde_json::{Value, json};
 
@@ -203,10 +205,23 @@ fn revoking_the_signer_switches_at_once_and_leaves_every_bundle() {
     create_jwt(&host, "ecdsa-p256");
     ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
     ok(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})));
+    // The sidecar holds version 2, which is then committed to activate in
+    // two hours: the bundle it holds has a committed future activation.
+    poll(&host, "web", "web-1", "jwt:2");
+    let held: Bundle = serde_json::from_value(poll(&host, "web", "web-1", "jwt:2")).expect("a bundle");
+    assert!(held.keyrings["jwt"].versions[1].meta.is_committed(), "{held:?}");
     let revoked =
         ok(host.request_as(M, "update", "keys/jwt/revoke", json!({"version": 1, "reason": "leaked in a log"}), "bob"));
     assert_eq!(revoked["signing_version"], 2, "the published version takes over: {revoked}");
-    let bundle = poll(&host, "web", "web-1", "");
+    let bundle = poll(&host, "web", "web-1", "jwt:2");
+    // The sidecar accepts the emergency handover it is sent.
+    let next: Bundle = serde_json::from_value(bundle.clone()).expect("a bundle");
+    assert_eq!(next.validate("web", Some(&held)), Ok(()));
+    let now = next.server_time;
+    assert_eq!(
+        key_state(&next.keyrings["jwt"].versions.iter().map(|v| v.meta.clone()).collect::<Vec<_>>(), now).signing,
+        Some(2)
+    );
     let numbers: Vec<u64> = bundle["keyrings"]["jwt"]["versions"]
         .as_array()
         .into_iter()

@@ -245,8 +245,9 @@ fn check_forward(old: &BundleKeyring, new: &BundleKeyring, now: UnixSeconds) -> 
     for old_version in old.versions.iter().filter(|v| v.meta.is_committed()) {
         let same = new.versions.iter().find(|v| v.meta.number == old_version.meta.number);
         match same {
-            // A committed activation instant is final.
-            Some(v) if v.meta.not_before != old_version.meta.not_before => {
+            // A committed activation instant is final, except that an
+            // emergency (the signer revoked) brings it forward.
+            Some(v) if v.meta.not_before != old_version.meta.not_before && !brought_forward(old, new, &v.meta) => {
                 return Err(format!("version {} changed its activation time", old_version.meta.number));
             }
             Some(v) if v.meta.kid != old_version.meta.kid => {
@@ -261,6 +262,19 @@ fn check_forward(old: &BundleKeyring, new: &BundleKeyring, now: UnixSeconds) -> 
         }
     }
     Ok(())
+}
+
+/// Whether a committed version's activation moved earlier by an emergency
+/// handover, in a newer generation.
+fn brought_forward(old: &BundleKeyring, new: &BundleKeyring, meta: &VersionMeta) -> bool {
+    let earlier = old
+        .versions
+        .iter()
+        .find(|v| v.meta.number == meta.number)
+        .and_then(|v| v.meta.not_before)
+        .zip(meta.not_before)
+        .is_some_and(|(before, now)| now < before);
+    meta.emergency && new.generation > old.generation && earlier
 }
 
 #[cfg(test)]

@@ -308,10 +308,19 @@ impl Keyring {
         if version.revoked.is_some() {
             return Err(RevokeError::AlreadyRevoked(number));
         }
+        // A committed version that has not activated yet: its predecessor
+        // was told to stop signing at its activation, and must not.
+        let cancelled_start = version.not_before.filter(|start| *start > t);
         version.revoked = Some(Revocation { at: t, reason });
         version.expires_at = Some(t);
         if version.is_committed() && version.not_after.is_none_or(|end| end > t) {
             version.not_after = Some(t);
+        }
+        if let Some(start) = cancelled_start {
+            for previous in self.versions.iter_mut().filter(|v| v.revoked.is_none() && v.not_after == Some(start)) {
+                previous.not_after = None;
+                previous.expires_at = None;
+            }
         }
         self.generation += 1;
         if signing != Some(number) {

@@ -118,6 +118,35 @@ fn rollbacks_are_refused() {
 }
 
 #[test]
+fn an_emergency_brings_a_committed_activation_forward_and_nothing_else_moves_it() {
+    let held = bundle(PoolMode::Sign, 5, vec![hmac_version(1, Some(0)), hmac_version(2, Some(50))]);
+    let handover = |generation: u64, not_before: i64, emergency: bool| {
+        let mut version = hmac_version(2, Some(not_before));
+        version.meta.emergency = emergency;
+        bundle(PoolMode::Sign, generation, vec![version])
+    };
+    // Version 1 revoked at 20: version 2 signs from 20, in a new generation.
+    assert_eq!(handover(7, 20, true).validate("web", Some(&held)), Ok(()));
+    let refused = [
+        (handover(7, 20, false), "without the emergency mark", "version 2 changed its activation time"),
+        (handover(7, 60, true), "later, not earlier", "version 2 changed its activation time"),
+        (handover(5, 20, true), "in the same generation", "committed version 1 vanished"),
+    ];
+    for (next, case, message) in refused {
+        let error = next.validate("web", Some(&held)).expect_err(case);
+        assert!(error.to_string().contains(message), "{case}: {error}");
+    }
+    // In the same generation, with version 1 still there, the move is refused too.
+    let mut same = held.clone();
+    if let Some(keyring) = same.keyrings.get_mut("session") {
+        keyring.versions[1] = handover(5, 20, true).keyrings["session"].versions[0].clone();
+    }
+    same.revision = revision(same.mode, &same.keyrings);
+    let error = same.validate("web", Some(&held)).expect_err("same generation");
+    assert!(error.to_string().contains("version 2 changed its activation time"), "{error}");
+}
+
+#[test]
 fn debug_of_a_bundle_hides_material() {
     let b = bundle(PoolMode::Sign, 1, vec![hmac_version(1, Some(0))]);
     let text = format!("{b:?}");

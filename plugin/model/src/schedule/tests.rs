@@ -119,6 +119,30 @@ fn revoking_the_signer_hands_over_to_a_committed_future_version_too() {
 }
 
 #[test]
+fn revoking_a_committed_version_before_it_activates_keeps_the_signer_signing() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    ring.publish("jwt-2".into(), 100, 7_300);
+    ring.commit(100, 30);
+    assert_eq!(ring.versions[0].not_after, Some(7_300));
+    assert_eq!(ring.revoke(2, 200, "leaked before use".into()), Ok(RevokeOutcome::Revoked));
+    // Version 1 signs and verifies past the cancelled handover, with no gap.
+    let grace_end = 7_300 + 4 * 3_600;
+    for t in [200, 7_299, 7_300, grace_end, grace_end + 1] {
+        let state = key_state(&ring.versions, t);
+        assert_eq!(state.signing, Some(1), "at {t}");
+        assert_eq!(state.verifying, vec![1], "at {t}");
+    }
+    // The next rotation follows the schedule, as if version 2 never was.
+    tick(&mut ring, 300);
+    assert_eq!(ring.latest, 2, "nothing due yet");
+    tick(&mut ring, 22 * 3_600);
+    assert_eq!(ring.latest, 3);
+    assert_eq!(key_state(&ring.versions, 24 * 3_600 - 1).signing, Some(1));
+    assert_eq!(key_state(&ring.versions, 24 * 3_600).signing, Some(3));
+}
+
+#[test]
 fn revoking_the_only_signer_asks_for_an_emergency_version() {
     let mut ring = keyring();
     tick(&mut ring, 0);
