@@ -315,7 +315,28 @@ fn bad_input_is_a_400_naming_the_field_and_writes_nothing() {
         assert!(reply.error.contains(field), "{body}: {reply:?}");
     }
     let long = "k".repeat(65);
-    assert_eq!(host.request(M, "create", &format!("keys/{long}"), json!({"type": "ed25519"})).status, 400);
+    let keyring = json!({"type": "ed25519"});
+    for (path, body) in [
+        (format!("keys/{long}"), &keyring),
+        ("keys/a@b".into(), &keyring),
+        ("keys/-jwt".into(), &keyring),
+        ("keys/jwt.".into(), &keyring),
+        ("keys/j wt".into(), &keyring),
+        ("pools/we$b".into(), &json!({"keyrings": "jwt"})),
+        ("keys/a@b/rotate".into(), &json!({})),
+    ] {
+        let reply = host.request(M, "create", &path, body.clone());
+        assert_eq!(reply.status, 400, "{path}: {reply:?}");
+        assert!(
+            reply.error.contains("field \"name\"") && reply.error.contains("not a valid name"),
+            "{path}: {reply:?}"
+        );
+    }
+    for path in ["status/a@b", "history/a@b", "bundle/a@b"] {
+        let reply = host.request(M, "read", path, Value::Null);
+        assert_eq!(reply.status, 400, "{path}: {reply:?}");
+        assert!(reply.error.contains("not a valid name"), "{path}: {reply:?}");
+    }
     assert!(host.storage(M).is_empty(), "nothing was written: {:?}", host.storage(M).keys());
     create_jwt(&host, "ed25519");
     let reason = "r".repeat(2_000);

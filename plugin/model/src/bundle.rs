@@ -100,6 +100,9 @@ pub enum BundleError {
         /// Pool in the bundle.
         got: String,
     },
+    /// A keyring's name breaks the naming rule.
+    #[error("keyring name {0:?} is not valid ({rule})", rule = crate::name::NAME_RULE)]
+    BadName(String),
     /// Its revision does not match its content.
     #[error("bundle revision {0:?} does not match its content")]
     BadRevision(String),
@@ -139,6 +142,9 @@ impl Bundle {
             return Err(BundleError::BadRevision(self.revision.clone()));
         }
         for (name, keyring) in &self.keyrings {
+            if !crate::name::is_valid(name) {
+                return Err(BundleError::BadName(name.clone()));
+            }
             let malformed = |message: String| BundleError::Malformed { keyring: name.clone(), message };
             check_keyring(self.mode, keyring).map_err(malformed)?;
             if let Some(old) = previous.and_then(|p| p.keyrings.get(name)) {

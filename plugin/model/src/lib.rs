@@ -11,10 +11,12 @@
 //! - [`schedule`]: the coordinator's decisions (publish, commit, revoke,
 //!   purge) as pure functions over a keyring's versions;
 //! - [`bundle`]: what a sidecar fetches, and its validation;
+//! - [`name`]: the rule for keyring, pool and instance names;
 //! - [`secret`]: key bytes that are redacted and zeroized.
 
 pub mod bundle;
 pub mod keytype;
+pub mod name;
 pub mod policy;
 pub mod schedule;
 pub mod secret;

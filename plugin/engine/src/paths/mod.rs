@@ -16,8 +16,6 @@ use vault_plugin_sdk::framework::{Field, FieldData, FieldType};
 use vault_plugin_sdk::logical::LogicalError;
 use vault_plugin_sdk::storage::StorageError;
 
-/// Longest name accepted for pools, keyrings and instances.
-pub const MAX_NAME_LEN: usize = 64;
 /// Longest free text accepted (reasons).
 pub const MAX_TEXT_LEN: usize = 1_024;
 
@@ -31,16 +29,12 @@ pub(crate) fn invalid(error: PolicyError) -> LogicalError {
     LogicalError::InvalidRequest(error.to_string())
 }
 
-/// Checks a name taken from the URL or a field: the URL pattern already
-/// limits the characters, this also limits the length.
+/// Checks a name taken from the URL or a field against the model's rule.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), LogicalError> {
-    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    let valid_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_chars || !valid_ends {
+    if !lockstep_model::name::is_valid(name) {
         return Err(LogicalError::InvalidRequest(format!(
-            "field {field:?}: {name:?} is not a valid name (1 to {MAX_NAME_LEN} of a-z, A-Z, 0-9, '_', '-', '.', \
-             starting and ending with a letter, digit or '_')"
+            "field {field:?}: {name:?} is not a valid name ({})",
+            lockstep_model::name::NAME_RULE
         )));
     }
     Ok(())

@@ -153,3 +153,15 @@ fn debug_of_a_bundle_hides_material() {
     assert!(text.contains("SecretBytes(32 bytes …)"));
     assert!(!text.contains("7, 7, 7"));
 }
+
+#[test]
+fn keyring_names_that_break_the_rule_are_refused() {
+    for bad in ["../../etc/passwd", "a/b", "", "x y"] {
+        let mut b = bundle(PoolMode::Sign, 1, vec![hmac_version(1, Some(0))]);
+        let keyring = b.keyrings.remove("session").expect("keyring");
+        b.keyrings.insert(bad.to_string(), keyring);
+        b.revision = revision(b.mode, &b.keyrings);
+        let error = b.validate("web", None).expect_err(bad);
+        assert!(matches!(error, BundleError::BadName(_)), "{bad:?}: {error}");
+    }
+}

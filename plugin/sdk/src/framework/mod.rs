@@ -61,10 +61,12 @@ where
     Arc::new(move |req, data| Box::pin(f(req, data)))
 }
 
-/// The regex of one URL segment captured as field `name`: letters, digits,
-/// `_`, `-` and `.`, starting and ending with a letter, digit or `_`.
+/// The regex of one URL segment (anything but `/`) captured as field
+/// `name`. It is deliberately wide: the handler checks the name and answers
+/// a bad one with a 400 naming the field, where a narrow pattern would turn
+/// it into a bare 404 "unsupported path".
 pub fn name_segment(name: &str) -> String {
-    format!(r"(?P<{name}>\w(?:[\w.-]*\w)?)")
+    format!(r"(?P<{name}>[^/]+)")
 }
 
 /// One operation of a path.

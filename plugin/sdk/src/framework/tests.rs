@@ -52,8 +52,10 @@ async fn unknown_path_and_operation_are_distinguished() {
     assert_eq!(out, Err(LogicalError::UnsupportedPath));
     let out = backend.handle_request(request(Operation::Delete, "things/a", json!(null))).await;
     assert_eq!(out, Err(LogicalError::UnsupportedOperation));
-    // A segment that does not fit the name pattern does not match at all.
+    // A name segment takes any one segment (the handler judges it), never two.
     let out = backend.handle_request(request(Operation::Read, "things/-a", json!(null))).await;
+    assert_eq!(out.ok().flatten().map(|r| r.data["name"].clone()), Some(json!("-a")));
+    let out = backend.handle_request(request(Operation::Read, "things/a/b", json!(null))).await;
     assert_eq!(out, Err(LogicalError::UnsupportedPath));
 }
 
