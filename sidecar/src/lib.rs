@@ -108,10 +108,12 @@ pub async fn run_with(
     let syncer = Syncer::new(ctx.clone(), configs.clone(), cache)?;
     let state = Arc::new(ApiState { ctx, configs, shutdown: shutdown.clone() });
     let sync_task = tokio::spawn(syncer.run(shutdown.clone()));
+    let sink_task = tokio::spawn(sink::run(state.ctx.clone(), state.configs.clone(), shutdown.clone()));
     let reload_task = reload.map(|source| tokio::spawn(reload_on_sighup(source, config_tx, shutdown.clone())));
     tracing::info!("serving on the socket");
     api::serve(listener, state).await;
     let _ = sync_task.await;
+    let _ = sink_task.await;
     if let Some(task) = reload_task {
         let _ = task.await;
     }

@@ -7,12 +7,16 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
 use lockstep_model::UnixSeconds;
 
-use crate::config::SinkConfig;
+use tokio::sync::watch;
+
+use crate::Context;
+use crate::config::{Config, SinkConfig};
 use crate::store::Snapshot;
 use crate::view::{ViewOptions, keyring_view};
 
@@ -52,12 +56,21 @@ impl Sink {
 
     /// Writes the keyrings whose view at `now` changed, removes files of
     /// keyrings that left the bundle, and notifies when anything changed.
+    /// A keyring that cannot be shown in the configured format (PEM of an
+    /// HMAC secret, say) is skipped, never the others; its error is
+    /// returned after the rest are written.
     pub async fn refresh(&mut self, snapshot: &Snapshot, now: UnixSeconds) -> Result<bool, SinkError> {
         let mut changed = false;
+        let mut skipped = None;
         let options = ViewOptions { format: self.config.format, private: self.config.private };
         for name in snapshot.keyrings.keys() {
-            let mut view = keyring_view(snapshot, name, now, options)
-                .map_err(|e| SinkError::Format { keyring: name.clone(), message: e.to_string() })?;
+            let mut view = match keyring_view(snapshot, name, now, options) {
+                Ok(view) => view,
+                Err(error) => {
+                    skipped.get_or_insert(SinkError::Format { keyring: name.clone(), message: error.to_string() });
+                    continue;
+                }
+            };
             // `now` alone must not cause a rewrite.
             view.as_object_mut().map(|o| o.remove("now"));
             let text = serde_json::to_vec_pretty(&view).unwrap_or_default();
@@ -77,7 +90,7 @@ impl Sink {
         if changed {
             self.notify().await;
         }
-        Ok(changed)
+        skipped.map_or(Ok(changed), Err)
     }
 
     fn file(&self, keyring: &str) -> PathBuf {
@@ -103,6 +116,50 @@ impl Sink {
             Ok(Ok(status)) => tracing::warn!(%program, %status, "sink notification failed"),
             Ok(Err(error)) => tracing::warn!(%program, %error, "sink notification did not start"),
             Err(_) => tracing::warn!(%program, "sink notification timed out after 30 s"),
+        }
+    }
+}
+
+/// Longest wait between two looks at the files' state: a bound on how late
+/// a change is written if a wake-up is missed (the clock jumped, say).
+const MAX_WAIT_SECS: i64 = 5;
+
+/// Keeps the sink's files current for as long as the sidecar runs: after
+/// every new bundle (or cache restore), and at every instant a version
+/// starts or stops signing or verifying, whether Vault answers or not.
+/// Follows `sink` changes on configuration reloads.
+pub async fn run(ctx: Context, mut configs: watch::Receiver<Arc<Config>>, mut shutdown: watch::Receiver<bool>) {
+    let mut changes = ctx.store.subscribe();
+    let mut sink = configs.borrow_and_update().sink.clone().map(Sink::new);
+    let mut last_failure = None;
+    loop {
+        let now = ctx.clock.now();
+        let snapshot = ctx.store.snapshot();
+        if let (Some(sink), Some(snapshot)) = (sink.as_mut(), &snapshot) {
+            let failure = sink.refresh(snapshot, now).await.err().map(|e| e.to_string());
+            // Counted every time, logged when it changes.
+            if failure.is_some() {
+                ctx.metrics.sync_error("sink");
+            }
+            if failure != last_failure
+                && let Some(error) = &failure
+            {
+                tracing::warn!(%error, "file sink failed");
+            }
+            last_failure = failure;
+        }
+        let next = snapshot.as_ref().and_then(|s| s.keyrings.values().filter_map(|k| k.next_change_after(now)).min());
+        let wait = next.map_or(MAX_WAIT_SECS, |at| (at - now).clamp(1, MAX_WAIT_SECS));
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(Duration::from_secs(wait.unsigned_abs())) => {}
+            Ok(()) = configs.changed() => {
+                let config = configs.borrow_and_update().sink.clone();
+                if config.as_ref() != sink.as_ref().map(|s| &s.config) {
+                    sink = config.map(Sink::new);
+                }
+            }
+            () = crate::shutdown_signalled(&mut shutdown) => return,
         }
     }
 }
@@ -162,6 +219,32 @@ mod tests {
         assert!(!sink.refresh(&snap, 101).await.expect("same"));
         assert!(!marker.exists());
         assert!(sink.refresh(&snap, 200).await.expect("activation"));
+    }
+
+    #[tokio::test]
+    async fn a_keyring_the_format_cannot_show_is_skipped_and_the_others_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config =
+            SinkConfig { dir: dir.path().to_path_buf(), format: crate::config::Format::Pem, ..SinkConfig::default() };
+        let mut sink = Sink::new(config);
+        let b = bundle(
+            "web",
+            vec![
+                ("a-hmac", KeyType::HmacSha256, 1, vec![version(KeyType::HmacSha256, 1, Some(0), None)]),
+                ("b-jwt", KeyType::Ed25519, 1, vec![version(KeyType::Ed25519, 1, Some(0), None)]),
+            ],
+        );
+        let snap = Snapshot::build("web", b, None, 0).expect("good");
+        let error = sink.refresh(&snap, 10).await.expect_err("hmac has no pem");
+        assert!(error.to_string().contains("\"a-hmac\""), "{error}");
+        assert!(!dir.path().join("a-hmac.json").exists());
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("b-jwt.json")).expect("b-jwt written"))
+                .expect("json");
+        assert!(
+            written["signing"]["material"]["public_key"].as_str().is_some_and(|p| p.contains("BEGIN PUBLIC KEY")),
+            "{written}"
+        );
     }
 
     /// Waits up to 5 s for `path` to appear.

@@ -14,7 +14,6 @@ use crate::Context;
 use crate::backoff::{Backoff, jitter};
 use crate::cachefile::CacheFile;
 use crate::config::Config;
-use crate::sink::Sink;
 use crate::store::PublishError;
 use crate::vault::{Auth, AuthError, BundleQuery, BundleReply, VaultClient, VaultError};
 
@@ -63,7 +62,6 @@ pub struct Syncer {
     client: VaultClient,
     auth: Auth,
     cache: Option<CacheFile>,
-    sink: Option<Sink>,
     backoff: Backoff,
     skewed: bool,
 }
@@ -78,8 +76,7 @@ impl Syncer {
         let config = configs.borrow().clone();
         let client = VaultClient::new(&config.vault)?;
         let auth = Auth::new(config.auth.clone(), client.clone());
-        let sink = config.sink.clone().map(Sink::new);
-        Ok(Self { ctx, backoff: backoff(&config), config, configs, client, auth, cache, sink, skewed: false })
+        Ok(Self { ctx, backoff: backoff(&config), config, configs, client, auth, cache, skewed: false })
     }
 
     /// Runs until `shutdown` turns true.
@@ -104,7 +101,6 @@ impl Syncer {
         match self.try_sync().await {
             Ok(outcome) => {
                 self.backoff.reset();
-                self.refresh_sink().await;
                 outcome
             }
             Err(error) => {
@@ -165,14 +161,6 @@ impl Syncer {
         Ok(Outcome::Changed)
     }
 
-    async fn refresh_sink(&mut self) {
-        let (Some(sink), Some(snapshot)) = (self.sink.as_mut(), self.ctx.store.snapshot()) else { return };
-        if let Err(error) = sink.refresh(&snapshot, self.ctx.clock.now()).await {
-            self.ctx.metrics.sync_error("sink");
-            tracing::warn!(%error, "file sink failed");
-        }
-    }
-
     fn check_skew(&mut self, server_time: UnixSeconds, now: UnixSeconds) {
         let skew = now - server_time;
         self.ctx.metrics.set_clock_skew(skew);
@@ -219,9 +207,6 @@ impl Syncer {
                 }
                 Err(error) => tracing::error!(%error, "reload: keeping the previous vault client"),
             }
-        }
-        if config.sink != self.config.sink {
-            self.sink = config.sink.clone().map(Sink::new);
         }
         self.backoff = backoff(&config);
         self.config = config;

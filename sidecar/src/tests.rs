@@ -440,3 +440,43 @@ async fn shutdown_ends_watches_at_once_and_removes_the_socket() {
         sidecar.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_file_sink_follows_key_state_while_vault_is_down_and_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let clock = ManualClock::at(T0);
+    let mut config = config(dir.path(), &vault);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).expect("sink dir");
+    config.sink = Some(crate::config::SinkConfig { dir: files.clone(), ..crate::config::SinkConfig::default() });
+    let file = files.join("api.json");
+    let read = |file: &Path| -> Value {
+        std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
+    };
+    let verifying = |view: &Value| -> Vec<Value> {
+        view["verifying"].as_array().into_iter().flatten().map(|v| v["version"].clone()).collect()
+    };
+    let sidecar = Sidecar::start(config.clone(), &clock);
+    ready(&sidecar).await;
+    until("the file with version 1 signing", || async { read(&file)["signing"]["version"] == 1 }).await;
+    assert_eq!(verifying(&read(&file)), vec![json!(1), json!(2)], "the next version is there ahead of time");
+
+    // Vault goes away; the files still follow each version's own times.
+    vault.state().down = true;
+    until("a counted sync error", || async { sidecar.metrics().await.contains("sync_errors_total{kind=\"status\"}") })
+        .await;
+    clock.advance(2_000);
+    until("version 2 signing in the file", || async { read(&file)["signing"]["version"] == 2 }).await;
+    clock.advance(3_001);
+    until("version 1 gone from the file after its expiry", || async { verifying(&read(&file)) == vec![json!(2)] })
+        .await;
+    sidecar.stop().await;
+
+    // Restarted while Vault is still down: the files come from the cache.
+    std::fs::remove_file(&file).expect("remove the file");
+    let restarted = Sidecar::start(config, &clock);
+    until("the file written from the cache", || async { read(&file)["signing"]["version"] == 2 }).await;
+    restarted.stop().await;
+}
