@@ -339,14 +339,18 @@ impl Source {
         };
         for (setting, var) in ENV_OVERRIDES {
             if let Some(value) = env.get(*var) {
+                // Only the `*_secs` settings are numbers; the rest are text
+                // even when they look like numbers (a pool named 2024).
+                let value = if setting.ends_with("_secs") { typed(value) } else { toml::Value::String(value.clone()) };
                 set_path(&mut table, setting, value)?;
             }
         }
         for (setting, value) in &self.sets {
-            set_path(&mut table, setting, value)?;
+            set_path(&mut table, setting, typed(value))?;
         }
+        // The full text: the message alone leaves out the setting's name.
         let mut config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            ConfigError::Parse { path: self.display_path(), message: e.message().to_string() }
+            ConfigError::Parse { path: self.display_path(), message: e.to_string().trim().replace('\n', " ") }
         })?;
         if config.instance.is_empty() {
             config.instance = env.get("HOSTNAME").cloned().unwrap_or_default();
@@ -371,15 +375,19 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
         .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
 }
 
-/// Sets a dotted setting to `raw`, typed as TOML when it parses as an
-/// integer, boolean or array, else as a string.
-fn set_path(table: &mut toml::Table, setting: &str, raw: &str) -> Result<(), ConfigError> {
-    let value = format!("v = {raw}")
+/// `raw` typed as TOML when it parses as an integer, boolean or array,
+/// else as a string.
+fn typed(raw: &str) -> toml::Value {
+    format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
         .filter(|v| !v.is_str() && !v.is_table())
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Sets a dotted setting to `value`.
+fn set_path(table: &mut toml::Table, setting: &str, value: toml::Value) -> Result<(), ConfigError> {
     let mut parts: Vec<&str> = setting.split('.').collect();
     let last =
         parts.pop().filter(|l| !l.is_empty()).ok_or_else(|| ConfigError::invalid(setting, "empty setting name"))?;
@@ -572,6 +580,16 @@ path = "/run/lockstep.sock"
             let error = source.load_with(&env(&[])).expect_err(setting).to_string();
             assert!(error.contains(named), "{setting}={value}: {error}");
         }
+        // A value of the wrong type names its setting too.
+        let wrong = write(dir.path(), &GOOD.replace("[vault]\n", "[vault]\nwait_secs = \"ten\"\n"));
+        let error = Source { path: Some(wrong), sets: vec![] }.load_with(&env(&[])).expect_err("type").to_string();
+        assert!(error.contains("vault.wait_secs"), "{error}");
+        // Environment values of string settings stay strings, digits or not.
+        let source = Source { path: Some(path.clone()), sets: vec![] };
+        let config = source
+            .load_with(&env(&[("LOCKSTEP_INSTANCE", "12345"), ("LOCKSTEP_POOL", "2024"), ("LOCKSTEP_WAIT_SECS", "7")]))
+            .expect("digits are names here");
+        assert_eq!((config.instance.as_str(), config.pool.as_str(), config.vault.wait_secs), ("12345", "2024", 7));
         let typo = write(dir.path(), &format!("{GOOD}\npoll = 3\n"));
         let error = Source { path: Some(typo), sets: vec![] }.load_with(&env(&[])).expect_err("unknown").to_string();
         assert!(error.contains("poll"), "{error}");
