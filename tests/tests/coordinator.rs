@@ -147,6 +147,34 @@ fn dead_pools_do_not_block_and_a_silent_live_pool_is_overridden_with_an_alert() 
 }
 
 #[test]
+fn after_a_reload_pools_not_yet_seen_are_waited_for_one_liveness_window() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/api", json!({"keyrings": "jwt"})));
+    poll(&host, "web", "web-1", "jwt:1");
+    poll(&host, "api", "api-1", "jwt:1");
+    host.clock.advance(22 * HOUR + 1);
+    poll(&host, "web", "web-1", "jwt:1");
+    poll(&host, "api", "api-1", "jwt:1");
+    // The plugin restarts: its memory of who polled when is gone.
+    host.reload(M);
+    rollback(&host);
+    assert_eq!(key(&host)["pending_version"], 2);
+    poll(&host, "web", "web-1", "jwt:2");
+    rollback(&host);
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    assert_eq!(status["upcoming"]["not_held_by"], json!(["api/api-1"]), "api is waited for: {status}");
+    assert_eq!(version(&key(&host), 2)["committed"], false);
+    // api-1 says nothing for a whole window: it counts as dead, and the
+    // version is committed without waiting for the commit timeout.
+    host.clock.advance(11 * 60);
+    poll(&host, "web", "web-1", "jwt:2");
+    rollback(&host);
+    assert_eq!(version(&key(&host), 2)["committed"], true);
+}
+
+#[test]
 fn downtime_gives_one_rotation_not_a_burst() {
     let host = host();
     create_jwt(&host, "hmac-sha256");
@@ -263,6 +291,18 @@ fn bundles_are_cheap_when_unchanged_and_verify_only_pools_get_no_private_keys() 
     assert_eq!(same["not_modified"], true);
     assert!(same.get("keyrings").is_none(), "no material when not modified: {same}");
     assert_eq!(host.storage(M), before, "a not-modified poll writes nothing");
+    // Nor do unchanged polls hours later: liveness is kept in memory.
+    for _ in 0..6 {
+        host.clock.advance(HOUR / 2);
+        let later = ok(host.request(
+            M,
+            "read",
+            "bundle/web",
+            json!({"instance": "web-1", "held": "jwt:1", "revision": revision}),
+        ));
+        assert_eq!(later["not_modified"], true);
+    }
+    assert_eq!(host.storage(M), before, "unchanged polls write nothing, however long they go on");
 
     let unknown = host.request(M, "read", "bundle/nope", json!({"instance": "x"}));
     assert_eq!(unknown.status, 404, "{unknown:?}");

@@ -2,10 +2,12 @@
 //! holds, and when it was last seen. They gate activation: a version is
 //! committed only once every live pool holds it.
 //!
-//! A record is written only when what an instance holds changes, or when
-//! the stored "last seen" is older than half the liveness window (so that
-//! liveness survives a restart of the plugin); an unchanged poll between
-//! those writes nothing.
+//! A record is written only when what an instance holds changes; polls in
+//! between write nothing. When an instance was last seen lives in memory.
+//! A mount that has just started (a reload, a restart, a new active node)
+//! has seen nobody yet, so until one liveness window has passed it counts
+//! every instance with a record as seen at its start: it waits for them
+//! rather than forget them.
 
 use std::collections::BTreeMap;
 
@@ -89,7 +91,6 @@ pub fn parse_held(entries: &[String]) -> Result<BTreeMap<String, u64>, LogicalEr
 pub async fn record(
     state: &MountState,
     storage: &dyn Storage,
-    config: &Config,
     pool: &str,
     instance: &str,
     held: BTreeMap<String, u64>,
@@ -98,9 +99,7 @@ pub async fn record(
     state.saw(pool, instance, t);
     let stored: Option<Ack> = storage::load(storage, &key(pool, instance)).await?;
     let changed = stored.as_ref().is_none_or(|a| a.held != held);
-    let refresh = i64::try_from(config.liveness_window / 2).unwrap_or(i64::MAX);
-    let stale = stored.as_ref().is_none_or(|a| t - a.last_seen >= refresh);
-    if changed || stale {
+    if changed {
         let ack = Ack { last_seen: t, held };
         storage::apply(storage, vec![Write::Put(key(pool, instance), encode(&ack)?)]).await?;
     }
@@ -129,13 +128,20 @@ pub async fn fleet(
             let Some(ack) = storage::load::<Ack>(storage, &key(&name, &instance)).await? else {
                 continue;
             };
-            let last_seen = ack.last_seen.max(state.last_seen(&name, &instance).unwrap_or(i64::MIN));
-            let live = t - last_seen <= window;
+            let seen = state.last_seen(&name, &instance);
+            let last_seen = seen.unwrap_or(ack.last_seen).max(ack.last_seen);
+            let live = t - assumed_seen(state, seen, &ack) <= window;
             instances.push(InstanceView { held: ack.held.get(keyring).copied(), instance, last_seen, live });
         }
         views.push(PoolView { pool: name, instances });
     }
     Ok(views)
+}
+
+/// When an instance counts as last seen: when this mount saw it, or, if it
+/// has not yet, no earlier than the mount's start.
+fn assumed_seen(state: &MountState, seen: Option<i64>, ack: &Ack) -> i64 {
+    seen.unwrap_or_else(|| ack.last_seen.max(state.started())).max(ack.last_seen)
 }
 
 fn pool_has(pool: &Pool, keyring: &str) -> bool {
@@ -156,8 +162,7 @@ pub async fn forget_stale(
             let Some(ack) = storage::load::<Ack>(storage, &key(pool, &instance)).await? else {
                 continue;
             };
-            let seen = ack.last_seen.max(state.last_seen(pool, &instance).unwrap_or(i64::MIN));
-            if t - seen > horizon {
+            if t - assumed_seen(state, state.last_seen(pool, &instance), &ack) > horizon {
                 storage.delete(&key(pool, &instance)).await.map_err(storage_error)?;
             }
         }

@@ -26,6 +26,8 @@ pub struct MountState {
     changes: tokio::sync::watch::Sender<u64>,
     /// When each sidecar instance was last seen, by (pool, instance).
     seen: Mutex<HashMap<(String, String), i64>>,
+    /// When this state was made, in seconds since the epoch.
+    started: i64,
 }
 
 /// When the host's periodic call last reached this mount.
@@ -37,6 +39,11 @@ pub struct Periodic {
     pub count: u64,
 }
 
+fn seconds(t: SystemTime) -> i64 {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+}
+
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section here leaves the data consistent, so a panic
     // elsewhere while holding the lock does not poison it for good.
@@ -46,7 +53,9 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl MountState {
     /// Fresh state.
     pub fn new(clock: Arc<dyn Clock>, system: SystemView) -> Self {
+        let started = seconds(clock.now());
         Self {
+            started,
             clock,
             system,
             periodic: Mutex::new(Periodic::default()),
@@ -58,8 +67,12 @@ impl MountState {
 
     /// Now, in seconds since the epoch.
     pub fn now(&self) -> i64 {
-        let since = self.clock.now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        seconds(self.clock.now())
+    }
+
+    /// When this state was made (the mount set up or reloaded).
+    pub fn started(&self) -> i64 {
+        self.started
     }
 
     /// Notes a periodic call at the current time.

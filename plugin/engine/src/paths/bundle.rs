@@ -80,7 +80,7 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         .ok_or_else(|| LogicalError::NotFound(format!("pool {pool_name:?} not found")))?;
     let config = Config::load(storage).await?;
     let t = state.now();
-    if acks::record(state, storage, &config, pool_name, instance, held.clone(), t).await? {
+    if acks::record(state, storage, pool_name, instance, held.clone(), t).await? {
         commit_if_acknowledged(state, storage, &config, &pool, &held).await;
     }
     let known = data.str("revision").unwrap_or_default();
