@@ -489,6 +489,12 @@ impl Config {
         if !(1024..=1024 * 1024).contains(&socket.max_body_bytes) {
             return Err(ConfigError::invalid("socket.max_body_bytes", "must be between 1024 and 1048576"));
         }
+        if socket.jwt_leeway_secs > crate::jwt::MAX_LEEWAY_SECS {
+            return Err(ConfigError::invalid(
+                "socket.jwt_leeway_secs",
+                format!("must be at most {}", crate::jwt::MAX_LEEWAY_SECS),
+            ));
+        }
         if !(8192..=65_536).contains(&socket.max_header_bytes) {
             return Err(ConfigError::invalid("socket.max_header_bytes", "must be between 8192 and 65536"));
         }
@@ -574,6 +580,7 @@ path = "/run/lockstep.sock"
             ("cache.file", "/var/cache/c", "cache.key_file"),
             ("pool", "a b", "pool"),
             ("log.format", "xml", "log.format"),
+            ("socket.jwt_leeway_secs", "301", "socket.jwt_leeway_secs"),
         ];
         for (setting, value, named) in cases {
             let source = Source { path: Some(path.clone()), sets: vec![(setting.into(), value.into())] };

@@ -164,6 +164,10 @@ pub fn verify(keyring: &Keyring, token: &str, expect: &Expectations, now: UnixSe
         return Err(JwtError::Malformed("not three dot-separated parts"));
     };
     let header = decode_json(header).ok_or(JwtError::Malformed("header is not base64url JSON"))?;
+    // No extension is understood here, so none that must be may appear.
+    if header.contains_key("crit") {
+        return Err(JwtError::Malformed("header has crit extensions, none of which are supported"));
+    }
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
     if Some(alg) != keyring.data.key_type.jwt_alg() {
         return Err(JwtError::WrongAlg(alg.into()));
@@ -187,13 +191,30 @@ pub fn verify(keyring: &Keyring, token: &str, expect: &Expectations, now: UnixSe
     Ok(Verified { claims, kid: meta.kid.clone(), version: meta.number })
 }
 
+/// The most leeway on `exp` and `nbf` a caller or the configuration may set.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
+/// A NumericDate: seconds, possibly with a fraction (rounded down, which
+/// errs towards expiry for `exp` by less than a second).
+fn numeric_date(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        let f = value.as_f64().filter(|f| f.is_finite())?.floor();
+        // In range for i64 (2^63 is exactly representable as f64).
+        (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f).then_some(f as i64)
+    })
+}
+
 fn check_claims(claims: &Map<String, Value>, expect: &Expectations, now: UnixSeconds) -> Result<(), JwtError> {
     let leeway = i64::try_from(expect.leeway).unwrap_or(i64::MAX);
-    let exp = claims.get("exp").and_then(Value::as_i64).ok_or(JwtError::MissingExp)?;
+    let exp = match claims.get("exp") {
+        None => return Err(JwtError::MissingExp),
+        Some(value) => numeric_date(value).ok_or(JwtError::Malformed("exp is not a number of seconds"))?,
+    };
     if now > exp.saturating_add(leeway) {
         return Err(JwtError::Expired(exp));
     }
-    if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
+    let nbf = claims.get("nbf").map(|v| numeric_date(v).ok_or(JwtError::Malformed("nbf is not a number of seconds")));
+    if let Some(nbf) = nbf.transpose()?
         && now.saturating_add(leeway) < nbf
     {
         return Err(JwtError::NotYetValid(nbf));
@@ -289,6 +310,20 @@ mod tests {
     }
 
     #[test]
+    fn numeric_dates_may_have_fractions_and_must_be_numbers() {
+        let snap = snapshot(KeyType::Ed25519);
+        let keyring = &snap.keyrings["api"];
+        let expect = Expectations::default();
+        let fractional = sign(keyring, claims(json!({"exp": 200.7, "nbf": 99.5})), None, 100).expect("sign").token;
+        assert!(verify(keyring, &fractional, &expect, 100).is_ok());
+        assert_eq!(verify(keyring, &fractional, &expect, 201), Err(JwtError::Expired(200)));
+        for bad in [json!({"exp": "500"}), json!({"exp": 500, "nbf": "soon"})] {
+            let token = sign(keyring, claims(bad.clone()), None, 100).expect("sign").token;
+            assert!(matches!(verify(keyring, &token, &expect, 100), Err(JwtError::Malformed(_))), "{bad}");
+        }
+    }
+
+    #[test]
     fn tampering_alg_confusion_and_garbage_are_refused() {
         let snap = snapshot(KeyType::Ed25519);
         let keyring = &snap.keyrings["api"];
@@ -301,6 +336,13 @@ mod tests {
         let none = format!("{}.{}.", encode_json(&json!({"alg": "none", "kid": "kid-1-ed25519"})), parts[1]);
         assert_eq!(verify(keyring, &none, &expect, 100), Err(JwtError::WrongAlg("none".into())));
         assert!(matches!(verify(keyring, "a.b", &expect, 100), Err(JwtError::Malformed(_))));
+        let crit = format!(
+            "{}.{}.{}",
+            encode_json(&json!({"alg": "EdDSA", "kid": "kid-1-ed25519", "crit": ["exp"]})),
+            parts[1],
+            parts[2]
+        );
+        assert!(matches!(verify(keyring, &crit, &expect, 100), Err(JwtError::Malformed(m)) if m.contains("crit")));
         let aes = Snapshot::build(
             "web",
             bundle("web", vec![("enc", KeyType::Aes256Gcm, 1, vec![version(KeyType::Aes256Gcm, 1, Some(0), None)])]),

@@ -60,11 +60,14 @@ pub fn verify(state: &ApiState, name: &str, call: &Call) -> Reply {
     let snapshot = snapshot(state)?;
     let keyring = view::keyring(&snapshot, name)?;
     let default_leeway = state.configs.borrow().socket.jwt_leeway_secs;
-    let expect = Expectations {
-        leeway: request.leeway.unwrap_or(default_leeway),
-        audience: request.audience,
-        issuer: request.issuer,
-    };
+    let leeway = request.leeway.unwrap_or(default_leeway);
+    if leeway > jwt::MAX_LEEWAY_SECS {
+        return Err(ApiError::bad_request(
+            "leeway_invalid",
+            format!("leeway {leeway} is over {} seconds", jwt::MAX_LEEWAY_SECS),
+        ));
+    }
+    let expect = Expectations { leeway, audience: request.audience, issuer: request.issuer };
     let verified = jwt::verify(keyring, &request.token, &expect, state.ctx.clock.now())?;
     Ok(json_response(
         StatusCode::OK,
