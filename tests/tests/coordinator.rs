@@ -458,6 +458,47 @@ fn a_failed_write_without_transactions_is_repaired() {
 }
 
 #[test]
+fn material_of_an_interrupted_delete_or_create_is_swept_without_transactions() {
+    let host = SdkHost::start(HostKind::Vault);
+    host.mount(M);
+    create_jwt(&host, "hmac-sha256");
+    ok(host.request(M, "update", "keys/jwt", json!({"deletion_allowed": true})));
+    // The record is deleted, then destroying the material fails.
+    host.fault(M, "delete", "material/", 1);
+    assert_eq!(host.request(M, "delete", "keys/jwt", Value::Null).status, 500);
+    assert!(!host.storage(M).contains_key("keyring/jwt"));
+    assert!(host.storage(M).contains_key("material/jwt/1"), "left behind by the failure");
+    // A create whose record write fails leaves material too.
+    host.fault(M, "put", "keyring/", 1);
+    assert_eq!(host.request(M, "create", "keys/other", json!({"type": "ed25519"})).status, 500);
+    assert!(host.storage(M).keys().any(|k| k.starts_with("material/other/")));
+    rollback(&host);
+    let left: Vec<String> = host.storage(M).into_keys().filter(|k| k.starts_with("material/")).collect();
+    assert!(left.is_empty(), "orphaned material is destroyed: {left:?}");
+    // Both names are free again.
+    assert_eq!(host.request(M, "read", "keys/other", Value::Null).status, 404);
+    create_jwt(&host, "hmac-sha256");
+}
+
+#[test]
+fn a_keyring_made_again_goes_on_from_the_deleted_ones_numbers() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    let held: Bundle = serde_json::from_value(poll(&host, "web", "web-1", "jwt:2")).expect("a bundle");
+    ok(host.request(M, "update", "keys/jwt", json!({"deletion_allowed": true})));
+    assert_eq!(host.request(M, "delete", "keys/jwt", Value::Null).status, 204);
+    // Made again before the pool's sidecar polls: its next bundle must not
+    // look like a rollback, and no version number comes back.
+    let again = create_jwt(&host, "ed25519");
+    assert_eq!(again["latest_version"], 3, "{again}");
+    let next: Bundle = serde_json::from_value(poll(&host, "web", "web-1", "jwt:2")).expect("a bundle");
+    assert_eq!(next.validate("web", Some(&held)), Ok(()));
+    assert!(!host.storage(M).contains_key("tombstone/jwt"), "the tombstone is used up");
+}
+
+#[test]
 fn config_is_validated_and_supplies_defaults_to_new_keyrings() {
     let host = host();
     let defaults = ok(host.request(M, "read", "config", Value::Null));

@@ -45,9 +45,18 @@ pub fn emergency(ring: &mut Keyring, t: i64) -> Result<(u64, Material), LogicalE
 /// One periodic run over every keyring.
 pub async fn run(state: &MountState, storage: &dyn Storage) -> Result<(), LogicalError> {
     let config = Config::load(storage).await?;
-    for name in storage.list("keyring/").await.map_err(storage_error)? {
-        if let Err(error) = run_keyring(state, storage, &config, &name).await {
+    let keyrings = storage.list("keyring/").await.map_err(storage_error)?;
+    for name in &keyrings {
+        if let Err(error) = run_keyring(state, storage, &config, name).await {
             tracing::error!(keyring = %name, %error, "scheduled work failed; retrying at the next periodic call");
+        }
+    }
+    for entry in storage.list("material/").await.map_err(storage_error)? {
+        let name = entry.trim_end_matches('/');
+        if !keyrings.iter().any(|k| k == name)
+            && let Err(error) = sweep_orphaned(state, storage, name).await
+        {
+            tracing::error!(keyring = %name, %error, "removing orphaned material failed; retrying at the next periodic call");
         }
     }
     let t = state.now();
@@ -87,6 +96,25 @@ pub async fn run_keyring(
     if !orphans.is_empty() {
         tracing::warn!(keyring = name, versions = ?orphans, "removed material left by an interrupted change");
     }
+    Ok(())
+}
+
+/// Destroys the material of a keyring that has no record (a delete or a
+/// create interrupted on a host without transactions). Under the keyring's
+/// lock, and only if the record is still missing, so a create in progress
+/// is never touched.
+async fn sweep_orphaned(state: &MountState, storage: &dyn Storage, name: &str) -> Result<(), LogicalError> {
+    let lock = state.keyring_lock(name);
+    let _guard = lock.lock().await;
+    if storage.get(&keyring_key(name)).await.map_err(storage_error)?.is_some() {
+        return Ok(());
+    }
+    let prefix = format!("material/{name}/");
+    let entries = storage.list(&prefix).await.map_err(storage_error)?;
+    for entry in &entries {
+        storage.delete(&format!("{prefix}{entry}")).await.map_err(storage_error)?;
+    }
+    tracing::warn!(keyring = name, versions = ?entries, "removed material of a keyring that has no record");
     Ok(())
 }
 

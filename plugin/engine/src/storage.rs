@@ -115,6 +115,21 @@ pub fn material_key(name: &str, number: u64) -> String {
     format!("material/{name}/{number}")
 }
 
+/// Where a deleted keyring's last version number and generation are kept,
+/// so that a keyring made again under the name goes on from them.
+pub fn tombstone_key(name: &str) -> String {
+    format!("tombstone/{name}")
+}
+
+/// What a deleted keyring leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tombstone {
+    /// Its highest version number.
+    pub latest: u64,
+    /// Its generation.
+    pub generation: u64,
+}
+
 /// Reads a keyring.
 pub async fn load_keyring(storage: &dyn Storage, name: &str) -> Result<Option<Keyring>, LogicalError> {
     load(storage, &keyring_key(name)).await

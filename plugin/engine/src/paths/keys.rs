@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::scheduler;
 use crate::state::MountState;
 use crate::storage::{
-    self, Write, apply, encode, keyring_key, load_keyring, material_key, put_material, require_keyring,
+    self, Tombstone, Write, apply, encode, keyring_key, load_keyring, material_key, put_material, require_keyring,
+    tombstone_key,
 };
 
 /// `keys/` (list).
@@ -116,10 +117,21 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     }
     let t = state.now();
     let mut ring = Keyring::new(name.into(), key_type, policy, data.bool("deletion_allowed").unwrap_or(false));
+    // A keyring made again under a deleted one's name goes on from its
+    // numbers: versions are never reused, and sidecars that still hold the
+    // old one see a newer generation, not a rollback.
+    let tombstone: Option<Tombstone> = storage::load(req.storage.as_ref(), &tombstone_key(name)).await?;
+    if let Some(tombstone) = tombstone {
+        ring.latest = tombstone.latest;
+        ring.generation = tombstone.generation + 1;
+    }
     ring.record(t, "create", Cause::Manual, req.actor(), format!("type {key_type}"), vec![]);
     let (number, material) = scheduler::publish(&mut ring, t, t)?;
     ring.record(t, "publish", Cause::Manual, req.actor(), "first version, active at once".into(), vec![number]);
-    let writes = vec![put_material(name, number, &material)?, Write::Put(keyring_key(name), encode(&ring)?)];
+    let mut writes = vec![put_material(name, number, &material)?, Write::Put(keyring_key(name), encode(&ring)?)];
+    if tombstone.is_some() {
+        writes.push(Write::Delete(tombstone_key(name)));
+    }
     apply(req.storage.as_ref(), writes).await?;
     tracing::info!(keyring = name, key_type = %key_type, actor = req.actor(), "keyring created");
     state.changed();
@@ -175,9 +187,11 @@ async fn delete(state: &MountState, req: &Request, data: &FieldData) -> Result<O
             "deletion is not allowed for keyring {name:?}; set deletion_allowed=true on it first"
         )));
     }
-    // The record goes first: material without a record is an orphan that
-    // repair removes, a record without material would be a broken keyring.
-    let mut writes = vec![Write::Delete(keyring_key(name))];
+    // The tombstone and the record go first: material without a record is
+    // an orphan that the scheduler removes, a record without material would
+    // be a broken keyring.
+    let tombstone = Tombstone { latest: ring.latest, generation: ring.generation };
+    let mut writes = vec![Write::Put(tombstone_key(name), encode(&tombstone)?), Write::Delete(keyring_key(name))];
     writes.extend(ring.versions.iter().map(|v| Write::Delete(material_key(name, v.number))));
     storage::apply(req.storage.as_ref(), writes).await?;
     tracing::info!(keyring = name, actor = req.actor(), "keyring deleted");
