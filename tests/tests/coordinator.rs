@@ -383,6 +383,10 @@ fn bad_input_is_a_400_naming_the_field_and_writes_nothing() {
     let reply = host.request(M, "update", "keys/jwt/rotate", json!({"reason": reason}));
     assert_eq!(reply.status, 400);
     assert!(reply.error.contains("\"reason\""), "{reply:?}");
+    let many: Vec<String> = (0..65).map(|i| format!("k{i}")).collect();
+    let reply = host.request(M, "update", "pools/web", json!({"keyrings": many}));
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(reply.error.contains("\"keyrings\"") && reply.error.contains("at most 64"), "{reply:?}");
     let huge = host.request(M, "update", "pools/web", json!({"keyrings": vec!["k"; 40_000]}));
     assert_eq!(huge.status, 400, "{huge:?}");
     assert!(huge.error.contains("request body is"), "{huge:?}");

@@ -98,6 +98,20 @@ impl Policy {
                 format!("{}s must not exceed rotation_period ({}s)", self.commit_timeout, self.rotation_period),
             );
         }
+        // Versions in their grace period, the signer and one pending must
+        // all fit in one bundle.
+        let in_grace = self.grace_period.div_ceil(self.rotation_period);
+        let most = crate::bundle::MAX_VERSIONS as u64;
+        if in_grace + 2 > most {
+            return fail(
+                "grace_period",
+                format!(
+                    "{}s keeps {in_grace} versions in their grace period at a rotation_period of {}s; with the signing \
+                     and the next version that is more than the {most} versions a bundle carries",
+                    self.grace_period, self.rotation_period
+                ),
+            );
+        }
         let needed = self.max_token_ttl + fleet.poll_interval + fleet.max_clock_skew;
         if self.grace_period < needed {
             return fail(
@@ -127,8 +141,9 @@ mod tests {
     #[test]
     fn each_violation_names_its_field() {
         type Breaks = fn(&mut Policy);
-        let cases: [(Breaks, &str); 6] = [
+        let cases: [(Breaks, &str); 7] = [
             (|p| p.rotation_period = 0, "rotation_period"),
+            (|p| p.grace_period = 31 * p.rotation_period, "grace_period"),
             (|p| p.grace_period = MAX_DURATION + 1, "grace_period"),
             (|p| p.prepublish = p.rotation_period, "prepublish"),
             (|p| p.commit_timeout = p.rotation_period + 1, "commit_timeout"),

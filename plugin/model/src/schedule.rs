@@ -19,6 +19,8 @@ use crate::{KeyType, Policy, UnixSeconds};
 pub const HISTORY_LIMIT: usize = 256;
 /// Idempotency keys remembered per keyring.
 pub const IDEMPOTENCY_LIMIT: usize = 64;
+/// Records of destroyed versions kept per keyring, whatever the retention.
+pub const RETAINED_LIMIT: usize = 64;
 
 /// Why something happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +110,14 @@ pub enum RotateError {
         pending: u64,
         /// Its planned activation.
         planned: UnixSeconds,
+    },
+    /// As many versions verify as a bundle can carry.
+    #[error(
+        "{live} versions still verify, as many as a bundle carries; rotate again when the oldest leaves its grace period"
+    )]
+    TooManyLive {
+        /// How many verify now.
+        live: usize,
     },
 }
 
@@ -243,13 +253,17 @@ impl Keyring {
         {
             return Err(RotateError::Conflict { expected, latest: self.latest });
         }
-        match self.upcoming(t) {
-            Some(p) => Err(RotateError::AlreadyPending {
+        if let Some(p) = self.upcoming(t) {
+            return Err(RotateError::AlreadyPending {
                 pending: p.number,
                 planned: p.not_before.unwrap_or(p.planned_activation),
-            }),
-            None => Ok(()),
+            });
         }
+        let live = self.versions.iter().filter(|v| v.verifies_at(t)).count();
+        if live >= crate::bundle::MAX_VERSIONS {
+            return Err(RotateError::TooManyLive { live });
+        }
+        Ok(())
     }
 
     /// The version an idempotency key already produced, if remembered.
@@ -365,9 +379,17 @@ impl Keyring {
         if !destroyed.is_empty() {
             self.generation += 1;
         }
-        // Records of long-expired versions are forgotten after retention.
+        // Records of long-expired versions are forgotten after retention,
+        // and beyond the newest RETAINED_LIMIT, so the record stays small.
         let retention = secs(self.policy.retention);
         self.versions.retain(|v| !v.destroyed || v.expires_at.is_none_or(|end| t < end.saturating_add(retention)));
+        let destroyed_kept = self.versions.iter().filter(|v| v.destroyed).count();
+        let mut excess = destroyed_kept.saturating_sub(RETAINED_LIMIT);
+        self.versions.retain(|v| {
+            let forget = v.destroyed && excess > 0;
+            excess -= usize::from(forget);
+            !forget
+        });
         destroyed
     }
 }

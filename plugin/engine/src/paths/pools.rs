@@ -142,6 +142,13 @@ fn keyrings(data: &FieldData) -> Result<Vec<String>, LogicalError> {
     }
     keyrings.sort();
     keyrings.dedup();
+    let most = lockstep_model::bundle::MAX_KEYRINGS;
+    if keyrings.len() > most {
+        return Err(LogicalError::InvalidRequest(format!(
+            "field \"keyrings\": {} keyrings; a pool's bundle carries at most {most}",
+            keyrings.len()
+        )));
+    }
     Ok(keyrings)
 }
 

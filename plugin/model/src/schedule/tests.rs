@@ -143,6 +143,44 @@ fn revoking_a_committed_version_before_it_activates_keeps_the_signer_signing() {
 }
 
 #[test]
+fn manual_rotations_stop_at_what_a_bundle_can_carry() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    let mut t = 10;
+    // Rotations every few seconds keep every version in its 4 h grace.
+    while ring.check_rotation(None, t).is_ok() {
+        let n = ring.latest + 1;
+        ring.publish(format!("jwt-{n}"), t, t + 1);
+        ring.commit(t, 1);
+        t += 3;
+    }
+    assert_eq!(
+        ring.check_rotation(None, t),
+        Err(RotateError::TooManyLive { live: crate::bundle::MAX_VERSIONS }),
+        "at version {}",
+        ring.latest
+    );
+    assert_eq!(key_state(&ring.versions, t).verifying.len(), crate::bundle::MAX_VERSIONS);
+    // Once the oldest leave their grace period, rotation is possible again.
+    assert_eq!(ring.check_rotation(None, t + 4 * 3_600 + 10), Ok(()));
+}
+
+#[test]
+fn records_of_destroyed_versions_are_bounded_whatever_the_retention() {
+    let mut ring = keyring();
+    ring.policy.retention = 10 * 365 * 24 * 3_600;
+    for day in 0..200 {
+        tick(&mut ring, day * 24 * 3_600);
+    }
+    let destroyed = ring.versions.iter().filter(|v| v.destroyed).count();
+    assert_eq!(destroyed, RETAINED_LIMIT, "{} versions issued", ring.latest);
+    assert!(ring.latest > 150);
+    // The newest records are the ones kept.
+    let oldest_kept = ring.versions.iter().map(|v| v.number).min().unwrap_or_default();
+    assert!(oldest_kept > ring.latest - RETAINED_LIMIT as u64 - 4, "oldest kept: {oldest_kept}");
+}
+
+#[test]
 fn revoking_the_only_signer_asks_for_an_emergency_version() {
     let mut ring = keyring();
     tick(&mut ring, 0);
