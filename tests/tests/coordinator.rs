@@ -520,4 +520,16 @@ fn config_is_validated_and_supplies_defaults_to_new_keyrings() {
         30,
         "refused updates changed nothing"
     );
+    // A keyring whose grace period just covers today's timings stops a
+    // change that it would no longer cover.
+    ok(host.request(
+        M,
+        "create",
+        "keys/tight",
+        json!({"type": "hmac-sha256", "max_token_ttl": "1h", "grace_period": "3660s"}),
+    ));
+    let bad = host.request(M, "update", "config", json!({"poll_interval": "5m"}));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.error.contains("\"tight\"") && bad.error.contains("\"grace_period\""), "{bad:?}");
+    assert_eq!(ok(host.request(M, "read", "config", Value::Null))["poll_interval"], 30);
 }

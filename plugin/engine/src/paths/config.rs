@@ -6,10 +6,10 @@ use serde_json::{Map, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::{apply_policy, invalid, policy_fields, policy_json};
+use super::{apply_policy, invalid, policy_fields, policy_json, storage_error};
 use crate::config::{Config, KEY};
 use crate::state::MountState;
-use crate::storage::{Write, apply, encode};
+use crate::storage::{Write, apply, encode, load_keyring};
 
 /// The `config` path.
 pub fn path(state: Arc<MountState>) -> Path {
@@ -70,6 +70,16 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     }
     apply_policy(&mut config.default_policy, data);
     config.validate().map_err(invalid)?;
+    // New fleet timings must still fit every existing keyring's policy (a
+    // longer poll interval needs a longer grace period, say).
+    let storage = req.storage.as_ref();
+    for name in storage.list("keyring/").await.map_err(storage_error)? {
+        if let Some(ring) = load_keyring(storage, &name).await? {
+            ring.policy
+                .validate(&config.fleet())
+                .map_err(|e| LogicalError::InvalidRequest(format!("keyring {name:?} would no longer be valid: {e}")))?;
+        }
+    }
     apply(req.storage.as_ref(), vec![Write::Put(KEY.into(), encode(&config)?)]).await?;
     tracing::info!(actor = req.actor(), "mount config updated");
     state.changed();
@@ -92,6 +102,7 @@ Fleet timings describe the sidecars: how often they poll, how far their clocks \
 may drift, and how long an instance counts as live after its last poll. Every \
 keyring's grace period must cover its max_token_ttl plus poll_interval plus \
 max_clock_skew, so that a token signed just before a switch still verifies \
-everywhere. The policy fields set the defaults for keyrings created later; \
+everywhere; new timings that an existing keyring's policy no longer covers \
+are refused, naming the keyring and the field. The policy fields set the defaults for keyrings created later; \
 existing keyrings keep theirs. Durations accept seconds or strings like 90s, \
 15m, 2h, 7d.";
