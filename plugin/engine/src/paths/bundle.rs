@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lockstep_model::KeyType;
 use lockstep_model::bundle::{Bundle, BundleKeyring, BundleVersion, PoolMode, revision};
-use lockstep_model::schedule::Cause;
+use lockstep_model::schedule::{Cause, Keyring};
 use serde_json::{Map, Value, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segment, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
@@ -93,7 +93,7 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         let (mode, keyrings) = metadata(storage, &pool, t).await?;
         let current = revision(mode, &keyrings);
         if current != known {
-            let bundle = with_material(storage, pool_name, mode, keyrings, current, t).await?;
+            let bundle = locked_bundle(state, storage, &pool, pool_name, t).await?;
             return Ok(Some(render(&bundle)));
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -144,37 +144,35 @@ async fn metadata(
     pool: &Pool,
     t: i64,
 ) -> Result<(PoolMode, BTreeMap<String, BundleKeyring>), LogicalError> {
-    let mode = pool.mode.bundle_mode();
     let mut keyrings = BTreeMap::new();
     for name in &pool.keyrings {
         // A pool may name keyrings that do not exist yet.
+        if let Some(ring) = load_keyring(storage, name).await? {
+            keyrings.insert(name.clone(), bundle_keyring(&ring, t));
+        }
+    }
+    Ok((pool.mode.bundle_mode(), keyrings))
+}
+
+/// The bundle with material. Each keyring is read under its lock, so its
+/// metadata and material come from one state, never from both sides of a
+/// rotation or revocation.
+async fn locked_bundle(
+    state: &MountState,
+    storage: &dyn Storage,
+    pool: &Pool,
+    pool_name: &str,
+    t: i64,
+) -> Result<Bundle, LogicalError> {
+    let mode = pool.mode.bundle_mode();
+    let mut keyrings = BTreeMap::new();
+    for name in &pool.keyrings {
+        let lock = state.keyring_lock(name);
+        let _guard = lock.lock().await;
         let Some(ring) = load_keyring(storage, name).await? else {
             continue;
         };
-        let versions = ring
-            .versions
-            .iter()
-            .filter(|v| v.verifies_at(t) && !v.destroyed)
-            .map(|v| BundleVersion { meta: v.clone(), private_key: None, public_key: None })
-            .collect();
-        keyrings.insert(name.clone(), BundleKeyring { key_type: ring.key_type, generation: ring.generation, versions });
-    }
-    Ok((mode, keyrings))
-}
-
-fn private_allowed(mode: PoolMode, key_type: KeyType) -> bool {
-    mode == PoolMode::Sign || !key_type.is_asymmetric()
-}
-
-async fn with_material(
-    storage: &dyn Storage,
-    pool: &str,
-    mode: PoolMode,
-    mut keyrings: BTreeMap<String, BundleKeyring>,
-    revision: String,
-    t: i64,
-) -> Result<Bundle, LogicalError> {
-    for (name, keyring) in &mut keyrings {
+        let mut keyring = bundle_keyring(&ring, t);
         for version in &mut keyring.versions {
             let material = load_material(storage, name, version.meta.number).await?.ok_or_else(|| {
                 LogicalError::Internal(format!("material of {name} version {} is missing", version.meta.number))
@@ -184,8 +182,25 @@ async fn with_material(
             }
             version.public_key = material.public_key;
         }
+        keyrings.insert(name.clone(), keyring);
     }
-    Ok(Bundle { pool: pool.to_string(), mode, revision, server_time: t, keyrings })
+    let revision = revision(mode, &keyrings);
+    Ok(Bundle { pool: pool_name.to_string(), mode, revision, server_time: t, keyrings })
+}
+
+/// What pools receive of a keyring at `t`, without material.
+fn bundle_keyring(ring: &Keyring, t: i64) -> BundleKeyring {
+    let versions = ring
+        .versions
+        .iter()
+        .filter(|v| v.verifies_at(t) && !v.destroyed)
+        .map(|v| BundleVersion { meta: v.clone(), private_key: None, public_key: None })
+        .collect();
+    BundleKeyring { key_type: ring.key_type, generation: ring.generation, versions }
+}
+
+fn private_allowed(mode: PoolMode, key_type: KeyType) -> bool {
+    mode == PoolMode::Sign || !key_type.is_asymmetric()
 }
 
 fn render(bundle: &Bundle) -> Response {
