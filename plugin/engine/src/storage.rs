@@ -30,13 +30,22 @@ use crate::paths::storage_error;
 /// The layout version this plugin writes.
 pub const FORMAT: u32 = 1;
 
-/// One storage change.
-#[derive(Debug)]
+/// One storage change. Its bytes may be key material: `Debug` shows only
+/// their length.
 pub enum Write {
     /// Put bytes at a key.
     Put(String, Vec<u8>),
     /// Delete a key.
     Delete(String),
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Put(key, bytes) => write!(f, "Put({key:?}, {} bytes)", bytes.len()),
+            Self::Delete(key) => write!(f, "Delete({key:?})"),
+        }
+    }
 }
 
 /// Applies writes in order, in one transaction when the host offers them.
@@ -180,6 +189,13 @@ pub async fn repair(storage: &dyn Storage, ring: &Keyring) -> Result<Vec<u64>, L
 mod tests {
     use super::*;
     use vault_plugin_sdk::storage::MemoryStorage;
+
+    #[test]
+    fn debug_of_a_write_shows_no_bytes() {
+        let put = Write::Put("material/jwt/1".into(), b"secret-bytes".to_vec());
+        assert_eq!(format!("{put:?}"), "Put(\"material/jwt/1\", 12 bytes)");
+        assert_eq!(format!("{:?}", Write::Delete("keyring/jwt".into())), "Delete(\"keyring/jwt\")");
+    }
 
     #[tokio::test]
     async fn records_carry_their_layout_and_newer_layouts_are_refused() {
