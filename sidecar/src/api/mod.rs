@@ -73,14 +73,28 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, BindError> {
         }
         std::fs::remove_file(path).map_err(io)?;
     }
-    let listener = UnixListener::bind(path).map_err(io)?;
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = config.mode_bits().unwrap_or(0o660);
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-    if let Some(gid) = config.group {
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
-    }
-    Ok(listener)
+    // Bound inside a private directory, given its mode and group there, and
+    // only then renamed into place: nobody can connect while the socket
+    // still has the permissions the umask gave it.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let private = parent.join(format!(".lockstep-bind-{}", std::process::id()));
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().mode(0o700).create(&private).map_err(io)?;
+    let staged = private.join("socket");
+    let result = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = config.mode_bits().unwrap_or(0o660);
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        if let Some(gid) = config.group {
+            std::os::unix::fs::chown(&staged, None, Some(gid))?;
+        }
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    result.map_err(io)
 }
 
 /// Serves until shutdown, then stops accepting, removes the socket and
@@ -88,7 +102,8 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, BindError> {
 pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = state.shutdown.clone();
-    let path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    // Where the socket was renamed to; its bound address is the staging one.
+    let path = Some(state.configs.borrow().socket.path.clone());
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -184,6 +199,9 @@ mod tests {
         assert!(matches!(bind(&config), Err(BindError::InUse(_))));
         drop(listener);
         bind(&config).expect("a stale socket is replaced");
+        let entries: Vec<_> =
+            std::fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).map(|e| e.file_name()).collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("s.sock")], "no staging directory is left behind");
         let file = SocketConfig { path: dir.path().join("data"), ..SocketConfig::default() };
         std::fs::write(&file.path, "keep me").expect("write");
         assert!(bind(&file).is_err());
