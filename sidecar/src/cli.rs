@@ -7,12 +7,13 @@
 //! | ---- | ------- |
 //! | 0 | success |
 //! | 1 | runtime failure (socket, cache key, Vault client set-up) |
-//! | 2 | bad command line (from clap) |
+//! | 2 | bad command line (from clap, or a keyring name that breaks the naming rule) |
 //! | 3 | bad configuration (the message names the setting) |
 //! | 4 | `get`: the sidecar is unreachable or answered with an error |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -20,8 +21,12 @@ use crate::config::{Config, ConfigError, LogConfig, Source};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
+/// How long `get` waits for the sidecar's answer.
+const GET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
+/// Bad command line (clap's code, also used for a bad keyring name).
+pub const EXIT_USAGE: u8 = 2;
 /// Bad configuration.
 pub const EXIT_CONFIG: u8 = 3;
 /// `get` failed.
@@ -144,12 +149,31 @@ pub async fn get(args: &GetArgs) -> ExitCode {
             },
         },
     };
+    if !lockstep_model::name::is_valid(&args.keyring) {
+        eprintln!(
+            "lockstep-sidecar: keyring {:?} is not a valid name ({})",
+            args.keyring,
+            lockstep_model::name::NAME_RULE
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     let mut path = match args.version {
         Some(n) => format!("/v1/keys/{}/versions/{n}", args.keyring),
         None => format!("/v1/keys/{}", args.keyring),
     };
-    path.push_str(&format!("?format={}&private={}", args.format.as_deref().unwrap_or("base64"), args.private));
-    match crate::client::get(&socket, &path).await {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("format", args.format.as_deref().unwrap_or("base64"))
+        .append_pair("private", if args.private { "true" } else { "false" })
+        .finish();
+    path.push('?');
+    path.push_str(&query);
+    // A sidecar that accepts the connection but never answers must not
+    // hang a script.
+    let answer = tokio::time::timeout(GET_TIMEOUT, crate::client::get(&socket, &path)).await;
+    let answer = answer.unwrap_or_else(|_| {
+        Err(crate::client::ClientError::Http(format!("no answer within {} s", GET_TIMEOUT.as_secs())))
+    });
+    match answer {
         Ok((200, body)) => {
             println!("{}", String::from_utf8_lossy(&body));
             ExitCode::from(EXIT_OK)

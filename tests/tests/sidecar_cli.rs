@@ -1,5 +1,6 @@
 //! The sidecar's command line: `check-config` exit codes and messages, and
-//! `get` against a sidecar that is not there. No server needed.
+//! `get` against a sidecar that is not there or never answers, bad keyring
+//! names, and `run` with a bad configuration. No server needed.
 
 use std::process::Command;
 
@@ -52,4 +53,42 @@ fn get_without_a_sidecar_exits_with_code_4() {
         .output()
         .expect("run get");
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn get_gives_up_on_a_silent_sidecar_and_refuses_bad_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("silent.sock");
+    // Accepts connections and never answers.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let holder = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let started = std::time::Instant::now();
+    let out = Command::new(sidecar_binary()).args(["get", "jwt", "--socket"]).arg(&socket).output().expect("run get");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("no answer within 10 s"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+    drop(holder.join());
+
+    let out =
+        Command::new(sidecar_binary()).args(["get", "../jwt", "--socket"]).arg(&socket).output().expect("run get");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"../jwt\" is not a valid name"), "{stderr}");
+}
+
+#[test]
+fn run_with_a_bad_configuration_exits_with_code_3_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sidecar.toml");
+    std::fs::write(&path, GOOD.replace("[vault]\n", "[vault]\nwait_secs = \"ten\"\n")).expect("write config");
+    let out = Command::new(sidecar_binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("LOCKSTEP_POOL")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("vault.wait_secs"), "{stderr}");
 }
