@@ -100,10 +100,11 @@ impl CacheFile {
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(self.aad()), &mut *data)
             .map_err(|_| self.io("encryption failed"))?;
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        // A fresh name, created exclusively: never an existing file, never
+        // through a symlink someone left there.
+        let tmp = self.path.with_extension(format!("tmp{}-{:016x}", std::process::id(), fastrand::u64(..)));
         let write = || -> std::io::Result<()> {
-            let mut file =
-                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
             file.write_all(MAGIC)?;
             file.write_all(&nonce)?;
             file.write_all(&data)?;

@@ -166,9 +166,10 @@ pub async fn run(ctx: Context, mut configs: watch::Receiver<Arc<Config>>, mut sh
 
 /// Writes `text` to `path` by a 0640 temporary file renamed over it.
 fn write_atomic(path: &Path, text: &[u8]) -> Result<(), SinkError> {
-    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+    // A fresh name, created exclusively (never through a planted symlink).
+    let tmp = path.with_extension(format!("json.tmp{}-{:016x}", std::process::id(), fastrand::u64(..)));
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o640).open(&tmp)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(&tmp)?;
         file.write_all(text)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
