@@ -121,7 +121,27 @@ impl ConfigArgs {
 /// Loads the configuration, or prints why not and gives exit code 3.
 pub fn load(args: &ConfigArgs) -> Result<(Config, Source), ExitCode> {
     let source = args.source();
-    source.load().map(|c| (c, source)).map_err(|e| config_failure(&e))
+    let config = source.load().and_then(|c| check_files(&c).map(|()| c)).map_err(|e| config_failure(&e))?;
+    Ok((config, source))
+}
+
+/// Reads the files the configuration names and `run` needs at once (the
+/// CA bundle, the cache key), so that `check-config` catches them too.
+/// Credential files are read at login instead: they may appear later.
+fn check_files(config: &Config) -> Result<(), ConfigError> {
+    if config.vault.ca_bundle.is_some() {
+        crate::vault::client::VaultClient::new(&config.vault)
+            .map_err(|e| ConfigError::invalid("vault.ca_bundle", e.to_string()))?;
+    }
+    if let (Some(file), Some(key)) = (&config.cache.file, &config.cache.key_file) {
+        crate::cachefile::CacheFile::new(file, key, &config.pool).map_err(|e| match e {
+            crate::cachefile::CacheError::Key { message, .. } => {
+                ConfigError::invalid("cache.key_file", format!("{}: {message}", key.display()))
+            }
+            other => ConfigError::invalid("cache.file", other.to_string()),
+        })?;
+    }
+    Ok(())
 }
 
 /// Prints a configuration error.

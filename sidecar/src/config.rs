@@ -65,7 +65,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(setting: &str, message: impl Into<String>) -> Self {
+    /// A setting whose value cannot work.
+    pub fn invalid(setting: &str, message: impl Into<String>) -> Self {
         Self::Invalid { setting: setting.into(), message: message.into() }
     }
 }

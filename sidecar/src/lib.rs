@@ -103,9 +103,11 @@ pub async fn run_with(
     if let Some(cache) = &cache {
         restore(cache, &ctx);
     }
-    let listener = api::bind(&config.socket)?;
+    let socket = config.socket.clone();
     let (config_tx, configs) = watch::channel(Arc::new(config));
+    // Everything that can fail comes before the socket exists.
     let syncer = Syncer::new(ctx.clone(), configs.clone(), cache)?;
+    let listener = api::bind(&socket)?;
     let state = Arc::new(ApiState { ctx, configs, shutdown: shutdown.clone() });
     let sync_task = tokio::spawn(syncer.run(shutdown.clone()));
     let sink_task = tokio::spawn(sink::run(state.ctx.clone(), state.configs.clone(), shutdown.clone()));

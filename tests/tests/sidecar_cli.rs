@@ -92,3 +92,27 @@ fn run_with_a_bad_configuration_exits_with_code_3_naming_the_setting() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("vault.wait_secs"), "{stderr}");
 }
+
+#[test]
+fn check_config_reads_the_ca_bundle_and_the_cache_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing-ca.pem");
+    let text = GOOD.replace("[vault]\n", &format!("[vault]\nca_bundle = {:?}\n", missing.display().to_string()));
+    let (code, message) = check_config(dir.path(), &text, &[]);
+    assert_eq!(code, 3, "{message}");
+    assert!(message.contains("vault.ca_bundle"), "{message}");
+    std::fs::create_dir(dir.path().join("keys")).expect("keys dir");
+    let key = dir.path().join("keys/short.key");
+    std::fs::write(&key, [1u8; 7]).expect("key");
+    let text = format!(
+        "{GOOD}[cache]\nfile = {:?}\nkey_file = {:?}\n",
+        dir.path().join("cache.bin").display().to_string(),
+        key.display().to_string()
+    );
+    let (code, message) = check_config(dir.path(), &text, &[]);
+    assert_eq!(code, 3, "{message}");
+    assert!(message.contains("cache.key_file") && message.contains("32 bytes"), "{message}");
+    std::fs::write(&key, [1u8; 32]).expect("key");
+    let (code, message) = check_config(dir.path(), &text, &[]);
+    assert_eq!(code, 0, "{message}");
+}
