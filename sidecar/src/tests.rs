@@ -331,9 +331,8 @@ async fn watch_returns_promptly_after_a_new_bundle() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!((status, changed["changed"].clone()), (200, json!(true)));
     assert_eq!(changed["verifying"][1]["version"], 2);
-    if let Ok(sidecar) = Arc::try_unwrap(sidecar) {
-        sidecar.stop().await;
-    }
+    let Ok(sidecar) = Arc::try_unwrap(sidecar) else { panic!("the watcher still holds the sidecar") };
+    sidecar.stop().await;
 }
 
 #[tokio::test]
@@ -436,9 +435,8 @@ async fn shutdown_ends_watches_at_once_and_removes_the_socket() {
     let _ = sidecar.stop.send(true);
     let (status, body) = tokio::time::timeout(Duration::from_secs(15), watcher).await.expect("prompt").expect("join");
     assert_eq!((status, body["changed"].clone()), (200, json!(false)));
-    if let Ok(sidecar) = Arc::try_unwrap(sidecar) {
-        sidecar.stop().await;
-    }
+    let Ok(sidecar) = Arc::try_unwrap(sidecar) else { panic!("the watcher still holds the sidecar") };
+    sidecar.stop().await;
 }
 
 #[tokio::test]
