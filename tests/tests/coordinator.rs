@@ -410,13 +410,18 @@ fn deletion_needs_deletion_allowed() {
 #[test]
 fn path_help_documents_every_path_and_field() {
     let host = host();
-    let paths = [
-        ("config", vec!["poll_interval", "liveness_window", "rotation_period"]),
-        ("keys/jwt", vec!["type", "grace_period", "prepublish", "deletion_allowed"]),
-        ("keys/jwt/rotate", vec!["expected_version", "idempotency_key"]),
-        ("keys/jwt/revoke", vec!["version", "reason"]),
-        ("pools/web", vec!["keyrings", "mode"]),
-        ("bundle/web", vec!["instance", "revision", "held", "wait"]),
+    let policy = ["rotation_period", "grace_period", "prepublish", "max_token_ttl", "commit_timeout", "retention"];
+    let fleet = ["poll_interval", "max_clock_skew", "liveness_window", "activation_margin"];
+    let paths: [(&str, Vec<&str>); 11] = [
+        ("info", vec![]),
+        ("config", [fleet.as_slice(), policy.as_slice()].concat()),
+        ("keys/", vec![]),
+        ("keys/jwt", [["name", "type", "deletion_allowed"].as_slice(), policy.as_slice()].concat()),
+        ("keys/jwt/rotate", vec!["name", "expected_version", "idempotency_key", "reason"]),
+        ("keys/jwt/revoke", vec!["name", "version", "reason"]),
+        ("pools/", vec![]),
+        ("pools/web", vec!["name", "keyrings", "mode"]),
+        ("bundle/web", vec!["pool", "instance", "revision", "held", "wait"]),
         ("status/jwt", vec!["name"]),
         ("history/jwt", vec!["name"]),
     ];
@@ -426,6 +431,11 @@ fn path_help_documents_every_path_and_field() {
         for field in fields {
             assert!(help.contains(&format!("{field} (")), "{path} does not document {field}: {help}");
         }
+    }
+    // The mount's root help lists every path.
+    let root = host.request(M, "help", "", Value::Null).data["help"].as_str().unwrap_or_default().to_string();
+    for path in ["info", "config", "keys/", "rotate", "revoke", "pools/", "bundle/", "status/", "history/"] {
+        assert!(root.contains(path), "root help does not list {path}: {root}");
     }
 }
 
