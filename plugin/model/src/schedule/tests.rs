@@ -236,15 +236,15 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
 enum Step {
     /// Time passes; the scheduler runs; pools acknowledge or not.
     Tick { dt: u64, acked: bool },
-    /// The signer is revoked.
-    Revoke { dt: u64 },
+    /// A live version (the `pick`-th of those verifying) is revoked.
+    Revoke { dt: u64, pick: usize },
 }
 
 fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(
         prop_oneof![
             20 => (1u64..40_000, any::<bool>()).prop_map(|(dt, acked)| Step::Tick { dt, acked }),
-            1 => (1u64..1_000).prop_map(|dt| Step::Revoke { dt }),
+            1 => (1u64..1_000, 0usize..4).prop_map(|(dt, pick)| Step::Revoke { dt, pick }),
         ],
         1..60,
     )
@@ -254,23 +254,29 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     /// For any policy and any sequence of scheduler runs, acknowledgements
-    /// and revocations: at most one version signs, exactly one once the
-    /// first is active; a version signs only after being published for
+    /// and revocations of any live version: exactly one version signs once
+    /// the first is active; a version signs only after being published for
     /// `prepublish` (unless it is the first or an emergency); verification
-    /// sets of consecutive instants overlap (outside emergencies); and
-    /// nothing expired is ever returned.
+    /// sets of consecutive instants overlap, across the scheduler's changes
+    /// too; nothing expired or revoked is ever returned; and a token signed
+    /// at any instant still verifies `max_token_ttl` later, whatever the
+    /// scheduler did meanwhile, unless its version was revoked.
     #[test]
     fn key_state_invariants(policy in arb_policy(), steps in arb_steps()) {
         let mut ring = Keyring::new("k".into(), KeyType::HmacSha256, policy, false);
         let mut t: i64 = 1_000_000;
         let mut published_at: i64 = t;
+        let ttl = i64::try_from(ring.policy.max_token_ttl).unwrap_or(0);
+        // (version, signed at) of tokens sampled along the way.
+        let mut tokens: Vec<(u64, i64)> = Vec::new();
         tick(&mut ring, t);
         for step in steps {
             match step {
                 Step::Tick { dt, acked } => {
                     let before = t;
                     t += i64::try_from(dt).unwrap_or(1);
-                    check_interval(&ring, before, t, true)?;
+                    tokens.extend(check_interval(&ring, before, t)?);
+                    let unchanged = key_state(&ring.versions, t);
                     ring.expire(t);
                     if let Some(planned) = ring.due_publication(t) {
                         let n = ring.latest + 1;
@@ -281,13 +287,21 @@ proptest! {
                     if acked || timed_out {
                         ring.commit(t, 30);
                     }
+                    let changed = key_state(&ring.versions, t);
+                    prop_assert!(
+                        changed.verifying.iter().any(|n| unchanged.verifying.contains(n)),
+                        "the scheduler's change at {} left no overlap: {:?} then {:?}", t, unchanged.verifying, changed.verifying
+                    );
+                    prop_assert_eq!(changed.signing, unchanged.signing, "the signer changed by a tick at {}", t);
                 }
-                Step::Revoke { dt } => {
+                Step::Revoke { dt, pick } => {
                     t += i64::try_from(dt).unwrap_or(1);
                     ring.expire(t);
-                    if let Some(signer) = key_state(&ring.versions, t).signing
-                        && ring.revoke(signer, t, "test".into()) == Ok(RevokeOutcome::NeedsNewVersion)
-                    {
+                    let state = key_state(&ring.versions, t);
+                    let live: Vec<u64> = ring.versions.iter().filter(|v| v.verifies_at(t)).map(|v| v.number).collect();
+                    let victim = live[pick % live.len()];
+                    if ring.revoke(victim, t, "test".into()) == Ok(RevokeOutcome::NeedsNewVersion) {
+                        prop_assert_eq!(state.signing, Some(victim));
                         let n = ring.latest + 1;
                         ring.emergency_version(format!("k-{n}"), t);
                     }
@@ -296,12 +310,26 @@ proptest! {
             prop_assert!(ring.versions.iter().filter(|v| !v.is_committed() && v.revoked.is_none()).count() <= 1);
             let state = key_state(&ring.versions, t);
             prop_assert!(state.signing.is_some(), "a signing version exists at {} in {:?}", t, ring.versions);
+            // Tokens that expired before this step cannot be affected by it.
+            tokens.retain(|(_, signed_at)| signed_at + ttl >= t);
+            for (version, signed_at) in &tokens {
+                let Some(meta) = ring.versions.iter().find(|v| v.number == *version) else {
+                    prop_assert!(false, "the record of v{} signed at {} is gone while its tokens live", version, signed_at);
+                    continue;
+                };
+                if meta.revoked.is_none() {
+                    let exp = signed_at + ttl;
+                    prop_assert!(meta.verifies_at(exp), "a token of v{} signed at {} fails before {}: {:?}", version, signed_at, exp, meta);
+                }
+            }
         }
     }
 }
 
-/// Checks instants in `(from, to]` with the keyring as it stood.
-fn check_interval(ring: &Keyring, from: i64, to: i64, same_data: bool) -> Result<(), TestCaseError> {
+/// Checks instants in `(from, to]` with the keyring as it stood; returns a
+/// token (version, instant) signed at each.
+fn check_interval(ring: &Keyring, from: i64, to: i64) -> Result<Vec<(u64, i64)>, TestCaseError> {
+    let mut tokens = Vec::new();
     let step = ((to - from) / 16).max(1);
     let mut previous = key_state(&ring.versions, from);
     let mut t = from;
@@ -325,11 +353,10 @@ fn check_interval(ring: &Keyring, from: i64, to: i64, same_data: bool) -> Result
             let v = ring.versions.iter().find(|v| v.number == *n).ok_or_else(|| TestCaseError::fail("verifier"))?;
             prop_assert!(v.expires_at.is_none_or(|e| t < e) && v.revoked.is_none(), "expired v{} returned", n);
         }
-        if same_data {
-            let overlap = state.verifying.iter().any(|n| previous.verifying.contains(n));
-            prop_assert!(overlap, "no overlap between {:?} and {:?} at {}", previous.verifying, state.verifying, t);
-        }
+        let overlap = state.verifying.iter().any(|n| previous.verifying.contains(n));
+        prop_assert!(overlap, "no overlap between {:?} and {:?} at {}", previous.verifying, state.verifying, t);
+        tokens.push((signer, t));
         previous = state;
     }
-    Ok(())
+    Ok(tokens)
 }
