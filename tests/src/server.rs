@@ -25,6 +25,14 @@ enum Mode {
     Persistent { unseal_key: String },
 }
 
+/// A second, TLS listener (persistent servers only).
+#[derive(Debug, Clone)]
+struct TlsListener {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
 /// A running server; stopped on drop.
 #[derive(Debug)]
 pub struct Server {
@@ -34,6 +42,7 @@ pub struct Server {
     port: u16,
     mode: Mode,
     token: String,
+    tls: Option<TlsListener>,
     /// The plugin's clock (the server passes its environment to plugins).
     pub clock: TestClock,
 }
@@ -56,7 +65,20 @@ impl Server {
     /// A server on file storage, initialised and unsealed here, so tests
     /// can restart it and find their data.
     pub fn persistent() -> Self {
+        Self::start_persistent(None)
+    }
+
+    /// A persistent server that also listens with TLS (`cert_file` and
+    /// `key_file`, PEM) on [`Server::tls_address`]; the harness keeps
+    /// using the plain listener.
+    pub fn persistent_with_tls(cert_file: &Path, key_file: &Path) -> Self {
+        let tls = TlsListener { port: free_port_pair(), cert: cert_file.into(), key: key_file.into() };
+        Self::start_persistent(Some(tls))
+    }
+
+    fn start_persistent(tls: Option<TlsListener>) -> Self {
         let mut server = Self::new(Mode::Persistent { unseal_key: String::new() });
+        server.tls = tls;
         server.spawn();
         server.wait_until_up();
         let init = http(ureq::put(&server.url("sys/init")), Some(&json!({"secret_shares": 1, "secret_threshold": 1})))
@@ -74,7 +96,16 @@ impl Server {
         std::fs::create_dir(dir.path().join("plugins")).expect("plugin dir");
         std::fs::copy(plugin_binary(), dir.path().join("plugins").join(PLUGIN_FILE)).expect("copy plugin");
         let clock = TestClock::new(dir.path());
-        Self { child: None, bin: server_binary(), dir, port: free_port_pair(), mode, token: String::new(), clock }
+        Self {
+            child: None,
+            bin: server_binary(),
+            dir,
+            port: free_port_pair(),
+            mode,
+            token: String::new(),
+            tls: None,
+            clock,
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -89,6 +120,11 @@ impl Server {
     /// `http://127.0.0.1:<port>`.
     pub fn address(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `https://127.0.0.1:<port>` of the TLS listener, if there is one.
+    pub fn tls_address(&self) -> Option<String> {
+        self.tls.as_ref().map(|tls| format!("https://127.0.0.1:{}", tls.port))
     }
 
     /// The root token.
@@ -114,7 +150,7 @@ impl Server {
             }
             Mode::Persistent { .. } => {
                 let data = self.dir.path().join("data");
-                let text = format!(
+                let mut text = format!(
                     "storage \"file\" {{\n  path = {:?}\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
                      cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{port}\"\nplugin_directory = {:?}\n\
                      disable_mlock = true\nui = false\n",
@@ -123,6 +159,16 @@ impl Server {
                     port = self.port,
                     cluster = free_port(),
                 );
+                if let Some(tls) = &self.tls {
+                    text.push_str(&format!(
+                        "listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  \
+                         tls_cert_file = {:?}\n  tls_key_file = {:?}\n}}\n",
+                        tls.cert.display().to_string(),
+                        tls.key.display().to_string(),
+                        port = tls.port,
+                        cluster = free_port(),
+                    ));
+                }
                 std::fs::write(&config, text).expect("config");
                 command.arg("server");
             }

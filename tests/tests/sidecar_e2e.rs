@@ -5,7 +5,7 @@
 //! AppRole login; callers off the allow-list are refused, and SIGHUP
 //! reloads that list; a server restored from an old copy of its storage
 //! offers a rolled-back bundle, which is refused while the newer one is
-//! kept.
+//! kept; over TLS a sidecar trusts its CA bundle and nothing else.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -294,4 +294,117 @@ fn a_server_restored_from_old_storage_cannot_roll_the_sidecar_back() {
     assert_eq!((reply.status, reply.body["signing"]["kid"].clone()), (200, kid));
     assert_eq!(verify(&web, &token["token"])["version"], 2);
     assert_eq!(web.get("/readyz").status, 200);
+}
+
+/// Runs `openssl` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it
+/// (`server.pem`, `server.key`), in `dir`.
+fn test_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=lockstep test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("extensions");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
+#[test]
+fn over_tls_the_sidecar_trusts_its_ca_bundle_and_nothing_else() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    test_pki(pki.path());
+    let server = prepare(
+        Server::persistent_with_tls(&pki.path().join("server.pem"), &pki.path().join("server.key"))
+            .with_mounts(&["lockstep"]),
+        &["web"],
+    );
+    let https = server.tls_address().expect("a TLS listener");
+    let over_tls = |dir: &Path, ca_bundle: Option<&Path>| {
+        let text = config(dir, &server, "web", &token_auth(dir, &server, "web"), "").replace(&server.address(), &https);
+        match ca_bundle {
+            Some(ca) => text.replace("[vault]\n", &format!("[vault]\nca_bundle = {:?}\n", ca.display().to_string())),
+            None => text,
+        }
+    };
+    let trusting = tempfile::tempdir().expect("tempdir");
+    let web = Sidecar::start(trusting.path(), "web", &over_tls(trusting.path(), Some(&pki.path().join("ca.pem"))));
+    web.wait_until("version 1 over TLS", 30, |s| signing_version(s) == 1);
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "over TLS"})).expect_status(200);
+    web.wait_until("version 2 over TLS", 60, |s| {
+        s.get("/v1/keys/jwt").body["verifying"].as_array().is_some_and(|v| v.iter().any(|v| v["version"] == 2))
+    });
+
+    // Without the CA bundle the server's certificate is not trusted.
+    let doubting = tempfile::tempdir().expect("tempdir");
+    let other = Sidecar::start(doubting.path(), "web", &over_tls(doubting.path(), None));
+    other.wait_until("a counted failed sync", 30, |s| {
+        s.get("/metrics").body.as_str().is_some_and(|m| m.contains("lockstep_sidecar_sync_errors_total{kind="))
+    });
+    assert_eq!(other.get("/readyz").status, 503, "never ready without a trusted server");
+    assert_eq!(other.get("/v1/keys/jwt").body["error"]["code"], "not_ready");
+    assert!(other.log().contains("certificate"), "the failure names the certificate: {}", other.log());
 }
