@@ -23,6 +23,18 @@ enum Mode {
     Dev,
     /// File storage, initialised and unsealed by the harness.
     Persistent { unseal_key: String },
+    /// Raft storage; `leader` is the API address of the node to join
+    /// (none for the first node, which the harness initialises).
+    Raft { unseal_key: String, node_id: String, cluster_port: u16, leader: Option<String> },
+}
+
+impl Mode {
+    fn unseal_key(&self) -> Option<&str> {
+        match self {
+            Self::Dev => None,
+            Self::Persistent { unseal_key } | Self::Raft { unseal_key, .. } => Some(unseal_key),
+        }
+    }
 }
 
 /// A second, TLS listener (persistent servers only).
@@ -91,6 +103,65 @@ impl Server {
         server
     }
 
+    /// Two servers on raft storage forming one cluster: the first
+    /// initialised, unsealed and active, the second joined to it and
+    /// unsealed as its standby (which forwards requests to the active node).
+    pub fn raft_pair() -> (Self, Self) {
+        let raft = |node_id: &str, leader: Option<String>| Mode::Raft {
+            unseal_key: String::new(),
+            node_id: node_id.into(),
+            cluster_port: free_port(),
+            leader,
+        };
+        let mut first = Self::new(raft("node-1", None));
+        first.spawn();
+        first.wait_until_up();
+        let init = http(ureq::put(&first.url("sys/init")), Some(&json!({"secret_shares": 1, "secret_threshold": 1})))
+            .expect_status(200)
+            .body;
+        let key = init["keys_base64"][0].as_str().expect("unseal key").to_string();
+        first.token = init["root_token"].as_str().expect("root token").to_string();
+        if let Mode::Raft { unseal_key, .. } = &mut first.mode {
+            unseal_key.clone_from(&key);
+        }
+        first.unseal();
+        let mut second = Self::new(raft("node-2", Some(first.address())));
+        if let Mode::Raft { unseal_key, .. } = &mut second.mode {
+            *unseal_key = key;
+        }
+        second.token.clone_from(&first.token);
+        second.spawn();
+        second.wait_until_up();
+        second.unseal();
+        // A joined node votes only once autopilot has seen it stable; until
+        // then it could not take over.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let config = first.read("sys/storage/raft/configuration");
+            let servers = config.body["data"]["config"]["servers"].as_array().cloned().unwrap_or_default();
+            if servers.iter().any(|s| s["node_id"] == "node-2" && s["voter"] == true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node-2 never became a voter: {config:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        (first, second)
+    }
+
+    /// Whether this node is the cluster's active node.
+    pub fn is_active(&self) -> bool {
+        http(ureq::get(&self.url("sys/health")), None).status == 200
+    }
+
+    /// Waits until this node is the active node.
+    pub fn wait_active(&self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.is_active() {
+            assert!(Instant::now() < deadline, "{} did not become active within {secs} s", self.address());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn new(mode: Mode) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("plugins")).expect("plugin dir");
@@ -147,6 +218,25 @@ impl Server {
                 command.args(["server", "-dev", "-dev-no-store-token"]);
                 command.arg(format!("-dev-root-token-id={}", self.token));
                 command.arg(format!("-dev-listen-address=127.0.0.1:{}", self.port));
+            }
+            Mode::Raft { node_id, cluster_port, leader, .. } => {
+                let data = self.dir.path().join("raft");
+                std::fs::create_dir_all(&data).expect("raft dir");
+                let join = leader
+                    .as_ref()
+                    .map(|l| format!("  retry_join {{\n    leader_api_addr = \"{l}\"\n  }}\n"))
+                    .unwrap_or_default();
+                let text = format!(
+                    "storage \"raft\" {{\n  path = {:?}\n  node_id = \"{node_id}\"\n{join}}}\nlistener \"tcp\" {{\n  \
+                     address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = true\n}}\n\
+                     api_addr = \"http://127.0.0.1:{port}\"\ncluster_addr = \"https://127.0.0.1:{cluster_port}\"\n\
+                     plugin_directory = {:?}\ndisable_mlock = true\nui = false\n",
+                    data.display().to_string(),
+                    plugins.display().to_string(),
+                    port = self.port,
+                );
+                std::fs::write(&config, text).expect("config");
+                command.arg("server");
             }
             Mode::Persistent { .. } => {
                 let data = self.dir.path().join("data");
@@ -210,15 +300,24 @@ impl Server {
     }
 
     fn unseal(&self) {
-        let Mode::Persistent { unseal_key } = &self.mode else {
+        let Some(unseal_key) = self.mode.unseal_key() else {
             return;
         };
-        let reply = http(ureq::put(&self.url("sys/unseal")), Some(&json!({"key": unseal_key}))).expect_status(200);
-        assert_eq!(reply.body["sealed"], false, "still sealed: {}", reply.body);
-        // Active once the health endpoint says so.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http(ureq::get(&self.url("sys/health")), None).status != 200 {
-            assert!(Instant::now() < deadline, "the server did not become active");
+        // A joining raft node may answer "sealed" until it has joined.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let reply = http(ureq::put(&self.url("sys/unseal")), Some(&json!({"key": unseal_key})));
+            if reply.status == 200 && reply.body["sealed"] == false {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still sealed: {reply:?}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Active (200) or, for a joined node, standby (429).
+        let joined = matches!(&self.mode, Mode::Raft { leader: Some(_), .. });
+        let ready = if joined { 429 } else { 200 };
+        while http(ureq::get(&self.url("sys/health")), None).status != ready {
+            assert!(Instant::now() < deadline, "the server did not become ready ({ready})\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -5,7 +5,9 @@
 //! AppRole login; callers off the allow-list are refused, and SIGHUP
 //! reloads that list; a server restored from an old copy of its storage
 //! offers a rolled-back bundle, which is refused while the newer one is
-//! kept; over TLS a sidecar trusts its CA bundle and nothing else.
+//! kept; over TLS a sidecar trusts its CA bundle and nothing else; in a
+//! two-node raft cluster a standby forwards, and after a step-down the
+//! other node carries on with nothing stale.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -407,4 +409,34 @@ fn over_tls_the_sidecar_trusts_its_ca_bundle_and_nothing_else() {
     assert_eq!(other.get("/readyz").status, 503, "never ready without a trusted server");
     assert_eq!(other.get("/v1/keys/jwt").body["error"]["code"], "not_ready");
     assert!(other.log().contains("certificate"), "the failure names the certificate: {}", other.log());
+}
+
+#[test]
+fn in_a_raft_cluster_a_standby_forwards_and_a_new_active_node_carries_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, second) = Server::raft_pair();
+    let first = prepare(first.with_mounts(&["lockstep"]), &["web"]);
+    // The sidecar talks to the standby, which forwards to the active node.
+    let text = config(dir.path(), &first, "web", &token_auth(dir.path(), &first, "web"), "")
+        .replace(&first.address(), &second.address());
+    let web = Sidecar::start(dir.path(), "web", &text);
+    web.wait_until("version 1 through the standby", 60, |s| signing_version(s) == 1);
+    second.write("lockstep/keys/jwt/rotate", json!({"reason": "through the standby"})).expect_status(200);
+    web.wait_until("version 2 signing", 60, |s| signing_version(s) == 2);
+
+    // The active node steps down; the standby takes over the mount, its
+    // storage and the scheduler, and nothing it serves is stale.
+    first.request("PUT", "sys/step-down", None).expect_status(204);
+    second.wait_active(90);
+    let keyring = second.read("lockstep/keys/jwt").expect_status(200);
+    assert_eq!(keyring.data()["signing_version"], 2, "{keyring:?}");
+    assert_eq!(keyring.data()["latest_version"], 2, "{keyring:?}");
+    first
+        .write("lockstep/keys/jwt/rotate", json!({"expected_version": 2, "reason": "after the failover"}))
+        .expect_status(200);
+    web.wait_until("version 3 signing after the failover", 90, |s| signing_version(s) == 3);
+    let history = second.read("lockstep/history/jwt").expect_status(200).body.to_string();
+    assert!(history.contains("through the standby") && history.contains("after the failover"), "{history}");
+    let info = second.read("lockstep/info").expect_status(200);
+    assert_eq!(info.data()["plugin_version"], lockstep_tests::plugin_version(), "{info:?}");
 }
