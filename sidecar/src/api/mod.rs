@@ -198,7 +198,18 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert!(matches!(bind(&config), Err(BindError::InUse(_))));
         drop(listener);
-        bind(&config).expect("a stale socket is replaced");
+        let listener = bind(&config).expect("a stale socket is replaced");
+        // The group is set too: as root any group (one the file would not
+        // get by itself), else the caller's own.
+        drop(listener);
+        use std::os::unix::fs::MetadataExt as _;
+        let owner = std::fs::metadata(dir.path()).expect("meta");
+        let gid = if owner.uid() == 0 { 4242 } else { owner.gid() };
+        let grouped = SocketConfig { group: Some(gid), mode: "0660".into(), ..config.clone() };
+        let listener = bind(&grouped).expect("bind with a group");
+        let meta = std::fs::metadata(&grouped.path).expect("meta");
+        assert_eq!((meta.gid(), meta.permissions().mode() & 0o777), (gid, 0o660));
+        drop(listener);
         let entries: Vec<_> =
             std::fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).map(|e| e.file_name()).collect();
         assert_eq!(entries, vec![std::ffi::OsString::from("s.sock")], "no staging directory is left behind");
