@@ -7,7 +7,8 @@
 //! offers a rolled-back bundle, which is refused while the newer one is
 //! kept; over TLS a sidecar trusts its CA bundle and nothing else; in a
 //! two-node raft cluster a standby forwards, and after a step-down the
-//! other node carries on with nothing stale.
+//! other node carries on with nothing stale; JSON logs are one object per
+//! line.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -439,4 +440,24 @@ fn in_a_raft_cluster_a_standby_forwards_and_a_new_active_node_carries_on() {
     assert!(history.contains("through the standby") && history.contains("after the failover"), "{history}");
     let info = second.read("lockstep/info").expect_status(200);
     assert_eq!(info.data()["plugin_version"], lockstep_tests::plugin_version(), "{info:?}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_level_and_no_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web"]);
+    let text = config(dir.path(), &server, "web", &token_auth(dir.path(), &server, "web"), "")
+        .replace("[log]\nlevel = \"debug\"\n", "[log]\nlevel = \"debug\"\nformat = \"json\"\n");
+    let web = Sidecar::start(dir.path(), "web", &text);
+    web.wait_until("version 1 signing", 30, |s| signing_version(s) == 1);
+    let log = web.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{log}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "bundle swapped in"), "{log}");
+    let token = std::fs::read_to_string(dir.path().join("web.token")).expect("token");
+    assert!(!log.contains(token.trim()), "the token leaked into the log");
 }
