@@ -1,8 +1,9 @@
 //! The fleet invariant through OpenBao's real plugin client: three pools
 //! whose sidecars poll at different moments, across several scheduled
-//! rotations. At every instant, whatever version any pool signs with is in
-//! every pool's verification set — each pool computing its state from its
-//! own latest bundle with the shared model, as sidecars do.
+//! rotations. Every 10 s each signing pool issues a token valid for the
+//! keyring's max_token_ttl; at every instant, every token not yet expired
+//! verifies at every pool — each pool computing its state from its own
+//! latest bundle with the shared model, as sidecars do.
 
 use lockstep_model::bundle::Bundle;
 use lockstep_model::key_state;
@@ -11,6 +12,8 @@ use serde_json::{Value, json};
 
 const M: &str = "lockstep/";
 const STEP: u64 = 10;
+/// The keyring's max_token_ttl (10 minutes), in seconds.
+const TOKEN_TTL: i64 = 600;
 
 /// A simulated sidecar: its pool, when it polls, its latest bundle.
 struct Sidecar {
@@ -80,6 +83,8 @@ fn every_signed_token_verifies_at_every_pool_across_rotations() {
     host.request(M, "create", "pools/clock", json!({}));
     let mut elapsed = 0;
     let mut checked = 0;
+    // (signing pool, version, expiry) of every token issued so far.
+    let mut tokens: Vec<(&str, u64, i64)> = Vec::new();
     // Three and a half hours in 10-second steps; the scheduler runs every
     // 60 s.
     while elapsed < 3 * 3_600 + 1_800 {
@@ -90,14 +95,21 @@ fn every_signed_token_verifies_at_every_pool_across_rotations() {
             assert!(host.request(M, "rollback", "", Value::Null).status < 300);
         }
         let t = now(&host);
+        // Every signing pool issues a token now, valid for max_token_ttl.
         for signer in sidecars.iter().filter(|s| s.pool != "edge" && s.bundle.is_some()) {
-            let Some(signing) = signer.state(t).signing else { continue };
+            if let Some(signing) = signer.state(t).signing {
+                tokens.push((signer.pool, signing, t + TOKEN_TTL));
+            }
+        }
+        tokens.retain(|(_, _, exp)| *exp >= t);
+        // Every token not yet expired verifies at every pool, now.
+        for (pool, version, exp) in &tokens {
             for verifier in sidecars.iter().filter(|s| s.bundle.is_some()) {
                 let verifying = verifier.state(t).verifying;
                 assert!(
-                    verifying.contains(&signing),
-                    "at +{elapsed}s {} signs with v{signing} but {} verifies only {verifying:?}",
-                    signer.pool,
+                    verifying.contains(version),
+                    "at +{elapsed}s a token {pool} signed with v{version} (valid until {exp}) fails at {}, which \
+                     verifies only {verifying:?}",
                     verifier.pool
                 );
                 checked += 1;
