@@ -93,14 +93,20 @@ impl Server {
         server.tls = tls;
         server.spawn();
         server.wait_until_up();
-        let init = http(ureq::put(&server.url("sys/init")), Some(&json!({"secret_shares": 1, "secret_threshold": 1})))
-            .expect_status(200)
-            .body;
-        let key = init["keys_base64"][0].as_str().expect("unseal key").to_string();
-        server.token = init["root_token"].as_str().expect("root token").to_string();
+        let key = server.initialise();
         server.mode = Mode::Persistent { unseal_key: key };
         server.unseal();
         server
+    }
+
+    /// `sys/init` with one key share; keeps the root token, returns the
+    /// unseal key.
+    fn initialise(&mut self) -> String {
+        let init = http(ureq::put(&self.url("sys/init")), Some(&json!({"secret_shares": 1, "secret_threshold": 1})))
+            .expect_status(200)
+            .body;
+        self.token = init["root_token"].as_str().expect("root token").to_string();
+        init["keys_base64"][0].as_str().expect("unseal key").to_string()
     }
 
     /// Two servers on raft storage forming one cluster: the first
@@ -116,11 +122,7 @@ impl Server {
         let mut first = Self::new(raft("node-1", None));
         first.spawn();
         first.wait_until_up();
-        let init = http(ureq::put(&first.url("sys/init")), Some(&json!({"secret_shares": 1, "secret_threshold": 1})))
-            .expect_status(200)
-            .body;
-        let key = init["keys_base64"][0].as_str().expect("unseal key").to_string();
-        first.token = init["root_token"].as_str().expect("root token").to_string();
+        let key = first.initialise();
         if let Mode::Raft { unseal_key, .. } = &mut first.mode {
             unseal_key.clone_from(&key);
         }
