@@ -420,6 +420,31 @@ async fn clock_skew_is_measured_against_the_server_time() {
 }
 
 #[tokio::test]
+async fn shutdown_waits_for_a_stuck_request_no_longer_than_the_drain_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let mut config = config(dir.path(), &vault);
+    config.socket.drain_timeout_secs = 2;
+    let sidecar = Sidecar::start(config, &ManualClock::at(T0));
+    ready(&sidecar).await;
+    // A caller that sends half a request and then nothing.
+    let mut stuck = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+    stuck
+        .write_all(
+            b"POST /v1/jwt/api/sign HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    sidecar.stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?} with a 2 s drain timeout");
+    drop(stuck);
+}
+
+#[tokio::test]
 async fn shutdown_ends_watches_at_once_and_removes_the_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = FakeVault::start().await;
