@@ -8,7 +8,7 @@
 //! kept; over TLS a sidecar trusts its CA bundle and nothing else; in a
 //! two-node raft cluster a standby forwards, and after a step-down the
 //! other node carries on with nothing stale; JSON logs are one object per
-//! line.
+//! line; the file sink holds the next version before it activates.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -408,4 +408,44 @@ fn json_logs_are_one_object_per_line_with_level_and_no_secrets() {
     assert!(lines.iter().any(|l| l["fields"]["message"] == "bundle swapped in"), "{log}");
     let token = std::fs::read_to_string(dir.path().join("web.token")).expect("token");
     assert!(!log.contains(token.trim()), "the token leaked into the log");
+}
+
+#[test]
+fn the_file_sink_holds_the_next_version_before_it_activates_and_runs_its_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web"]);
+    // A long prepublish, so that the next version sits in the file well
+    // before it signs.
+    server
+        .write("lockstep/keys/jwt", json!({"prepublish": "10m", "max_token_ttl": "10m", "grace_period": "20m"}))
+        .expect_status(200);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).expect("sink dir");
+    let marker = dir.path().join("changes");
+    let sink = format!(
+        "[sink]\ndir = {:?}\nformat = \"pem\"\ncommand = [\"sh\", \"-c\", \"echo changed >> {}\"]\n",
+        files.display().to_string(),
+        marker.display()
+    );
+    let text = config(dir.path(), &server, "web", &token_auth(dir.path(), &server, "web"), "")
+        .replace("[cache]\n", &format!("{sink}[cache]\n"));
+    let web = Sidecar::start(dir.path(), "web", &text);
+    let read = || -> Value {
+        std::fs::read(files.join("jwt.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
+    };
+    web.wait_until("the file with version 1", 30, |_| read()["signing"]["version"] == 1);
+    let mode = std::fs::metadata(files.join("jwt.json")).expect("file").mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let pem = read()["signing"]["material"]["public_key"].as_str().unwrap_or_default().to_string();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "sink"})).expect_status(200);
+    web.wait_until("version 2 in the file", 30, |_| {
+        read()["verifying"].as_array().is_some_and(|v| v.iter().any(|v| v["version"] == 2))
+    });
+    let file = read();
+    assert_eq!(file["signing"]["version"], 1, "version 2 is there ahead of its activation: {file}");
+    let pending = file["verifying"].as_array().and_then(|v| v.iter().find(|v| v["version"] == 2).cloned());
+    assert_eq!(pending.as_ref().map(|v| v["state"].clone()), Some(json!("pending")), "{file}");
+    let runs = std::fs::read_to_string(&marker).unwrap_or_default().lines().count();
+    assert!(runs >= 2, "the command ran after each change: {runs}");
 }
