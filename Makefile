@@ -53,7 +53,9 @@ lint:
 ## Every test: unit tests, then end-to-end tests through the real hosts and server.
 test: build test-plugin hosts server lint
 	$(CARGO) test --workspace
-	cd tests/gohost && go test ./...
+	# -count=1: the e2e tests build the hosts from source at run time, which
+	# Go's test cache does not see, so a cached pass could hide a change.
+	cd tests/gohost && go test -count=1 ./...
 
 ## Start a local server with the plugin registered and mounted, and use it.
 demo: build server tools

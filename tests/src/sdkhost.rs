@@ -46,6 +46,16 @@ pub struct HostReply {
 impl SdkHost {
     /// Starts a host with the plugin registered as `lockstep`.
     pub fn start(kind: HostKind) -> Self {
+        Self::start_with(kind, &[])
+    }
+
+    /// Starts a host that does not multiplex: no multiplexing probe, no
+    /// multiplex id on calls, one plugin process per mount.
+    pub fn start_without_multiplexing(kind: HostKind) -> Self {
+        Self::start_with(kind, &["-no-multiplex"])
+    }
+
+    fn start_with(kind: HostKind, extra: &[&str]) -> Self {
         let (var, name) = match kind {
             HostKind::OpenBao => ("LOCKSTEP_SDKHOST_BIN", "gohost/lockstep-sdkhost"),
             HostKind::Vault => ("LOCKSTEP_SDKHOST_VAULT_BIN", "gohost/lockstep-sdkhost-vault"),
@@ -64,6 +74,7 @@ impl SdkHost {
             .arg(&plugins)
             .args(["-name", "lockstep", "-version", &plugin_version(), "-log"])
             .arg(&log)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -1,7 +1,8 @@
 //! The plugin under the servers' own Go plugin clients (OpenBao's SDK and
 //! HashiCorp Vault's): launched as the server launches it (AutoMTLS,
-//! SHA-256 check, multiplexing), with in-memory storage served through the
-//! broker. Every scenario runs under both hosts.
+//! SHA-256 check, multiplexing, or none when the host does not multiplex),
+//! with in-memory storage served through the broker. Every scenario runs
+//! under both hosts.
 
 use lockstep_tests::plugin_version;
 use lockstep_tests::sdkhost::{HostKind, SdkHost};
@@ -21,6 +22,7 @@ macro_rules! under_both_hosts {
 
 under_both_hosts!(
     mounts_twice_in_one_process_and_round_trips_through_storage,
+    without_multiplexing_each_mount_gets_its_own_process_and_storage,
     errors_map_to_the_statuses_the_server_answers,
     help_is_real_help,
     periodic_call_reaches_the_engine,
@@ -51,6 +53,24 @@ fn mounts_twice_in_one_process_and_round_trips_through_storage(kind: HostKind) {
     assert_eq!(listed.data["keys"], json!(["api", "web"]));
     assert_eq!(host.request("a/", "delete", "pools/web", Value::Null).status, 204);
     assert_eq!(host.request("a/", "read", "pools/web", Value::Null).status, 404);
+}
+
+fn without_multiplexing_each_mount_gets_its_own_process_and_storage(kind: HostKind) {
+    let host = SdkHost::start_without_multiplexing(kind);
+    let first = host.mount("a/");
+    assert_eq!(first["multiplexed"], false, "{first}");
+    host.mount("b/");
+    assert_eq!(host.processes(), (2, 2), "one process per mount");
+    // Calls carry no multiplex id; each process serves its one mount.
+    let written = host.request("a/", "create", "pools/web", json!({"keyrings": ["jwt"]}));
+    assert_eq!(written.status, 200, "{written:?}");
+    assert_eq!(host.request("b/", "read", "pools/web", Value::Null).status, 404);
+    assert_eq!(host.request("b/", "create", "pools/api", json!({})).status, 200);
+    assert_eq!(host.request("a/", "list", "pools/", Value::Null).data["keys"], json!(["web"]));
+    assert_eq!(host.request("b/", "list", "pools/", Value::Null).data["keys"], json!(["api"]));
+    host.unmount("a/");
+    assert_eq!(host.processes(), (2, 1), "unmounting stops that mount's process only");
+    assert_eq!(host.request("b/", "read", "pools/api", Value::Null).status, 200);
 }
 
 fn errors_map_to_the_statuses_the_server_answers(kind: HostKind) {

@@ -37,6 +37,9 @@ type Options struct {
 	SkipRegistrationProbe bool
 	// LogLevel for the host logger (trace, debug, info, warn, error).
 	LogLevel string
+	// NoMultiplex makes the host behave as one that does not multiplex:
+	// no multiplexing probe, no multiplex id on calls, one process per mount.
+	NoMultiplex bool
 }
 
 // Command returns the plugin binary path.
@@ -54,6 +57,7 @@ func ParseFlags(prog string, args []string, defaultServerVersion string) (*Optio
 	fs.DurationVar(&o.RollbackInterval, "rollback-interval", 0, "send periodic rollback requests to every mount at this interval (0: never)")
 	noStdin := fs.Bool("no-stdin-watch", false, "do not exit when stdin reaches EOF")
 	fs.BoolVar(&o.SkipRegistrationProbe, "skip-registration-probe", false, "do not launch the plugin once at registration to read its version")
+	fs.BoolVar(&o.NoMultiplex, "no-multiplex", false, "behave as a host that does not multiplex plugins (no probe, no multiplex id, one process per mount)")
 	fs.StringVar(&o.LogLevel, "log-level", "debug", "host log level (trace enables the SDK tracing middleware, as on a server at trace level)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

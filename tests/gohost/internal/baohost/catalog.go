@@ -34,6 +34,8 @@ type catalog struct {
 	started int
 	probes  int
 	procs   []*proc
+	// noMultiplex: behave as a host that does not multiplex.
+	noMultiplex bool
 }
 
 type proc struct {
@@ -71,8 +73,8 @@ type extPlugin struct {
 
 var errPluginNotFound = errors.New("plugin not found in the catalog")
 
-func newCatalog(logger hclog.Logger, runner pluginutil.PluginRunner) *catalog {
-	return &catalog{logger: logger, runner: runner, ext: map[extKey]*extPlugin{}}
+func newCatalog(logger hclog.Logger, runner pluginutil.PluginRunner, noMultiplex bool) *catalog {
+	return &catalog{logger: logger, runner: runner, ext: map[extKey]*extPlugin{}, noMultiplex: noMultiplex}
 }
 
 // lookup is the catalog Get for (name, type, version).
@@ -200,14 +202,23 @@ func (c *catalog) newPluginClientLocked(ctx context.Context, runner *pluginutil.
 		}
 		return nil, errors.New("plugin did not negotiate the gRPC protocol")
 	}
-	muxed, err := pluginutil.MultiplexingSupported(ctx, grpcClient.Conn, config.Name)
-	if err != nil {
-		if spawned {
-			pc.client.Kill()
+	muxed := false
+	if !c.noMultiplex {
+		var err error
+		muxed, err = pluginutil.MultiplexingSupported(ctx, grpcClient.Conn, config.Name)
+		if err != nil {
+			if spawned {
+				pc.client.Kill()
+			}
+			return nil, err
 		}
-		return nil, err
 	}
-	pc.conn = &muxConn{ClientConn: grpcClient.Conn, id: id}
+	if c.noMultiplex {
+		// A host that does not multiplex sends no multiplex id.
+		pc.conn = grpcClient.Conn
+	} else {
+		pc.conn = &muxConn{ClientConn: grpcClient.Conn, id: id}
+	}
 	pc.ClientProtocol = rpcClient
 	ext.conns[id] = pc
 	ext.multiplexed = muxed

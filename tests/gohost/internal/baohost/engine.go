@@ -105,7 +105,7 @@ func New(ctx context.Context, o *hostapi.Options, faults *hostapi.Faults, logger
 		pending:  map[string]bool{},
 		storages: map[string]*mountStorage{},
 	}
-	e.cat = newCatalog(logger.Named("plugin-catalog"), runner)
+	e.cat = newCatalog(logger.Named("plugin-catalog"), runner, o.NoMultiplex)
 	logger.Info("registered plugin", "name", o.Name, "command", cmd, "sha256", hex.EncodeToString(sum), "version", o.Version)
 
 	if !o.SkipRegistrationProbe {
