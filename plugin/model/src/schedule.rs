@@ -113,7 +113,7 @@ pub enum RotateError {
     },
     /// As many versions verify as a bundle can carry.
     #[error(
-        "{live} versions still verify, as many as a bundle carries; rotate again when the oldest leaves its grace period"
+        "{live} versions still verify; a bundle carries at most 32, with room kept for the scheduler's next one; rotate again when the oldest leaves its grace period"
     )]
     TooManyLive {
         /// How many verify now.
@@ -210,7 +210,10 @@ impl Keyring {
     /// `t`: its planned activation. A keyring overdue after downtime gets
     /// one version planned from now, never one per missed period.
     pub fn due_publication(&self, t: UnixSeconds) -> Option<UnixSeconds> {
-        if self.pending().is_some() {
+        // A bundle carries at most MAX_VERSIONS of a keyring: with that many
+        // still verifying (after a policy change shortened the rotation,
+        // say), the signer goes on until the oldest expire.
+        if self.pending().is_some() || self.live(t) >= crate::bundle::MAX_VERSIONS {
             return None;
         }
         let Some(current) = self.current() else {
@@ -245,6 +248,12 @@ impl Keyring {
         self.latest
     }
 
+    /// How many versions verify at `t` (pending ones included): what a
+    /// bundle carries of this keyring.
+    fn live(&self, t: UnixSeconds) -> usize {
+        self.versions.iter().filter(|v| v.verifies_at(t)).count()
+    }
+
     /// Checks a manual rotation at `t` against the caller's expectation.
     /// Only one version may wait for activation at a time.
     pub fn check_rotation(&self, expected: Option<u64>, t: UnixSeconds) -> Result<(), RotateError> {
@@ -259,8 +268,9 @@ impl Keyring {
                 planned: p.not_before.unwrap_or(p.planned_activation),
             });
         }
-        let live = self.versions.iter().filter(|v| v.verifies_at(t)).count();
-        if live >= crate::bundle::MAX_VERSIONS {
+        // Room for this version and for the scheduler's next one.
+        let live = self.live(t);
+        if live + 2 > crate::bundle::MAX_VERSIONS {
             return Err(RotateError::TooManyLive { live });
         }
         Ok(())

@@ -154,13 +154,20 @@ fn manual_rotations_stop_at_what_a_bundle_can_carry() {
         ring.commit(t, 1);
         t += 3;
     }
-    assert_eq!(
-        ring.check_rotation(None, t),
-        Err(RotateError::TooManyLive { live: crate::bundle::MAX_VERSIONS }),
-        "at version {}",
-        ring.latest
-    );
-    assert_eq!(key_state(&ring.versions, t).verifying.len(), crate::bundle::MAX_VERSIONS);
+    let most = crate::bundle::MAX_VERSIONS;
+    assert_eq!(ring.check_rotation(None, t), Err(RotateError::TooManyLive { live: most - 1 }), "at {}", ring.latest);
+    // The room kept is the scheduler's: its next version makes 32, and
+    // then it waits rather than publish a 33rd, even when one is due.
+    let mut crowded = ring.clone();
+    crowded.publish("scheduled".into(), t, t + 1);
+    crowded.commit(t, 1);
+    for v in &mut crowded.versions {
+        v.expires_at = v.expires_at.map(|e| e + 30 * 24 * 3_600);
+    }
+    let signer_start = crowded.current().and_then(|v| v.not_before).unwrap_or_default();
+    assert_eq!(key_state(&crowded.versions, t + 2).verifying.len(), most);
+    assert_eq!(crowded.due_publication(signer_start + 23 * 3_600), None, "no 33rd version while 32 verify");
+    assert!(ring.due_publication(signer_start + 23 * 3_600).is_some(), "due, without the crowd");
     // Once the oldest leave their grace period, rotation is possible again.
     assert_eq!(ring.check_rotation(None, t + 4 * 3_600 + 10), Ok(()));
 }
