@@ -482,9 +482,17 @@ impl Config {
         if socket.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("socket.path", "is required"));
         }
-        // sun_path holds 108 bytes including the terminating NUL.
+        // sun_path holds 108 bytes including the terminating NUL, and the
+        // socket is first bound in a staging directory beside it.
         if socket.path.as_os_str().len() > 107 {
             return Err(ConfigError::invalid("socket.path", "is longer than 107 bytes"));
+        }
+        let dir = socket.path.parent().map_or(0, |p| p.as_os_str().len().max(1));
+        if dir + crate::api::STAGING_OVERHEAD > 107 {
+            return Err(ConfigError::invalid(
+                "socket.path",
+                format!("its directory is longer than {} bytes", 107 - crate::api::STAGING_OVERHEAD),
+            ));
         }
         socket.mode_bits()?;
         if !(1024..=1024 * 1024).contains(&socket.max_body_bytes) {
@@ -582,6 +590,7 @@ path = "/run/lockstep.sock"
             ("pool", "a b", "pool"),
             ("log.format", "xml", "log.format"),
             ("socket.jwt_leeway_secs", "301", "socket.jwt_leeway_secs"),
+            ("socket.path", &format!("/{}/s.sock", "d".repeat(94)), "socket.path"),
         ];
         for (setting, value, named) in cases {
             let source = Source { path: Some(path.clone()), sets: vec![(setting.into(), value.into())] };

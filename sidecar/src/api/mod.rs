@@ -57,6 +57,10 @@ pub enum BindError {
     },
 }
 
+/// What the staging directory adds to the socket's directory:
+/// `/.l` + 8 hex digits + `/s`.
+pub const STAGING_OVERHEAD: usize = 13;
+
 /// Binds the socket with `config`'s mode and group, replacing a stale one.
 pub fn bind(config: &SocketConfig) -> Result<UnixListener, BindError> {
     let path = &config.path;
@@ -77,10 +81,12 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, BindError> {
     // only then renamed into place: nobody can connect while the socket
     // still has the permissions the umask gave it.
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let private = parent.join(format!(".lockstep-bind-{}", std::process::id()));
+    // Short (a socket path is at most 107 bytes; see STAGING_OVERHEAD) and
+    // random, so no other sidecar or leftover directory gets in the way.
+    let private = parent.join(format!(".l{:08x}", fastrand::u32(..)));
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new().mode(0o700).create(&private).map_err(io)?;
-    let staged = private.join("socket");
+    let staged = private.join("s");
     let result = (|| {
         let listener = UnixListener::bind(&staged)?;
         use std::os::unix::fs::PermissionsExt as _;
