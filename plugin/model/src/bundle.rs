@@ -238,7 +238,11 @@ fn check_material(mode: PoolMode, key_type: KeyType, version: &BundleVersion) ->
 }
 
 fn check_forward(old: &BundleKeyring, new: &BundleKeyring, now: UnixSeconds) -> Result<(), String> {
-    if new.key_type != old.key_type {
+    // A keyring deleted and made again (numbers go on, generation up) may
+    // have another type; a keyring that goes on may not.
+    let newest_old = old.versions.iter().map(|v| v.meta.number).max().unwrap_or(0);
+    let made_again = new.generation > old.generation && new.versions.iter().all(|v| v.meta.number > newest_old);
+    if new.key_type != old.key_type && !made_again {
         return Err(format!("type changed from {} to {}", old.key_type, new.key_type));
     }
     if new.generation < old.generation {

@@ -165,3 +165,23 @@ fn keyring_names_that_break_the_rule_are_refused() {
         assert!(matches!(error, BundleError::BadName(_)), "{bad:?}: {error}");
     }
 }
+
+#[test]
+fn a_keyring_made_again_may_change_type_one_that_goes_on_may_not() {
+    let held = bundle(PoolMode::Sign, 4, vec![hmac_version(1, Some(0)), hmac_version(2, Some(50))]);
+    let with_type = |generation: u64, numbers: &[u64]| {
+        let mut b = bundle(PoolMode::Sign, generation, numbers.iter().map(|n| hmac_version(*n, Some(0))).collect());
+        if let Some(k) = b.keyrings.get_mut("session") {
+            k.key_type = KeyType::Aes256Gcm;
+        }
+        b.revision = revision(b.mode, &b.keyrings);
+        b
+    };
+    // Deleted and made again: numbers go on from 2, the generation is higher.
+    assert_eq!(with_type(6, &[3]).validate("web", Some(&held)), Ok(()));
+    // Otherwise a type change is refused.
+    for (next, case) in [(with_type(6, &[2, 3]), "old version kept"), (with_type(4, &[3]), "same generation")] {
+        let error = next.validate("web", Some(&held)).expect_err(case);
+        assert!(error.to_string().contains("type changed"), "{case}: {error}");
+    }
+}
