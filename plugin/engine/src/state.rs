@@ -28,6 +28,9 @@ pub struct MountState {
     seen: Mutex<HashMap<(String, String), i64>>,
     /// When this state was made, in seconds since the epoch.
     started: i64,
+    /// Config writes take it exclusively, keyring creates and policy
+    /// updates shared, so each is validated against the other.
+    config: tokio::sync::RwLock<()>,
 }
 
 /// When the host's periodic call last reached this mount.
@@ -56,6 +59,7 @@ impl MountState {
         let started = seconds(clock.now());
         Self {
             started,
+            config: tokio::sync::RwLock::new(()),
             clock,
             system,
             periodic: Mutex::new(Periodic::default()),
@@ -68,6 +72,11 @@ impl MountState {
     /// Now, in seconds since the epoch.
     pub fn now(&self) -> i64 {
         seconds(self.clock.now())
+    }
+
+    /// The lock between config writes and keyring policy writes.
+    pub fn config_lock(&self) -> &tokio::sync::RwLock<()> {
+        &self.config
     }
 
     /// When this state was made (the mount set up or reloaded).

@@ -56,6 +56,9 @@ async fn read(req: &Request) -> Result<Option<Response>, LogicalError> {
 }
 
 async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
+    // No keyring is created or changed while the new timings are checked
+    // against every keyring and stored.
+    let _config_guard = state.config_lock().write().await;
     let mut config = Config::load(req.storage.as_ref()).await?;
     let fleet: [(&str, &mut u64); 4] = [
         ("poll_interval", &mut config.poll_interval),

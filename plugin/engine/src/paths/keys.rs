@@ -106,6 +106,9 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
             known.join(", ")
         ))
     })?;
+    // Held until the keyring is stored: a config change waits, so it is
+    // checked against this keyring (and this keyring against it).
+    let _config_guard = state.config_lock().read().await;
     let config = Config::load(req.storage.as_ref()).await?;
     let mut policy = config.default_policy;
     apply_policy(&mut policy, data);
@@ -140,6 +143,7 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
 
 async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
+    let _config_guard = state.config_lock().read().await;
     let config = Config::load(req.storage.as_ref()).await?;
     let lock = state.keyring_lock(name);
     let _guard = lock.lock().await;
