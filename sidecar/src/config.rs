@@ -340,14 +340,11 @@ impl Source {
         };
         for (setting, var) in ENV_OVERRIDES {
             if let Some(value) = env.get(*var) {
-                // Only the `*_secs` settings are numbers; the rest are text
-                // even when they look like numbers (a pool named 2024).
-                let value = if setting.ends_with("_secs") { typed(value) } else { toml::Value::String(value.clone()) };
-                set_path(&mut table, setting, value)?;
+                set_path(&mut table, setting, value_for(setting, value))?;
             }
         }
         for (setting, value) in &self.sets {
-            set_path(&mut table, setting, typed(value))?;
+            set_path(&mut table, setting, value_for(setting, value))?;
         }
         // The full text: the message alone leaves out the setting's name.
         let mut config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
@@ -374,6 +371,15 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(read)?;
     text.parse::<toml::Table>()
         .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// The value of an override. The text settings that have environment
+/// variables stay text even when they look like numbers (a pool named
+/// 2024); any other value is typed as TOML when it parses as an integer,
+/// boolean or array, else taken as text.
+fn value_for(setting: &str, raw: &str) -> toml::Value {
+    let text = ENV_OVERRIDES.iter().any(|(s, _)| *s == setting) && !setting.ends_with("_secs");
+    if text { toml::Value::String(raw.to_string()) } else { typed(raw) }
 }
 
 /// `raw` typed as TOML when it parses as an integer, boolean or array,
@@ -607,6 +613,10 @@ path = "/run/lockstep.sock"
             .load_with(&env(&[("LOCKSTEP_INSTANCE", "12345"), ("LOCKSTEP_POOL", "2024"), ("LOCKSTEP_WAIT_SECS", "7")]))
             .expect("digits are names here");
         assert_eq!((config.instance.as_str(), config.pool.as_str(), config.vault.wait_secs), ("12345", "2024", 7));
+        // So do flags.
+        let good = write(dir.path(), GOOD);
+        let source = Source { path: Some(good), sets: vec![("pool".into(), "2025".into())] };
+        assert_eq!(source.load_with(&env(&[])).expect("digits are names here").pool, "2025");
         let typo = write(dir.path(), &format!("{GOOD}\npoll = 3\n"));
         let error = Source { path: Some(typo), sets: vec![] }.load_with(&env(&[])).expect_err("unknown").to_string();
         assert!(error.contains("poll"), "{error}");
