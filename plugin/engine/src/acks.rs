@@ -156,6 +156,7 @@ pub async fn forget_stale(
     t: i64,
 ) -> Result<(), LogicalError> {
     let horizon = i64::try_from(config.liveness_window.saturating_mul(2)).unwrap_or(i64::MAX);
+    state.forget_seen_before(t.saturating_sub(horizon));
     for pool in storage.list("acks/").await.map_err(storage_error)? {
         let pool = pool.trim_end_matches('/');
         for instance in storage.list(&format!("acks/{pool}/")).await.map_err(storage_error)? {

@@ -117,8 +117,30 @@ impl MountState {
         locked(&self.seen).insert((pool.to_string(), instance.to_string()), t)
     }
 
+    /// Forgets instances last seen before `t`.
+    pub fn forget_seen_before(&self, t: i64) {
+        locked(&self.seen).retain(|_, seen| *seen >= t);
+    }
+
     /// When an instance was last seen by this node.
     pub fn last_seen(&self, pool: &str, instance: &str) -> Option<i64> {
         locked(&self.seen).get(&(pool.to_string(), instance.to_string())).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[tokio::test]
+    async fn sightings_are_kept_until_forgotten() {
+        let state = MountState::new(Arc::new(SystemClock), SystemView::unavailable());
+        assert_eq!(state.saw("web", "a", 100), None);
+        assert_eq!(state.saw("web", "a", 160), Some(100));
+        state.saw("web", "b", 50);
+        state.forget_seen_before(100);
+        assert_eq!((state.last_seen("web", "a"), state.last_seen("web", "b")), (Some(160), None));
+        assert!(state.started() > 0);
     }
 }
