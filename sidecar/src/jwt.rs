@@ -255,21 +255,12 @@ mod tests {
 
     use super::*;
     use crate::store::Snapshot;
-    use crate::store::testdata::{bundle, version};
+    use crate::store::testdata::{bundle, handover, version};
 
     const TYPES: [KeyType; 4] = [KeyType::HmacSha256, KeyType::Ed25519, KeyType::EcdsaP256, KeyType::Rsa2048];
 
     fn snapshot(key_type: KeyType) -> Snapshot {
-        let b = bundle(
-            "web",
-            vec![(
-                "api",
-                key_type,
-                1,
-                vec![version(key_type, 1, Some(0), Some(300)), version(key_type, 2, Some(200), None)],
-            )],
-        );
-        Snapshot::build("web", b, None, 0).expect("good")
+        handover(key_type)
     }
 
     fn claims(pairs: Value) -> Map<String, Value> {

@@ -185,7 +185,7 @@ mod tests {
     use lockstep_model::KeyType;
 
     use super::*;
-    use crate::store::testdata::{bundle, version};
+    use crate::store::testdata::{bundle, handover, version};
 
     #[tokio::test]
     async fn writes_changed_keyrings_and_runs_the_command() {
@@ -197,19 +197,7 @@ mod tests {
             ..SinkConfig::default()
         };
         let mut sink = Sink::new(config);
-        let b = bundle(
-            "web",
-            vec![(
-                "api",
-                KeyType::HmacSha256,
-                1,
-                vec![
-                    version(KeyType::HmacSha256, 1, Some(0), Some(300)),
-                    version(KeyType::HmacSha256, 2, Some(200), None),
-                ],
-            )],
-        );
-        let snap = Snapshot::build("web", b, None, 0).expect("good");
+        let snap = handover(KeyType::HmacSha256);
         assert!(sink.refresh(&snap, 100).await.expect("write"));
         assert!(marker.exists());
         let file: serde_json::Value =

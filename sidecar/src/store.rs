@@ -205,6 +205,13 @@ pub(crate) mod testdata {
         }
     }
 
+    /// Pool `web`, keyring `api` of `key_type`: version 1 signs from 0
+    /// and expires at 300, version 2 signs from 200.
+    pub fn handover(key_type: KeyType) -> Snapshot {
+        let versions = vec![version(key_type, 1, Some(0), Some(300)), version(key_type, 2, Some(200), None)];
+        Snapshot::build("web", bundle("web", vec![("api", key_type, 1, versions)]), None, 0).expect("good")
+    }
+
     /// A sign-mode bundle for `pool` with the given keyrings.
     pub fn bundle(pool: &str, keyrings: Vec<(&str, KeyType, u64, Vec<BundleVersion>)>) -> Bundle {
         let keyrings: BTreeMap<_, _> = keyrings
@@ -272,19 +279,7 @@ mod tests {
 
     #[test]
     fn next_change_is_the_nearest_future_time() {
-        let b = bundle(
-            "web",
-            vec![(
-                "api",
-                KeyType::HmacSha256,
-                1,
-                vec![
-                    version(KeyType::HmacSha256, 1, Some(0), Some(300)),
-                    version(KeyType::HmacSha256, 2, Some(200), None),
-                ],
-            )],
-        );
-        let snap = Snapshot::build("web", b, None, 0).expect("good");
+        let snap = super::testdata::handover(KeyType::HmacSha256);
         assert_eq!(snap.keyrings["api"].next_change_after(100), Some(200));
         assert_eq!(snap.keyrings["api"].next_change_after(250), Some(300));
         assert_eq!(snap.keyrings["api"].next_change_after(300), None);

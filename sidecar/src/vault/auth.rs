@@ -200,6 +200,21 @@ mod tests {
     use crate::config::VaultConfig;
     use crate::fakevault::FakeVault;
 
+    /// A fake Vault and an AppRole login to it, its secret id in `dir`.
+    async fn approle(dir: &std::path::Path) -> (FakeVault, Auth) {
+        let vault = FakeVault::start().await;
+        std::fs::write(dir.join("secret-id"), "s3cret").expect("secret");
+        let config = AuthConfig {
+            method: AuthMethod::Approle,
+            role_id: Some("role".into()),
+            secret_id_file: Some(dir.join("secret-id")),
+            ..AuthConfig::default()
+        };
+        let vault_config = VaultConfig { addr: vault.addr.clone(), ..VaultConfig::default() };
+        let auth = Auth::new(config, VaultClient::new(&vault_config).expect("client"));
+        (vault, auth)
+    }
+
     fn age(auth: &mut Auth, secs: u64) {
         if let Some(current) = auth.current.as_mut() {
             current.since = Instant::now().checked_sub(Duration::from_secs(secs)).expect("instant");
@@ -208,17 +223,8 @@ mod tests {
 
     #[tokio::test]
     async fn renews_at_two_thirds_of_the_ttl_and_logs_in_again_when_renewal_fails() {
-        let vault = FakeVault::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("secret-id"), "s3cret").expect("secret");
-        let config = AuthConfig {
-            method: AuthMethod::Approle,
-            role_id: Some("role".into()),
-            secret_id_file: Some(dir.path().join("secret-id")),
-            ..AuthConfig::default()
-        };
-        let vault_config = VaultConfig { addr: vault.addr.clone(), ..VaultConfig::default() };
-        let mut auth = Auth::new(config, VaultClient::new(&vault_config).expect("client"));
+        let (vault, mut auth) = approle(dir.path()).await;
         let first = auth.token().await.expect("login");
         assert_eq!(vault.state().logins, 1);
         assert_eq!(vault.state().renewals, 0);
@@ -238,17 +244,8 @@ mod tests {
 
     #[tokio::test]
     async fn tells_the_sync_loop_when_renewal_falls_due() {
-        let vault = FakeVault::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("secret-id"), "s3cret").expect("secret");
-        let config = AuthConfig {
-            method: AuthMethod::Approle,
-            role_id: Some("role".into()),
-            secret_id_file: Some(dir.path().join("secret-id")),
-            ..AuthConfig::default()
-        };
-        let vault_config = VaultConfig { addr: vault.addr.clone(), ..VaultConfig::default() };
-        let mut auth = Auth::new(config, VaultClient::new(&vault_config).expect("client"));
+        let (_vault, mut auth) = approle(dir.path()).await;
         assert_eq!(auth.renewal_due_in(), None, "no token yet");
         auth.token().await.expect("login");
         let fresh = auth.renewal_due_in().expect("renewable");
