@@ -42,7 +42,8 @@ pub async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Fu
 /// hyper's own bare 431 before it is buffered whole.)
 fn check_header_size(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiError> {
     let max = state.configs.borrow().socket.max_header_bytes;
-    let line = request.method().as_str().len() + request.uri().to_string().len() + " HTTP/1.1\r\n".len();
+    let target = request.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = request.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
     let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if line + headers > max {
         return Err(ApiError::new(
