@@ -148,6 +148,40 @@ impl SdkHost {
         self.post("/v1/faults", body).expect_status(200);
     }
 
+    /// Starts counting the mount's storage operations of kind `op` ("get",
+    /// "list", "put", "delete"): a fault rule that lets the first 2^30
+    /// through. Returns the rule's id for [`Self::storage_ops`].
+    pub fn count_storage(&self, mount: &str, op: &str) -> u64 {
+        let body = json!({"mount": mount, "op": op, "key_prefix": "", "after": 1u64 << 30, "count": 1});
+        let reply = self.post("/v1/faults", body).expect_status(200);
+        reply.body["id"].as_u64().expect("fault rule id")
+    }
+
+    /// How many operations the counting rule `id` has seen.
+    pub fn storage_ops(&self, id: u64) -> u64 {
+        let body = http(ureq::get(&format!("{}/v1/faults", self.base)), None).expect_status(200).body;
+        let rules = body["faults"].as_array().cloned().unwrap_or_default();
+        let rule = rules.iter().find(|r| r["id"] == id).expect("the counting rule is registered");
+        rule["seen"].as_u64().expect("seen")
+    }
+
+    /// Writes `value` at `key` in the mount's storage behind the plugin's
+    /// back, as a write through another node would.
+    pub fn put_storage(&self, mount: &str, key: &str, value: &[u8]) {
+        let value = base64::engine::general_purpose::STANDARD.encode(value);
+        http(
+            ureq::put(&format!("{}/v1/storage", self.base)),
+            Some(&json!({"mount": mount, "key": key, "value": value})),
+        )
+        .expect_status(200);
+    }
+
+    /// Tells the plugin that `key` changed, as the server does on a
+    /// standby or a replicated cluster.
+    pub fn invalidate(&self, mount: &str, key: &str) {
+        self.post("/v1/invalidate", json!({"mount": mount, "key": key})).expect_status(200);
+    }
+
     /// Every key and value in the mount's storage.
     pub fn storage(&self, mount: &str) -> BTreeMap<String, Vec<u8>> {
         let url = format!("{}/v1/storage?mount={mount}&prefix=", self.base);

@@ -2,40 +2,113 @@
 //! holds, and when it was last seen. They gate activation: a version is
 //! committed only once every live pool holds it.
 //!
-//! A record is written only when what an instance holds changes; polls in
-//! between write nothing. When an instance was last seen lives in memory.
-//! A mount that has just started (a reload, a restart, a new active node)
-//! has seen nobody yet, so until one liveness window has passed it counts
-//! every instance with a record as seen at its start: it waits for them
-//! rather than forget them.
+//! The fleet lives in memory ([`Fleet`]); storage keeps one record per
+//! instance, written only when what the instance holds changes, so a
+//! mount that starts again (a reload, a restart, a new active node) knows
+//! what everyone held. It has seen nobody yet, so until one liveness
+//! window has passed it counts every instance with a record as seen at its
+//! start: it waits for them rather than forget them.
+//!
+//! For a keyring with a pending version the fleet keeps a [`Gate`]: the
+//! live instances that still lack the version. It is built once per
+//! version (linear in the fleet) and each acknowledgement updates it in
+//! constant time, so a rotation costs linear work, not quadratic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use vault_plugin_sdk::logical::LogicalError;
-use vault_plugin_sdk::storage::Storage;
 
-use crate::config::Config;
-use crate::paths::pools::{self, Pool};
-use crate::paths::storage_error;
-use crate::state::MountState;
-use crate::storage::{self, Write, encode};
-
-/// What an instance reported.
+/// What an instance reported, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Ack {
-    /// When it was seen (as stored; memory may know a later time).
+    /// When it was seen (as stored; memory knows later times).
     pub last_seen: i64,
     /// Highest version held, per keyring.
     pub held: BTreeMap<String, u64>,
 }
 
-/// One instance as the coordinator sees it.
+/// Storage key of an instance's record.
+pub fn key(pool: &str, instance: &str) -> String {
+    format!("acks/{pool}/{instance}")
+}
+
+/// Which instances are live: seen within `window` seconds before `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// The instant of the decision.
+    pub now: i64,
+    /// The mount's liveness window, in seconds.
+    pub window: i64,
+}
+
+impl Liveness {
+    /// At `now`, with a window of `window` seconds.
+    pub fn new(now: i64, window: u64) -> Self {
+        Self { now, window: i64::try_from(window).unwrap_or(i64::MAX) }
+    }
+
+    fn live(self, seen: i64) -> bool {
+        self.now.saturating_sub(seen) <= self.window
+    }
+}
+
+/// One instance as memory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Instance {
+    held: BTreeMap<String, u64>,
+    /// When it counts as last seen.
+    seen: i64,
+    /// Whether storage has `held` as it is here.
+    stored: bool,
+}
+
+/// The live instances that lack one pending version of a keyring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Gate {
+    version: u64,
+    /// The pools that listed the keyring when the gate was built.
+    pools: BTreeSet<String>,
+    lacking: HashSet<(String, String)>,
+    /// Acknowledgements since dead instances were last pruned: pruning
+    /// costs the size of the set, so it runs once per that many.
+    since_prune: usize,
+}
+
+impl Gate {
+    fn prune(&mut self, instances: &HashMap<String, HashMap<String, Instance>>, live: Liveness) {
+        self.lacking.retain(|(pool, instance)| {
+            instances.get(pool).and_then(|p| p.get(instance)).is_some_and(|i| live.live(i.seen))
+        });
+        self.since_prune = 0;
+    }
+}
+
+/// What one poll changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Polled {
+    /// The record to store, when what the instance holds changed.
+    pub store: Option<Ack>,
+    /// Keyrings whose pending version this poll may have completed: their
+    /// gate emptied, or they have none yet.
+    pub decide: Vec<String>,
+}
+
+/// A poll from an instance the pool has no room for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pool {pool:?} already has {count} instances, the most max_instances_per_pool allows")]
+pub struct PoolFull {
+    /// The pool.
+    pub pool: String,
+    /// How many instances it has.
+    pub count: usize,
+}
+
+/// One instance as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceView {
     /// Instance id.
     pub instance: String,
-    /// Last poll.
+    /// When it counts as last seen.
     pub last_seen: i64,
     /// Seen within the liveness window.
     pub live: bool,
@@ -48,7 +121,7 @@ pub struct InstanceView {
 pub struct PoolView {
     /// Pool name.
     pub pool: String,
-    /// Its instances.
+    /// Its instances, by id.
     pub instances: Vec<InstanceView>,
 }
 
@@ -67,121 +140,282 @@ impl PoolView {
     }
 }
 
-fn key(pool: &str, instance: &str) -> String {
-    format!("acks/{pool}/{instance}")
+/// Every instance of every pool, and the gates of pending versions.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    pools: HashMap<String, HashMap<String, Instance>>,
+    gates: HashMap<String, Gate>,
 }
 
-/// Parses `held` entries of the form `keyring:version`.
-pub fn parse_held(entries: &[String]) -> Result<BTreeMap<String, u64>, LogicalError> {
-    let mut held = BTreeMap::new();
-    for entry in entries {
-        let parsed = entry.split_once(':').and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)));
-        let Some((name, number)) = parsed else {
-            return Err(LogicalError::InvalidRequest(format!(
-                "field \"held\": {entry:?} is not of the form keyring:version"
-            )));
-        };
-        crate::paths::check_name("held", name)?;
-        held.insert(name.to_string(), number);
+impl Fleet {
+    /// Adds or refreshes an instance from its stored record; `started` is
+    /// the mount's start, the earliest it can count as seen.
+    pub fn load(&mut self, pool: &str, instance: &str, ack: Ack, started: i64) {
+        let seen = ack.last_seen.max(started);
+        let slot = self.pools.entry(pool.to_string()).or_default();
+        let seen = slot.get(instance).map_or(seen, |known| known.seen.max(seen));
+        slot.insert(instance.to_string(), Instance { held: ack.held, seen, stored: true });
+        // A record changed behind this node's back: gates are rebuilt.
+        self.gates.clear();
     }
-    Ok(held)
-}
 
-/// Records a poll; returns whether what the instance holds changed.
-pub async fn record(
-    state: &MountState,
-    storage: &dyn Storage,
-    pool: &str,
-    instance: &str,
-    held: BTreeMap<String, u64>,
-    t: i64,
-) -> Result<bool, LogicalError> {
-    state.saw(pool, instance, t);
-    let stored: Option<Ack> = storage::load(storage, &key(pool, instance)).await?;
-    let changed = stored.as_ref().is_none_or(|a| a.held != held);
-    if changed {
-        let ack = Ack { last_seen: t, held };
-        storage::apply(storage, vec![Write::Put(key(pool, instance), encode(&ack)?)]).await?;
-    }
-    Ok(changed)
-}
-
-/// Every pool that may fetch `keyring`, with its instances.
-pub async fn fleet(
-    state: &MountState,
-    storage: &dyn Storage,
-    config: &Config,
-    keyring: &str,
-    t: i64,
-) -> Result<Vec<PoolView>, LogicalError> {
-    let window = i64::try_from(config.liveness_window).unwrap_or(i64::MAX);
-    let mut views = Vec::new();
-    for name in storage.list("pools/").await.map_err(storage_error)? {
-        let Some(pool) = pools::load(storage, &name).await? else {
-            continue;
-        };
-        if !pool_has(&pool, keyring) {
-            continue;
+    /// Records a poll at `live.now` by an instance of `pool`, which lists
+    /// `keyrings`. A new instance is refused when the pool already has
+    /// `cap` of them.
+    pub fn poll(
+        &mut self,
+        pool: &str,
+        keyrings: &[String],
+        instance: &str,
+        held: BTreeMap<String, u64>,
+        live: Liveness,
+        cap: usize,
+    ) -> Result<Polled, PoolFull> {
+        let members = self.pools.entry(pool.to_string()).or_default();
+        if !members.contains_key(instance) && members.len() >= cap {
+            return Err(PoolFull { pool: pool.to_string(), count: members.len() });
         }
-        let mut instances = Vec::new();
-        for instance in storage.list(&format!("acks/{name}/")).await.map_err(storage_error)? {
-            let Some(ack) = storage::load::<Ack>(storage, &key(&name, &instance)).await? else {
+        let entry = members.entry(instance.to_string()).or_insert_with(|| Instance {
+            held: BTreeMap::new(),
+            seen: live.now,
+            stored: false,
+        });
+        entry.seen = entry.seen.max(live.now);
+        let changed = entry.held != held || !entry.stored;
+        let mut polled = Polled::default();
+        if changed {
+            entry.held = held;
+            entry.stored = false;
+            polled.store = Some(Ack { last_seen: live.now, held: entry.held.clone() });
+        }
+        // What it holds of each of the pool's keyrings, before the gates
+        // (which need the whole fleet) are touched.
+        let holds: Vec<Option<u64>> = keyrings.iter().map(|k| entry.held.get(k).copied()).collect();
+        let member = (pool.to_string(), instance.to_string());
+        for (keyring, holds) in keyrings.iter().zip(holds) {
+            let Some(gate) = self.gates.get_mut(keyring) else {
+                if changed && holds.is_some() {
+                    polled.decide.push(keyring.clone());
+                }
                 continue;
             };
-            let seen = state.last_seen(&name, &instance);
-            let last_seen = seen.unwrap_or(ack.last_seen).max(ack.last_seen);
-            let live = t - assumed_seen(state, seen, &ack) <= window;
-            instances.push(InstanceView { held: ack.held.get(keyring).copied(), instance, last_seen, live });
-        }
-        views.push(PoolView { pool: name, instances });
-    }
-    Ok(views)
-}
-
-/// When an instance counts as last seen: when this mount saw it, or, if it
-/// has not yet, no earlier than the mount's start.
-fn assumed_seen(state: &MountState, seen: Option<i64>, ack: &Ack) -> i64 {
-    seen.unwrap_or_else(|| ack.last_seen.max(state.started())).max(ack.last_seen)
-}
-
-fn pool_has(pool: &Pool, keyring: &str) -> bool {
-    pool.keyrings.iter().any(|k| k == keyring)
-}
-
-/// Deletes records of instances unseen for twice the liveness window.
-pub async fn forget_stale(
-    state: &MountState,
-    storage: &dyn Storage,
-    config: &Config,
-    t: i64,
-) -> Result<(), LogicalError> {
-    let horizon = i64::try_from(config.liveness_window.saturating_mul(2)).unwrap_or(i64::MAX);
-    state.forget_seen_before(t.saturating_sub(horizon));
-    for pool in storage.list("acks/").await.map_err(storage_error)? {
-        let pool = pool.trim_end_matches('/');
-        for instance in storage.list(&format!("acks/{pool}/")).await.map_err(storage_error)? {
-            let Some(ack) = storage::load::<Ack>(storage, &key(pool, &instance)).await? else {
+            if !gate.pools.contains(pool) {
                 continue;
-            };
-            if t - assumed_seen(state, state.last_seen(pool, &instance), &ack) > horizon {
-                storage.delete(&key(pool, &instance)).await.map_err(storage_error)?;
+            }
+            let before = gate.lacking.len();
+            if holds.is_some_and(|h| h >= gate.version) {
+                gate.lacking.remove(&member);
+            } else {
+                gate.lacking.insert(member.clone());
+            }
+            gate.since_prune += 1;
+            if gate.since_prune >= gate.lacking.len().max(16) {
+                gate.prune(&self.pools, live);
+            }
+            if before > 0 && gate.lacking.is_empty() {
+                polled.decide.push(keyring.clone());
             }
         }
+        Ok(polled)
     }
-    Ok(())
+
+    /// Forgets an instance whose record was deleted elsewhere.
+    pub fn remove(&mut self, pool: &str, instance: &str) {
+        if let Some(members) = self.pools.get_mut(pool) {
+            members.remove(instance);
+        }
+        self.gates.clear();
+    }
+
+    /// Notes that an instance's record was stored as memory has it.
+    pub fn stored(&mut self, pool: &str, instance: &str, ack: &Ack) {
+        if let Some(entry) = self.pools.get_mut(pool).and_then(|p| p.get_mut(instance))
+            && entry.held == ack.held
+        {
+            entry.stored = true;
+        }
+    }
+
+    /// The live instances of `pools` that lack `version` of `keyring`, as
+    /// `pool/instance`, sorted. Builds the keyring's gate when the version
+    /// or the pools changed, and otherwise only prunes it.
+    pub fn lacking(&mut self, keyring: &str, version: u64, pools: &BTreeSet<String>, live: Liveness) -> Vec<String> {
+        let current = self.gates.get(keyring).is_some_and(|g| g.version == version && &g.pools == pools);
+        if current {
+            if let Some(gate) = self.gates.get_mut(keyring) {
+                gate.prune(&self.pools, live);
+            }
+        } else {
+            let gate = self.build(keyring, version, pools, live);
+            self.gates.insert(keyring.to_string(), gate);
+        }
+        let mut names: Vec<String> = self.gates[keyring].lacking.iter().map(|(p, i)| format!("{p}/{i}")).collect();
+        names.sort();
+        names
+    }
+
+    fn build(&self, keyring: &str, version: u64, pools: &BTreeSet<String>, live: Liveness) -> Gate {
+        let mut lacking = HashSet::new();
+        for pool in pools {
+            for (instance, entry) in self.pools.get(pool).into_iter().flatten() {
+                if live.live(entry.seen) && entry.held.get(keyring).is_none_or(|&h| h < version) {
+                    lacking.insert((pool.clone(), instance.clone()));
+                }
+            }
+        }
+        Gate { version, pools: pools.clone(), lacking, since_prune: 0 }
+    }
+
+    /// Forgets the gate of a keyring with nothing pending.
+    pub fn idle(&mut self, keyring: &str) {
+        self.gates.remove(keyring);
+    }
+
+    /// Instances of `pools`, for `status`.
+    pub fn views(&self, keyring: &str, pools: &BTreeSet<String>, live: Liveness) -> Vec<PoolView> {
+        pools
+            .iter()
+            .map(|pool| {
+                let mut instances: Vec<InstanceView> = self
+                    .pools
+                    .get(pool)
+                    .into_iter()
+                    .flatten()
+                    .map(|(id, i)| InstanceView {
+                        instance: id.clone(),
+                        last_seen: i.seen,
+                        live: live.live(i.seen),
+                        held: i.held.get(keyring).copied(),
+                    })
+                    .collect();
+                instances.sort_by(|a, b| a.instance.cmp(&b.instance));
+                PoolView { pool: pool.clone(), instances }
+            })
+            .collect()
+    }
+
+    /// How many instances a pool has.
+    pub fn size(&self, pool: &str) -> usize {
+        self.pools.get(pool).map_or(0, HashMap::len)
+    }
+
+    /// Forgets instances last seen before `horizon`; returns them as
+    /// (pool, instance), so their records can be deleted.
+    pub fn forget_before(&mut self, horizon: i64) -> Vec<(String, String)> {
+        let mut gone = Vec::new();
+        for (pool, members) in &mut self.pools {
+            members.retain(|instance, entry| {
+                let keep = entry.seen >= horizon;
+                if !keep {
+                    gone.push((pool.clone(), instance.clone()));
+                }
+                keep
+            });
+        }
+        self.pools.retain(|_, members| !members.is_empty());
+        for gate in self.gates.values_mut() {
+            for member in &gone {
+                gate.lacking.remove(member);
+            }
+        }
+        gone
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn held(entries: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    fn pools(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    const CAP: usize = 100;
+
     #[test]
-    fn held_entries_are_parsed_and_checked() {
-        let held = parse_held(&["jwt:3".into(), "session:12".into()]).expect("valid");
-        assert_eq!(held.get("jwt"), Some(&3));
-        let error = parse_held(&["jwt".into()]).expect_err("no version");
-        assert_eq!(error.to_string(), "field \"held\": \"jwt\" is not of the form keyring:version");
-        assert!(parse_held(&["../x:1".into()]).is_err());
+    fn a_poll_stores_only_what_changed() {
+        let mut fleet = Fleet::default();
+        let at = Liveness::new(100, 600);
+        let rings = vec!["jwt".to_string()];
+        let first = fleet.poll("web", &rings, "a", held(&[("jwt", 1)]), at, CAP).expect("room");
+        let ack = first.store.expect("a new instance is stored");
+        assert_eq!(ack, Ack { last_seen: 100, held: held(&[("jwt", 1)]) });
+        // Until the write is confirmed, the next poll stores again.
+        assert!(fleet.poll("web", &rings, "a", held(&[("jwt", 1)]), at, CAP).expect("room").store.is_some());
+        fleet.stored("web", "a", &ack);
+        let later = Liveness::new(500, 600);
+        assert_eq!(fleet.poll("web", &rings, "a", held(&[("jwt", 1)]), later, CAP).expect("room").store, None);
+        let views = fleet.views("jwt", &pools(&["web"]), later);
+        assert_eq!(views[0].instances[0].last_seen, 500);
+    }
+
+    #[test]
+    fn the_gate_empties_with_the_last_live_acknowledgement() {
+        let mut fleet = Fleet::default();
+        let rings = vec!["jwt".to_string()];
+        let at = Liveness::new(100, 600);
+        for (pool, instance) in [("web", "a"), ("web", "b"), ("api", "c")] {
+            fleet.poll(pool, &rings, instance, held(&[("jwt", 1)]), at, CAP).expect("room");
+        }
+        let both = pools(&["api", "web"]);
+        assert_eq!(fleet.lacking("jwt", 2, &both, at), vec!["api/c", "web/a", "web/b"]);
+        let step = |fleet: &mut Fleet, pool: &str, instance: &str, version: u64| {
+            fleet.poll(pool, &rings, instance, held(&[("jwt", version)]), at, CAP).expect("room").decide
+        };
+        assert!(step(&mut fleet, "web", "a", 2).is_empty());
+        assert!(step(&mut fleet, "api", "c", 2).is_empty());
+        // A poll that still lacks it keeps the gate closed.
+        assert!(step(&mut fleet, "web", "b", 1).is_empty());
+        assert_eq!(step(&mut fleet, "web", "b", 2), vec!["jwt"]);
+        assert!(fleet.lacking("jwt", 2, &both, at).is_empty());
+        // A new instance that does not hold it closes the gate again.
+        assert!(step(&mut fleet, "web", "d", 1).is_empty());
+        assert_eq!(fleet.lacking("jwt", 2, &both, at), vec!["web/d"]);
+    }
+
+    #[test]
+    fn dead_instances_and_pools_outside_the_gate_do_not_hold_it() {
+        let mut fleet = Fleet::default();
+        let rings = vec!["jwt".to_string()];
+        fleet.poll("web", &rings, "old", held(&[("jwt", 1)]), Liveness::new(0, 600), CAP).expect("room");
+        fleet.poll("web", &rings, "new", held(&[("jwt", 1)]), Liveness::new(700, 600), CAP).expect("room");
+        fleet.poll("other", &rings, "x", held(&[("jwt", 1)]), Liveness::new(700, 600), CAP).expect("room");
+        let at = Liveness::new(700, 600);
+        assert_eq!(fleet.lacking("jwt", 2, &pools(&["web"]), at), vec!["web/new"]);
+        // Later the new one goes quiet too: a prune at decision time drops it.
+        assert!(fleet.lacking("jwt", 2, &pools(&["web"]), Liveness::new(1_400, 600)).is_empty());
+    }
+
+    #[test]
+    fn a_mount_that_starts_waits_one_window_for_stored_instances() {
+        let mut fleet = Fleet::default();
+        fleet.load("web", "a", Ack { last_seen: 10, held: held(&[("jwt", 1)]) }, 1_000);
+        let web = pools(&["web"]);
+        assert_eq!(fleet.lacking("jwt", 2, &web, Liveness::new(1_500, 600)), vec!["web/a"]);
+        assert!(fleet.lacking("jwt", 2, &web, Liveness::new(1_601, 600)).is_empty());
+    }
+
+    #[test]
+    fn pools_have_a_cap_and_forgotten_instances_free_room() {
+        let mut fleet = Fleet::default();
+        let at = Liveness::new(100, 600);
+        for i in 0..3 {
+            fleet.poll("web", &[], &format!("i{i}"), BTreeMap::new(), at, 3).expect("room");
+        }
+        let full = fleet.poll("web", &[], "i3", BTreeMap::new(), at, 3).expect_err("full");
+        assert_eq!(full.to_string(), "pool \"web\" already has 3 instances, the most max_instances_per_pool allows");
+        // Known instances still poll; other pools have their own room.
+        fleet.poll("web", &[], "i0", BTreeMap::new(), Liveness::new(2_000, 600), 3).expect("known");
+        fleet.poll("api", &[], "i3", BTreeMap::new(), at, 3).expect("another pool");
+        let mut gone = fleet.forget_before(1_000);
+        gone.sort();
+        assert_eq!(gone.len(), 3);
+        assert_eq!(fleet.size("web"), 1);
+        fleet.poll("web", &[], "i3", BTreeMap::new(), at, 3).expect("room again");
     }
 
     #[test]

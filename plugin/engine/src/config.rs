@@ -26,6 +26,19 @@ pub struct Config {
     pub activation_margin: u64,
     /// The policy new keyrings get for fields they do not set.
     pub default_policy: Policy,
+    /// The most sidecar instances one pool may have, so that a
+    /// misconfigured fleet cannot grow the server's memory without bound.
+    #[serde(default = "default_max_instances")]
+    pub max_instances_per_pool: u64,
+}
+
+/// The default of [`Config::max_instances_per_pool`].
+pub const DEFAULT_MAX_INSTANCES: u64 = 10_000;
+/// The largest [`Config::max_instances_per_pool`] accepted.
+pub const MAX_INSTANCES_LIMIT: u64 = 1_000_000;
+
+fn default_max_instances() -> u64 {
+    DEFAULT_MAX_INSTANCES
 }
 
 impl Default for Config {
@@ -36,6 +49,7 @@ impl Default for Config {
             liveness_window: 600,
             activation_margin: 30,
             default_policy: Policy::default(),
+            max_instances_per_pool: DEFAULT_MAX_INSTANCES,
         }
     }
 }
@@ -57,6 +71,12 @@ impl Config {
             if value == 0 {
                 return Err(PolicyError { field, message: "must be greater than zero".into() });
             }
+        }
+        if !(1..=MAX_INSTANCES_LIMIT).contains(&self.max_instances_per_pool) {
+            return Err(PolicyError {
+                field: "max_instances_per_pool",
+                message: format!("{} is not between 1 and {MAX_INSTANCES_LIMIT}", self.max_instances_per_pool),
+            });
         }
         if self.liveness_window < 2 * self.poll_interval {
             return Err(PolicyError {

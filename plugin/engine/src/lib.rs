@@ -4,13 +4,26 @@
 //! - [`paths`]: one module per API path family, in the order a reader of a
 //!   HashiCorp plugin expects (declaration, handlers, storage, help);
 //! - [`clock`]: the injected time source;
+//! - [`coordinator`]: the commit decision, acknowledgements, and the reads
+//!   of a sidecar's poll through the cache;
+//! - [`scheduler`]: what the periodic call does;
+//! - [`acks`]: the fleet of sidecar instances and the gates of pending
+//!   versions, in memory;
+//! - [`cache`]: what the serving node keeps of storage;
+//! - [`storage`], [`pool`], [`config`], [`keygen`]: records and material;
 //! - [`state`]: what a mount keeps in memory between requests.
+//!
+//! Dependencies run one way: paths → coordinator and scheduler → cache,
+//! acks, storage and the model.
 
 pub mod acks;
+pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod coordinator;
 pub mod keygen;
 pub mod paths;
+pub mod pool;
 pub mod scheduler;
 pub mod state;
 pub mod storage;
@@ -49,7 +62,7 @@ pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
             paths::keys_revoke::path(state.clone()),
             paths::keys::path(state.clone()),
             paths::pools::list_path(),
-            paths::pools::path(),
+            paths::pools::path(state.clone()),
             paths::bundle::path(state.clone()),
             paths::status::path(state.clone()),
             paths::history::path(),
@@ -61,9 +74,9 @@ pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
                 scheduler::run(&state, storage.as_ref()).await
             })
         })),
-        // Nothing authoritative is cached; a change made elsewhere only
-        // needs to wake bundle long-polls.
-        invalidate: Some(Arc::new(move |_key| invalidate_state.changed())),
+        // A change made elsewhere drops what the key feeds and wakes the
+        // long-polls it concerns.
+        invalidate: Some(Arc::new(move |key| invalidate_state.invalidated(key))),
         max_request_bytes: MAX_REQUEST_BYTES,
         ..Backend::default()
     }

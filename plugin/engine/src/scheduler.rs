@@ -6,22 +6,18 @@
 //! of versions that expired, publish the next version when it is due
 //! (`prepublish` before its planned activation; once after downtime, never
 //! a burst), and commit a published version once every live pool holds it
-//! or its commit timeout has passed. One keyring's failure never stops the
-//! others; the next run retries.
+//! or its commit timeout has passed (the decision is the coordinator's).
+//! One keyring's failure never stops the others; the next run retries.
 
 use lockstep_model::schedule::{Cause, Keyring};
 use vault_plugin_sdk::logical::LogicalError;
 use vault_plugin_sdk::storage::Storage;
 
-use crate::acks;
 use crate::config::Config;
+use crate::coordinator::{self, SCHEDULER};
 use crate::keygen::{self, Material};
-use crate::paths::storage_error;
 use crate::state::MountState;
-use crate::storage::{self, Write, encode, keyring_key, material_key, put_material};
-
-/// The scheduler's name in history.
-const SCHEDULER: &str = "scheduler";
+use crate::storage::{self, keyring_key, put_material, storage_error};
 
 fn internal(error: keygen::KeygenError) -> LogicalError {
     LogicalError::Internal(error.to_string())
@@ -60,7 +56,7 @@ pub async fn run(state: &MountState, storage: &dyn Storage) -> Result<(), Logica
         }
     }
     let t = state.now();
-    acks::forget_stale(state, storage, &config, t).await
+    coordinator::forget_stale(state, storage, &config, t).await
 }
 
 /// The scheduler's work on one keyring.
@@ -87,10 +83,9 @@ pub async fn run_keyring(
         ring.record(t, "publish", Cause::Scheduled, SCHEDULER, "rotation due".into(), vec![number]);
         writes.push(put_material(name, number, &material)?);
     }
-    try_commit(state, storage, config, &mut ring, t, Cause::Scheduled, SCHEDULER).await?;
+    coordinator::try_commit(state, storage, config, &mut ring, t, Cause::Scheduled, SCHEDULER).await?;
     if ring.generation != generation {
-        save(storage, &ring, writes, &destroyed).await?;
-        state.changed();
+        coordinator::save(state, storage, &ring, writes, &destroyed).await?;
     }
     let orphans = storage::repair(storage, &ring).await?;
     if !orphans.is_empty() {
@@ -111,57 +106,8 @@ async fn sweep_orphaned(state: &MountState, storage: &dyn Storage, name: &str) -
     }
     let prefix = format!("material/{name}/");
     let entries = storage.list(&prefix).await.map_err(storage_error)?;
-    for entry in &entries {
-        storage.delete(&format!("{prefix}{entry}")).await.map_err(storage_error)?;
-    }
+    let writes = entries.iter().map(|entry| storage::Write::Delete(format!("{prefix}{entry}"))).collect();
+    coordinator::apply(state, storage, writes).await?;
     tracing::warn!(keyring = name, versions = ?entries, "removed material of a keyring that has no record");
     Ok(())
-}
-
-/// Commits the pending version if every live pool holds it, or if its
-/// commit timeout has passed (recorded as a forced commit, which `status`
-/// reports as an alert).
-pub async fn try_commit(
-    state: &MountState,
-    storage: &dyn Storage,
-    config: &Config,
-    ring: &mut Keyring,
-    t: i64,
-    cause: Cause,
-    actor: &str,
-) -> Result<(), LogicalError> {
-    let Some(pending) = ring.pending().cloned() else {
-        return Ok(());
-    };
-    let fleet = acks::fleet(state, storage, config, &ring.name, t).await?;
-    let lacking: Vec<String> = fleet.iter().flat_map(|p| p.lacking(pending.number)).collect();
-    let timeout = i64::try_from(ring.policy.commit_timeout).unwrap_or(i64::MAX);
-    let (action, detail) = if lacking.is_empty() {
-        ("commit", "every live pool holds it".to_string())
-    } else if t - pending.created_at >= timeout {
-        ("commit-forced", format!("commit timeout passed without acknowledgement from: {}", lacking.join(", ")))
-    } else {
-        return Ok(());
-    };
-    if let Some(number) = ring.commit(t, config.activation_margin) {
-        ring.record(t, action, cause, actor, detail, vec![number]);
-        if action == "commit-forced" {
-            tracing::warn!(keyring = %ring.name, version = number, "version committed without every live pool holding it");
-        }
-    }
-    Ok(())
-}
-
-/// Stores a changed keyring: new material first, then the record, then
-/// the deletion of destroyed material.
-pub async fn save(
-    storage: &dyn Storage,
-    ring: &Keyring,
-    new_material: Vec<Write>,
-    destroyed: &[u64],
-) -> Result<(), LogicalError> {
-    let mut writes = new_material;
-    writes.push(Write::Put(keyring_key(&ring.name), encode(ring)?));
-    writes.extend(destroyed.iter().map(|n| Write::Delete(material_key(&ring.name, *n))));
-    storage::apply(storage, writes).await
 }

@@ -1,13 +1,16 @@
-//! What one mount keeps in memory between requests. Nothing here is
-//! authoritative: keyrings and pools are read from storage on every
-//! request, so a standby or a reloaded plugin never serves stale state.
+//! What one mount keeps in memory between requests: locks, the cache of
+//! storage ([`crate::cache`]), and the fleet of sidecar instances
+//! ([`crate::acks`]). Storage stays authoritative; all of it is rebuilt on
+//! every reload.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use vault_plugin_sdk::system::SystemView;
 
+use crate::acks::Fleet;
+use crate::cache::Cache;
 use crate::clock::Clock;
 
 /// In-memory state of one mount; rebuilt on every reload.
@@ -20,17 +23,51 @@ pub struct MountState {
     periodic: Mutex<Periodic>,
     /// One lock per keyring: rotations, revocations, commits and the
     /// scheduler's work on a keyring never interleave.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Bumped whenever something a bundle shows may have changed; bundle
-    /// long-polls wait on it.
-    changes: tokio::sync::watch::Sender<u64>,
-    /// When each sidecar instance was last seen, by (pool, instance).
-    seen: Mutex<HashMap<(String, String), i64>>,
+    locks: Locks,
+    /// One lock per pool around building its answer, so that the
+    /// long-polls a change wakes build it once, not once each.
+    builds: Locks,
+    /// What this node keeps of storage.
+    pub cache: Cache,
+    /// Every sidecar instance, loaded from storage at the first need.
+    fleet: Mutex<FleetSlot>,
+    /// Held while the fleet is read from storage.
+    fleet_loading: tokio::sync::Mutex<()>,
     /// When this state was made, in seconds since the epoch.
     started: i64,
     /// Config writes take it exclusively, keyring creates and policy
     /// updates shared, so each is validated against the other.
     config: tokio::sync::RwLock<()>,
+}
+
+/// Named locks, made on first use.
+#[derive(Debug, Default)]
+struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Locks {
+    fn get(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        locked(&self.0).entry(name.to_string()).or_default().clone()
+    }
+}
+
+/// The fleet, and what of it storage must be read for.
+#[derive(Debug, Default)]
+struct FleetSlot {
+    fleet: Fleet,
+    loaded: bool,
+    /// Instance records another node changed, as storage keys.
+    stale: BTreeSet<String>,
+}
+
+/// What of the fleet must be read from storage before it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetLoad {
+    /// Nothing.
+    Ready,
+    /// Every record.
+    All,
+    /// These records (storage keys).
+    Records(Vec<String>),
 }
 
 /// When the host's periodic call last reached this mount.
@@ -63,9 +100,11 @@ impl MountState {
             clock,
             system,
             periodic: Mutex::new(Periodic::default()),
-            locks: Mutex::default(),
-            changes: tokio::sync::watch::Sender::new(0),
-            seen: Mutex::default(),
+            locks: Locks::default(),
+            builds: Locks::default(),
+            cache: Cache::default(),
+            fleet: Mutex::default(),
+            fleet_loading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -99,32 +138,58 @@ impl MountState {
 
     /// The lock of one keyring.
     pub fn keyring_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        locked(&self.locks).entry(name.to_string()).or_default().clone()
+        self.locks.get(name)
     }
 
-    /// Tells bundle long-polls that something changed.
-    pub fn changed(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    /// The lock around building one pool's answer.
+    pub fn build_lock(&self, pool: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.builds.get(pool)
     }
 
-    /// A receiver that wakes on the next change.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// After this engine wrote `key`.
+    pub fn written(&self, key: &str) {
+        self.cache.drop_key(key);
     }
 
-    /// Notes that an instance polled at `t`; returns when it was seen before.
-    pub fn saw(&self, pool: &str, instance: &str, t: i64) -> Option<i64> {
-        locked(&self.seen).insert((pool.to_string(), instance.to_string()), t)
+    /// The host's word that `key` changed elsewhere (a write through
+    /// another node, replication).
+    pub fn invalidated(&self, key: &str) {
+        self.cache.drop_key(key);
+        if key.starts_with("acks/") {
+            locked(&self.fleet).stale.insert(key.to_string());
+        }
     }
 
-    /// Forgets instances last seen before `t`.
-    pub fn forget_seen_before(&self, t: i64) {
-        locked(&self.seen).retain(|_, seen| *seen >= t);
+    /// What of the fleet must be read before it is used.
+    pub fn fleet_load(&self) -> FleetLoad {
+        let slot = locked(&self.fleet);
+        if !slot.loaded {
+            FleetLoad::All
+        } else if slot.stale.is_empty() {
+            FleetLoad::Ready
+        } else {
+            FleetLoad::Records(slot.stale.iter().cloned().collect())
+        }
     }
 
-    /// When an instance was last seen by this node.
-    pub fn last_seen(&self, pool: &str, instance: &str) -> Option<i64> {
-        locked(&self.seen).get(&(pool.to_string(), instance.to_string())).copied()
+    /// Held while the fleet is read from storage.
+    pub fn fleet_loading(&self) -> &tokio::sync::Mutex<()> {
+        &self.fleet_loading
+    }
+
+    /// Notes that what [`Self::fleet_load`] asked for was read: `all` for
+    /// every record, or the records named.
+    pub fn fleet_loaded(&self, all: bool, records: &[String]) {
+        let mut slot = locked(&self.fleet);
+        slot.loaded |= all;
+        for key in records {
+            slot.stale.remove(key);
+        }
+    }
+
+    /// Works on the fleet (read from storage first, by the caller).
+    pub fn with_fleet<R>(&self, f: impl FnOnce(&mut Fleet) -> R) -> R {
+        f(&mut locked(&self.fleet).fleet)
     }
 }
 
@@ -134,13 +199,16 @@ mod tests {
     use crate::clock::SystemClock;
 
     #[tokio::test]
-    async fn sightings_are_kept_until_forgotten() {
+    async fn the_fleet_is_read_once_and_records_changed_elsewhere_again() {
         let state = MountState::new(Arc::new(SystemClock), SystemView::unavailable());
-        assert_eq!(state.saw("web", "a", 100), None);
-        assert_eq!(state.saw("web", "a", 160), Some(100));
-        state.saw("web", "b", 50);
-        state.forget_seen_before(100);
-        assert_eq!((state.last_seen("web", "a"), state.last_seen("web", "b")), (Some(160), None));
+        assert_eq!(state.fleet_load(), FleetLoad::All);
+        state.fleet_loaded(true, &[]);
+        assert_eq!(state.fleet_load(), FleetLoad::Ready);
+        state.invalidated("acks/web/a");
+        state.invalidated("keyring/jwt");
+        assert_eq!(state.fleet_load(), FleetLoad::Records(vec!["acks/web/a".into()]));
+        state.fleet_loaded(false, &["acks/web/a".into()]);
+        assert_eq!(state.fleet_load(), FleetLoad::Ready);
         assert!(state.started() > 0);
     }
 }

@@ -5,7 +5,7 @@
 //! | `config`                  | mount-wide settings ([`crate::config`])       |
 //! | `keyring/<name>`          | a keyring: policy, version metadata, history  |
 //! | `material/<name>/<n>`     | one version's key material                    |
-//! | `pools/<name>`            | a pool                                        |
+//! | `pools/<name>`            | a pool ([`crate::pool`])                      |
 //! | `acks/<pool>/<instance>`  | what a sidecar instance holds, when last seen |
 //!
 //! Every state change of a keyring is one write of its record; material is
@@ -25,7 +25,12 @@ use lockstep_model::schedule::Keyring;
 use lockstep_model::secret::SecretBytes;
 
 use crate::keygen::Material;
-use crate::paths::storage_error;
+use vault_plugin_sdk::storage::StorageError;
+
+/// Storage failures are the server's problem, not the caller's.
+pub fn storage_error(error: StorageError) -> LogicalError {
+    LogicalError::Internal(error.to_string())
+}
 
 /// The layout version this plugin writes.
 pub const FORMAT: u32 = 1;
@@ -44,6 +49,15 @@ impl std::fmt::Debug for Write {
         match self {
             Self::Put(key, bytes) => write!(f, "Put({key:?}, {} bytes)", bytes.len()),
             Self::Delete(key) => write!(f, "Delete({key:?})"),
+        }
+    }
+}
+
+impl Write {
+    /// The key it writes.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Put(key, _) | Self::Delete(key) => key,
         }
     }
 }

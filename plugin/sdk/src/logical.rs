@@ -168,12 +168,51 @@ pub struct Response {
     pub data: Map<String, Value>,
     /// Warnings shown to the caller.
     pub warnings: Vec<String>,
+    /// `data` already serialised; when set it is sent instead of `data`.
+    pub encoded: Option<EncodedData>,
+}
+
+/// A response's `data` serialised by the engine (a JSON object), for
+/// answers it keeps ready. It may carry secrets: `Debug` shows its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedData(String);
+
+impl EncodedData {
+    /// Wraps the text of a JSON object; anything else is refused, so the
+    /// host never receives data it cannot decode.
+    pub fn new(json: String) -> Result<Self, LogicalError> {
+        match serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+            Ok(_) if json.trim_start().starts_with('{') => Ok(Self(json)),
+            _ => Err(LogicalError::Internal("encoded response data is not a JSON object".into())),
+        }
+    }
+
+    /// Wraps text the caller built as a JSON object without checking it.
+    pub fn trusted(json: String) -> Self {
+        Self(json)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EncodedData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncodedData({} bytes)", self.0.len())
+    }
 }
 
 impl Response {
     /// A response with this data.
     pub fn with_data(data: Map<String, Value>) -> Self {
-        Self { data, warnings: Vec::new() }
+        Self { data, warnings: Vec::new(), encoded: None }
+    }
+
+    /// A response whose data the engine serialised itself.
+    pub fn encoded(data: EncodedData) -> Self {
+        Self { data: Map::new(), warnings: Vec::new(), encoded: Some(data) }
     }
 
     /// The `{"keys": [...]}` answer of a list operation.
@@ -248,7 +287,10 @@ pub(crate) fn reply(outcome: Result<Option<Response>, LogicalError>) -> pb::Hand
 fn encode_response(response: Response) -> pb::Response {
     pb::Response {
         // Serialising a map of JSON values cannot fail.
-        data: Value::Object(response.data).to_string(),
+        data: match response.encoded {
+            Some(EncodedData(text)) => text,
+            None => Value::Object(response.data).to_string(),
+        },
         warnings: response.warnings,
         ..Default::default()
     }
@@ -284,6 +326,16 @@ mod tests {
         assert_eq!(LogicalError::UnsupportedPath.to_proto().err_type, 6);
         assert_eq!(LogicalError::UnsupportedOperation.to_proto().err_type, 5);
         assert_eq!(LogicalError::Internal("storage".into()).to_proto().err_type, 2);
+    }
+
+    #[test]
+    fn encoded_data_is_sent_as_is_and_never_shown() {
+        let data = EncodedData::new(r#"{"secret":"c2VjcmV0"}"#.into()).expect("object");
+        assert_eq!(format!("{data:?}"), "EncodedData(21 bytes)");
+        let reply = reply(Ok(Some(Response::encoded(data))));
+        assert_eq!(reply.response.expect("response").data, r#"{"secret":"c2VjcmV0"}"#);
+        assert!(EncodedData::new("[1]".into()).is_err());
+        assert!(EncodedData::new("{".into()).is_err());
     }
 
     #[test]

@@ -5,20 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_model::KeyType;
-use lockstep_model::bundle::{Bundle, BundleKeyring, BundleVersion, PoolMode, revision};
-use lockstep_model::schedule::{Cause, Keyring};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segment, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
-use vault_plugin_sdk::storage::Storage;
 
 use super::check_name;
-use super::pools::{self, Pool};
-use crate::config::Config;
+use crate::coordinator;
 use crate::state::MountState;
-use crate::storage::{load_keyring, load_material};
-use crate::{acks, scheduler};
 
 /// The longest a bundle read may wait for a change; well below the
 /// server's default request timeout (90 s).
@@ -73,143 +66,54 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     if held.len() > MAX_HELD {
         return Err(LogicalError::InvalidRequest(format!("field \"held\": at most {MAX_HELD} entries")));
     }
-    let held = acks::parse_held(&held)?;
+    let held = parse_held(&held)?;
     let storage = req.storage.as_ref();
-    let pool = pools::load(storage, pool_name)
-        .await?
-        .ok_or_else(|| LogicalError::NotFound(format!("pool {pool_name:?} not found")))?;
-    let config = Config::load(storage).await?;
-    let t = state.now();
-    if acks::record(state, storage, pool_name, instance, held.clone(), t).await? {
-        commit_if_acknowledged(state, storage, &config, &pool, &held).await;
-    }
+    let missing = || LogicalError::NotFound(format!("pool {pool_name:?} not found"));
+    let pool = coordinator::pool(state, storage, pool_name).await?.ok_or_else(missing)?;
+    let config = coordinator::config(state, storage).await?;
+    coordinator::record_poll(state, storage, &config, pool_name, &pool, instance, held).await?;
     let known = data.str("revision").unwrap_or_default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
-        // Subscribe before looking, so a change made while building the
-        // answer still wakes the wait below.
-        let mut changes = state.subscribe();
+        // Subscribe before looking, so a change made while the answer is
+        // looked at still wakes the wait below.
+        let mut changes = state.cache.subscribe(pool_name);
         let t = state.now();
-        let (mode, keyrings) = metadata(storage, &pool, t).await?;
-        let current = revision(mode, &keyrings);
-        if current != known {
-            let bundle = locked_bundle(state, storage, &pool, pool_name, t).await?;
-            return Ok(Some(render(&bundle)));
+        let answer = coordinator::answer(state, storage, pool_name, t).await?.ok_or_else(missing)?;
+        if answer.revision != known {
+            return Ok(Some(coordinator::render(&answer, pool_name, t)));
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        // Changes made through another node reach this one as storage
-        // invalidations, so the wait also wakes every second to look.
-        let nap = remaining.min(Duration::from_secs(1));
-        if nap.is_zero() || tokio::time::timeout(nap, changes.changed()).await.is_ok_and(|r| r.is_err()) {
-            return Ok(Some(not_modified(pool_name, &current, t)));
+        // A version leaving the verification set changes the answer
+        // without any write: wake then too.
+        let until_change = answer
+            .valid_until
+            .map_or(remaining, |until| Duration::from_secs(u64::try_from(until.saturating_sub(t)).unwrap_or(0).max(1)));
+        let nap = remaining.min(until_change);
+        if nap.is_zero() {
+            return Ok(Some(not_modified(pool_name, &answer.revision, t)));
+        }
+        // Woken by a change or the time: look again.
+        if let Ok(Err(_)) = tokio::time::timeout(nap, changes.changed()).await {
+            tokio::time::sleep(nap).await;
         }
     }
 }
 
-/// A sidecar's new acknowledgement may complete the set a pending version
-/// waits for: commit it now rather than at the next periodic call.
-async fn commit_if_acknowledged(
-    state: &MountState,
-    storage: &dyn Storage,
-    config: &Config,
-    pool: &Pool,
-    held: &BTreeMap<String, u64>,
-) {
-    for name in pool.keyrings.iter().filter(|k| held.contains_key(*k)) {
-        let lock = state.keyring_lock(name);
-        let _guard = lock.lock().await;
-        let result = async {
-            let Some(mut ring) = load_keyring(storage, name).await? else {
-                return Ok(());
-            };
-            let generation = ring.generation;
-            scheduler::try_commit(state, storage, config, &mut ring, state.now(), Cause::Scheduled, "scheduler")
-                .await?;
-            if ring.generation != generation {
-                scheduler::save(storage, &ring, Vec::new(), &[]).await?;
-                state.changed();
-            }
-            Ok::<(), LogicalError>(())
-        }
-        .await;
-        if let Err(error) = result {
-            tracing::warn!(keyring = %name, %error, "commit after acknowledgement failed; the scheduler retries");
-        }
-    }
-}
-
-/// The bundle without material: enough to compute its revision.
-async fn metadata(
-    storage: &dyn Storage,
-    pool: &Pool,
-    t: i64,
-) -> Result<(PoolMode, BTreeMap<String, BundleKeyring>), LogicalError> {
-    let mut keyrings = BTreeMap::new();
-    for name in &pool.keyrings {
-        // A pool may name keyrings that do not exist yet.
-        if let Some(ring) = load_keyring(storage, name).await? {
-            keyrings.insert(name.clone(), bundle_keyring(&ring, t));
-        }
-    }
-    Ok((pool.mode.bundle_mode(), keyrings))
-}
-
-/// The bundle with material. Each keyring is read under its lock, so its
-/// metadata and material come from one state, never from both sides of a
-/// rotation or revocation.
-async fn locked_bundle(
-    state: &MountState,
-    storage: &dyn Storage,
-    pool: &Pool,
-    pool_name: &str,
-    t: i64,
-) -> Result<Bundle, LogicalError> {
-    let mode = pool.mode.bundle_mode();
-    let mut keyrings = BTreeMap::new();
-    for name in &pool.keyrings {
-        let lock = state.keyring_lock(name);
-        let _guard = lock.lock().await;
-        let Some(ring) = load_keyring(storage, name).await? else {
-            continue;
+/// Parses `held` entries of the form `keyring:version`.
+fn parse_held(entries: &[String]) -> Result<BTreeMap<String, u64>, LogicalError> {
+    let mut held = BTreeMap::new();
+    for entry in entries {
+        let parsed = entry.split_once(':').and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)));
+        let Some((name, number)) = parsed else {
+            return Err(LogicalError::InvalidRequest(format!(
+                "field \"held\": {entry:?} is not of the form keyring:version"
+            )));
         };
-        let mut keyring = bundle_keyring(&ring, t);
-        for version in &mut keyring.versions {
-            let material = load_material(storage, name, version.meta.number).await?.ok_or_else(|| {
-                LogicalError::Internal(format!("material of {name} version {} is missing", version.meta.number))
-            })?;
-            if private_allowed(mode, keyring.key_type) {
-                version.private_key = Some(material.private_key);
-            }
-            version.public_key = material.public_key;
-        }
-        keyrings.insert(name.clone(), keyring);
+        check_name("held", name)?;
+        held.insert(name.to_string(), number);
     }
-    let revision = revision(mode, &keyrings);
-    Ok(Bundle { pool: pool_name.to_string(), mode, revision, server_time: t, keyrings })
-}
-
-/// What pools receive of a keyring at `t`, without material.
-fn bundle_keyring(ring: &Keyring, t: i64) -> BundleKeyring {
-    let versions = ring
-        .versions
-        .iter()
-        .filter(|v| v.verifies_at(t) && !v.destroyed)
-        .map(|v| BundleVersion { meta: v.clone(), private_key: None, public_key: None })
-        .collect();
-    BundleKeyring { key_type: ring.key_type, generation: ring.generation, versions }
-}
-
-fn private_allowed(mode: PoolMode, key_type: KeyType) -> bool {
-    mode == PoolMode::Sign || !key_type.is_asymmetric()
-}
-
-fn render(bundle: &Bundle) -> Response {
-    let mut data = match serde_json::to_value(bundle) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    data.insert("not_modified".into(), json!(false));
-    Response::with_data(data)
+    Ok(held)
 }
 
 fn not_modified(pool: &str, revision: &str, t: i64) -> Response {
@@ -233,3 +137,17 @@ server_time lets sidecars detect clock skew. The call records what the \
 sidecar instance holds (held) and when it was seen: versions activate only \
 once every live pool holds them. Sidecars need only read access to their own \
 pool's bundle.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_entries_are_parsed_and_checked() {
+        let held = parse_held(&["jwt:3".into(), "session:12".into()]).expect("valid");
+        assert_eq!(held.get("jwt"), Some(&3));
+        let error = parse_held(&["jwt".into()]).expect_err("no version");
+        assert_eq!(error.to_string(), "field \"held\": \"jwt\" is not of the form keyring:version");
+        assert!(parse_held(&["../x:1".into()]).is_err());
+    }
+}

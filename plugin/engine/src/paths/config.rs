@@ -8,8 +8,9 @@ use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::{apply_policy, invalid, policy_fields, policy_json, storage_error};
 use crate::config::{Config, KEY};
+use crate::coordinator::apply;
 use crate::state::MountState;
-use crate::storage::{Write, apply, encode, load_keyring};
+use crate::storage::{Write, encode, load_keyring};
 
 /// The `config` path.
 pub fn path(state: Arc<MountState>) -> Path {
@@ -34,6 +35,13 @@ pub fn path(state: Arc<MountState>) -> Path {
             "activation_margin",
             FieldType::DurationSeconds,
             "A committed version activates no sooner than this after its commit.",
+        ))
+        .field(Field::new(
+            "max_instances_per_pool",
+            FieldType::Int,
+            "The most sidecar instances one pool may have (default 10000). A poll from a new instance beyond it \
+             is refused; status warns when a pool nears it. Instances unseen for twice liveness_window are \
+             forgotten and free their place.",
         ));
     for field in policy_fields() {
         path = path.field(field);
@@ -71,6 +79,9 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
             *slot = value;
         }
     }
+    if let Some(most) = data.is_set("max_instances_per_pool").then(|| data.int("max_instances_per_pool")).flatten() {
+        config.max_instances_per_pool = u64::try_from(most).unwrap_or(0);
+    }
     apply_policy(&mut config.default_policy, data);
     config.validate().map_err(invalid)?;
     // New fleet timings must still fit every existing keyring's policy (a
@@ -83,9 +94,8 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
                 .map_err(|e| LogicalError::InvalidRequest(format!("keyring {name:?} would no longer be valid: {e}")))?;
         }
     }
-    apply(req.storage.as_ref(), vec![Write::Put(KEY.into(), encode(&config)?)]).await?;
+    apply(state, req.storage.as_ref(), vec![Write::Put(KEY.into(), encode(&config)?)]).await?;
     tracing::info!(actor = req.actor(), "mount config updated");
-    state.changed();
     Ok(Some(render(&config)))
 }
 
@@ -95,6 +105,7 @@ fn render(config: &Config) -> Response {
     data.insert("max_clock_skew".into(), json!(config.max_clock_skew));
     data.insert("liveness_window".into(), json!(config.liveness_window));
     data.insert("activation_margin".into(), json!(config.activation_margin));
+    data.insert("max_instances_per_pool".into(), json!(config.max_instances_per_pool));
     policy_json(&config.default_policy, &mut data);
     Response::with_data(data)
 }

@@ -14,10 +14,11 @@ use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::{apply_policy, check_name, invalid, policy_fields, policy_json, storage_error, time_json};
 use crate::config::Config;
+use crate::coordinator::apply;
 use crate::scheduler;
 use crate::state::MountState;
 use crate::storage::{
-    self, Tombstone, Write, apply, encode, keyring_key, load_keyring, material_key, put_material, require_keyring,
+    self, Tombstone, Write, encode, keyring_key, load_keyring, material_key, put_material, require_keyring,
     tombstone_key,
 };
 
@@ -135,9 +136,8 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     if tombstone.is_some() {
         writes.push(Write::Delete(tombstone_key(name)));
     }
-    apply(req.storage.as_ref(), writes).await?;
+    apply(state, req.storage.as_ref(), writes).await?;
     tracing::info!(keyring = name, key_type = %key_type, actor = req.actor(), "keyring created");
-    state.changed();
     Ok(Some(render(&ring, t)))
 }
 
@@ -165,7 +165,7 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     let t = state.now();
     let detail = policy_change(&before, &ring);
     ring.record(t, "policy", Cause::Manual, req.actor(), detail, vec![]);
-    apply(req.storage.as_ref(), vec![Write::Put(keyring_key(name), encode(&ring)?)]).await?;
+    apply(state, req.storage.as_ref(), vec![Write::Put(keyring_key(name), encode(&ring)?)]).await?;
     Ok(Some(render(&ring, t)))
 }
 
@@ -197,9 +197,8 @@ async fn delete(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     let tombstone = Tombstone { latest: ring.latest, generation: ring.generation };
     let mut writes = vec![Write::Put(tombstone_key(name), encode(&tombstone)?), Write::Delete(keyring_key(name))];
     writes.extend(ring.versions.iter().map(|v| Write::Delete(material_key(name, v.number))));
-    storage::apply(req.storage.as_ref(), writes).await?;
+    apply(state, req.storage.as_ref(), writes).await?;
     tracing::info!(keyring = name, actor = req.actor(), "keyring deleted");
-    state.changed();
     Ok(None)
 }
 

@@ -10,9 +10,9 @@ use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::check_text;
 use super::keys::name;
-use crate::scheduler;
 use crate::state::MountState;
 use crate::storage::{put_material, require_keyring};
+use crate::{coordinator, scheduler};
 
 /// The `keys/<name>/revoke` path.
 pub fn path(state: Arc<MountState>) -> Path {
@@ -62,9 +62,8 @@ async fn revoke(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     ring.record(t, "revoke", Cause::Emergency, req.actor(), reason.to_string(), affected);
     // The revoked version's material is destroyed in the same change.
     let destroyed = ring.expire(t);
-    scheduler::save(req.storage.as_ref(), &ring, writes, &destroyed).await?;
+    coordinator::save(state, req.storage.as_ref(), &ring, writes, &destroyed).await?;
     tracing::warn!(keyring = name, version, actor = req.actor(), "version revoked");
-    state.changed();
     let mut data = Map::new();
     data.insert("name".into(), json!(name));
     data.insert("revoked_version".into(), json!(version));

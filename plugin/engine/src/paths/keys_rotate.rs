@@ -10,9 +10,9 @@ use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 use super::keys::name;
 use super::{check_text, time_json};
 use crate::config::Config;
-use crate::scheduler;
 use crate::state::MountState;
 use crate::storage::{put_material, require_keyring};
+use crate::{coordinator, scheduler};
 
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -75,10 +75,9 @@ async fn rotate(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     if let Some(key) = idempotency_key {
         ring.remember(key.to_string(), number, t);
     }
-    scheduler::try_commit(state, req.storage.as_ref(), &config, &mut ring, t, Cause::Manual, req.actor()).await?;
-    scheduler::save(req.storage.as_ref(), &ring, vec![put_material(name, number, &material)?], &[]).await?;
+    coordinator::try_commit(state, req.storage.as_ref(), &config, &mut ring, t, Cause::Manual, req.actor()).await?;
+    coordinator::save(state, req.storage.as_ref(), &ring, vec![put_material(name, number, &material)?], &[]).await?;
     tracing::info!(keyring = name, version = number, actor = req.actor(), "manual rotation published");
-    state.changed();
     Ok(Some(render(&ring, number, false)))
 }
 

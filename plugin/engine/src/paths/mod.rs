@@ -14,15 +14,11 @@ use lockstep_model::{Policy, PolicyError};
 use serde_json::{Map, Value, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType};
 use vault_plugin_sdk::logical::LogicalError;
-use vault_plugin_sdk::storage::StorageError;
 
 /// Longest free text accepted (reasons).
 pub const MAX_TEXT_LEN: usize = 1_024;
 
-/// Storage failures are the server's problem, not the caller's.
-pub(crate) fn storage_error(error: StorageError) -> LogicalError {
-    LogicalError::Internal(error.to_string())
-}
+pub(crate) use crate::storage::storage_error;
 
 /// A policy or config error is the caller's.
 pub(crate) fn invalid(error: PolicyError) -> LogicalError {

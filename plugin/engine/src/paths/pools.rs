@@ -1,62 +1,19 @@
 //! `pools/<name>`: which keyrings a pool of services may fetch, and whether
 //! it may sign with them or only verify.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use serde_json::{Map, json};
-use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, existence_check, handler, name_segment};
+use vault_plugin_sdk::framework::{
+    Field, FieldData, FieldType, Path, existence_check, handler, name_segment, stateful,
+};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
-use vault_plugin_sdk::storage::Storage;
 
 use super::{check_name, storage_error};
-
-/// Storage prefix of pool records.
-const PREFIX: &str = "pools/";
-
-/// What a pool may do with its keyrings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Sign and verify: gets private material.
-    Sign,
-    /// Verify only: gets public keys of asymmetric keyrings.
-    Verify,
-}
-
-impl Mode {
-    /// The bundle's view of the mode.
-    pub fn bundle_mode(self) -> lockstep_model::bundle::PoolMode {
-        match self {
-            Self::Sign => lockstep_model::bundle::PoolMode::Sign,
-            Self::Verify => lockstep_model::bundle::PoolMode::Verify,
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, LogicalError> {
-        match text {
-            "sign" => Ok(Self::Sign),
-            "verify" => Ok(Self::Verify),
-            other => Err(LogicalError::InvalidRequest(format!(
-                "field \"mode\": {other:?} is not a mode; use \"sign\" or \"verify\""
-            ))),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Sign => "sign",
-            Self::Verify => "verify",
-        }
-    }
-}
-
-/// A stored pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pool {
-    /// Keyrings the pool may fetch.
-    pub keyrings: Vec<String>,
-    /// What it may do with them.
-    pub mode: Mode,
-}
+use crate::coordinator;
+use crate::pool::{self, Mode, PREFIX, Pool};
+use crate::state::MountState;
+use crate::storage::{Write, encode};
 
 /// `pools/` (list).
 pub fn list_path() -> Path {
@@ -66,7 +23,7 @@ pub fn list_path() -> Path {
 }
 
 /// `pools/<name>`.
-pub fn path() -> Path {
+pub fn path(state: Arc<MountState>) -> Path {
     Path::new(format!("pools/{}", name_segment("name")))
         .field(Field::new("name", FieldType::String, "Name of the pool (as its sidecars present it)."))
         .field(
@@ -88,11 +45,23 @@ pub fn path() -> Path {
             .default_value(json!("sign")),
         )
         .operation(Operation::Read, "Read a pool.", handler(|req, data| async move { read(&req, &data).await }))
-        .operation(Operation::Create, "Create a pool.", handler(|req, data| async move { write(&req, &data).await }))
-        .operation(Operation::Update, "Update a pool.", handler(|req, data| async move { write(&req, &data).await }))
-        .operation(Operation::Delete, "Delete a pool.", handler(|req, data| async move { delete(&req, &data).await }))
+        .operation(
+            Operation::Create,
+            "Create a pool.",
+            stateful(&state, |state, req, data| async move { write(&state, &req, &data).await }),
+        )
+        .operation(
+            Operation::Update,
+            "Update a pool.",
+            stateful(&state, |state, req, data| async move { write(&state, &req, &data).await }),
+        )
+        .operation(
+            Operation::Delete,
+            "Delete a pool.",
+            stateful(&state, |state, req, data| async move { delete(&state, &req, &data).await }),
+        )
         .exists(existence_check(|req: Request, data: FieldData| async move {
-            Ok(load(req.storage.as_ref(), name(&data)?).await?.is_some())
+            Ok(pool::load(req.storage.as_ref(), name(&data)?).await?.is_some())
         }))
         .help(HELP_SYNOPSIS, HELP_DESCRIPTION)
 }
@@ -110,12 +79,12 @@ async fn list(req: &Request) -> Result<Option<Response>, LogicalError> {
 
 async fn read(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
-    Ok(load(req.storage.as_ref(), name).await?.map(|pool| render(name, &pool)))
+    Ok(pool::load(req.storage.as_ref(), name).await?.map(|pool| render(name, &pool)))
 }
 
-async fn write(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
+async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
-    let existing = load(req.storage.as_ref(), name).await?;
+    let existing = pool::load(req.storage.as_ref(), name).await?;
     let mut pool = existing.clone().unwrap_or(Pool { keyrings: Vec::new(), mode: Mode::Sign });
     // An update changes only what it names; a create starts from defaults.
     if data.is_set("keyrings") || existing.is_none() {
@@ -124,14 +93,15 @@ async fn write(req: &Request, data: &FieldData) -> Result<Option<Response>, Logi
     if data.is_set("mode") || existing.is_none() {
         pool.mode = Mode::parse(data.str("mode").unwrap_or("sign"))?;
     }
-    save(req.storage.as_ref(), name, &pool).await?;
+    let write = Write::Put(pool::key(name), encode(&pool)?);
+    coordinator::apply(state, req.storage.as_ref(), vec![write]).await?;
     tracing::info!(pool = name, actor = req.actor(), "pool written");
     Ok(Some(render(name, &pool)))
 }
 
-async fn delete(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
+async fn delete(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
-    req.storage.delete(&format!("{PREFIX}{name}")).await.map_err(storage_error)?;
+    coordinator::apply(state, req.storage.as_ref(), vec![Write::Delete(pool::key(name))]).await?;
     Ok(None)
 }
 
@@ -158,16 +128,6 @@ fn render(name: &str, pool: &Pool) -> Response {
     data.insert("keyrings".into(), json!(pool.keyrings));
     data.insert("mode".into(), json!(pool.mode.as_str()));
     Response::with_data(data)
-}
-
-/// Reads a pool record.
-pub async fn load(storage: &dyn Storage, name: &str) -> Result<Option<Pool>, LogicalError> {
-    crate::storage::load(storage, &format!("{PREFIX}{name}")).await
-}
-
-async fn save(storage: &dyn Storage, name: &str, pool: &Pool) -> Result<(), LogicalError> {
-    let write = crate::storage::Write::Put(format!("{PREFIX}{name}"), crate::storage::encode(pool)?);
-    crate::storage::apply(storage, vec![write]).await
 }
 
 const HELP_SYNOPSIS: &str = "Manage pools: which keyrings each pool of services may fetch.";

@@ -12,8 +12,9 @@ use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::keys::name;
 use super::time_json;
-use crate::acks::{self, PoolView};
+use crate::acks::PoolView;
 use crate::config::Config;
+use crate::coordinator;
 use crate::state::MountState;
 use crate::storage::require_keyring;
 
@@ -35,7 +36,7 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     let ring = require_keyring(storage, name).await?;
     let config = Config::load(storage).await?;
     let t = state.now();
-    let fleet = acks::fleet(state, storage, &config, name, t).await?;
+    let fleet = coordinator::fleet_view(state, storage, &config, name, t).await?;
     let key = key_state(&ring.versions, t);
     // The version pools must hold next: waiting for commit, or committed
     // and not active yet.
@@ -51,7 +52,9 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     data.insert("verifying_versions".into(), json!(key.verifying));
     data.insert("upcoming".into(), upcoming.map_or(Value::Null, |v| upcoming_json(v, &fleet)));
     data.insert("pools".into(), Value::Array(fleet.iter().map(pool_json).collect()));
-    data.insert("alerts".into(), json!(alerts(&ring, upcoming, &fleet, t)));
+    let mut alerts = alerts(&ring, upcoming, &fleet, t);
+    alerts.extend(crowded(&fleet, config.max_instances_per_pool));
+    data.insert("alerts".into(), json!(alerts));
     Ok(Some(Response::with_data(data)))
 }
 
@@ -103,6 +106,19 @@ fn alerts(ring: &Keyring, upcoming: Option<&VersionMeta>, fleet: &[PoolView], t:
         }
     }
     alerts
+}
+
+/// Pools at 90 % or more of the instance cap: new instances will soon be
+/// refused.
+fn crowded(fleet: &[PoolView], cap: u64) -> impl Iterator<Item = String> + '_ {
+    fleet.iter().filter(move |p| (p.instances.len() as u64).saturating_mul(10) >= cap.saturating_mul(9)).map(move |p| {
+        format!(
+            "pool {} has {} of the {cap} instances max_instances_per_pool allows; polls from new instances are \
+                 refused beyond it",
+            p.pool,
+            p.instances.len()
+        )
+    })
 }
 
 const HELP_SYNOPSIS: &str = "Show, per pool and instance, which version of a keyring it holds.";

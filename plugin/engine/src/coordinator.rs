@@ -1,0 +1,391 @@
+//! The coordinator: the one place that decides whether a pending version
+//! commits, the fleet's acknowledgements, and the reads of the hot path
+//! (a sidecar's poll) through the cache. Paths and the scheduler call it;
+//! it calls the cache, the fleet, storage and the model, never a path.
+//!
+//! Every write of the engine goes through [`apply`], which drops what the
+//! written keys feed from the cache and wakes the long-polls concerned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use lockstep_model::KeyType;
+use lockstep_model::bundle::{BundleKeyring, BundleVersion, PoolMode, revision};
+use lockstep_model::schedule::{Cause, Keyring};
+use serde_json::json;
+use vault_plugin_sdk::logical::{EncodedData, LogicalError, Response};
+use vault_plugin_sdk::storage::Storage;
+use zeroize::Zeroizing;
+
+use crate::acks::{self, Ack, Liveness, PoolView};
+use crate::cache::{Answer, CachedRing};
+use crate::config::Config;
+use crate::pool::{self, Pool};
+use crate::state::{FleetLoad, MountState};
+use crate::storage::{self, Write, encode, keyring_key, load_keyring, load_material, material_key, storage_error};
+
+/// Who commits when a commit follows an acknowledgement or the schedule.
+pub const SCHEDULER: &str = "scheduler";
+
+/// Applies writes (in one transaction where the host has them), then
+/// drops what they feed from the cache, whether or not they all landed.
+pub async fn apply(state: &MountState, storage: &dyn Storage, writes: Vec<Write>) -> Result<(), LogicalError> {
+    let keys: Vec<String> = writes.iter().map(|w| w.key().to_string()).collect();
+    let result = storage::apply(storage, writes).await;
+    for key in &keys {
+        state.written(key);
+    }
+    result
+}
+
+/// Stores a changed keyring: new material first, then the record, then
+/// the deletion of destroyed material.
+pub async fn save(
+    state: &MountState,
+    storage: &dyn Storage,
+    ring: &Keyring,
+    new_material: Vec<Write>,
+    destroyed: &[u64],
+) -> Result<(), LogicalError> {
+    let mut writes = new_material;
+    writes.push(Write::Put(keyring_key(&ring.name), encode(ring)?));
+    writes.extend(destroyed.iter().map(|n| Write::Delete(material_key(&ring.name, *n))));
+    apply(state, storage, writes).await
+}
+
+/// The mount's config, from the cache.
+pub async fn config(state: &MountState, storage: &dyn Storage) -> Result<Config, LogicalError> {
+    if let Some(config) = state.cache.config() {
+        return Ok(config);
+    }
+    let epoch = state.cache.epoch();
+    let config = Config::load(storage).await?;
+    state.cache.offer_config(epoch, config);
+    Ok(config)
+}
+
+/// A pool record, from the cache.
+pub async fn pool(state: &MountState, storage: &dyn Storage, name: &str) -> Result<Option<Arc<Pool>>, LogicalError> {
+    if let Some(pool) = state.cache.pool(name) {
+        return Ok(pool);
+    }
+    let epoch = state.cache.epoch();
+    let pool = pool::load(storage, name).await?.map(Arc::new);
+    state.cache.offer_pool(epoch, name, pool.clone());
+    Ok(pool)
+}
+
+/// Every pool that lists `keyring`.
+pub async fn pools_listing(
+    state: &MountState,
+    storage: &dyn Storage,
+    keyring: &str,
+) -> Result<BTreeSet<String>, LogicalError> {
+    let names = match state.cache.pool_names() {
+        Some(names) => names,
+        None => {
+            let epoch = state.cache.epoch();
+            let names = storage.list(pool::PREFIX).await.map_err(storage_error)?;
+            state.cache.offer_pool_names(epoch, names.clone());
+            Arc::new(names)
+        }
+    };
+    let mut listing = BTreeSet::new();
+    for name in names.iter() {
+        if pool(state, storage, name).await?.is_some_and(|p| p.has(keyring)) {
+            listing.insert(name.clone());
+        }
+    }
+    Ok(listing)
+}
+
+/// A keyring with its material, from the cache; read under the keyring's
+/// lock, so record and material come from one state.
+async fn ring(state: &MountState, storage: &dyn Storage, name: &str) -> Result<Option<Arc<CachedRing>>, LogicalError> {
+    if let Some(ring) = state.cache.ring(name) {
+        return Ok(ring);
+    }
+    let lock = state.keyring_lock(name);
+    let _guard = lock.lock().await;
+    if let Some(ring) = state.cache.ring(name) {
+        return Ok(ring);
+    }
+    let epoch = state.cache.epoch();
+    let Some(ring) = load_keyring(storage, name).await? else {
+        state.cache.offer_ring(epoch, name, None);
+        return Ok(None);
+    };
+    let mut material = BTreeMap::new();
+    for version in ring.versions.iter().filter(|v| !v.destroyed) {
+        if let Some(m) = load_material(storage, name, version.number).await? {
+            material.insert(version.number, m);
+        }
+    }
+    let cached = Some(Arc::new(CachedRing { ring, material }));
+    state.cache.offer_ring(epoch, name, cached.clone());
+    Ok(cached)
+}
+
+/// A pool's answer at `t`, built once per change; `None` when the pool
+/// does not exist.
+pub async fn answer(
+    state: &MountState,
+    storage: &dyn Storage,
+    name: &str,
+    t: i64,
+) -> Result<Option<Arc<Answer>>, LogicalError> {
+    // An answer is dropped with its pool's record, so one at hand means
+    // the pool exists.
+    if let Some(answer) = state.cache.answer(name, t) {
+        return Ok(Some(answer));
+    }
+    let lock = state.build_lock(name);
+    let _guard = lock.lock().await;
+    let epoch = state.cache.epoch();
+    let Some(pool) = pool(state, storage, name).await? else {
+        return Ok(None);
+    };
+    if let Some(answer) = state.cache.answer(name, t) {
+        return Ok(Some(answer));
+    }
+    let answer = Arc::new(build(state, storage, &pool, t).await?);
+    state.cache.offer_answer(epoch, name, answer.clone());
+    Ok(Some(answer))
+}
+
+async fn build(state: &MountState, storage: &dyn Storage, pool: &Pool, t: i64) -> Result<Answer, LogicalError> {
+    let mode = pool.mode.bundle_mode();
+    let mut keyrings = BTreeMap::new();
+    let mut valid_until: Option<i64> = None;
+    for name in &pool.keyrings {
+        // A pool may name keyrings that do not exist yet.
+        let Some(cached) = ring(state, storage, name).await? else {
+            continue;
+        };
+        let mut keyring = bundle_keyring(&cached.ring, t);
+        for version in &mut keyring.versions {
+            let number = version.meta.number;
+            let material = cached
+                .material
+                .get(&number)
+                .ok_or_else(|| LogicalError::Internal(format!("material of {name} version {number} is missing")))?;
+            if private_allowed(mode, keyring.key_type) {
+                version.private_key = Some(material.private_key.clone());
+            }
+            version.public_key.clone_from(&material.public_key);
+            if let Some(end) = version.meta.expires_at {
+                valid_until = Some(valid_until.map_or(end, |u| u.min(end)));
+            }
+        }
+        keyrings.insert(name.clone(), keyring);
+    }
+    let revision = revision(mode, &keyrings);
+    // Sized up front so the text holding material is not copied around
+    // while it grows.
+    let mut text = Zeroizing::new(Vec::with_capacity(1024 + 8192 * keyrings.len()));
+    serde_json::to_writer(&mut *text, &keyrings)
+        .map_err(|e| LogicalError::Internal(format!("encoding a bundle: {:?} error", e.classify())))?;
+    let keyrings = Zeroizing::new(String::from_utf8(std::mem::take(&mut *text)).unwrap_or_default());
+    Ok(Answer { revision, mode, keyrings, valid_until })
+}
+
+/// What pools receive of a keyring at `t`, without material.
+fn bundle_keyring(ring: &Keyring, t: i64) -> BundleKeyring {
+    let versions = ring
+        .versions
+        .iter()
+        .filter(|v| v.verifies_at(t) && !v.destroyed)
+        .map(|v| BundleVersion { meta: v.clone(), private_key: None, public_key: None })
+        .collect();
+    BundleKeyring { key_type: ring.key_type, generation: ring.generation, versions }
+}
+
+fn private_allowed(mode: PoolMode, key_type: KeyType) -> bool {
+    mode == PoolMode::Sign || !key_type.is_asymmetric()
+}
+
+/// The full answer of a bundle read, as the `Bundle` the sidecar decodes.
+pub fn render(answer: &Answer, pool: &str, t: i64) -> Response {
+    let text = format!(
+        r#"{{"pool":{},"mode":{},"revision":{},"server_time":{t},"keyrings":{},"not_modified":false}}"#,
+        json!(pool),
+        json!(answer.mode),
+        json!(answer.revision),
+        answer.keyrings.as_str()
+    );
+    Response::encoded(EncodedData::trusted(text))
+}
+
+/// Reads the fleet's records from storage where memory lacks them: all of
+/// them once per mount start, and those another node changed.
+async fn ensure_fleet(state: &MountState, storage: &dyn Storage) -> Result<(), LogicalError> {
+    if state.fleet_load() == FleetLoad::Ready {
+        return Ok(());
+    }
+    let _guard = state.fleet_loading().lock().await;
+    match state.fleet_load() {
+        FleetLoad::Ready => Ok(()),
+        FleetLoad::All => {
+            let mut keys = Vec::new();
+            for pool in storage.list("acks/").await.map_err(storage_error)? {
+                let pool = pool.trim_end_matches('/').to_string();
+                for instance in storage.list(&format!("acks/{pool}/")).await.map_err(storage_error)? {
+                    keys.push(acks::key(&pool, &instance));
+                }
+            }
+            read_records(state, storage, &keys).await?;
+            state.fleet_loaded(true, &[]);
+            Ok(())
+        }
+        FleetLoad::Records(keys) => {
+            read_records(state, storage, &keys).await?;
+            state.fleet_loaded(false, &keys);
+            Ok(())
+        }
+    }
+}
+
+async fn read_records(state: &MountState, storage: &dyn Storage, keys: &[String]) -> Result<(), LogicalError> {
+    for key in keys {
+        let Some((pool, instance)) = key.strip_prefix("acks/").and_then(|rest| rest.split_once('/')) else {
+            continue;
+        };
+        let ack: Option<Ack> = storage::load(storage, key).await?;
+        let started = state.started();
+        state.with_fleet(|fleet| match ack {
+            Some(ack) => fleet.load(pool, instance, ack, started),
+            None => fleet.remove(pool, instance),
+        });
+    }
+    Ok(())
+}
+
+/// Records a poll: what the instance holds and that it was seen. Stores
+/// the record when what it holds changed, and commits what the
+/// acknowledgement completes.
+pub async fn record_poll(
+    state: &MountState,
+    storage: &dyn Storage,
+    config: &Config,
+    pool_name: &str,
+    pool: &Pool,
+    instance: &str,
+    held: BTreeMap<String, u64>,
+) -> Result<(), LogicalError> {
+    ensure_fleet(state, storage).await?;
+    let live = Liveness::new(state.now(), config.liveness_window);
+    let cap = usize::try_from(config.max_instances_per_pool).unwrap_or(usize::MAX);
+    let polled = state
+        .with_fleet(|fleet| fleet.poll(pool_name, &pool.keyrings, instance, held, live, cap))
+        .map_err(|full| LogicalError::InvalidRequest(format!("field \"instance\": {full}")))?;
+    if let Some(ack) = polled.store {
+        // One put, not a transaction: concurrent polls of one instance
+        // then never conflict.
+        storage.put(&acks::key(pool_name, instance), encode(&ack)?).await.map_err(storage_error)?;
+        state.with_fleet(|fleet| fleet.stored(pool_name, instance, &ack));
+    }
+    for name in polled.decide {
+        if let Err(error) = commit_if_acknowledged(state, storage, config, &name).await {
+            tracing::warn!(keyring = %name, %error, "commit after acknowledgement failed; the scheduler retries");
+        }
+    }
+    Ok(())
+}
+
+/// An acknowledgement may complete the set a pending version waits for:
+/// commit it now rather than at the next periodic call.
+async fn commit_if_acknowledged(
+    state: &MountState,
+    storage: &dyn Storage,
+    config: &Config,
+    name: &str,
+) -> Result<(), LogicalError> {
+    // Most acknowledgements concern keyrings with nothing pending: the
+    // cached record says so without a storage read.
+    if ring(state, storage, name).await?.is_none_or(|c| c.ring.pending().is_none()) {
+        return Ok(());
+    }
+    let lock = state.keyring_lock(name);
+    let _guard = lock.lock().await;
+    let Some(mut ring) = load_keyring(storage, name).await? else {
+        return Ok(());
+    };
+    let generation = ring.generation;
+    try_commit(state, storage, config, &mut ring, state.now(), Cause::Scheduled, SCHEDULER).await?;
+    if ring.generation != generation {
+        save(state, storage, &ring, Vec::new(), &[]).await?;
+    }
+    Ok(())
+}
+
+/// The commit decision, for the scheduler, manual rotation and
+/// acknowledgements alike: commits the pending version if every live
+/// instance of every pool that lists the keyring holds it, or if its
+/// commit timeout has passed (recorded as a forced commit, which `status`
+/// reports as an alert). The caller holds the keyring's lock and stores
+/// the keyring if it changed.
+pub async fn try_commit(
+    state: &MountState,
+    storage: &dyn Storage,
+    config: &Config,
+    ring: &mut Keyring,
+    t: i64,
+    cause: Cause,
+    actor: &str,
+) -> Result<(), LogicalError> {
+    let Some(pending) = ring.pending().cloned() else {
+        state.with_fleet(|fleet| fleet.idle(&ring.name));
+        return Ok(());
+    };
+    ensure_fleet(state, storage).await?;
+    let pools = pools_listing(state, storage, &ring.name).await?;
+    let live = Liveness::new(t, config.liveness_window);
+    let lacking = state.with_fleet(|fleet| fleet.lacking(&ring.name, pending.number, &pools, live));
+    let timeout = i64::try_from(ring.policy.commit_timeout).unwrap_or(i64::MAX);
+    let (action, detail) = if lacking.is_empty() {
+        ("commit", "every live pool holds it".to_string())
+    } else if t - pending.created_at >= timeout {
+        ("commit-forced", format!("commit timeout passed without acknowledgement from: {}", lacking.join(", ")))
+    } else {
+        return Ok(());
+    };
+    if let Some(number) = ring.commit(t, config.activation_margin) {
+        ring.record(t, action, cause, actor, detail, vec![number]);
+        if action == "commit-forced" {
+            tracing::warn!(keyring = %ring.name, version = number, "version committed without every live pool holding it");
+        }
+        state.with_fleet(|fleet| fleet.idle(&ring.name));
+    }
+    Ok(())
+}
+
+/// Every pool that lists `keyring`, with its instances, for `status`.
+pub async fn fleet_view(
+    state: &MountState,
+    storage: &dyn Storage,
+    config: &Config,
+    keyring: &str,
+    t: i64,
+) -> Result<Vec<PoolView>, LogicalError> {
+    ensure_fleet(state, storage).await?;
+    let pools = pools_listing(state, storage, keyring).await?;
+    let live = Liveness::new(t, config.liveness_window);
+    Ok(state.with_fleet(|fleet| fleet.views(keyring, &pools, live)))
+}
+
+/// Forgets instances unseen for twice the liveness window, in memory and
+/// in storage.
+pub async fn forget_stale(
+    state: &MountState,
+    storage: &dyn Storage,
+    config: &Config,
+    t: i64,
+) -> Result<(), LogicalError> {
+    ensure_fleet(state, storage).await?;
+    let horizon = i64::try_from(config.liveness_window.saturating_mul(2)).unwrap_or(i64::MAX);
+    let gone = state.with_fleet(|fleet| fleet.forget_before(t.saturating_sub(horizon)));
+    for (pool, instance) in gone {
+        storage.delete(&acks::key(&pool, &instance)).await.map_err(storage_error)?;
+    }
+    Ok(())
+}

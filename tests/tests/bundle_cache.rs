@@ -1,0 +1,232 @@
+//! Bundles served from memory, through OpenBao's real plugin client: what a
+//! poll costs in storage operations (counted by the host), long-polls woken
+//! by every kind of change, nothing stale after an invalidation or a
+//! reload, and the cap on instances per pool.
+
+use std::time::{Duration, Instant};
+
+use lockstep_tests::sdkhost::{HostKind, HostReply, SdkHost};
+use serde_json::{Value, json};
+
+const M: &str = "lockstep/";
+
+fn host() -> SdkHost {
+    let host = SdkHost::start(HostKind::OpenBao);
+    host.mount(M);
+    host
+}
+
+#[track_caller]
+fn ok(reply: HostReply) -> Value {
+    assert!(reply.status < 300, "request failed: {reply:?}");
+    reply.data
+}
+
+fn keyring(host: &SdkHost, name: &str, key_type: &str) {
+    ok(host.request(
+        M,
+        "create",
+        &format!("keys/{name}"),
+        json!({"type": key_type, "rotation_period": "24h", "prepublish": "2h", "grace_period": "4h",
+               "max_token_ttl": "1h", "commit_timeout": "6h"}),
+    ));
+}
+
+fn bundle(host: &SdkHost, pool: &str, instance: &str, held: &str, revision: &str) -> Value {
+    let body = json!({"instance": instance, "held": held, "revision": revision});
+    ok(host.request(M, "read", &format!("bundle/{pool}"), body))
+}
+
+fn revision(bundle: &Value) -> String {
+    bundle["revision"].as_str().expect("revision").to_string()
+}
+
+/// Storage operations of each kind while `f` runs.
+fn storage_ops(host: &SdkHost, f: impl FnOnce()) -> [u64; 4] {
+    let ops = ["get", "list", "put", "delete"];
+    let ids: Vec<u64> = ops.iter().map(|op| host.count_storage(M, op)).collect();
+    f();
+    let mut counts = [0; 4];
+    for (count, id) in counts.iter_mut().zip(ids) {
+        *count = host.storage_ops(id);
+    }
+    counts
+}
+
+#[test]
+fn a_not_modified_poll_reads_no_storage_and_a_change_rereads_only_what_changed() {
+    let host = host();
+    let names: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        keyring(&host, name, ["ed25519", "hmac-sha256", "ecdsa-p256", "aes256-gcm"][i % 4]);
+    }
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": names.join(",")})));
+    let held: String = names.iter().map(|n| format!("{n}:1")).collect::<Vec<_>>().join(",");
+    let first = bundle(&host, "web", "web-1", &held, "");
+    assert_eq!(first["keyrings"].as_object().map(|k| k.len()), Some(10), "{first}");
+    let current = revision(&first);
+
+    let [gets, lists, puts, deletes] = storage_ops(&host, || {
+        for _ in 0..20 {
+            let same = bundle(&host, "web", "web-1", &held, &current);
+            assert_eq!(same["not_modified"], true, "{same}");
+        }
+    });
+    assert_eq!((gets, lists, puts, deletes), (0, 0, 0, 0), "twenty not-modified polls touch no storage");
+
+    // A new instance gets the full bundle from memory: only its own
+    // acknowledgement is written.
+    let [gets, lists, puts, _] = storage_ops(&host, || {
+        let full = bundle(&host, "web", "web-2", &held, "");
+        assert_eq!(revision(&full), current);
+        assert_eq!(full["keyrings"], first["keyrings"], "the same bundle, material included");
+    });
+    assert_eq!((gets, lists, puts), (0, 0, 1), "a full bundle reads nothing; the new instance's record is written");
+
+    // One keyring rotates: the next bundle rereads that keyring (record and
+    // two versions' material) and nothing else.
+    ok(host.request(M, "update", "keys/k3/rotate", json!({})));
+    let [gets, lists, _, _] = storage_ops(&host, || {
+        let changed = bundle(&host, "web", "web-1", &held, &current);
+        assert_eq!(changed["not_modified"], false);
+        assert_eq!(changed["keyrings"]["k3"]["versions"].as_array().map(Vec::len), Some(2), "{changed}");
+        assert_eq!(changed["keyrings"]["k4"], first["keyrings"]["k4"]);
+    });
+    assert!(gets <= 3 && lists == 0, "only the rotated keyring is read again: {gets} gets, {lists} lists");
+}
+
+/// Starts a poll that waits for a change of `revision`, makes `change`, and
+/// returns the poll's answer and how long after the change it came.
+fn woken_by(host: &SdkHost, pool: &str, held: &str, revision: &str, change: impl FnOnce()) -> (HostReply, Duration) {
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let body = json!({"instance": format!("{pool}-1"), "held": held, "revision": revision, "wait": "30s"});
+            let reply = host.request(M, "read", &format!("bundle/{pool}"), body);
+            (reply, Instant::now())
+        });
+        // Long enough for the poll to be waiting.
+        std::thread::sleep(Duration::from_millis(400));
+        change();
+        let changed = Instant::now();
+        let (reply, answered) = waiter.join().expect("waiter");
+        (reply, answered.saturating_duration_since(changed))
+    })
+}
+
+#[track_caller]
+fn assert_prompt(what: &str, reply: &HostReply, after: Duration) {
+    // A missed wake answers "not modified" after the whole 30 s wait.
+    assert!(after < Duration::from_secs(1), "{what}: the wait ended {after:?} after the change: {reply:?}");
+    assert_eq!(reply.data["not_modified"], false, "{what}: {reply:?}");
+}
+
+#[test]
+fn a_waiting_poll_returns_within_a_second_of_every_change_to_its_bundle() {
+    let host = host();
+    keyring(&host, "jwt", "ed25519");
+    keyring(&host, "mac", "hmac-sha256");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    let mut current = revision(&bundle(&host, "web", "web-1", "jwt:1", ""));
+    // A second live instance, so that the next version waits for it.
+    bundle(&host, "web", "web-2", "jwt:1", "");
+
+    let mut step = |what: &str, held: &str, change: &dyn Fn()| {
+        let (reply, after) = woken_by(&host, "web", held, &current, change);
+        assert_prompt(what, &reply, after);
+        current = revision(&reply.data);
+        eprintln!("{what}: answered {after:?} after the change");
+        reply.data
+    };
+    let data = step("mode change", "jwt:1", &|| {
+        ok(host.request(M, "update", "pools/web", json!({"mode": "verify"})));
+    });
+    assert_eq!(data["mode"], "verify");
+    let data = step("keyring added", "jwt:1", &|| {
+        ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt,mac", "mode": "sign"})));
+    });
+    assert!(data["keyrings"]["mac"].is_object(), "{data}");
+    let data = step("keyring removed", "jwt:1,mac:1", &|| {
+        ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt"})));
+    });
+    assert!(data["keyrings"].get("mac").is_none(), "{data}");
+    let data = step("rotation", "jwt:1", &|| {
+        ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    });
+    assert_eq!(data["keyrings"]["jwt"]["versions"][1]["not_before"], Value::Null, "published, not committed");
+    // web-1 waits holding v2; web-2's acknowledgement completes the set.
+    let pending = ok(host.request(M, "read", "status/jwt", Value::Null));
+    assert_eq!(pending["upcoming"]["not_held_by"], json!(["web/web-1", "web/web-2"]), "{pending}");
+    let data = step("commit", "jwt:2", &|| {
+        bundle(&host, "web", "web-2", "jwt:2", "");
+    });
+    assert!(data["keyrings"]["jwt"]["versions"][1]["not_before"].is_i64(), "committed: {data}");
+    let data = step("revocation", "jwt:2", &|| {
+        ok(host.request(M, "update", "keys/jwt/revoke", json!({"version": 1, "reason": "test"})));
+    });
+    assert_eq!(data["keyrings"]["jwt"]["versions"].as_array().map(Vec::len), Some(1), "{data}");
+
+    let (reply, after) = woken_by(&host, "web", "jwt:2", &current, || {
+        ok(host.request(M, "delete", "pools/web", Value::Null));
+    });
+    assert!(after < Duration::from_secs(1), "pool deletion: the wait ended {after:?} after it");
+    assert_eq!(reply.status, 404, "{reply:?}");
+}
+
+#[test]
+fn changes_made_elsewhere_and_reloads_never_leave_a_stale_bundle() {
+    let host = host();
+    keyring(&host, "jwt", "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    let first = bundle(&host, "web", "web-1", "jwt:1", "");
+    assert!(first["keyrings"]["jwt"]["versions"][0]["private_key"].is_string());
+
+    // Another node makes the pool verify-only: the host's invalidation
+    // reaches this one, and a poll waiting on it wakes.
+    let record = br#"{"format":1,"record":{"keyrings":["jwt"],"mode":"verify"}}"#;
+    let (reply, after) = woken_by(&host, "web", "jwt:1", &revision(&first), || {
+        host.put_storage(M, "pools/web", record);
+        host.invalidate(M, "pools/web");
+    });
+    assert_prompt("pool changed elsewhere", &reply, after);
+    assert_eq!(reply.data["mode"], "verify");
+    assert!(reply.data["keyrings"]["jwt"]["versions"][0].get("private_key").is_none(), "{:?}", reply.data);
+    let verify = revision(&reply.data);
+
+    // A rotation through this node, then a reload: the new process builds
+    // the same answer from storage, and still knows who holds what.
+    ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    let rotated = bundle(&host, "web", "web-1", "jwt:1", &verify);
+    assert_ne!(revision(&rotated), verify);
+    host.reload(M);
+    let again = bundle(&host, "web", "web-1", "jwt:1", &revision(&rotated));
+    assert_eq!(again["not_modified"], true, "the rebuilt answer has the same revision: {again}");
+    let full = bundle(&host, "web", "web-1", "jwt:1", "");
+    assert_eq!(full["keyrings"], rotated["keyrings"]);
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    assert_eq!(status["pools"][0]["instances"][0]["held_version"], 1, "{status}");
+    assert_eq!(status["upcoming"]["not_held_by"], json!(["web/web-1"]), "{status}");
+}
+
+#[test]
+fn a_pool_has_a_cap_on_instances_with_a_clear_error_and_an_alert() {
+    let host = host();
+    keyring(&host, "jwt", "hmac-sha256");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    let bad = host.request(M, "update", "config", json!({"max_instances_per_pool": 0}));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.error.contains("max_instances_per_pool"), "{bad:?}");
+    let config = ok(host.request(M, "update", "config", json!({"max_instances_per_pool": 2})));
+    assert_eq!(config["max_instances_per_pool"], 2);
+    bundle(&host, "web", "web-1", "jwt:1", "");
+    bundle(&host, "web", "web-2", "jwt:1", "");
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    let alerts = status["alerts"].to_string();
+    assert!(alerts.contains("pool web has 2 of the 2 instances"), "{status}");
+
+    let refused = host.request(M, "read", "bundle/web", json!({"instance": "web-3", "held": "jwt:1"}));
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.error.contains("\"instance\"") && refused.error.contains("max_instances_per_pool"), "{refused:?}");
+    assert!(!host.storage(M).contains_key("acks/web/web-3"), "nothing of the refused instance is kept");
+    // Known instances go on polling.
+    bundle(&host, "web", "web-1", "jwt:1", "");
+}
