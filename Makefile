@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test tools build test-plugin hosts server lint
+.PHONY: demo test tools build test-plugin hosts server lint bench-fleet
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin);
@@ -60,3 +60,11 @@ test: build test-plugin hosts server lint
 ## Start a local server with the plugin registered and mounted, and use it.
 demo: build server tools
 	tests/demo/demo.sh
+
+## The fleet benchmark (docs/performance.md): the release plugin in a real
+## server, thousands of simulated sidecars. BENCH_ARGS passes options, for
+## example BENCH_ARGS="--sizes 1000 --plain 0".
+bench-fleet: server
+	$(CARGO) build --release -p lockstep-plugin
+	LOCKSTEP_PLUGIN_BIN=$(CURDIR)/target/release/vault-plugin-secrets-lockstep \
+	    $(CARGO) bench -p lockstep-tests --bench fleet -- $(BENCH_ARGS)

@@ -200,6 +200,11 @@ impl Server {
         self.tls.as_ref().map(|tls| format!("https://127.0.0.1:{}", tls.port))
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The root token.
     pub fn token(&self) -> &str {
         &self.token

@@ -1,0 +1,573 @@
+//! The fleet benchmark: a real server with the release plugin, and N
+//! simulated sidecars in this process speaking the real bundle protocol
+//! (`instance`, `held`, `revision`, `wait`). `make bench-fleet` runs it;
+//! docs/performance.md records its figures.
+//!
+//! For each fleet size it starts a fresh dev server, creates P pools
+//! sharing K keyrings, starts N long-polling instances with a jittered
+//! start, measures the steady state (polls/s, CPU of the server and the
+//! plugin from /proc), rotates one keyring and measures how long until
+//! every instance holds the new version, until the commit, and the
+//! CPU-seconds spent. It also runs plain (non-waiting) polls, and the cost
+//! of a not-modified and a full bundle against `info` (the bare hop) and a
+//! KV read, side by side on one server.
+//!
+//! Options (after `--`): `--sizes 1000,2000,5000`, `--pools 10`,
+//! `--keyrings 5`, `--steady 30` (seconds), `--plain 1000` (0 skips),
+//! `--hop 10` (seconds per hop scenario), `--out DIR` (results.json and
+//! fleet.svg; default target/bench-fleet).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lockstep_tests::server::Server;
+use serde_json::{Value, json};
+
+const MOUNT: &str = "lockstep";
+/// The keyring the benchmark rotates.
+const ROTATED: &str = "k0";
+/// The sidecar's default long-poll wait.
+const WAIT: u64 = 30;
+
+#[derive(Debug, Clone)]
+struct Options {
+    sizes: Vec<usize>,
+    pools: usize,
+    keyrings: usize,
+    steady: u64,
+    plain: usize,
+    hop: u64,
+    out: PathBuf,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        sizes: vec![1_000, 2_000, 5_000],
+        pools: 10,
+        keyrings: 5,
+        steady: 30,
+        plain: 1_000,
+        hop: 10,
+        out: lockstep_tests::workspace_root().join("target/bench-fleet"),
+    };
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).cloned().unwrap_or_default();
+        let number = || value.parse::<u64>().unwrap_or_else(|_| panic!("{}: {value:?} is not a number", pair[0]));
+        match pair[0].as_str() {
+            "--sizes" => o.sizes = value.split(',').map(|n| n.parse().expect("--sizes: numbers")).collect(),
+            "--pools" => o.pools = number() as usize,
+            "--keyrings" => o.keyrings = number() as usize,
+            "--steady" => o.steady = number(),
+            "--plain" => o.plain = number() as usize,
+            "--hop" => o.hop = number(),
+            "--out" => o.out = PathBuf::from(value),
+            other => panic!("unknown option {other:?}"),
+        }
+    }
+    o
+}
+
+/// CPU time of a process, in seconds, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 here.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// The plugin process: a child of the server running the plugin binary.
+fn plugin_pid(server: u32) -> u32 {
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(server) && stat.contains("(vault-plugin-se") {
+            return pid;
+        }
+    }
+    panic!("no plugin process under server {server}")
+}
+
+/// Server and plugin, measured together.
+#[derive(Debug, Clone, Copy)]
+struct Procs {
+    server: u32,
+    plugin: u32,
+}
+
+impl Procs {
+    fn cpu(self) -> (f64, f64) {
+        (cpu_seconds(self.server), cpu_seconds(self.plugin))
+    }
+}
+
+struct Bench {
+    server: Server,
+    procs: Procs,
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Bench {
+    fn start(opts: &Options) -> Self {
+        let server = Server::dev_with_mounts(&[MOUNT]);
+        let procs = Procs { server: server.pid().expect("server pid"), plugin: 0 };
+        let token = server.token().to_string();
+        let base = format!("{}/v1", server.address());
+        for k in 0..opts.keyrings {
+            let key_type = ["ed25519", "hmac-sha256", "ecdsa-p256", "aes256-gcm", "rsa-2048"][k % 5];
+            let body = json!({"type": key_type, "rotation_period": "30d", "prepublish": "1d", "grace_period": "2d",
+                              "commit_timeout": "2d"});
+            server.write(&format!("{MOUNT}/keys/k{k}"), body).expect_status(200);
+        }
+        let keyrings: Vec<String> = (0..opts.keyrings).map(|k| format!("k{k}")).collect();
+        for p in 0..opts.pools {
+            let body = json!({"keyrings": keyrings.join(","), "mode": if p % 2 == 0 { "sign" } else { "verify" }});
+            server.write(&format!("{MOUNT}/pools/p{p}"), body).expect_status(200);
+        }
+        let procs = Procs { plugin: plugin_pid(procs.server), ..procs };
+        let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().expect("client");
+        Self { server, procs, http, base, token }
+    }
+
+    async fn get(&self, path: &str) -> Option<Value> {
+        let response =
+            self.http.get(format!("{}/{path}", self.base)).header("X-Vault-Token", &self.token).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json::<Value>().await.ok()
+    }
+}
+
+/// What every simulated instance reports.
+struct Fleet {
+    polls: AtomicU64,
+    errors: AtomicU64,
+    full: AtomicU64,
+    /// Per instance: milliseconds since `epoch` when it first held the
+    /// rotated keyring's target version (0: not yet).
+    held_at: Vec<AtomicU64>,
+    /// Per instance: whether it fetched a bundle at all.
+    fetched: Vec<AtomicU64>,
+    target: AtomicU64,
+    epoch: Instant,
+}
+
+impl Fleet {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self {
+            polls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            full: AtomicU64::new(0),
+            held_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            fetched: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            target: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn count(field: &[AtomicU64]) -> usize {
+        field.iter().filter(|a| a.load(Ordering::Relaxed) > 0).count()
+    }
+}
+
+/// One simulated sidecar: polls its pool's bundle forever, acknowledging
+/// the highest version of each keyring it received.
+async fn sidecar(bench: Arc<Bench>, fleet: Arc<Fleet>, index: usize, pool: String, wait: u64, interval: u64) {
+    let instance = format!("sim-{index}");
+    let mut held: BTreeMap<String, u64> = BTreeMap::new();
+    let mut revision = String::new();
+    loop {
+        let held_text: Vec<String> = held.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        let path = format!(
+            "{MOUNT}/bundle/{pool}?instance={instance}&held={}&revision={revision}&wait={wait}s",
+            held_text.join(",")
+        );
+        let answer = bench.get(&path).await;
+        fleet.polls.fetch_add(1, Ordering::Relaxed);
+        match answer.as_ref().map(|a| &a["data"]) {
+            Some(data) if data["not_modified"] == false => {
+                fleet.full.fetch_add(1, Ordering::Relaxed);
+                revision = data["revision"].as_str().unwrap_or_default().to_string();
+                held = highest(data);
+                fleet.fetched[index].store(1, Ordering::Relaxed);
+                let target = fleet.target.load(Ordering::Relaxed);
+                if held.get(ROTATED).is_some_and(|&v| v >= target) {
+                    let _ =
+                        fleet.held_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+                }
+            }
+            Some(_) => {}
+            None => {
+                fleet.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        if interval > 0 {
+            let jitter = fastrand::u64(0..=interval / 5);
+            tokio::time::sleep(
+                Duration::from_secs(interval) - Duration::from_secs(interval / 10) + Duration::from_secs(jitter),
+            )
+            .await;
+        }
+    }
+}
+
+fn highest(data: &Value) -> BTreeMap<String, u64> {
+    let mut held = BTreeMap::new();
+    for (name, keyring) in data["keyrings"].as_object().into_iter().flatten() {
+        let top = keyring["versions"].as_array().into_iter().flatten().filter_map(|v| v["version"].as_u64()).max();
+        if let Some(top) = top {
+            held.insert(name.clone(), top);
+        }
+    }
+    held
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct FleetRun {
+    mode: &'static str,
+    instances: usize,
+    polls_per_s: f64,
+    server_cpu_pct: f64,
+    plugin_cpu_pct: f64,
+    all_held_s: Option<f64>,
+    commit_s: Option<f64>,
+    commit_after_last_ack_s: Option<f64>,
+    converge_cpu_s: f64,
+    plugin_rss_mib: f64,
+    errors: u64,
+}
+
+async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
+    let bench = Arc::new(Bench::start(opts));
+    let fleet = Fleet::new(n);
+    let (wait, interval, ramp) = if mode == "long-poll" { (WAIT, 0, 10.0) } else { (0, 30, 30.0) };
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (bench, fleet, pool) = (bench.clone(), fleet.clone(), format!("p{}", i % opts.pools));
+        let start = Duration::from_secs_f64(fastrand::f64() * ramp);
+        tasks.spawn(async move {
+            tokio::time::sleep(start).await;
+            sidecar(bench, fleet, i, pool, wait, interval).await;
+        });
+    }
+    // Everyone has fetched, and acknowledged what it fetched.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Fleet::count(&fleet.fetched) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(if interval > 0 { 35 } else { 5 })).await;
+    eprintln!("  {mode} n={n}: all fetched; steady state for {}s", opts.steady);
+
+    let (s0, p0, polls0, t0) = {
+        let (s, p) = bench.procs.cpu();
+        (s, p, fleet.polls.load(Ordering::Relaxed), Instant::now())
+    };
+    tokio::time::sleep(Duration::from_secs(opts.steady)).await;
+    let (s1, p1) = bench.procs.cpu();
+    let secs = t0.elapsed().as_secs_f64();
+    let polls = (fleet.polls.load(Ordering::Relaxed) - polls0) as f64;
+
+    // One rotation.
+    let key = bench.get(&format!("{MOUNT}/keys/{ROTATED}")).await.expect("keyring");
+    let next = key["data"]["latest_version"].as_u64().expect("latest") + 1;
+    fleet.target.store(next, Ordering::Relaxed);
+    let (cs0, cp0) = bench.procs.cpu();
+    let rotated_ms = fleet.now_ms();
+    let rotate = bench.server.write(&format!("{MOUNT}/keys/{ROTATED}/rotate"), json!({"expected_version": next - 1}));
+    assert!(rotate.status < 300, "rotation failed: {rotate:?}");
+    let deadline = Instant::now() + Duration::from_secs(if interval > 0 { 150 } else { 60 });
+    let mut commit_ms = None;
+    while Instant::now() < deadline {
+        if commit_ms.is_none() {
+            let key = bench.get(&format!("{MOUNT}/keys/{ROTATED}")).await;
+            let committed = key.as_ref().and_then(|k| {
+                k["data"]["versions"].as_array()?.iter().find(|v| v["version"] == next).map(|v| v["committed"] == true)
+            });
+            if committed == Some(true) {
+                commit_ms = Some(fleet.now_ms());
+            }
+        }
+        if commit_ms.is_some() && Fleet::count(&fleet.held_at) == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The wave of bundles the commit itself causes settles.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (cs1, cp1) = bench.procs.cpu();
+    let last_held = fleet.held_at.iter().map(|a| a.load(Ordering::Relaxed)).max().unwrap_or(0);
+    let all_held = (Fleet::count(&fleet.held_at) == n).then(|| (last_held - rotated_ms) as f64 / 1000.0);
+    let commit_s = commit_ms.map(|c| (c - rotated_ms) as f64 / 1000.0);
+    let run = FleetRun {
+        mode,
+        instances: n,
+        polls_per_s: polls / secs,
+        server_cpu_pct: (s1 - s0) / secs * 100.0,
+        plugin_cpu_pct: (p1 - p0) / secs * 100.0,
+        all_held_s: all_held,
+        commit_s,
+        commit_after_last_ack_s: all_held.zip(commit_s).map(|(h, c)| c - h),
+        converge_cpu_s: (cs1 - cs0) + (cp1 - cp0),
+        plugin_rss_mib: rss_mib(bench.procs.plugin),
+        errors: fleet.errors.load(Ordering::Relaxed),
+    };
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    eprintln!("  {run:?}");
+    run
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Hop {
+    name: &'static str,
+    per_s: f64,
+    p50_ms: f64,
+    cpu_ms_per_request: f64,
+}
+
+/// Four clients for `secs` seconds on one request; throughput, median
+/// latency and server + plugin CPU per request.
+async fn hop(bench: &Arc<Bench>, name: &'static str, path: String, secs: u64) -> Hop {
+    let (s0, p0) = bench.procs.cpu();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (bench, path) = (bench.clone(), path.clone());
+        clients.spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < end {
+                let started = Instant::now();
+                bench.get(&path).await.expect("hop request");
+                latencies.push(started.elapsed());
+            }
+            latencies
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(latencies) = clients.join_next().await {
+        all.extend(latencies.expect("client"));
+    }
+    let (s1, p1) = bench.procs.cpu();
+    all.sort();
+    let p50 = all.get(all.len() / 2).copied().unwrap_or_default();
+    let cpu = (s1 - s0) + (p1 - p0);
+    Hop {
+        name,
+        per_s: all.len() as f64 / secs as f64,
+        p50_ms: p50.as_secs_f64() * 1000.0,
+        cpu_ms_per_request: cpu * 1000.0 / all.len().max(1) as f64,
+    }
+}
+
+async fn hops(opts: &Options) -> (Vec<Hop>, f64) {
+    let ten = Options { keyrings: 10, pools: 1, ..opts.clone() };
+    let bench = Arc::new(Bench::start(&ten));
+    bench.server.write("secret/data/bench", json!({"data": {"value": "x"}})).expect_status(200);
+    let full = bench.get(&format!("{MOUNT}/bundle/p0?instance=hop")).await.expect("bundle");
+    let revision = full["data"]["revision"].as_str().expect("revision").to_string();
+    let held: Vec<String> = highest(&full["data"]).iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let held = held.join(",");
+    // Warm up every path once.
+    for path in [format!("{MOUNT}/info"), "secret/data/bench".into()] {
+        bench.get(&path).await.expect("warm-up");
+    }
+    let mut results = Vec::new();
+    results.push(hop(&bench, "info", format!("{MOUNT}/info"), opts.hop).await);
+    let not_modified = format!("{MOUNT}/bundle/p0?instance=hop&held={held}&revision={revision}");
+    results.push(hop(&bench, "bundle, not modified", not_modified, opts.hop).await);
+    results.push(
+        hop(&bench, "bundle, full (10 keyrings)", format!("{MOUNT}/bundle/p0?instance=hop&held={held}"), opts.hop)
+            .await,
+    );
+    results.push(hop(&bench, "KV v2 read", "secret/data/bench".into(), opts.hop).await);
+    (results, rss_mib(bench.procs.plugin))
+}
+
+fn main() {
+    let opts = options();
+    std::fs::create_dir_all(&opts.out).expect("output directory");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        eprintln!("hop costs ({} s each, 4 clients)", opts.hop);
+        let (hops, hop_rss) = hops(&opts).await;
+        let mut runs = Vec::new();
+        for &n in &opts.sizes {
+            runs.push(fleet_run(&opts, n, "long-poll").await);
+        }
+        if opts.plain > 0 {
+            runs.push(fleet_run(&opts, opts.plain, "plain").await);
+        }
+        let report = report(&opts, &hops, hop_rss, &runs);
+        println!("{report}");
+        let results = json!({"options": format!("{opts:?}"), "hops": hops, "runs": runs});
+        std::fs::write(opts.out.join("results.json"), serde_json::to_string_pretty(&results).expect("json"))
+            .expect("results.json");
+        let long: Vec<&FleetRun> = runs.iter().filter(|r| r.mode == "long-poll").collect();
+        std::fs::write(opts.out.join("fleet.svg"), plot(&long)).expect("fleet.svg");
+        eprintln!("wrote {0}/results.json and {0}/fleet.svg", opts.out.display());
+    });
+}
+
+fn report(opts: &Options, hops: &[Hop], hop_rss: f64, runs: &[FleetRun]) -> String {
+    let mut out = String::new();
+    let info = hops.first().map_or(1.0, |h| h.cpu_ms_per_request);
+    let _ = writeln!(out, "## Hop costs (pool of 10 keyrings, 4 clients, {} s each)\n", opts.hop);
+    let _ = writeln!(out, "| request | requests/s | p50 ms | server+plugin CPU ms/request | CPU vs info |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for h in hops {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2} | {:.3} | {:.2}× |",
+            h.name,
+            h.per_s,
+            h.p50_ms,
+            h.cpu_ms_per_request,
+            h.cpu_ms_per_request / info
+        );
+    }
+    let _ = writeln!(out, "\nplugin RSS after the hop runs: {hop_rss:.1} MiB\n");
+    let _ = writeln!(
+        out,
+        "## Fleet ({} pools sharing {} keyrings; steady state over {} s)\n",
+        opts.pools, opts.keyrings, opts.steady
+    );
+    let _ = writeln!(
+        out,
+        "| mode | instances | polls/s | server CPU % | plugin CPU % | all hold new version (s) | commit (s) | \
+         commit after last ack (s) | convergence CPU-s | plugin RSS MiB | errors |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {} | {} | {} | {:.2} | {:.1} | {} |",
+            r.mode,
+            r.instances,
+            r.polls_per_s,
+            r.server_cpu_pct,
+            r.plugin_cpu_pct,
+            opt(r.all_held_s),
+            opt(r.commit_s),
+            opt(r.commit_after_last_ack_s),
+            r.converge_cpu_s,
+            r.plugin_rss_mib,
+            r.errors
+        );
+    }
+    out
+}
+
+/// Two panels against N: steady-state CPU (server, plugin) and, for one
+/// rotation, the time until every instance holds it and the CPU-seconds
+/// it cost.
+fn plot(runs: &[&FleetRun]) -> String {
+    let (w, h, pad) = (360.0, 240.0, 50.0);
+    let max_n = runs.iter().map(|r| r.instances).max().unwrap_or(1) as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" \
+         font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        2.0 * w + 3.0 * pad,
+        h + 2.5 * pad
+    );
+    type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+    let panels: [(&str, Vec<Series>); 2] = [
+        (
+            "steady-state CPU, % of one core",
+            vec![
+                ("server", "#1f77b4", runs.iter().map(|r| (r.instances as f64, r.server_cpu_pct)).collect()),
+                ("plugin", "#d62728", runs.iter().map(|r| (r.instances as f64, r.plugin_cpu_pct)).collect()),
+            ],
+        ),
+        (
+            "one rotation: seconds until all hold it; CPU-seconds",
+            vec![
+                (
+                    "all hold (s)",
+                    "#2ca02c",
+                    runs.iter().map(|r| (r.instances as f64, r.all_held_s.unwrap_or(0.0))).collect(),
+                ),
+                ("CPU-s", "#9467bd", runs.iter().map(|r| (r.instances as f64, r.converge_cpu_s)).collect()),
+            ],
+        ),
+    ];
+    for (i, (title, series)) in panels.iter().enumerate() {
+        let x0 = pad + i as f64 * (w + pad);
+        let y0 = pad;
+        let top = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(0.0_f64, f64::max).max(1e-9) * 1.15;
+        let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" font-weight=\"bold\">{title}</text>", x0, y0 - 15.0);
+        let _ =
+            writeln!(svg, "<rect x=\"{x0}\" y=\"{y0}\" width=\"{w}\" height=\"{h}\" fill=\"none\" stroke=\"#999\"/>");
+        for t in 0..=4 {
+            let v = top * f64::from(t) / 4.0;
+            let y = y0 + h - h * f64::from(t) / 4.0;
+            let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.1}</text>", x0 - 4.0, y + 4.0);
+            let _ = writeln!(svg, "<line x1=\"{x0}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#eee\"/>", x0 + w);
+        }
+        for r in runs {
+            let x = x0 + w * r.instances as f64 / max_n;
+            let _ =
+                writeln!(svg, "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{}</text>", y0 + h + 14.0, r.instances);
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">instances (long-poll, 30 s wait)</text>",
+            x0 + w / 2.0,
+            y0 + h + 30.0
+        );
+        for (j, (label, color, points)) in series.iter().enumerate() {
+            let path: Vec<String> =
+                points.iter().map(|(n, v)| format!("{:.1},{:.1}", x0 + w * n / max_n, y0 + h - h * v / top)).collect();
+            let _ = writeln!(
+                svg,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                path.join(" ")
+            );
+            for p in &path {
+                let (x, y) = p.split_once(',').unwrap_or_default();
+                let _ = writeln!(svg, "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{color}\"/>");
+            }
+            let ly = y0 + 14.0 + 14.0 * j as f64;
+            let _ = writeln!(svg, "<text x=\"{}\" y=\"{ly}\" fill=\"{color}\">{label}</text>", x0 + 8.0);
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
