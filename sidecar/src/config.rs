@@ -536,14 +536,13 @@ impl Config {
     }
 }
 
+/// Pool and instance follow the coordinator's name rule: a name it would
+/// refuse leaves the sidecar never ready.
 fn check_name(setting: &str, value: &str) -> Result<(), ConfigError> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if lockstep_model::name::is_valid(value) {
         Ok(())
     } else {
-        Err(ConfigError::invalid(setting, "is required: 1 to 128 letters, digits, '-', '_' or '.'"))
+        Err(ConfigError::invalid(setting, format!("is required: {}", lockstep_model::name::NAME_RULE)))
     }
 }
 
@@ -629,5 +628,18 @@ path = "/run/lockstep.sock"
         let source = Source { path: Some(write(dir.path(), &text)), sets: vec![] };
         let config = source.load_with(&env(&[("HOSTNAME", "web-7f9")])).expect("valid");
         assert_eq!(config.instance, "web-7f9");
+    }
+
+    #[test]
+    fn pool_and_instance_follow_the_coordinators_name_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = "p".repeat(65);
+        for (setting, value) in [("instance", "a..b"), ("instance", "-pod"), ("pool", long.as_str()), ("pool", "web/1")]
+        {
+            let text = GOOD.replace("instance = \"pod-1\"\n", "");
+            let source = Source { path: Some(write(dir.path(), &text)), sets: vec![(setting.into(), value.into())] };
+            let error = source.load_with(&env(&[])).expect_err(value).to_string();
+            assert!(error.contains(setting) && error.contains("without \"..\""), "{value}: {error}");
+        }
     }
 }

@@ -112,9 +112,41 @@ impl Snapshot {
         Ok(Self { bundle, keyrings, received_at: now })
     }
 
-    /// The acknowledgement: the highest version held per keyring.
-    pub fn held(&self) -> Vec<(String, u64)> {
-        self.keyrings.iter().filter_map(|(name, k)| Some((name.clone(), k.data.versions.last()?.meta.number))).collect()
+    /// The acknowledgement: the highest version held per keyring, with its
+    /// kid, so that a coordinator that issued another version under that
+    /// number (restored from an older copy of its storage) can tell.
+    pub fn held(&self) -> Vec<Held> {
+        self.keyrings
+            .iter()
+            .filter_map(|(name, k)| {
+                let meta = &k.data.versions.last()?.meta;
+                Some(Held {
+                    keyring: name.clone(),
+                    number: meta.number,
+                    kid: meta.kid.clone(),
+                    generation: k.data.generation,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What the sidecar holds of one keyring: its highest version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The keyring.
+    pub keyring: String,
+    /// The version's number.
+    pub number: u64,
+    /// The version's kid.
+    pub kid: String,
+    /// The keyring's generation in the bundle held.
+    pub generation: u64,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}:{}", self.keyring, self.number, self.kid, self.generation)
     }
 }
 
@@ -247,7 +279,8 @@ mod tests {
         store.publish(b, 10).expect("good");
         assert!(changes.has_changed().expect("open"));
         let snap = store.snapshot().expect("snapshot");
-        assert_eq!(snap.held(), vec![("api".to_string(), 1)]);
+        let held = snap.held();
+        assert_eq!(held.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["api:1:kid-1-hmac-sha256:1"]);
         assert_eq!(snap.keyrings["api"].state_at(10).signing, Some(1));
     }
 

@@ -155,7 +155,7 @@ async fn serves_keys_after_the_first_sync_and_acknowledges_what_it_holds() {
     assert_eq!(status, 200, "{keys}");
     assert_eq!(keys["signing"]["version"], 1);
     assert_eq!(keys["verifying"][1]["state"], "pending");
-    let ack = "held=api%3A2";
+    let ack = "held=api%3A2%3Akid-2-";
     until("an acknowledging long-poll", || async {
         vault.state().queries.iter().any(|q| q.contains(ack) && q.contains("wait=2") && q.contains(&b.revision))
     })
@@ -404,6 +404,26 @@ async fn jwts_sign_verify_and_publish_a_jwks() {
     let metrics = sidecar.metrics().await;
     assert!(metrics.contains("requests_total{route=\"jwt_sign\",status=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("keyring_signing_version{keyring=\"api\"} 1"), "{metrics}");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn a_verify_only_pool_never_signs_even_with_an_hmac_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    let mut verify_only = two_versions(KeyType::HmacSha256);
+    verify_only.mode = lockstep_model::bundle::PoolMode::Verify;
+    verify_only.revision = lockstep_model::bundle::revision(verify_only.mode, &verify_only.keyrings);
+    vault.set_bundle(json_of(&verify_only));
+    let clock = ManualClock::at(T0);
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &clock);
+    ready(&sidecar).await;
+    let (status, refused) =
+        sidecar.call("POST", "/v1/jwt/api/sign", Some(json!({"claims": {"sub": "u1"}, "ttl": 60}))).await;
+    assert_eq!((status, refused["error"]["code"].clone()), (400, json!("verify_only")), "{refused}");
+    // Verification is still open to it: a bad token is judged, not refused.
+    let (status, judged) = sidecar.call("POST", "/v1/jwt/api/verify", Some(json!({"token": "a.b.c"}))).await;
+    assert_eq!((status, judged["error"]["code"].clone()), (401, json!("token_malformed")), "{judged}");
     sidecar.stop().await;
 }
 

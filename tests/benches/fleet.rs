@@ -178,6 +178,9 @@ struct Fleet {
     /// Per instance: milliseconds since `epoch` when it first held the
     /// rotated keyring's target version (0: not yet).
     held_at: Vec<AtomicU64>,
+    /// Per instance: when it first sent a request acknowledging the
+    /// target version.
+    acked_at: Vec<AtomicU64>,
     /// Per instance: whether it fetched a bundle at all.
     fetched: Vec<AtomicU64>,
     target: AtomicU64,
@@ -191,6 +194,7 @@ impl Fleet {
             errors: AtomicU64::new(0),
             full: AtomicU64::new(0),
             held_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            acked_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
             fetched: (0..n).map(|_| AtomicU64::new(0)).collect(),
             target: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
@@ -218,9 +222,13 @@ async fn sidecar(bench: Arc<Bench>, fleet: Arc<Fleet>, index: usize, pool: Strin
             "{MOUNT}/bundle/{pool}?instance={instance}&held={}&revision={revision}&wait={wait}s",
             held_text.join(",")
         );
+        if held.get(ROTATED).is_some_and(|&v| v >= fleet.target.load(Ordering::Relaxed)) {
+            let _ = fleet.acked_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        }
         let answer = bench.get(&path).await;
         fleet.polls.fetch_add(1, Ordering::Relaxed);
-        match answer.as_ref().map(|a| &a["data"]) {
+        // The same schedule as the sidecar's sync loop (sidecar/src/sync.rs).
+        let delay = match answer.as_ref().map(|a| &a["data"]) {
             Some(data) if data["not_modified"] == false => {
                 fleet.full.fetch_add(1, Ordering::Relaxed);
                 revision = data["revision"].as_str().unwrap_or_default().to_string();
@@ -231,27 +239,30 @@ async fn sidecar(bench: Arc<Bench>, fleet: Arc<Fleet>, index: usize, pool: Strin
                     let _ =
                         fleet.held_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
                 }
+                // The next request carries the acknowledgement.
+                jitter(Duration::from_millis(300), 60)
             }
-            Some(_) => {}
+            Some(_) if wait > 0 => jitter(Duration::from_millis(500), 100),
+            Some(_) => jitter(Duration::from_secs(interval), 20),
             None => {
                 fleet.errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                Duration::from_secs(1)
             }
-        }
-        if interval > 0 {
-            let jitter = fastrand::u64(0..=interval / 5);
-            tokio::time::sleep(
-                Duration::from_secs(interval) - Duration::from_secs(interval / 10) + Duration::from_secs(jitter),
-            )
-            .await;
-        }
+        };
+        tokio::time::sleep(delay).await;
     }
+}
+
+/// `base` ± `percent` %, uniformly.
+fn jitter(base: Duration, percent: u32) -> Duration {
+    let spread = base * percent / 100;
+    base - spread + Duration::from_millis(fastrand::u64(0..=u64::try_from(spread.as_millis() * 2).unwrap_or(0)))
 }
 
 fn highest(data: &Value) -> BTreeMap<String, u64> {
     let mut held = BTreeMap::new();
     for (name, keyring) in data["keyrings"].as_object().into_iter().flatten() {
-        let top = keyring["versions"].as_array().into_iter().flatten().filter_map(|v| v["version"].as_u64()).max();
+        let top = keyring["versions"].as_array().into_iter().flatten().filter_map(|v| v["number"].as_u64()).max();
         if let Some(top) = top {
             held.insert(name.clone(), top);
         }
@@ -333,6 +344,8 @@ async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cs1, cp1) = bench.procs.cpu();
     let last_held = fleet.held_at.iter().map(|a| a.load(Ordering::Relaxed)).max().unwrap_or(0);
+    let last_ack = fleet.acked_at.iter().map(|a| a.load(Ordering::Relaxed)).max().unwrap_or(0);
+    let all_acked = Fleet::count(&fleet.acked_at) == n;
     let all_held = (Fleet::count(&fleet.held_at) == n).then(|| (last_held - rotated_ms) as f64 / 1000.0);
     let commit_s = commit_ms.map(|c| (c - rotated_ms) as f64 / 1000.0);
     let run = FleetRun {
@@ -343,7 +356,7 @@ async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
         plugin_cpu_pct: (p1 - p0) / secs * 100.0,
         all_held_s: all_held,
         commit_s,
-        commit_after_last_ack_s: all_held.zip(commit_s).map(|(h, c)| c - h),
+        commit_after_last_ack_s: commit_ms.filter(|_| all_acked).map(|c| (c as f64 - last_ack as f64) / 1000.0),
         converge_cpu_s: (cs1 - cs0) + (cp1 - cp0),
         plugin_rss_mib: rss_mib(bench.procs.plugin),
         errors: fleet.errors.load(Ordering::Relaxed),
@@ -422,6 +435,9 @@ async fn hops(opts: &Options) -> (Vec<Hop>, f64) {
 
 fn main() {
     let opts = options();
+    // The HTTP client's TLS layer wants a provider even for plain HTTP.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    eprintln!("plugin: {}", lockstep_tests::plugin_binary().display());
     std::fs::create_dir_all(&opts.out).expect("output directory");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {

@@ -230,3 +230,62 @@ fn a_pool_has_a_cap_on_instances_with_a_clear_error_and_an_alert() {
     // Known instances go on polling.
     bundle(&host, "web", "web-1", "jwt:1", "");
 }
+
+#[test]
+fn forty_concurrent_polls_of_one_instance_all_succeed_on_transactional_storage() {
+    // OpenBao's host has transactional storage, where two transactions
+    // writing one key conflict.
+    let host = host();
+    keyring(&host, "jwt", "hmac-sha256");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    let replies: Vec<HostReply> = std::thread::scope(|s| {
+        let polls: Vec<_> = (0..40)
+            .map(|i| {
+                let host = &host;
+                s.spawn(move || {
+                    // What the instance holds changes from poll to poll.
+                    let held = if i % 2 == 0 { "jwt:1" } else { "" };
+                    host.request(M, "read", "bundle/web", json!({"instance": "web-1", "held": held}))
+                })
+            })
+            .collect();
+        polls.into_iter().map(|p| p.join().expect("poll")).collect()
+    });
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let log = host.log();
+    assert!(!log.contains("contents changed"), "no conflict reached the log");
+}
+
+#[test]
+fn an_acknowledgement_counts_only_for_a_version_this_coordinator_issued() {
+    let host = host();
+    keyring(&host, "jwt", "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    let first = bundle(&host, "web", "web-1", "", "");
+    let kid = first["keyrings"]["jwt"]["versions"][0]["kid"].as_str().expect("kid").to_string();
+
+    // A version that does not exist, named by number alone: refused.
+    let refused = host.request(M, "read", "bundle/web", json!({"instance": "liar", "held": "jwt:999"}));
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.error.contains("\"held\"") && refused.error.contains("no version 999"), "{refused:?}");
+    assert!(!host.storage(M).contains_key("acks/web/liar"), "nothing of it is recorded");
+
+    // The right number with another kid holds nothing; the real kid does.
+    bundle(&host, "web", "web-2", "jwt:1:jwt-v1-ffff:1", "");
+    bundle(&host, "web", "web-1", &format!("jwt:1:{kid}:1"), "");
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    let instances = &status["pools"][0]["instances"];
+    assert_eq!((instances[0]["instance"].clone(), instances[0]["held_version"].clone()), (json!("web-1"), json!(1)));
+    assert_eq!((instances[1]["instance"].clone(), instances[1]["held_version"].clone()), (json!("web-2"), Value::Null));
+    assert!(status["alerts"].to_string().contains("did not issue"), "{status}");
+
+    // A version past the latest, with a kid (a restored coordinator's
+    // fleet): numbering continues past it, once.
+    bundle(&host, "web", "web-3", "jwt:4:jwt-v4-abcd:9", "");
+    let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    assert_eq!(rotated["version"], 5, "{rotated}");
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null)).to_string();
+    assert_eq!(history.matches("fleet-ahead").count(), 2, "one entry per foreign version: {history}");
+}

@@ -362,6 +362,8 @@ fn bad_input_is_a_400_naming_the_field_and_writes_nothing() {
         ("keys/-jwt".into(), &keyring),
         ("keys/jwt.".into(), &keyring),
         ("keys/j wt".into(), &keyring),
+        ("keys/a..b".into(), &keyring),
+        ("pools/a..b".into(), &json!({"keyrings": "jwt"})),
         ("pools/we$b".into(), &json!({"keyrings": "jwt"})),
         ("keys/a@b/rotate".into(), &json!({})),
     ] {

@@ -65,6 +65,23 @@ fn help_and_errors_come_from_the_plugin() {
     let bad_type = server.write("lockstep/keys/jwt", json!({"type": "rsa-1024"}));
     assert_eq!(bad_type.status, 400);
     assert!(bad_type.errors().contains("\"rsa-1024\" is not a key type"), "{bad_type:?}");
+    // Names the server's storage would refuse are refused first, naming
+    // the field: a 400, never a 500 from storage.
+    for (path, body) in [("lockstep/keys/a..b", json!({"type": "ed25519"})), ("lockstep/pools/a..b", json!({}))] {
+        let dotted = server.write(path, body);
+        assert_eq!(dotted.status, 400, "{path}: {dotted:?}");
+        assert!(dotted.errors().contains("field \"name\""), "{path}: {dotted:?}");
+    }
+    // A refused 10 KB name is quoted in part, in the answer and in the
+    // server's log of the failed existence check.
+    let long = "x-".repeat(5_000) + "@";
+    let refused = server.write(&format!("lockstep/keys/{long}"), json!({"type": "ed25519"}));
+    assert_eq!(refused.status, 400, "{}", refused.status);
+    assert!(refused.errors().contains("(10001 bytes)") && refused.errors().len() < 1_000, "{}", refused.errors().len());
+    assert!(!server.log().contains(&long[..2_000]), "the server's log quotes the whole name");
+    let listed = server.write("lockstep/pools/web", json!({"keyrings": "a..b"}));
+    assert_eq!(listed.status, 400, "{listed:?}");
+    assert!(listed.errors().contains("field \"keyrings\""), "{listed:?}");
 }
 
 #[test]

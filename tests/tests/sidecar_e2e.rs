@@ -263,10 +263,13 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 #[test]
-fn a_server_restored_from_old_storage_cannot_roll_the_sidecar_back() {
+fn a_server_restored_from_old_storage_cannot_roll_the_sidecar_back_and_the_fleet_agrees_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = prepare(Server::persistent().with_mounts(&["lockstep"]), &["web"]);
+    let mut server = prepare(Server::persistent().with_mounts(&["lockstep"]), &["web", "api"]);
     let auth = token_auth(dir.path(), &server, "web");
+    // The api pool's token exists before the copy; its sidecar starts only
+    // after the restore, as a new pod would.
+    let api_auth = token_auth(dir.path(), &server, "api");
     let web = Sidecar::start(dir.path(), "web", &config(dir.path(), &server, "web", &auth, ""));
     web.wait_until("version 1 signing", 30, |s| signing_version(s) == 1);
     // A copy of the storage as it is now, with version 1 only (the token
@@ -297,6 +300,34 @@ fn a_server_restored_from_old_storage_cannot_roll_the_sidecar_back() {
     assert_eq!((reply.status, reply.body["signing"]["kid"].clone()), (200, kid));
     assert_eq!(verify(&web, &token["token"])["version"], 2);
     assert_eq!(web.get("/readyz").status, 200);
+
+    // The restored coordinator hears of a version 2 it did not issue: it
+    // says so in status and history, and numbering goes on past it.
+    let alerted = |server: &Server| {
+        let status = server.read("lockstep/status/jwt").expect_status(200);
+        status.data()["alerts"].to_string().contains("did not issue")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !alerted(&server) {
+        assert!(std::time::Instant::now() < deadline, "no alert: {:?}", server.read("lockstep/status/jwt"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let history = server.read("lockstep/history/jwt").expect_status(200);
+    assert!(history.data().to_string().contains("fleet-ahead"), "{history:?}");
+    let api = Sidecar::start(dir.path(), "api", &config(dir.path(), &server, "api", &api_auth, ""));
+    api.wait_until("version 1 signing at the new pod", 30, |s| signing_version(s) == 1);
+
+    // The operator rotates, as the alert says: version 3, never a second
+    // version 2, reaches both pools, and they agree again.
+    let rotated = server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the restore"})).expect_status(200);
+    assert_eq!(rotated.data()["version"], 3, "{rotated:?}");
+    web.wait_until("version 3 signing at the old pod", 60, |s| signing_version(s) == 3);
+    api.wait_until("version 3 signing at the new pod", 60, |s| signing_version(s) == 3);
+    for (signer, checker) in [(&web, &api), (&api, &web)] {
+        let token = sign(signer, "after the restore");
+        assert_eq!(verify(checker, &token["token"])["version"], 3);
+    }
+    assert!(!alerted(&server), "the alert ends once the fleet is back in step");
 }
 
 /// Runs `openssl` in `dir`.

@@ -27,6 +27,18 @@ pub struct Ack {
     pub held: BTreeMap<String, u64>,
 }
 
+/// What a sidecar says it holds of one keyring: the highest version, and
+/// that version's kid (sidecars before kids were sent give none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    /// The version's number.
+    pub number: u64,
+    /// The version's key id.
+    pub kid: Option<String>,
+    /// The keyring's generation in the caller's bundle.
+    pub generation: Option<u64>,
+}
+
 /// Storage key of an instance's record.
 pub fn key(pool: &str, instance: &str) -> String {
     format!("acks/{pool}/{instance}")

@@ -17,7 +17,7 @@ use vault_plugin_sdk::logical::{EncodedData, LogicalError, Response};
 use vault_plugin_sdk::storage::Storage;
 use zeroize::Zeroizing;
 
-use crate::acks::{self, Ack, Liveness, PoolView};
+use crate::acks::{self, Ack, Liveness, PoolView, Reported};
 use crate::cache::{Answer, CachedRing};
 use crate::config::Config;
 use crate::pool::{self, Pool};
@@ -260,6 +260,116 @@ async fn read_records(state: &MountState, storage: &dyn Storage, keys: &[String]
     Ok(())
 }
 
+/// How far past a keyring's latest version a version the fleet holds may
+/// be; a claim beyond it is not a restore but a wrong or hostile caller.
+const MAX_AHEAD: u64 = 10_000;
+
+/// A version a sidecar holds that this coordinator did not issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Foreign {
+    keyring: String,
+    number: u64,
+    kid: String,
+    generation: u64,
+}
+
+/// What the poll's `held` counts for: versions this coordinator issued,
+/// named by their kid (or, from older sidecars, by number alone). A number
+/// with a kid it did not issue is foreign: it counts for nothing. A number
+/// past the latest without a kid names nothing and is refused. Keyrings the
+/// pool no longer lists are left out.
+async fn check_held(
+    state: &MountState,
+    storage: &dyn Storage,
+    pool: &Pool,
+    reported: BTreeMap<String, Reported>,
+) -> Result<(BTreeMap<String, u64>, Vec<Foreign>), LogicalError> {
+    let (mut held, mut foreign) = (BTreeMap::new(), Vec::new());
+    for (name, report) in reported {
+        if !pool.has(&name) {
+            continue;
+        }
+        let Some(cached) = ring(state, storage, &name).await? else {
+            continue;
+        };
+        let ring = &cached.ring;
+        let ours = ring.versions.iter().find(|v| v.number == report.number);
+        let beyond = report.number > ring.latest;
+        if beyond && report.number - ring.latest > MAX_AHEAD {
+            return Err(LogicalError::InvalidRequest(format!(
+                "field \"held\": keyring {name:?} has no version {} (its latest is {})",
+                report.number, ring.latest
+            )));
+        }
+        let generation = report.generation.unwrap_or(0);
+        match (report.kid, ours) {
+            (Some(kid), Some(version)) if version.kid != kid => {
+                foreign.push(Foreign { keyring: name, number: report.number, kid, generation });
+            }
+            (Some(kid), None) if beyond => {
+                foreign.push(Foreign { keyring: name, number: report.number, kid, generation });
+            }
+            (None, _) if beyond => {
+                return Err(LogicalError::InvalidRequest(format!(
+                    "field \"held\": keyring {name:?} has no version {} (its latest is {})",
+                    report.number, ring.latest
+                )));
+            }
+            _ => {
+                held.insert(name, report.number);
+            }
+        }
+    }
+    Ok((held, foreign))
+}
+
+/// Records that the fleet holds a version this coordinator did not issue:
+/// numbering continues past it (so no number names two versions), and
+/// history says so, once per version, which `status` turns into an alert
+/// until a newer version is committed.
+async fn note_foreign(
+    state: &MountState,
+    storage: &dyn Storage,
+    pool: &str,
+    instance: &str,
+    foreign: &Foreign,
+) -> Result<(), LogicalError> {
+    // Until the fleet is back in step this instance says so at every poll:
+    // the cached record tells whether it is already noted.
+    let known = |ring: &Keyring| {
+        foreign.number <= ring.latest
+            && foreign.generation < ring.generation
+            && ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [foreign.number])
+    };
+    if ring(state, storage, &foreign.keyring).await?.is_some_and(|c| known(&c.ring)) {
+        return Ok(());
+    }
+    let lock = state.keyring_lock(&foreign.keyring);
+    let _guard = lock.lock().await;
+    let Some(mut ring) = load_keyring(storage, &foreign.keyring).await? else {
+        return Ok(());
+    };
+    let t = state.now();
+    if known(&ring) {
+        return Ok(());
+    }
+    ring.continue_past(foreign.number, foreign.generation);
+    let (number, kid) = (foreign.number, &foreign.kid);
+    let detail = format!(
+        "{pool}/{instance} holds version {number} (kid {kid}), which this coordinator did not issue: its storage may \
+         have been restored from an older copy. Version numbers continue past {}; rotate the keyring to bring every \
+         pool onto one new version",
+        ring.latest
+    );
+    ring.record(t, FLEET_AHEAD, Cause::Scheduled, SCHEDULER, detail, vec![number]);
+    tracing::warn!(keyring = %foreign.keyring, version = number, pool, instance, "the fleet holds a version this coordinator did not issue");
+    save(state, storage, &ring, Vec::new(), &[]).await
+}
+
+/// The history action of a version the fleet holds that this coordinator
+/// did not issue.
+pub const FLEET_AHEAD: &str = "fleet-ahead";
+
 /// Records a poll: what the instance holds and that it was seen. Stores
 /// the record when what it holds changed, and commits what the
 /// acknowledgement completes.
@@ -270,8 +380,14 @@ pub async fn record_poll(
     pool_name: &str,
     pool: &Pool,
     instance: &str,
-    held: BTreeMap<String, u64>,
+    reported: BTreeMap<String, Reported>,
 ) -> Result<(), LogicalError> {
+    let (held, foreign) = check_held(state, storage, pool, reported).await?;
+    for foreign in &foreign {
+        if let Err(error) = note_foreign(state, storage, pool_name, instance, foreign).await {
+            tracing::warn!(keyring = %foreign.keyring, %error, "recording a version this coordinator did not issue failed");
+        }
+    }
     ensure_fleet(state, storage).await?;
     let live = Liveness::new(state.now(), config.liveness_window);
     let cap = usize::try_from(config.max_instances_per_pool).unwrap_or(usize::MAX);

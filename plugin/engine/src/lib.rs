@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 pub use clock::{Clock, SystemClock};
 use vault_plugin_sdk::SetupContext;
-use vault_plugin_sdk::framework::Backend;
+use vault_plugin_sdk::framework::{Backend, SpecialPaths};
 
 /// Largest request body the engine accepts; every legitimate request is a
 /// few hundred bytes.
@@ -77,6 +77,9 @@ pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
         // A change made elsewhere drops what the key feeds and wakes the
         // long-polls it concerns.
         invalidate: Some(Arc::new(move |key| invalidate_state.invalidated(key))),
+        // Key material is seal-wrapped on servers that offer it, as
+        // Transit's keys are.
+        special_paths: SpecialPaths { seal_wrap_storage: vec!["material/".into()], ..SpecialPaths::default() },
         max_request_bytes: MAX_REQUEST_BYTES,
         ..Backend::default()
     }

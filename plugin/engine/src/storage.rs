@@ -27,9 +27,16 @@ use lockstep_model::secret::SecretBytes;
 use crate::keygen::Material;
 use vault_plugin_sdk::storage::StorageError;
 
-/// Storage failures are the server's problem, not the caller's.
+/// Storage failures are the server's problem, not the caller's. The
+/// answer names the operation only: the key may carry names the caller
+/// did not send, and the host's message may quote stored values (OpenBao's
+/// transaction conflicts do).
 pub fn storage_error(error: StorageError) -> LogicalError {
-    LogicalError::Internal(error.to_string())
+    let (op, cause) = match error {
+        StorageError::Backend { op, .. } => (op, "the server's storage refused it"),
+        StorageError::Transport { op, .. } => (op, "the connection to the server failed"),
+    };
+    LogicalError::Internal(format!("storage {op} failed: {cause}"))
 }
 
 /// The layout version this plugin writes.
@@ -203,6 +210,17 @@ pub async fn repair(storage: &dyn Storage, ring: &Keyring) -> Result<Vec<u64>, L
 mod tests {
     use super::*;
     use vault_plugin_sdk::storage::MemoryStorage;
+
+    #[test]
+    fn storage_errors_name_the_operation_only() {
+        let error = StorageError::Backend {
+            op: "put",
+            key: "acks/web/a".into(),
+            message: "contents changed before put: c2VjcmV0".into(),
+        };
+        let text = storage_error(error).to_string();
+        assert_eq!(text, "storage put failed: the server's storage refused it");
+    }
 
     #[test]
     fn debug_of_a_write_shows_no_bytes() {

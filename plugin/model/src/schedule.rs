@@ -187,6 +187,21 @@ impl Keyring {
         }
     }
 
+    /// Numbering goes on past `number`, a version the fleet holds that this
+    /// keyring did not issue (its storage was restored from an older copy),
+    /// and the generation past `generation`, the one the fleet holds: no
+    /// number is ever given to two versions, and the next bundle is newer
+    /// than what the fleet holds, so sidecars take it. Returns whether
+    /// anything changed.
+    pub fn continue_past(&mut self, number: u64, generation: u64) -> bool {
+        if number <= self.latest && generation < self.generation {
+            return false;
+        }
+        self.latest = self.latest.max(number);
+        self.generation = self.generation.max(generation) + 1;
+        true
+    }
+
     /// The published version that is not committed yet, if any (at most one).
     pub fn pending(&self) -> Option<&VersionMeta> {
         self.versions.iter().find(|v| !v.is_committed() && v.revoked.is_none())

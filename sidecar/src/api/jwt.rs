@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
+use lockstep_model::bundle::PoolMode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -47,6 +48,11 @@ pub fn sign(state: &ApiState, name: &str, call: &Call) -> Reply {
     let request: SignRequest = parse(call)?;
     let snapshot = snapshot(state)?;
     let keyring = view::keyring(&snapshot, name)?;
+    // A verify-only pool holds the secret of symmetric keyrings (it needs
+    // it to verify) but must never sign with it.
+    if snapshot.bundle.mode == PoolMode::Verify {
+        return Err(jwt::JwtError::VerifyOnly.into());
+    }
     let signed = jwt::sign(keyring, request.claims, request.ttl, state.ctx.clock.now())?;
     Ok(json_response(
         StatusCode::OK,

@@ -62,8 +62,8 @@ pub struct BundleQuery {
     pub instance: String,
     /// The revision held, if any.
     pub revision: Option<String>,
-    /// Highest version held per keyring: the acknowledgement.
-    pub held: Vec<(String, u64)>,
+    /// Highest version held per keyring, with its kid: the acknowledgement.
+    pub held: Vec<crate::store::Held>,
     /// Long-poll seconds (0: answer at once).
     pub wait: u64,
 }
@@ -75,7 +75,7 @@ impl BundleQuery {
             pairs.push(("revision", revision.clone()));
         }
         if !self.held.is_empty() {
-            let held: Vec<String> = self.held.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            let held: Vec<String> = self.held.iter().map(ToString::to_string).collect();
             pairs.push(("held", held.join(",")));
         }
         if self.wait > 0 {

@@ -38,6 +38,9 @@ type MountInfo struct {
 	UUID        string `json:"uuid,omitempty"`
 	BackendUUID string `json:"backend_uuid,omitempty"`
 	PID         int    `json:"pid,omitempty"`
+	// The plugin's special paths, as the router reads them when mounting.
+	SealWrapStorage []string `json:"seal_wrap_storage,omitempty"`
+	Unauthenticated []string `json:"unauthenticated,omitempty"`
 }
 
 // Processes is the reply to GET /v1/processes.

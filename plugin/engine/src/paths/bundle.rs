@@ -10,6 +10,7 @@ use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segmen
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::check_name;
+use crate::acks::Reported;
 use crate::coordinator;
 use crate::state::MountState;
 
@@ -36,8 +37,9 @@ pub fn path(state: Arc<MountState>) -> Path {
         .field(Field::new(
             "held",
             FieldType::CommaStringSlice,
-            "What the caller holds, as keyring:version entries (the highest version per keyring). This is its \
-             acknowledgement: a version activates only once every live pool holds it.",
+            "What the caller holds, as keyring:version:kid:generation entries (the highest version per keyring, \
+             its key id, and the keyring's generation; keyring:version is still accepted). This is its acknowledgement: a version activates only once \
+             every live pool holds it, and only a matching kid counts.",
         ))
         .field(Field::new(
             "wait",
@@ -100,18 +102,31 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     }
 }
 
-/// Parses `held` entries of the form `keyring:version`.
-fn parse_held(entries: &[String]) -> Result<BTreeMap<String, u64>, LogicalError> {
+/// Longest kid accepted in `held`.
+const MAX_KID: usize = 128;
+
+/// Parses `held` entries of the form `keyring:version:kid:generation` (or
+/// the older `keyring:version`). The error never quotes an entry in full:
+/// it may be long, and it is the caller's own input.
+fn parse_held(entries: &[String]) -> Result<BTreeMap<String, Reported>, LogicalError> {
     let mut held = BTreeMap::new();
     for entry in entries {
-        let parsed = entry.split_once(':').and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)));
-        let Some((name, number)) = parsed else {
+        let mut parts = entry.splitn(4, ':');
+        let (name, number, kid) = (parts.next().unwrap_or_default(), parts.next(), parts.next());
+        let generation = parts.next().map(|g| g.parse::<u64>().ok());
+        let number = number.and_then(|n| n.parse::<u64>().ok()).filter(|_| generation.is_none_or(|g| g.is_some()));
+        let kid_ok = kid.is_none_or(|k| {
+            !k.is_empty() && k.len() <= MAX_KID && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+        let Some(number) = number.filter(|_| kid_ok) else {
             return Err(LogicalError::InvalidRequest(format!(
-                "field \"held\": {entry:?} is not of the form keyring:version"
+                "field \"held\": an entry ({} bytes) is not of the form keyring:version:kid:generation",
+                entry.len()
             )));
         };
         check_name("held", name)?;
-        held.insert(name.to_string(), number);
+        let generation = generation.flatten();
+        held.insert(name.to_string(), Reported { number, kid: kid.map(str::to_string), generation });
     }
     Ok(held)
 }
@@ -144,10 +159,19 @@ mod tests {
 
     #[test]
     fn held_entries_are_parsed_and_checked() {
-        let held = parse_held(&["jwt:3".into(), "session:12".into()]).expect("valid");
-        assert_eq!(held.get("jwt"), Some(&3));
+        let held = parse_held(&["jwt:3:jwt-v3-0a1b:7".into(), "session:12".into()]).expect("valid");
+        let kid = Some("jwt-v3-0a1b".to_string());
+        assert_eq!(held.get("jwt"), Some(&Reported { number: 3, kid, generation: Some(7) }));
+        assert_eq!(held.get("session"), Some(&Reported { number: 12, kid: None, generation: None }));
+        assert!(parse_held(&["jwt:3:k:x".into()]).is_err(), "a generation that is not a number");
         let error = parse_held(&["jwt".into()]).expect_err("no version");
-        assert_eq!(error.to_string(), "field \"held\": \"jwt\" is not of the form keyring:version");
+        assert_eq!(
+            error.to_string(),
+            "field \"held\": an entry (3 bytes) is not of the form keyring:version:kid:generation"
+        );
         assert!(parse_held(&["../x:1".into()]).is_err());
+        assert!(parse_held(&["jwt:1:".into()]).is_err(), "an empty kid");
+        assert!(parse_held(&[format!("jwt:1:{}", "k".repeat(129))]).is_err(), "an oversized kid");
+        assert!(parse_held(&["jwt:1:a b".into()]).is_err(), "a kid with a space");
     }
 }

@@ -26,14 +26,28 @@ pub(crate) fn invalid(error: PolicyError) -> LogicalError {
 }
 
 /// Checks a name taken from the URL or a field against the model's rule.
+/// The error quotes a long name only in part.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), LogicalError> {
     if !lockstep_model::name::is_valid(name) {
         return Err(LogicalError::InvalidRequest(format!(
-            "field {field:?}: {name:?} is not a valid name ({})",
+            "field {field:?}: {} is not a valid name ({})",
+            quoted(name),
             lockstep_model::name::NAME_RULE
         )));
     }
     Ok(())
+}
+
+/// Longest part of a refused value an error quotes.
+const MAX_QUOTED: usize = 80;
+
+/// A value for an error message: quoted, and cut to its first
+/// [`MAX_QUOTED`] characters with its length when longer.
+pub(crate) fn quoted(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
 }
 
 /// Checks free text for length.
@@ -117,5 +131,18 @@ pub(crate) fn time_json(t: Option<i64>) -> Value {
     match t.and_then(|t| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(t).ok()?))) {
         Some(at) => Value::String(crate::clock::rfc3339(at)),
         None => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_names_are_quoted_in_part() {
+        let error = check_name("name", &"x@".repeat(5_000)).expect_err("invalid").to_string();
+        assert!(error.len() < 400, "{error}");
+        assert!(error.contains("… (10000 bytes)"), "{error}");
+        assert_eq!(quoted("a@b"), "\"a@b\"");
     }
 }

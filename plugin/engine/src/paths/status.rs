@@ -96,6 +96,16 @@ fn alerts(ring: &Keyring, upcoming: Option<&VersionMeta>, fleet: &[PoolView], t:
             ));
         }
     }
+    for entry in ring.history.iter().filter(|e| e.action == coordinator::FLEET_AHEAD) {
+        // Until a version published after it is committed, the fleet may
+        // still sign with a key this coordinator does not have.
+        let published_after = ring.history.iter().filter(|p| p.action == "publish" && p.seq > entry.seq);
+        let committed = |n: &u64| ring.versions.iter().any(|v| v.number == *n && v.is_committed());
+        let resolved = published_after.flat_map(|p| p.versions.iter()).any(committed);
+        if !resolved {
+            alerts.push(format!("the fleet holds versions this coordinator did not issue: {}", entry.detail));
+        }
+    }
     let live: Vec<u64> = ring.versions.iter().filter(|v| v.verifies_at(t)).map(|v| v.number).collect();
     for entry in ring.history.iter().filter(|e| e.action == "commit-forced") {
         if entry.versions.iter().any(|n| live.contains(n)) {

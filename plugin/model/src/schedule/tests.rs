@@ -367,3 +367,16 @@ fn check_interval(ring: &Keyring, from: i64, to: i64) -> Result<Vec<(u64, i64)>,
     }
     Ok(tokens)
 }
+
+#[test]
+fn numbering_continues_past_a_version_the_fleet_holds() {
+    let mut ring = keyring();
+    ring.publish("k1".into(), 0, 0);
+    let generation = ring.generation;
+    assert!(!ring.continue_past(1, 0), "a number this keyring issued changes nothing");
+    assert!(ring.continue_past(3, generation + 5));
+    assert_eq!((ring.latest, ring.generation), (3, generation + 6), "past the fleet's generation too");
+    assert!(ring.continue_past(2, generation + 9));
+    assert_eq!((ring.latest, ring.generation), (3, generation + 10));
+    assert_eq!(ring.publish("k4".into(), 10, 20), 4, "the next version is past the fleet's");
+}

@@ -249,7 +249,7 @@ func (e *Engine) Mount(_ context.Context, spec hostapi.MountSpec) (*hostapi.Moun
 		st.setReadOnly(nil)
 		return nil, hostapi.Errorf(http.StatusBadRequest, "unknown backend type: %q (plugin reported type %s)", e.mountType(), bt)
 	}
-	_ = backend.SpecialPaths() // the router reads them when mounting
+	special := backend.SpecialPaths() // the router reads them when mounting
 	m.backend, m.pc = backend, pc
 	m.canary, _ = uuid.GenerateUUID()
 	st.setReadOnly(nil)
@@ -270,6 +270,10 @@ func (e *Engine) Mount(_ context.Context, spec hostapi.MountSpec) (*hostapi.Moun
 		Accessor:    accessor,
 		UUID:        mountUUID,
 		BackendUUID: backendUUID,
+	}
+	if special != nil {
+		info.SealWrapStorage = special.SealWrapStorage
+		info.Unauthenticated = special.Unauthenticated
 	}
 	if v, ok := backend.(logical.PluginVersioner); ok {
 		info.PluginVersion = v.PluginVersion().Version
