@@ -80,9 +80,10 @@ fn bundle(now: i64) -> Bundle {
                 BundleVersion { meta, private_key: Some(private_key), public_key }
             })
             .collect();
-        keyrings.insert(format!("k{k}"), BundleKeyring { key_type, generation: VERSIONS, versions });
+        keyrings.insert(format!("k{k}"), BundleKeyring { key_type, generation: VERSIONS, versions, limits: None });
     }
     Bundle {
+        format: lockstep_model::bundle::FORMAT,
         pool: "bench".into(),
         mode: PoolMode::Sign,
         revision: revision(PoolMode::Sign, &keyrings),

@@ -59,6 +59,27 @@ pub enum JwtError {
     /// `iss` is not the expected issuer.
     #[error("token issuer is not {0:?}")]
     Issuer(String),
+    /// A lifetime (`ttl`, or `exp` after `iat`) beyond the keyring's
+    /// `max_token_ttl`, whose grace period is what makes it verify.
+    #[error("field {field:?}: a lifetime of {asked}s is longer than the keyring's max_token_ttl ({max}s)")]
+    TooLong {
+        /// `ttl` or `exp`.
+        field: &'static str,
+        /// The lifetime asked for.
+        asked: i64,
+        /// The keyring's maximum.
+        max: u64,
+    },
+    /// A time claim that is not a number.
+    #[error("claim {0:?} must be a number of seconds since the epoch")]
+    NotNumeric(&'static str),
+    /// The token would be larger than this sidecar verifies.
+    #[error("the signed token would be larger than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+    /// Cut off from the coordinator for so long that the rest of the fleet
+    /// may no longer verify what this version signs.
+    #[error("signing stopped at {0}: no bundle from the coordinator for too long (verification goes on)")]
+    BoundPassed(i64),
 }
 
 impl JwtError {
@@ -78,6 +99,10 @@ impl JwtError {
             Self::NotYetValid(_) => "token_not_yet_valid",
             Self::Audience(_) => "token_audience",
             Self::Issuer(_) => "token_issuer",
+            Self::TooLong { .. } => "ttl_too_long",
+            Self::NotNumeric(_) => "claim_not_numeric",
+            Self::TooLarge => "token_too_large",
+            Self::BoundPassed(_) => "signing_bound_passed",
         }
     }
 }
@@ -96,7 +121,9 @@ pub struct Signed {
 }
 
 /// Signs `claims` with the version that signs at `now`; sets `iat` when
-/// absent, and `exp = iat + ttl` when `ttl` is given.
+/// absent, and `exp = iat + ttl` when `ttl` is given. When the bundle
+/// carries the keyring's limits, a token always gets an `exp`: `ttl`
+/// defaults to `max_token_ttl`, and a longer one is refused.
 pub fn sign(
     keyring: &Keyring,
     mut claims: Map<String, Value>,
@@ -116,13 +143,13 @@ pub fn sign(
     if !key.can_sign() {
         return Err(JwtError::VerifyOnly);
     }
-    let iat = claims.entry("iat").or_insert(json!(now)).as_i64().unwrap_or(now);
-    if let Some(ttl) = ttl {
-        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
-        claims.insert("exp".into(), json!(iat.saturating_add(ttl)));
-    }
+    lifetime(keyring, &mut claims, ttl, now)?;
     let header = json!({"alg": alg, "typ": "JWT", "kid": meta.kid});
     let input = format!("{}.{}", encode_json(&header), encode_json(&Value::Object(claims)));
+    // Room for the largest signature (RSA-2048: 342 characters).
+    if input.len() + 400 > MAX_TOKEN_BYTES {
+        return Err(JwtError::TooLarge);
+    }
     let signature = key.sign(input.as_bytes()).map_err(|_| JwtError::SignFailed)?;
     Ok(Signed {
         token: format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)),
@@ -130,6 +157,43 @@ pub fn sign(
         version: number,
         alg,
     })
+}
+
+/// Sets `iat`, and `exp` from `ttl` (or `max_token_ttl`), and checks the
+/// lifetime against the keyring's limit.
+fn lifetime(
+    keyring: &Keyring,
+    claims: &mut Map<String, Value>,
+    ttl: Option<u64>,
+    now: UnixSeconds,
+) -> Result<(), JwtError> {
+    let number = |claims: &Map<String, Value>, name: &'static str| match claims.get(name) {
+        None => Ok(None),
+        // NumericDate may have a fraction (RFC 7519, section 2).
+        Some(value) => value.as_f64().map(|f| Some(f.floor() as i64)).ok_or(JwtError::NotNumeric(name)),
+    };
+    let iat = number(claims, "iat")?.unwrap_or(now);
+    claims.insert("iat".into(), json!(iat));
+    number(claims, "nbf")?;
+    let max = keyring.data.limits.map(|l| l.max_token_ttl);
+    let too_long = |field, asked: i64| match max {
+        Some(max) if asked > i64::try_from(max).unwrap_or(i64::MAX) => Err(JwtError::TooLong { field, asked, max }),
+        _ => Ok(()),
+    };
+    match (ttl, number(claims, "exp")?) {
+        (Some(ttl), _) => {
+            let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+            too_long("ttl", ttl)?;
+            claims.insert("exp".into(), json!(iat.saturating_add(ttl)));
+        }
+        (None, Some(exp)) => too_long("exp", exp.saturating_sub(now.max(iat)))?,
+        (None, None) => {
+            if let Some(max) = max {
+                claims.insert("exp".into(), json!(iat.saturating_add(i64::try_from(max).unwrap_or(i64::MAX))));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a verification checks besides the signature.
@@ -308,9 +372,10 @@ mod tests {
         let fractional = sign(keyring, claims(json!({"exp": 200.7, "nbf": 99.5})), None, 100).expect("sign").token;
         assert!(verify(keyring, &fractional, &expect, 100).is_ok());
         assert_eq!(verify(keyring, &fractional, &expect, 201), Err(JwtError::Expired(200)));
-        for bad in [json!({"exp": "500"}), json!({"exp": 500, "nbf": "soon"})] {
-            let token = sign(keyring, claims(bad.clone()), None, 100).expect("sign").token;
-            assert!(matches!(verify(keyring, &token, &expect, 100), Err(JwtError::Malformed(_))), "{bad}");
+        // Signing refuses time claims that are not numbers, which
+        // verification would refuse too.
+        for (bad, claim) in [(json!({"exp": "500"}), "exp"), (json!({"exp": 500, "nbf": "soon"}), "nbf")] {
+            assert_eq!(sign(keyring, claims(bad.clone()), None, 100), Err(JwtError::NotNumeric(claim)), "{bad}");
         }
     }
 

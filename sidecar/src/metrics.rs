@@ -67,7 +67,7 @@ impl Metrics {
     }
 
     /// The text exposition, computed at `now`.
-    pub fn render(&self, store: &Store, now: UnixSeconds) -> String {
+    pub fn render(&self, store: &Store, now: UnixSeconds, skew: u64) -> String {
         let mut text = String::new();
         let _ = writeln!(
             text,
@@ -78,6 +78,18 @@ impl Metrics {
             for (name, keyring) in &snapshot.keyrings {
                 let version = keyring.state_at(now).signing.unwrap_or(0);
                 let _ = writeln!(text, "lockstep_sidecar_keyring_signing_version{{keyring=\"{name}\"}} {version}");
+            }
+        }
+        let _ = writeln!(
+            text,
+            "# HELP lockstep_sidecar_signing_stopped 1 when this sidecar no longer signs with the keyring: cut off \
+             from the coordinator past the signing bound.\n# TYPE lockstep_sidecar_signing_stopped gauge"
+        );
+        if let Some(snapshot) = store.snapshot() {
+            let stopped = store.signing_stopped(&snapshot, now, skew);
+            for name in snapshot.keyrings.keys() {
+                let value = u8::from(stopped.contains(name));
+                let _ = writeln!(text, "lockstep_sidecar_signing_stopped{{keyring=\"{name}\"}} {value}");
             }
         }
         let last = store.last_sync();
@@ -144,7 +156,7 @@ mod tests {
         metrics.request("keys", 200);
         metrics.set_clock_skew(-3);
         store.mark_synced(90);
-        let text = metrics.render(&store, 100);
+        let text = metrics.render(&store, 100, 0);
         for line in [
             "lockstep_sidecar_sync_errors_total{kind=\"unreachable\"} 2",
             "lockstep_sidecar_requests_total{route=\"keys\",status=\"200\"} 1",

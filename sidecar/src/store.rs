@@ -195,7 +195,30 @@ impl Store {
         self.last_sync.store(now, Ordering::SeqCst);
     }
 
-    /// Local time of the last successful sync, if any.
+    /// Local time of the last successful sync, or the server's time when
+    /// the bundle was made.
+    pub fn last_sync_or_made(&self, snapshot: &Snapshot) -> UnixSeconds {
+        self.last_sync().unwrap_or(snapshot.bundle.server_time)
+    }
+
+    /// The latest instant this sidecar may sign with keyring `name` if it
+    /// hears nothing more, from its last successful sync (or, before one,
+    /// when its bundle was made); `None` without limits in the bundle.
+    pub fn sign_until(&self, snapshot: &Snapshot, name: &str, skew: u64) -> Option<UnixSeconds> {
+        snapshot.bundle.keyrings.get(name)?.sign_until(self.last_sync_or_made(snapshot), skew)
+    }
+
+    /// Keyrings this sidecar may no longer sign with at `now` (sign-mode
+    /// pools only).
+    pub fn signing_stopped(&self, snapshot: &Snapshot, now: UnixSeconds, skew: u64) -> Vec<String> {
+        if snapshot.bundle.mode != lockstep_model::bundle::PoolMode::Sign {
+            return Vec::new();
+        }
+        let keyrings = snapshot.bundle.keyrings.keys();
+        keyrings.filter(|k| self.sign_until(snapshot, k, skew).is_some_and(|until| now > until)).cloned().collect()
+    }
+
+    /// Local time of the last successful sync.
     pub fn last_sync(&self) -> Option<UnixSeconds> {
         Some(self.last_sync.load(Ordering::SeqCst)).filter(|t| *t > 0)
     }
@@ -249,10 +272,11 @@ pub(crate) mod testdata {
         let keyrings: BTreeMap<_, _> = keyrings
             .into_iter()
             .map(|(name, key_type, generation, versions)| {
-                (name.to_string(), BundleKeyring { key_type, generation, versions })
+                (name.to_string(), BundleKeyring { key_type, generation, versions, limits: None })
             })
             .collect();
         Bundle {
+            format: lockstep_model::bundle::FORMAT,
             pool: pool.into(),
             mode: PoolMode::Sign,
             revision: revision(PoolMode::Sign, &keyrings),

@@ -64,6 +64,8 @@ pub struct Syncer {
     cache: Option<CacheFile>,
     backoff: Backoff,
     skewed: bool,
+    /// This process's boot id, sent with every poll.
+    boot: String,
 }
 
 impl Syncer {
@@ -76,7 +78,8 @@ impl Syncer {
         let config = configs.borrow().clone();
         let client = VaultClient::new(&config.vault)?;
         let auth = Auth::new(config.auth.clone(), client.clone());
-        Ok(Self { ctx, backoff: backoff(&config), config, configs, client, auth, cache, skewed: false })
+        let boot = format!("{:016x}", fastrand::u64(..));
+        Ok(Self { ctx, backoff: backoff(&config), config, configs, client, auth, cache, skewed: false, boot })
     }
 
     /// Runs until `shutdown` turns true.
@@ -116,6 +119,7 @@ impl Syncer {
         let current = self.ctx.store.snapshot();
         let query = BundleQuery {
             instance: self.config.instance.clone(),
+            boot: self.boot.clone(),
             revision: current.as_ref().map(|s| s.bundle.revision.clone()),
             held: current.as_ref().map(|s| s.held()).unwrap_or_default(),
             // Nothing to wait for until something is held.

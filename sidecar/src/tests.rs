@@ -109,7 +109,7 @@ fn config(dir: &Path, vault: &FakeVault) -> Config {
 }
 
 fn two_versions(key_type: KeyType) -> Bundle {
-    bundle(
+    let mut bundle = bundle(
         "web",
         vec![(
             "api",
@@ -117,7 +117,10 @@ fn two_versions(key_type: KeyType) -> Bundle {
             1,
             vec![version(key_type, 1, Some(0), Some(T0 + 5_000)), version(key_type, 2, Some(T0 + 2_000), None)],
         )],
-    )
+    );
+    let limits = lockstep_model::bundle::Limits { max_token_ttl: 300, prepublish: 600, grace_period: 1_200 };
+    bundle.keyrings.values_mut().for_each(|k| k.limits = Some(limits));
+    bundle
 }
 
 fn json_of(bundle: &Bundle) -> Value {
@@ -160,7 +163,12 @@ async fn serves_keys_after_the_first_sync_and_acknowledges_what_it_holds() {
         vault.state().queries.iter().any(|q| q.contains(ack) && q.contains("wait=2") && q.contains(&b.revision))
     })
     .await;
-    assert!(vault.state().queries[0].starts_with("instance=pod-1"), "{:?}", vault.state().queries);
+    let queries = vault.state().queries.clone();
+    assert!(queries[0].starts_with("instance=pod-1&boot="), "{queries:?}");
+    // One boot id per process, in every poll.
+    let boot = |q: &String| q.split('&').find(|p| p.starts_with("boot=")).map(str::to_string);
+    assert!(boot(&queries[0]).is_some_and(|b| b.len() == "boot=".len() + 16), "{queries:?}");
+    assert!(queries.iter().all(|q| boot(q) == boot(&queries[0])), "{queries:?}");
     // After the activation instant, version 2 signs; after v1's expiry it is gone.
     clock.set(T0 + 2_000);
     assert_eq!(sidecar.get("/v1/keys/api").await.1["signing"]["version"], 2);
@@ -405,6 +413,95 @@ async fn jwts_sign_verify_and_publish_a_jwks() {
     assert!(metrics.contains("requests_total{route=\"jwt_sign\",status=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("keyring_signing_version{keyring=\"api\"} 1"), "{metrics}");
     sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn a_newer_plugins_extra_fields_are_accepted_and_a_newer_format_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    let good = two_versions(KeyType::Ed25519);
+    // As a newer plugin would send it: fields this sidecar does not know,
+    // at every level, under the same revision.
+    let mut newer = json_of(&good);
+    newer["future_top"] = json!({"x": 1});
+    newer["keyrings"]["api"]["future_keyring"] = json!([1, 2]);
+    newer["keyrings"]["api"]["limits"]["future_limit"] = json!(true);
+    newer["keyrings"]["api"]["versions"][0]["future_version"] = json!("v");
+    vault.set_bundle(newer);
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &ManualClock::at(T0));
+    ready(&sidecar).await;
+    assert_eq!(sidecar.get("/v1/keys/api").await.1["revision"], json!(good.revision));
+    // An incompatible format: refused, with a clear reason; the last good
+    // bundle stays.
+    let mut incompatible = json_of(&good);
+    incompatible["format"] = json!(lockstep_model::bundle::FORMAT + 1);
+    incompatible["revision"] = json!("another");
+    vault.set_bundle(incompatible);
+    until("the newer format refused", || async {
+        sidecar.metrics().await.contains("sync_errors_total{kind=\"invalid\"}")
+    })
+    .await;
+    let (status, keys) = sidecar.get("/v1/keys/api").await;
+    assert_eq!((status, keys["revision"].clone()), (200, json!(good.revision)));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_live_no_longer_than_max_token_ttl_and_a_cut_off_sidecar_stops_signing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::Ed25519)));
+    let clock = ManualClock::at(T0);
+    let mut config = config(dir.path(), &vault);
+    config.cache.max_age_secs = 100_000;
+    let sidecar = Sidecar::start(config, &clock);
+    ready(&sidecar).await;
+    let sign = |body: Value| sidecar.call("POST", "/v1/jwt/api/sign", Some(body));
+    // No ttl: the token lives max_token_ttl (300 s).
+    let (status, signed) = sign(json!({"claims": {"sub": "u"}})).await;
+    assert_eq!(status, 200, "{signed}");
+    let claims = decode_claims(signed["token"].as_str().unwrap_or_default());
+    assert_eq!(claims["exp"].as_i64().zip(claims["iat"].as_i64()).map(|(e, i)| e - i), Some(300), "{claims}");
+    for (body, code, field) in [
+        (json!({"claims": {}, "ttl": 301}), "ttl_too_long", "\"ttl\""),
+        (json!({"claims": {"exp": T0 + 1_000}}), "ttl_too_long", "\"exp\""),
+        (json!({"claims": {"exp": "tomorrow"}}), "claim_not_numeric", "\"exp\""),
+        (json!({"claims": {"nbf": "now"}}), "claim_not_numeric", "\"nbf\""),
+        (json!({"claims": {"pad": "x".repeat(20_000)}}), "token_too_large", "bytes"),
+    ] {
+        let (status, refused) = sign(body).await;
+        assert_eq!((status, refused["error"]["code"].clone()), (400, json!(code)), "{refused}");
+        assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains(field)), "{refused}");
+    }
+
+    // Cut off from the coordinator: signing goes on until the bound
+    // (last sync + prepublish 600 + grace 1200 - max_token_ttl 300 - skew 5),
+    // then stops; verification goes on.
+    vault.state().down = true;
+    until("a counted sync error", || async { sidecar.metrics().await.contains("sync_errors_total{kind=\"status\"}") })
+        .await;
+    clock.advance(1_494);
+    let (status, last) = sign(json!({"claims": {"sub": "u"}})).await;
+    assert_eq!(status, 200, "still within the bound: {last}");
+    let token = last["token"].clone();
+    clock.advance(2);
+    let (status, stopped) = sign(json!({"claims": {}})).await;
+    assert_eq!((status, stopped["error"]["code"].clone()), (503, json!("signing_bound_passed")), "{stopped}");
+    assert_eq!(sidecar.get("/readyz").await.0, 503);
+    assert!(sidecar.metrics().await.contains("lockstep_sidecar_signing_stopped{keyring=\"api\"} 1"));
+    let (status, verified) = sidecar.call("POST", "/v1/jwt/api/verify", Some(json!({"token": token}))).await;
+    assert_eq!(status, 200, "verification goes on: {verified}");
+    // Back in touch: it signs again.
+    vault.state().down = false;
+    until("signing again", || async { sign(json!({"claims": {}})).await.0 == 200 }).await;
+    sidecar.stop().await;
+}
+
+fn decode_claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(1).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
 #[tokio::test]

@@ -289,3 +289,18 @@ fn an_acknowledgement_counts_only_for_a_version_this_coordinator_issued() {
     let history = ok(host.request(M, "read", "history/jwt", Value::Null)).to_string();
     assert_eq!(history.matches("fleet-ahead").count(), 2, "one entry per foreign version: {history}");
 }
+
+#[test]
+fn a_pool_naming_a_keyring_that_does_not_exist_is_written_with_a_warning() {
+    let host = host();
+    keyring(&host, "jwt", "ed25519");
+    let reply = host.request(M, "create", "pools/web", json!({"keyrings": "jwt,later"}));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.warnings.len(), 1, "{reply:?}");
+    assert!(reply.warnings[0].contains("\"later\" does not exist"), "{reply:?}");
+    let bundle = bundle(&host, "web", "web-1", "", "");
+    assert!(bundle["keyrings"].get("later").is_none() && bundle["keyrings"]["jwt"].is_object(), "{bundle}");
+    keyring(&host, "later", "hmac-sha256");
+    let again = host.request(M, "update", "pools/web", json!({"mode": "sign"}));
+    assert!(again.warnings.is_empty(), "{again:?}");
+}

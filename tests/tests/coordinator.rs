@@ -413,7 +413,7 @@ fn deletion_needs_deletion_allowed() {
 fn path_help_documents_every_path_and_field() {
     let host = host();
     let policy = ["rotation_period", "grace_period", "prepublish", "max_token_ttl", "commit_timeout", "retention"];
-    let fleet = ["poll_interval", "max_clock_skew", "liveness_window", "activation_margin"];
+    let fleet = ["poll_interval", "max_clock_skew", "liveness_window", "activation_margin", "max_instances_per_pool"];
     let paths: [(&str, Vec<&str>); 11] = [
         ("info", vec![]),
         ("config", [fleet.as_slice(), policy.as_slice()].concat()),
@@ -544,4 +544,19 @@ fn config_is_validated_and_supplies_defaults_to_new_keyrings() {
     assert_eq!(bad.status, 400, "{bad:?}");
     assert!(bad.error.contains("\"tight\"") && bad.error.contains("\"grace_period\""), "{bad:?}");
     assert_eq!(ok(host.request(M, "read", "config", Value::Null))["poll_interval"], 30);
+    // An activation margin of ten years would freeze the signer: it must be
+    // shorter than every rotation period.
+    let bad = host.request(M, "update", "config", json!({"activation_margin": "3650d"}));
+    assert!(bad.status == 400 && bad.error.contains("\"activation_margin\""), "{bad:?}");
+    ok(host.request(
+        M,
+        "create",
+        "keys/hourly",
+        json!({"type": "hmac-sha256", "rotation_period": "1h",
+        "prepublish": "10m", "commit_timeout": "30m", "grace_period": "2h", "max_token_ttl": "30m"}),
+    ));
+    let bad = host.request(M, "update", "config", json!({"activation_margin": "1h"}));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.error.contains("\"hourly\"") && bad.error.contains("activation_margin"), "{bad:?}");
+    assert_eq!(ok(host.request(M, "read", "config", Value::Null))["activation_margin"], 30);
 }

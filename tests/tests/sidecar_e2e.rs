@@ -480,3 +480,36 @@ fn the_file_sink_holds_the_next_version_before_it_activates_and_runs_its_command
     let runs = std::fs::read_to_string(&marker).unwrap_or_default().lines().count();
     assert!(runs >= 2, "the command ran after each change: {runs}");
 }
+
+#[test]
+fn two_sidecars_sharing_an_instance_id_are_detected_and_warned() {
+    let (one, two) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let server = server(&["web"]);
+    // Both configs name instance "web-1", as a shared config file would.
+    let first = Sidecar::start(
+        one.path(),
+        "web",
+        &config(one.path(), &server, "web", &token_auth(one.path(), &server, "web"), ""),
+    );
+    let second = Sidecar::start(
+        two.path(),
+        "web",
+        &config(two.path(), &server, "web", &token_auth(two.path(), &server, "web"), ""),
+    );
+    first.wait_until("version 1 signing", 30, |s| signing_version(s) == 1);
+    second.wait_until("version 1 signing", 30, |s| signing_version(s) == 1);
+    let shared = |server: &Server| {
+        let status = server.read("lockstep/status/jwt").expect_status(200);
+        status.data()["alerts"].to_string().contains("instance web/web-1 is used by two sidecar processes")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while !shared(&server) {
+        assert!(std::time::Instant::now() < deadline, "no alert: {:?}", server.read("lockstep/status/jwt"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    for sidecar in [&first, &second] {
+        sidecar.wait_until("the coordinator's warning logged", 40, |s| {
+            s.log().lines().any(|l| l.contains("WARN") && l.contains("used by two sidecar processes"))
+        });
+    }
+}

@@ -72,6 +72,73 @@ struct Instance {
     seen: i64,
     /// Whether storage has `held` as it is here.
     stored: bool,
+    /// The boot id of the sidecar process that polled last.
+    boot: Option<String>,
+    /// The boot before it, with what it held and when it last polled.
+    other: Option<OtherBoot>,
+    /// When two boots last took turns under this id: two live sidecar
+    /// processes share it.
+    shared_at: Option<i64>,
+}
+
+/// A sidecar process that polled under an instance id before the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OtherBoot {
+    boot: String,
+    held: BTreeMap<String, u64>,
+    seen: i64,
+}
+
+impl Instance {
+    fn new(now: i64) -> Self {
+        Self { held: BTreeMap::new(), seen: now, stored: false, boot: None, other: None, shared_at: None }
+    }
+
+    /// Notes the boot id of a poll at `now`. A new boot (a restarted pod)
+    /// replaces the old one; the old one polling again means two processes
+    /// share the id.
+    fn booted(&mut self, boot: &str, now: i64) {
+        if self.boot.as_deref() == Some(boot) {
+            return;
+        }
+        if self.other.as_ref().is_some_and(|o| o.boot == boot) {
+            self.shared_at = Some(now);
+        }
+        let previous = self.boot.replace(boot.to_string());
+        self.other = previous.map(|boot| OtherBoot { boot, held: self.held.clone(), seen: self.seen });
+    }
+
+    /// Whether two processes shared the id within the window.
+    fn shared(&self, live: Liveness) -> bool {
+        self.shared_at.is_some_and(|at| live.live(at))
+    }
+
+    /// What it holds of `keyring` for the gate: while two processes share
+    /// the id, the lesser of what each reported, so an up-to-date one never
+    /// acknowledges for a stale one.
+    fn holds(&self, keyring: &str, live: Liveness) -> Option<u64> {
+        let mine = self.held.get(keyring).copied();
+        match &self.other {
+            Some(other) if self.shared(live) && live.live(other.seen) => mine.min(other.held.get(keyring).copied()),
+            _ => mine,
+        }
+    }
+}
+
+/// Who polls: an instance id, and the boot id of its sidecar process when
+/// it sends one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller<'a> {
+    /// The instance id.
+    pub instance: &'a str,
+    /// The process's boot id.
+    pub boot: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for Caller<'a> {
+    fn from(instance: &'a str) -> Self {
+        Self { instance, boot: None }
+    }
 }
 
 /// The live instances that lack one pending version of a keyring.
@@ -103,6 +170,8 @@ pub struct Polled {
     /// Keyrings whose pending version this poll may have completed: their
     /// gate emptied, or they have none yet.
     pub decide: Vec<String>,
+    /// Two sidecar processes poll under this instance id.
+    pub shared: bool,
 }
 
 /// A poll from an instance the pool has no room for.
@@ -126,6 +195,8 @@ pub struct InstanceView {
     pub live: bool,
     /// Highest version held of the keyring asked about.
     pub held: Option<u64>,
+    /// Two sidecar processes polled under this id within the window.
+    pub shared: bool,
 }
 
 /// One pool that may fetch a keyring.
@@ -165,8 +236,10 @@ impl Fleet {
     pub fn load(&mut self, pool: &str, instance: &str, ack: Ack, started: i64) {
         let seen = ack.last_seen.max(started);
         let slot = self.pools.entry(pool.to_string()).or_default();
-        let seen = slot.get(instance).map_or(seen, |known| known.seen.max(seen));
-        slot.insert(instance.to_string(), Instance { held: ack.held, seen, stored: true });
+        let entry = slot.entry(instance.to_string()).or_insert_with(|| Instance::new(seen));
+        entry.seen = entry.seen.max(seen);
+        entry.held = ack.held;
+        entry.stored = true;
         // A record changed behind this node's back: gates are rebuilt.
         self.gates.clear();
     }
@@ -178,23 +251,23 @@ impl Fleet {
         &mut self,
         pool: &str,
         keyrings: &[String],
-        instance: &str,
+        caller: Caller<'_>,
         held: BTreeMap<String, u64>,
         live: Liveness,
         cap: usize,
     ) -> Result<Polled, PoolFull> {
+        let instance = caller.instance;
         let members = self.pools.entry(pool.to_string()).or_default();
         if !members.contains_key(instance) && members.len() >= cap {
             return Err(PoolFull { pool: pool.to_string(), count: members.len() });
         }
-        let entry = members.entry(instance.to_string()).or_insert_with(|| Instance {
-            held: BTreeMap::new(),
-            seen: live.now,
-            stored: false,
-        });
+        let entry = members.entry(instance.to_string()).or_insert_with(|| Instance::new(live.now));
+        if let Some(boot) = caller.boot {
+            entry.booted(boot, live.now);
+        }
         entry.seen = entry.seen.max(live.now);
         let changed = entry.held != held || !entry.stored;
-        let mut polled = Polled::default();
+        let mut polled = Polled { shared: entry.shared(live), ..Polled::default() };
         if changed {
             entry.held = held;
             entry.stored = false;
@@ -202,7 +275,7 @@ impl Fleet {
         }
         // What it holds of each of the pool's keyrings, before the gates
         // (which need the whole fleet) are touched.
-        let holds: Vec<Option<u64>> = keyrings.iter().map(|k| entry.held.get(k).copied()).collect();
+        let holds: Vec<Option<u64>> = keyrings.iter().map(|k| entry.holds(k, live)).collect();
         let member = (pool.to_string(), instance.to_string());
         for (keyring, holds) in keyrings.iter().zip(holds) {
             let Some(gate) = self.gates.get_mut(keyring) else {
@@ -270,7 +343,7 @@ impl Fleet {
         let mut lacking = HashSet::new();
         for pool in pools {
             for (instance, entry) in self.pools.get(pool).into_iter().flatten() {
-                if live.live(entry.seen) && entry.held.get(keyring).is_none_or(|&h| h < version) {
+                if live.live(entry.seen) && entry.holds(keyring, live).is_none_or(|h| h < version) {
                     lacking.insert((pool.clone(), instance.clone()));
                 }
             }
@@ -298,6 +371,7 @@ impl Fleet {
                         last_seen: i.seen,
                         live: live.live(i.seen),
                         held: i.held.get(keyring).copied(),
+                        shared: i.shared(live),
                     })
                     .collect();
                 instances.sort_by(|a, b| a.instance.cmp(&b.instance));
@@ -353,14 +427,14 @@ mod tests {
         let mut fleet = Fleet::default();
         let at = Liveness::new(100, 600);
         let rings = vec!["jwt".to_string()];
-        let first = fleet.poll("web", &rings, "a", held(&[("jwt", 1)]), at, CAP).expect("room");
+        let first = fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), at, CAP).expect("room");
         let ack = first.store.expect("a new instance is stored");
         assert_eq!(ack, Ack { last_seen: 100, held: held(&[("jwt", 1)]) });
         // Until the write is confirmed, the next poll stores again.
-        assert!(fleet.poll("web", &rings, "a", held(&[("jwt", 1)]), at, CAP).expect("room").store.is_some());
+        assert!(fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), at, CAP).expect("room").store.is_some());
         fleet.stored("web", "a", &ack);
         let later = Liveness::new(500, 600);
-        assert_eq!(fleet.poll("web", &rings, "a", held(&[("jwt", 1)]), later, CAP).expect("room").store, None);
+        assert_eq!(fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), later, CAP).expect("room").store, None);
         let views = fleet.views("jwt", &pools(&["web"]), later);
         assert_eq!(views[0].instances[0].last_seen, 500);
     }
@@ -371,12 +445,12 @@ mod tests {
         let rings = vec!["jwt".to_string()];
         let at = Liveness::new(100, 600);
         for (pool, instance) in [("web", "a"), ("web", "b"), ("api", "c")] {
-            fleet.poll(pool, &rings, instance, held(&[("jwt", 1)]), at, CAP).expect("room");
+            fleet.poll(pool, &rings, instance.into(), held(&[("jwt", 1)]), at, CAP).expect("room");
         }
         let both = pools(&["api", "web"]);
         assert_eq!(fleet.lacking("jwt", 2, &both, at), vec!["api/c", "web/a", "web/b"]);
         let step = |fleet: &mut Fleet, pool: &str, instance: &str, version: u64| {
-            fleet.poll(pool, &rings, instance, held(&[("jwt", version)]), at, CAP).expect("room").decide
+            fleet.poll(pool, &rings, instance.into(), held(&[("jwt", version)]), at, CAP).expect("room").decide
         };
         assert!(step(&mut fleet, "web", "a", 2).is_empty());
         assert!(step(&mut fleet, "api", "c", 2).is_empty());
@@ -393,9 +467,9 @@ mod tests {
     fn dead_instances_and_pools_outside_the_gate_do_not_hold_it() {
         let mut fleet = Fleet::default();
         let rings = vec!["jwt".to_string()];
-        fleet.poll("web", &rings, "old", held(&[("jwt", 1)]), Liveness::new(0, 600), CAP).expect("room");
-        fleet.poll("web", &rings, "new", held(&[("jwt", 1)]), Liveness::new(700, 600), CAP).expect("room");
-        fleet.poll("other", &rings, "x", held(&[("jwt", 1)]), Liveness::new(700, 600), CAP).expect("room");
+        fleet.poll("web", &rings, "old".into(), held(&[("jwt", 1)]), Liveness::new(0, 600), CAP).expect("room");
+        fleet.poll("web", &rings, "new".into(), held(&[("jwt", 1)]), Liveness::new(700, 600), CAP).expect("room");
+        fleet.poll("other", &rings, "x".into(), held(&[("jwt", 1)]), Liveness::new(700, 600), CAP).expect("room");
         let at = Liveness::new(700, 600);
         assert_eq!(fleet.lacking("jwt", 2, &pools(&["web"]), at), vec!["web/new"]);
         // Later the new one goes quiet too: a prune at decision time drops it.
@@ -416,18 +490,43 @@ mod tests {
         let mut fleet = Fleet::default();
         let at = Liveness::new(100, 600);
         for i in 0..3 {
-            fleet.poll("web", &[], &format!("i{i}"), BTreeMap::new(), at, 3).expect("room");
+            fleet.poll("web", &[], format!("i{i}").as_str().into(), BTreeMap::new(), at, 3).expect("room");
         }
-        let full = fleet.poll("web", &[], "i3", BTreeMap::new(), at, 3).expect_err("full");
+        let full = fleet.poll("web", &[], "i3".into(), BTreeMap::new(), at, 3).expect_err("full");
         assert_eq!(full.to_string(), "pool \"web\" already has 3 instances, the most max_instances_per_pool allows");
         // Known instances still poll; other pools have their own room.
-        fleet.poll("web", &[], "i0", BTreeMap::new(), Liveness::new(2_000, 600), 3).expect("known");
-        fleet.poll("api", &[], "i3", BTreeMap::new(), at, 3).expect("another pool");
+        fleet.poll("web", &[], "i0".into(), BTreeMap::new(), Liveness::new(2_000, 600), 3).expect("known");
+        fleet.poll("api", &[], "i3".into(), BTreeMap::new(), at, 3).expect("another pool");
         let mut gone = fleet.forget_before(1_000);
         gone.sort();
         assert_eq!(gone.len(), 3);
         assert_eq!(fleet.size("web"), 1);
-        fleet.poll("web", &[], "i3", BTreeMap::new(), at, 3).expect("room again");
+        fleet.poll("web", &[], "i3".into(), BTreeMap::new(), at, 3).expect("room again");
+    }
+
+    #[test]
+    fn two_processes_under_one_instance_id_are_seen_and_the_stale_one_holds_the_gate() {
+        let mut fleet = Fleet::default();
+        let rings = vec!["jwt".to_string()];
+        let at = Liveness::new(100, 600);
+        let (a, b) = (Caller { instance: "web-1", boot: Some("a") }, Caller { instance: "web-1", boot: Some("b") });
+        // A restart: a new boot, the old one never polls again.
+        fleet.poll("web", &rings, a, held(&[("jwt", 1)]), at, CAP).expect("room");
+        let restarted = fleet.poll("web", &rings, b, held(&[("jwt", 1)]), at, CAP).expect("room");
+        assert!(!restarted.shared);
+        let web = pools(&["web"]);
+        assert_eq!(fleet.lacking("jwt", 2, &web, at), vec!["web/web-1"]);
+        // Then the old boot polls again: two processes share the id. The
+        // up-to-date one does not acknowledge for the stale one.
+        let back = fleet.poll("web", &rings, a, held(&[("jwt", 1)]), at, CAP).expect("room");
+        assert!(back.shared);
+        let ahead = fleet.poll("web", &rings, b, held(&[("jwt", 2)]), at, CAP).expect("room");
+        assert!(ahead.shared && ahead.decide.is_empty());
+        assert_eq!(fleet.lacking("jwt", 2, &web, at), vec!["web/web-1"]);
+        assert!(fleet.views("jwt", &web, at)[0].instances[0].shared);
+        // Once both hold it, the gate opens; a window later the alert ends.
+        assert_eq!(fleet.poll("web", &rings, a, held(&[("jwt", 2)]), at, CAP).expect("room").decide, vec!["jwt"]);
+        assert!(!fleet.views("jwt", &web, Liveness::new(800, 600))[0].instances[0].shared);
     }
 
     #[test]
@@ -435,9 +534,9 @@ mod tests {
         let view = PoolView {
             pool: "web".into(),
             instances: vec![
-                InstanceView { instance: "a".into(), last_seen: 0, live: true, held: Some(3) },
-                InstanceView { instance: "b".into(), last_seen: 0, live: true, held: Some(2) },
-                InstanceView { instance: "c".into(), last_seen: 0, live: false, held: None },
+                InstanceView { instance: "a".into(), last_seen: 0, live: true, held: Some(3), shared: false },
+                InstanceView { instance: "b".into(), last_seen: 0, live: true, held: Some(2), shared: false },
+                InstanceView { instance: "c".into(), last_seen: 0, live: false, held: None, shared: false },
             ],
         };
         assert_eq!(view.lacking(3).collect::<Vec<_>>(), vec!["web/b"]);

@@ -57,7 +57,11 @@ impl Default for Config {
 impl Config {
     /// The fleet timings policies are checked against.
     pub fn fleet(&self) -> FleetTimings {
-        FleetTimings { poll_interval: self.poll_interval, max_clock_skew: self.max_clock_skew }
+        FleetTimings {
+            poll_interval: self.poll_interval,
+            max_clock_skew: self.max_clock_skew,
+            activation_margin: self.activation_margin,
+        }
     }
 
     /// Checks the settings; the error names the field.
@@ -71,6 +75,16 @@ impl Config {
             if value == 0 {
                 return Err(PolicyError { field, message: "must be greater than zero".into() });
             }
+        }
+        if self.activation_margin >= self.default_policy.rotation_period {
+            return Err(PolicyError {
+                field: "activation_margin",
+                message: format!(
+                    "{}s must be shorter than the default rotation_period ({}s), or no version would sign for its \
+                     whole period",
+                    self.activation_margin, self.default_policy.rotation_period
+                ),
+            });
         }
         if !(1..=MAX_INSTANCES_LIMIT).contains(&self.max_instances_per_pool) {
             return Err(PolicyError {

@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use lockstep_model::KeyType;
-use lockstep_model::bundle::{BundleKeyring, BundleVersion, PoolMode, revision};
+use lockstep_model::bundle::{BundleKeyring, BundleVersion, FORMAT, Limits, PoolMode, revision};
 use lockstep_model::schedule::{Cause, Keyring};
 use serde_json::json;
 use vault_plugin_sdk::logical::{EncodedData, LogicalError, Response};
 use vault_plugin_sdk::storage::Storage;
 use zeroize::Zeroizing;
 
-use crate::acks::{self, Ack, Liveness, PoolView, Reported};
+use crate::acks::{self, Ack, Caller, Liveness, PoolView, Reported};
 use crate::cache::{Answer, CachedRing};
 use crate::config::Config;
 use crate::pool::{self, Pool};
@@ -197,7 +197,13 @@ fn bundle_keyring(ring: &Keyring, t: i64) -> BundleKeyring {
         .filter(|v| v.verifies_at(t) && !v.destroyed)
         .map(|v| BundleVersion { meta: v.clone(), private_key: None, public_key: None })
         .collect();
-    BundleKeyring { key_type: ring.key_type, generation: ring.generation, versions }
+    let policy = &ring.policy;
+    let limits = Limits {
+        max_token_ttl: policy.max_token_ttl,
+        prepublish: policy.prepublish,
+        grace_period: policy.grace_period,
+    };
+    BundleKeyring { key_type: ring.key_type, generation: ring.generation, versions, limits: Some(limits) }
 }
 
 fn private_allowed(mode: PoolMode, key_type: KeyType) -> bool {
@@ -207,7 +213,7 @@ fn private_allowed(mode: PoolMode, key_type: KeyType) -> bool {
 /// The full answer of a bundle read, as the `Bundle` the sidecar decodes.
 pub fn render(answer: &Answer, pool: &str, t: i64) -> Response {
     let text = format!(
-        r#"{{"pool":{},"mode":{},"revision":{},"server_time":{t},"keyrings":{},"not_modified":false}}"#,
+        r#"{{"format":{FORMAT},"pool":{},"mode":{},"revision":{},"server_time":{t},"keyrings":{},"not_modified":false}}"#,
         json!(pool),
         json!(answer.mode),
         json!(answer.revision),
@@ -372,16 +378,18 @@ pub const FLEET_AHEAD: &str = "fleet-ahead";
 
 /// Records a poll: what the instance holds and that it was seen. Stores
 /// the record when what it holds changed, and commits what the
-/// acknowledgement completes.
+/// acknowledgement completes. Returns a warning for the caller when two
+/// sidecar processes poll under its instance id.
 pub async fn record_poll(
     state: &MountState,
     storage: &dyn Storage,
     config: &Config,
     pool_name: &str,
     pool: &Pool,
-    instance: &str,
+    caller: Caller<'_>,
     reported: BTreeMap<String, Reported>,
-) -> Result<(), LogicalError> {
+) -> Result<Option<String>, LogicalError> {
+    let instance = caller.instance;
     let (held, foreign) = check_held(state, storage, pool, reported).await?;
     for foreign in &foreign {
         if let Err(error) = note_foreign(state, storage, pool_name, instance, foreign).await {
@@ -392,7 +400,7 @@ pub async fn record_poll(
     let live = Liveness::new(state.now(), config.liveness_window);
     let cap = usize::try_from(config.max_instances_per_pool).unwrap_or(usize::MAX);
     let polled = state
-        .with_fleet(|fleet| fleet.poll(pool_name, &pool.keyrings, instance, held, live, cap))
+        .with_fleet(|fleet| fleet.poll(pool_name, &pool.keyrings, caller, held, live, cap))
         .map_err(|full| LogicalError::InvalidRequest(format!("field \"instance\": {full}")))?;
     if let Some(ack) = polled.store {
         // One put, not a transaction: concurrent polls of one instance
@@ -405,7 +413,12 @@ pub async fn record_poll(
             tracing::warn!(keyring = %name, %error, "commit after acknowledgement failed; the scheduler retries");
         }
     }
-    Ok(())
+    Ok(polled.shared.then(|| {
+        format!(
+            "instance id {instance:?} of pool {pool_name:?} is used by two sidecar processes at once; give each \
+             pod its own instance id (the default is the pod's hostname)"
+        )
+    }))
 }
 
 /// An acknowledgement may complete the set a pending version waits for:

@@ -10,6 +10,12 @@ use crate::secret::SecretBytes;
 use crate::version::VersionMeta;
 use crate::{KeyType, UnixSeconds};
 
+/// The bundle wire format this code reads and writes. It changes only
+/// for a change that older sidecars could not read correctly; fields a
+/// newer plugin adds within one format are ignored by older sidecars (see
+/// [`revision`]).
+pub const FORMAT: u32 = 1;
+
 /// Most keyrings one bundle may carry.
 pub const MAX_KEYRINGS: usize = 64;
 /// Most versions one keyring in a bundle may carry.
@@ -51,11 +57,53 @@ pub struct BundleKeyring {
     pub generation: u64,
     /// Every version that still verifies, ascending.
     pub versions: Vec<BundleVersion>,
+    /// The keyring's timings a sidecar needs to bound what it signs; absent
+    /// from older plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// What bounds signing with a keyring, carried in the bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The longest lifetime of anything signed: a sidecar signs no token
+    /// that lives longer.
+    pub max_token_ttl: u64,
+    /// How long before its activation a version is published.
+    pub prepublish: u64,
+    /// How long a version verifies after it stops signing.
+    pub grace_period: u64,
+}
+
+impl BundleKeyring {
+    /// The latest instant a sidecar that last synced at `synced` (by its
+    /// clock, off by at most `skew`) may sign, if it hears nothing more.
+    ///
+    /// A version it does not know yet is published after `synced`, so it
+    /// activates no sooner than `prepublish` later; one it knows but that
+    /// is not committed activates no sooner than its planned instant. Until
+    /// then the version it signs with keeps signing everywhere, and every
+    /// pool verifies it for `grace_period` more. A token signed by then
+    /// lives at most `max_token_ttl`, so it verifies everywhere until it
+    /// expires. Emergency revocations are the exception, as everywhere.
+    pub fn sign_until(&self, synced: UnixSeconds, skew: u64) -> Option<UnixSeconds> {
+        let limits = self.limits?;
+        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        let unknown = synced.saturating_add(secs(limits.prepublish));
+        let pending =
+            self.versions.iter().filter(|v| !v.meta.is_committed()).map(|v| v.meta.planned_activation.max(synced));
+        let earliest = pending.fold(unknown, i64::min);
+        let margin = secs(limits.grace_period).saturating_sub(secs(limits.max_token_ttl)).saturating_sub(secs(skew));
+        Some(earliest.saturating_add(margin))
+    }
 }
 
 /// The whole bundle of a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bundle {
+    /// The wire format ([`FORMAT`]); bundles of older plugins carry none.
+    #[serde(default = "first_format")]
+    pub format: u32,
     /// The pool it was made for.
     pub pool: String,
     /// What the pool may do.
@@ -68,11 +116,54 @@ pub struct Bundle {
     pub keyrings: BTreeMap<String, BundleKeyring>,
 }
 
+fn first_format() -> u32 {
+    1
+}
+
+/// The version metadata the revision covers: the fields of the first wire
+/// format, in their order, whatever fields later plugins add.
+#[derive(Serialize)]
+struct RevisedMeta<'a> {
+    number: u64,
+    kid: &'a str,
+    created_at: UnixSeconds,
+    planned_activation: UnixSeconds,
+    not_before: Option<UnixSeconds>,
+    not_after: Option<UnixSeconds>,
+    expires_at: Option<UnixSeconds>,
+    emergency: bool,
+    revoked: &'a Option<crate::version::Revocation>,
+    destroyed: bool,
+}
+
+impl<'a> From<&'a VersionMeta> for RevisedMeta<'a> {
+    fn from(m: &'a VersionMeta) -> Self {
+        Self {
+            number: m.number,
+            kid: &m.kid,
+            created_at: m.created_at,
+            planned_activation: m.planned_activation,
+            not_before: m.not_before,
+            not_after: m.not_after,
+            expires_at: m.expires_at,
+            emergency: m.emergency,
+            revoked: &m.revoked,
+            destroyed: m.destroyed,
+        }
+    }
+}
+
 /// The revision of a bundle's content: a hash of the mode and of every
 /// keyring's generation and version metadata. Material is not hashed: a
 /// version's material never changes, its kid identifies it, and whether
 /// private keys are included follows from the mode and the key type. So
 /// the coordinator can answer "not modified" without reading material.
+///
+/// Only the first format's fields are hashed, so a sidecar checks the
+/// revision of a bundle from a newer plugin that adds fields (a rolling
+/// upgrade) just as well. A plugin that adds a field bumps the keyring's
+/// generation whenever that field changes, so the revision still changes
+/// with the content.
 pub fn revision(mode: PoolMode, keyrings: &BTreeMap<String, BundleKeyring>) -> String {
     let mut hash = Sha256::new();
     hash.update(serde_json::to_vec(&mode).unwrap_or_default());
@@ -82,7 +173,7 @@ pub fn revision(mode: PoolMode, keyrings: &BTreeMap<String, BundleKeyring>) -> S
         hash.update(keyring.key_type.as_str().as_bytes());
         hash.update(keyring.generation.to_be_bytes());
         for version in &keyring.versions {
-            hash.update(serde_json::to_vec(&version.meta).unwrap_or_default());
+            hash.update(serde_json::to_vec(&RevisedMeta::from(&version.meta)).unwrap_or_default());
         }
     }
     let digest = hash.finalize();
@@ -92,6 +183,9 @@ pub fn revision(mode: PoolMode, keyrings: &BTreeMap<String, BundleKeyring>) -> S
 /// Why a bundle was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {
+    /// Its wire format is newer than this code reads.
+    #[error("bundle format {0} is newer than this sidecar reads (format {FORMAT}); upgrade the sidecar")]
+    Format(u32),
     /// It was made for another pool.
     #[error("bundle is for pool {got:?}, expected {expected:?}")]
     WrongPool {
@@ -132,6 +226,9 @@ impl Bundle {
     /// revision, sizes, key lengths, times, and that nothing moves
     /// backwards. Nothing of a refused bundle may be used.
     pub fn validate(&self, expected_pool: &str, previous: Option<&Bundle>) -> Result<(), BundleError> {
+        if self.format > FORMAT {
+            return Err(BundleError::Format(self.format));
+        }
         if self.pool != expected_pool {
             return Err(BundleError::WrongPool { expected: expected_pool.into(), got: self.pool.clone() });
         }

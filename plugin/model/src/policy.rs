@@ -47,6 +47,8 @@ pub struct FleetTimings {
     pub poll_interval: u64,
     /// The largest clock difference tolerated between pools.
     pub max_clock_skew: u64,
+    /// The least time between a commit and the activation it fixes.
+    pub activation_margin: u64,
 }
 
 /// A policy field with an unacceptable value.
@@ -112,6 +114,18 @@ impl Policy {
                 ),
             );
         }
+        // A margin as long as the rotation itself would keep the signer in
+        // place past its successor's turn, rotation after rotation.
+        if fleet.activation_margin >= self.rotation_period {
+            return fail(
+                "rotation_period",
+                format!(
+                    "{}s must be longer than the mount's activation_margin ({}s), or no version would sign for its \
+                     whole period",
+                    self.rotation_period, fleet.activation_margin
+                ),
+            );
+        }
         let needed = self.max_token_ttl + fleet.poll_interval + fleet.max_clock_skew;
         if self.grace_period < needed {
             return fail(
@@ -131,7 +145,22 @@ impl Policy {
 mod tests {
     use super::*;
 
-    const FLEET: FleetTimings = FleetTimings { poll_interval: 30, max_clock_skew: 30 };
+    const FLEET: FleetTimings = FleetTimings { poll_interval: 30, max_clock_skew: 30, activation_margin: 30 };
+
+    #[test]
+    fn the_activation_margin_is_shorter_than_the_rotation() {
+        let policy = Policy {
+            rotation_period: 3_600,
+            prepublish: 600,
+            commit_timeout: 600,
+            grace_period: 7_200,
+            ..Policy::default()
+        };
+        let long = FleetTimings { activation_margin: 3_600, ..FLEET };
+        let error = policy.validate(&long).expect_err("margin as long as the rotation");
+        assert_eq!(error.field, "rotation_period");
+        assert!(error.message.contains("activation_margin (3600s)"), "{error}");
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -58,7 +58,12 @@ impl From<ViewError> for ApiError {
 impl From<JwtError> for ApiError {
     fn from(error: JwtError) -> Self {
         let status = match &error {
-            JwtError::NotSigning(_) | JwtError::VerifyOnly => StatusCode::BAD_REQUEST,
+            JwtError::NotSigning(_)
+            | JwtError::VerifyOnly
+            | JwtError::TooLong { .. }
+            | JwtError::NotNumeric(_)
+            | JwtError::TooLarge => StatusCode::BAD_REQUEST,
+            JwtError::BoundPassed(_) => StatusCode::SERVICE_UNAVAILABLE,
             JwtError::NoSigningKey => StatusCode::CONFLICT,
             JwtError::SignFailed => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNAUTHORIZED,

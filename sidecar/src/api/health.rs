@@ -18,10 +18,14 @@ pub fn healthz() -> Response<Full<Bytes>> {
 pub fn readyz(state: &ApiState) -> Response<Full<Bytes>> {
     let now = state.ctx.clock.now();
     let max_age = state.configs.borrow().cache.max_age_secs;
-    let held = state.ctx.store.snapshot().is_some();
+    let snapshot = state.ctx.store.snapshot();
+    let skew = state.configs.borrow().vault.max_clock_skew_secs;
+    let stopped = snapshot.as_ref().map(|s| state.ctx.store.signing_stopped(s, now, skew)).unwrap_or_default();
     let age = state.ctx.store.last_sync().map(|t| now - t);
     let (ready, reason) = match age {
-        _ if !held => (false, "no valid bundle yet"),
+        _ if snapshot.is_none() => (false, "no valid bundle yet"),
+        // Cut off for so long that it no longer signs: send traffic elsewhere.
+        _ if !stopped.is_empty() => (false, "signing stopped: no bundle from the coordinator for too long"),
         Some(age) if age <= i64::try_from(max_age).unwrap_or(i64::MAX) => (true, "ok"),
         _ => (false, "cache older than cache.max_age_secs"),
     };
@@ -31,7 +35,8 @@ pub fn readyz(state: &ApiState) -> Response<Full<Bytes>> {
 
 /// Prometheus text.
 pub fn metrics(state: &ApiState) -> Response<Full<Bytes>> {
-    let text = state.ctx.metrics.render(&state.ctx.store, state.ctx.clock.now());
+    let skew = state.configs.borrow().vault.max_clock_skew_secs;
+    let text = state.ctx.metrics.render(&state.ctx.store, state.ctx.clock.now(), skew);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response
         .headers_mut()

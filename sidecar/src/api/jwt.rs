@@ -53,6 +53,13 @@ pub fn sign(state: &ApiState, name: &str, call: &Call) -> Reply {
     if snapshot.bundle.mode == PoolMode::Verify {
         return Err(jwt::JwtError::VerifyOnly.into());
     }
+    let now = state.ctx.clock.now();
+    let skew = state.configs.borrow().vault.max_clock_skew_secs;
+    if let Some(until) = state.ctx.store.sign_until(&snapshot, name, skew)
+        && now > until
+    {
+        return Err(jwt::JwtError::BoundPassed(until).into());
+    }
     let signed = jwt::sign(keyring, request.claims, request.ttl, state.ctx.clock.now())?;
     Ok(json_response(
         StatusCode::OK,

@@ -60,6 +60,9 @@ impl VaultError {
 pub struct BundleQuery {
     /// This sidecar's id.
     pub instance: String,
+    /// This process's random boot id, so that the coordinator can tell two
+    /// processes that share an instance id.
+    pub boot: String,
     /// The revision held, if any.
     pub revision: Option<String>,
     /// Highest version held per keyring, with its kid: the acknowledgement.
@@ -71,6 +74,9 @@ pub struct BundleQuery {
 impl BundleQuery {
     fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = vec![("instance", self.instance.clone())];
+        if !self.boot.is_empty() {
+            pairs.push(("boot", self.boot.clone()));
+        }
         if let Some(revision) = &self.revision {
             pairs.push(("revision", revision.clone()));
         }
@@ -169,6 +175,12 @@ impl VaultClient {
         let timeout = Duration::from_secs(query.wait + 15);
         let request = self.request(reqwest::Method::GET, &path, Some(token)).query(&query.pairs()).timeout(timeout);
         let body = send(request).await?;
+        // The coordinator's warnings are for this sidecar's operator (two
+        // processes under one instance id, say).
+        for warning in body.get("warnings").and_then(Value::as_array).into_iter().flatten().take(8) {
+            let text: String = warning.as_str().unwrap_or_default().chars().take(500).collect();
+            tracing::warn!(warning = %text, "the coordinator warns about this sidecar");
+        }
         let data = body.get("data").ok_or_else(|| VaultError::Decode("no data in bundle answer".into()))?;
         if data.get("not_modified").and_then(Value::as_bool) == Some(true) {
             let revision = data.get("revision").and_then(Value::as_str).unwrap_or_default().to_string();

@@ -10,13 +10,15 @@ use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segmen
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::check_name;
-use crate::acks::Reported;
+use crate::acks::{Caller, Reported};
 use crate::coordinator;
 use crate::state::MountState;
 
 /// The longest a bundle read may wait for a change; well below the
 /// server's default request timeout (90 s).
 pub const MAX_WAIT: u64 = 60;
+/// Longest boot id accepted.
+const MAX_BOOT: usize = 64;
 /// Most `held` entries a sidecar may report.
 const MAX_HELD: usize = 64;
 
@@ -28,6 +30,12 @@ pub fn path(state: Arc<MountState>) -> Path {
             "instance",
             FieldType::String,
             "The calling sidecar's instance id (for example its pod name).",
+        ))
+        .field(Field::new(
+            "boot",
+            FieldType::String,
+            "A random id of the calling sidecar process, the same for all its polls: two processes polling under \
+             one instance id are detected and warned about.",
         ))
         .field(Field::new(
             "revision",
@@ -69,11 +77,24 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         return Err(LogicalError::InvalidRequest(format!("field \"held\": at most {MAX_HELD} entries")));
     }
     let held = parse_held(&held)?;
+    let boot = data.str("boot").filter(|b| !b.is_empty());
+    if let Some(boot) = boot
+        && (boot.len() > MAX_BOOT || !boot.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    {
+        return Err(LogicalError::InvalidRequest(format!(
+            "field \"boot\": at most {MAX_BOOT} letters, digits and '-'"
+        )));
+    }
     let storage = req.storage.as_ref();
     let missing = || LogicalError::NotFound(format!("pool {pool_name:?} not found"));
     let pool = coordinator::pool(state, storage, pool_name).await?.ok_or_else(missing)?;
     let config = coordinator::config(state, storage).await?;
-    coordinator::record_poll(state, storage, &config, pool_name, &pool, instance, held).await?;
+    let caller = Caller { instance, boot };
+    let warning = coordinator::record_poll(state, storage, &config, pool_name, &pool, caller, held).await?;
+    let warned = |mut response: Response| {
+        response.warnings.extend(warning.clone());
+        Some(response)
+    };
     let known = data.str("revision").unwrap_or_default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
@@ -83,7 +104,7 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         let t = state.now();
         let answer = coordinator::answer(state, storage, pool_name, t).await?.ok_or_else(missing)?;
         if answer.revision != known {
-            return Ok(Some(coordinator::render(&answer, pool_name, t)));
+            return Ok(warned(coordinator::render(&answer, pool_name, t)));
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         // A version leaving the verification set changes the answer
@@ -93,7 +114,7 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
             .map_or(remaining, |until| Duration::from_secs(u64::try_from(until.saturating_sub(t)).unwrap_or(0).max(1)));
         let nap = remaining.min(until_change);
         if nap.is_zero() {
-            return Ok(Some(not_modified(pool_name, &answer.revision, t)));
+            return Ok(warned(not_modified(pool_name, &answer.revision, t)));
         }
         // Woken by a change or the time: look again.
         if let Ok(Err(_)) = tokio::time::timeout(nap, changes.changed()).await {

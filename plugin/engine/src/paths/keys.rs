@@ -163,6 +163,10 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         ring.deletion_allowed = data.bool("deletion_allowed").unwrap_or(false);
     }
     let t = state.now();
+    // The policy's timings are in every bundle that carries the keyring.
+    if ring.policy != before {
+        ring.generation += 1;
+    }
     let detail = policy_change(&before, &ring);
     ring.record(t, "policy", Cause::Manual, req.actor(), detail, vec![]);
     apply(state, req.storage.as_ref(), vec![Write::Put(keyring_key(name), encode(&ring)?)]).await?;

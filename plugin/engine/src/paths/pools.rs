@@ -13,7 +13,7 @@ use super::{check_name, storage_error};
 use crate::coordinator;
 use crate::pool::{self, Mode, PREFIX, Pool};
 use crate::state::MountState;
-use crate::storage::{Write, encode};
+use crate::storage::{Write, encode, load_keyring};
 
 /// `pools/` (list).
 pub fn list_path() -> Path {
@@ -96,7 +96,17 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     let write = Write::Put(pool::key(name), encode(&pool)?);
     coordinator::apply(state, req.storage.as_ref(), vec![write]).await?;
     tracing::info!(pool = name, actor = req.actor(), "pool written");
-    Ok(Some(render(name, &pool)))
+    let mut response = render(name, &pool);
+    // As the server does for a policy naming paths that do not exist yet:
+    // written, with a warning.
+    for keyring in &pool.keyrings {
+        if load_keyring(req.storage.as_ref(), keyring).await?.is_none() {
+            response.warnings.push(format!(
+                "keyring {keyring:?} does not exist: the pool's bundle leaves it out until it is created"
+            ));
+        }
+    }
+    Ok(Some(response))
 }
 
 async fn delete(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {

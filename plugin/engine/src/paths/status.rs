@@ -75,7 +75,10 @@ fn pool_json(pool: &PoolView) -> Value {
     let instances: Vec<Value> = pool
         .instances
         .iter()
-        .map(|i| json!({"instance": i.instance, "held_version": i.held, "last_seen": time_json(Some(i.last_seen)), "live": i.live}))
+        .map(|i| {
+            json!({"instance": i.instance, "held_version": i.held, "last_seen": time_json(Some(i.last_seen)),
+                   "live": i.live, "shared": i.shared})
+        })
         .collect();
     json!({"pool": pool.pool, "live": pool.live(), "instances": instances})
 }
@@ -104,6 +107,15 @@ fn alerts(ring: &Keyring, upcoming: Option<&VersionMeta>, fleet: &[PoolView], t:
         let resolved = published_after.flat_map(|p| p.versions.iter()).any(committed);
         if !resolved {
             alerts.push(format!("the fleet holds versions this coordinator did not issue: {}", entry.detail));
+        }
+    }
+    for pool in fleet {
+        for instance in pool.instances.iter().filter(|i| i.shared) {
+            alerts.push(format!(
+                "instance {}/{} is used by two sidecar processes at once: each pod needs its own instance id, and \
+                 until then the instance counts as holding the lesser of what the two report",
+                pool.pool, instance.instance
+            ));
         }
     }
     let live: Vec<u64> = ring.versions.iter().filter(|v| v.verifies_at(t)).map(|v| v.number).collect();

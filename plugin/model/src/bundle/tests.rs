@@ -23,8 +23,11 @@ fn hmac_version(number: u64, not_before: Option<i64>) -> BundleVersion {
 
 fn bundle(mode: PoolMode, generation: u64, versions: Vec<BundleVersion>) -> Bundle {
     let mut keyrings = BTreeMap::new();
-    keyrings.insert("session".to_string(), BundleKeyring { key_type: KeyType::HmacSha256, generation, versions });
-    Bundle { pool: "web".into(), mode, revision: revision(mode, &keyrings), server_time: 0, keyrings }
+    keyrings.insert(
+        "session".to_string(),
+        BundleKeyring { key_type: KeyType::HmacSha256, generation, versions, limits: None },
+    );
+    Bundle { format: FORMAT, pool: "web".into(), mode, revision: revision(mode, &keyrings), server_time: 0, keyrings }
 }
 
 #[test]
@@ -74,10 +77,16 @@ fn verify_only_pools_never_get_private_keys_of_asymmetric_types() {
     };
     keyrings.insert(
         "jwt".to_string(),
-        BundleKeyring { key_type: KeyType::Ed25519, generation: 1, versions: vec![version] },
+        BundleKeyring { key_type: KeyType::Ed25519, generation: 1, versions: vec![version], limits: None },
     );
-    let mut b =
-        Bundle { pool: "web".into(), mode: PoolMode::Verify, revision: String::new(), server_time: 0, keyrings };
+    let mut b = Bundle {
+        format: FORMAT,
+        pool: "web".into(),
+        mode: PoolMode::Verify,
+        revision: String::new(),
+        server_time: 0,
+        keyrings,
+    };
     b.revision = revision(b.mode, &b.keyrings);
     let error = b.validate("web", None).expect_err("private key");
     assert!(error.to_string().contains("private key for a verify-only pool"), "{error}");
@@ -184,4 +193,52 @@ fn a_keyring_made_again_may_change_type_one_that_goes_on_may_not() {
         let error = next.validate("web", Some(&held)).expect_err(case);
         assert!(error.to_string().contains("type changed"), "{case}: {error}");
     }
+}
+
+#[test]
+fn the_signing_bound_follows_the_last_sync_and_a_pending_version() {
+    let limits = Limits { max_token_ttl: 300, prepublish: 600, grace_period: 1_200 };
+    let mut keyring = bundle(PoolMode::Sign, 1, vec![]).keyrings.remove("session").expect("keyring");
+    assert_eq!(keyring.sign_until(1_000, 5), None, "no limits from an older plugin, no bound");
+    keyring.limits = Some(limits);
+    // Nothing pending: a version published after the sync activates no
+    // sooner than prepublish later.
+    assert_eq!(keyring.sign_until(1_000, 5), Some(1_000 + 600 + 1_200 - 300 - 5));
+    // A pending version planned sooner than that bounds it.
+    let mut pending = crate::bundle::BundleVersion {
+        meta: crate::version::VersionMeta {
+            number: 2,
+            kid: "k2".into(),
+            created_at: 900,
+            planned_activation: 1_100,
+            not_before: None,
+            not_after: None,
+            expires_at: None,
+            emergency: false,
+            revoked: None,
+            destroyed: false,
+        },
+        private_key: None,
+        public_key: None,
+    };
+    keyring.versions.push(pending.clone());
+    assert_eq!(keyring.sign_until(1_000, 5), Some(1_100 + 1_200 - 300 - 5));
+    // Committed, it no longer bounds signing: the sidecar switches to it.
+    pending.meta.not_before = Some(1_100);
+    keyring.versions[0] = pending;
+    assert_eq!(keyring.sign_until(1_000, 5), Some(1_000 + 1_495));
+}
+
+#[test]
+fn a_newer_plugins_fields_do_not_change_the_revision() {
+    let old = bundle(PoolMode::Sign, 3, vec![]);
+    let mut text = serde_json::to_value(&old).expect("json");
+    text["added"] = serde_json::json!(1);
+    text["keyrings"]["session"]["added"] = serde_json::json!({"nested": true});
+    let read: Bundle = serde_json::from_value(text).expect("extra fields are ignored");
+    assert_eq!(read.validate("web", None), Ok(()));
+    let mut newer = old.clone();
+    newer.format = FORMAT + 1;
+    assert_eq!(newer.validate("web", None), Err(BundleError::Format(FORMAT + 1)));
+    assert!(BundleError::Format(FORMAT + 1).to_string().contains("upgrade the sidecar"));
 }
