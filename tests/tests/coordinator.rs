@@ -147,6 +147,28 @@ fn dead_pools_do_not_block_and_a_silent_live_pool_is_overridden_with_an_alert() 
 }
 
 #[test]
+fn an_instance_that_never_held_anything_holds_a_commit_one_window_at_most_even_across_a_reload() {
+    let host = host();
+    create_jwt(&host, "hmac-sha256");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    poll(&host, "web", "web-1", "jwt:1");
+    // A caller that polls once, holding nothing, and is never heard again.
+    poll(&host, "web", "ghost", "");
+    ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    poll(&host, "web", "web-1", "jwt:2");
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    assert_eq!(status["upcoming"]["not_held_by"], json!(["web/ghost"]), "{status}");
+    // Five minutes later the plugin reloads; six more, and the ghost has
+    // been quiet for more than the ten-minute window.
+    host.clock.advance(5 * 60);
+    host.reload(M);
+    host.clock.advance(6 * 60);
+    poll(&host, "web", "web-1", "jwt:2");
+    rollback(&host);
+    assert_eq!(version(&key(&host), 2)["committed"], true, "the ghost does not hold the commit");
+}
+
+#[test]
 fn after_a_reload_pools_not_yet_seen_are_waited_for_one_liveness_window() {
     let host = host();
     create_jwt(&host, "hmac-sha256");

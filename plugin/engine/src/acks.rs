@@ -234,7 +234,10 @@ impl Fleet {
     /// Adds or refreshes an instance from its stored record; `started` is
     /// the mount's start, the earliest it can count as seen.
     pub fn load(&mut self, pool: &str, instance: &str, ack: Ack, started: i64) {
-        let seen = ack.last_seen.max(started);
+        // One that never held anything is not waited for past its own last
+        // poll: it cannot hold a commit longer than a window after it went
+        // quiet, restart or not.
+        let seen = if ack.held.is_empty() { ack.last_seen } else { ack.last_seen.max(started) };
         let slot = self.pools.entry(pool.to_string()).or_default();
         let entry = slot.entry(instance.to_string()).or_insert_with(|| Instance::new(seen));
         entry.seen = entry.seen.max(seen);
@@ -480,6 +483,8 @@ mod tests {
     fn a_mount_that_starts_waits_one_window_for_stored_instances() {
         let mut fleet = Fleet::default();
         fleet.load("web", "a", Ack { last_seen: 10, held: held(&[("jwt", 1)]) }, 1_000);
+        // One that never fetched anything is not waited for past its window.
+        fleet.load("web", "b", Ack { last_seen: 10, held: BTreeMap::new() }, 1_000);
         let web = pools(&["web"]);
         assert_eq!(fleet.lacking("jwt", 2, &web, Liveness::new(1_500, 600)), vec!["web/a"]);
         assert!(fleet.lacking("jwt", 2, &web, Liveness::new(1_601, 600)).is_empty());

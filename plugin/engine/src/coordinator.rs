@@ -99,6 +99,33 @@ pub async fn pools_listing(
     Ok(listing)
 }
 
+/// Verify-only pools that list `keyring`: if it is symmetric, they hold
+/// the secret that signs.
+pub async fn verify_pools_listing(
+    state: &MountState,
+    storage: &dyn Storage,
+    keyring: &str,
+) -> Result<Vec<String>, LogicalError> {
+    let mut verify = Vec::new();
+    for name in pools_listing(state, storage, keyring).await? {
+        if pool(state, storage, &name).await?.is_some_and(|p| p.mode == crate::pool::Mode::Verify) {
+            verify.push(name);
+        }
+    }
+    Ok(verify)
+}
+
+/// What to tell the operator when a symmetric keyring reaches verify-only
+/// pools.
+pub fn symmetric_warning(keyring: &str, pools: &[String]) -> String {
+    format!(
+        "keyring {keyring:?} is symmetric and verify-only pools list it ({}): they must hold its secret to \
+         verify, and with it anyone there could sign; sidecars of those pools refuse to sign, but use an \
+         asymmetric keyring where a pool must not be able to sign",
+        pools.join(", ")
+    )
+}
+
 /// A keyring with its material, from the cache; read under the keyring's
 /// lock, so record and material come from one state.
 async fn ring(state: &MountState, storage: &dyn Storage, name: &str) -> Result<Option<Arc<CachedRing>>, LogicalError> {

@@ -14,7 +14,7 @@ use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::{apply_policy, check_name, invalid, policy_fields, policy_json, storage_error, time_json};
 use crate::config::Config;
-use crate::coordinator::apply;
+use crate::coordinator::{self, apply};
 use crate::scheduler;
 use crate::state::MountState;
 use crate::storage::{
@@ -138,7 +138,14 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     }
     apply(state, req.storage.as_ref(), writes).await?;
     tracing::info!(keyring = name, key_type = %key_type, actor = req.actor(), "keyring created");
-    Ok(Some(render(&ring, t)))
+    let mut response = render(&ring, t);
+    if !key_type.is_asymmetric() {
+        let verify = coordinator::verify_pools_listing(state, req.storage.as_ref(), name).await?;
+        if !verify.is_empty() {
+            response.warnings.push(coordinator::symmetric_warning(name, &verify));
+        }
+    }
+    Ok(Some(response))
 }
 
 async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {

@@ -100,10 +100,14 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     // As the server does for a policy naming paths that do not exist yet:
     // written, with a warning.
     for keyring in &pool.keyrings {
-        if load_keyring(req.storage.as_ref(), keyring).await?.is_none() {
-            response.warnings.push(format!(
+        match load_keyring(req.storage.as_ref(), keyring).await? {
+            None => response.warnings.push(format!(
                 "keyring {keyring:?} does not exist: the pool's bundle leaves it out until it is created"
-            ));
+            )),
+            Some(ring) if pool.mode == Mode::Verify && !ring.key_type.is_asymmetric() => {
+                response.warnings.push(coordinator::symmetric_warning(keyring, &[name.to_string()]));
+            }
+            Some(_) => {}
         }
     }
     Ok(Some(response))

@@ -54,6 +54,12 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     data.insert("pools".into(), Value::Array(fleet.iter().map(pool_json).collect()));
     let mut alerts = alerts(&ring, upcoming, &fleet, t);
     alerts.extend(crowded(&fleet, config.max_instances_per_pool));
+    if !ring.key_type.is_asymmetric() {
+        let verify = coordinator::verify_pools_listing(state, storage, name).await?;
+        if !verify.is_empty() {
+            alerts.push(coordinator::symmetric_warning(name, &verify));
+        }
+    }
     data.insert("alerts".into(), json!(alerts));
     Ok(Some(Response::with_data(data)))
 }
