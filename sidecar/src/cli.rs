@@ -144,6 +144,31 @@ fn check_files(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// What `check-config` checks beyond `run`: credential files exist now
+/// (`run` reads them at login, when they may have appeared since).
+pub fn check_credentials(config: &Config) -> Result<(), ConfigError> {
+    if let Some(file) = &config.auth.token_file
+        && !file.is_file()
+    {
+        return Err(ConfigError::invalid("auth.token_file", format!("{} is not a readable file", file.display())));
+    }
+    Ok(())
+}
+
+/// Writes `text` and a newline to stdout; a closed stdout is an error
+/// message and `EXIT_FAILURE`, never a panic.
+pub fn print_out(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(error) => {
+            eprintln!("lockstep-sidecar: cannot write to stdout: {error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 /// Prints a configuration error.
 pub fn config_failure(error: &ConfigError) -> ExitCode {
     eprintln!("lockstep-sidecar: invalid configuration: {error}");
@@ -194,10 +219,7 @@ pub async fn get(args: &GetArgs) -> ExitCode {
         Err(crate::client::ClientError::Http(format!("no answer within {} s", GET_TIMEOUT.as_secs())))
     });
     match answer {
-        Ok((200, body)) => {
-            println!("{}", String::from_utf8_lossy(&body));
-            ExitCode::from(EXIT_OK)
-        }
+        Ok((200, body)) => print_out(&String::from_utf8_lossy(&body)),
         Ok((status, body)) => {
             eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&body));
             ExitCode::from(EXIT_UNAVAILABLE)

@@ -211,6 +211,10 @@ pub struct SocketConfig {
     pub max_watch_secs: u64,
     /// Leeway on `exp`/`nbf` when verifying JWTs.
     pub jwt_leeway_secs: u64,
+    /// How long a request body may take to arrive.
+    pub body_timeout_secs: u64,
+    /// Most connections served at once (read at start).
+    pub max_connections: usize,
 }
 
 impl Default for SocketConfig {
@@ -226,6 +230,8 @@ impl Default for SocketConfig {
             drain_timeout_secs: 10,
             max_watch_secs: 300,
             jwt_leeway_secs: 30,
+            body_timeout_secs: 10,
+            max_connections: 256,
         }
     }
 }
@@ -442,8 +448,12 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ConfigError::invalid("vault.addr", "must start with http:// or https://"));
         }
-        if vault.mount.is_empty() || vault.mount.starts_with('/') || vault.mount.ends_with('/') {
-            return Err(ConfigError::invalid("vault.mount", "must be a path without leading or trailing '/'"));
+        if !mount_path_ok(&vault.mount) {
+            return Err(ConfigError::invalid(
+                "vault.mount",
+                "must be a path without leading or trailing '/', of segments of letters, digits, '_', '-' and '.', \
+                 none of them '.' or '..'",
+            ));
         }
         if vault.wait_secs > 60 {
             return Err(ConfigError::invalid("vault.wait_secs", "must be between 0 and 60"));
@@ -501,6 +511,12 @@ impl Config {
             ));
         }
         socket.mode_bits()?;
+        if !(1..=300).contains(&socket.body_timeout_secs) {
+            return Err(ConfigError::invalid("socket.body_timeout_secs", "must be between 1 and 300"));
+        }
+        if !(1..=16_384).contains(&socket.max_connections) {
+            return Err(ConfigError::invalid("socket.max_connections", "must be between 1 and 16384"));
+        }
         if !(1024..=1024 * 1024).contains(&socket.max_body_bytes) {
             return Err(ConfigError::invalid("socket.max_body_bytes", "must be between 1024 and 1048576"));
         }
@@ -534,6 +550,18 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A mount path that names one mount: a `..` segment would reach another
+/// (`../sys`), and the server would route it there.
+fn mount_path_ok(mount: &str) -> bool {
+    !mount.is_empty()
+        && mount.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        })
 }
 
 /// Pool and instance follow the coordinator's name rule: a name it would

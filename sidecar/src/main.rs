@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser as _;
 use lockstep_sidecar::cli::{self, Cli, Command, EXIT_FAILURE, EXIT_OK};
+
 use lockstep_sidecar::clock::SystemClock;
 
 fn main() -> ExitCode {
@@ -21,10 +22,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Get(args) => runtime.block_on(cli::get(&args)),
         Command::CheckConfig(args) => match cli::load(&args) {
-            Ok(_) => {
-                println!("configuration is valid");
-                ExitCode::from(EXIT_OK)
-            }
+            Ok((config, _)) => match cli::check_credentials(&config) {
+                Ok(()) => cli::print_out("configuration is valid"),
+                Err(error) => cli::config_failure(&error),
+            },
             Err(code) => code,
         },
         Command::Run(args) => {

@@ -225,6 +225,53 @@ async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_ref
 }
 
 #[tokio::test]
+async fn half_sent_bodies_time_out_hang_ups_are_not_413_and_connections_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let mut config = config(dir.path(), &vault);
+    config.socket.body_timeout_secs = 1;
+    config.socket.max_connections = 4;
+    let sidecar = Sidecar::start(config, &ManualClock::at(T0));
+    ready(&sidecar).await;
+    let head = "POST /v1/jwt/api/sign HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nContent-Length: 100\r\n\r\n{";
+    // A body that never finishes: 408 after body_timeout_secs.
+    let mut slow = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+    slow.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_string(&mut answer)).await;
+    assert!(read.is_ok() && answer.starts_with("HTTP/1.1 408") && answer.contains("body_timeout"), "{answer}");
+    // A caller that hangs up mid-body is not answered or counted as 413.
+    let mut gone = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+    gone.write_all(head.as_bytes()).await.expect("write");
+    gone.shutdown().await.expect("hang up");
+    until("the hang-up counted", || async {
+        sidecar.metrics().await.contains("requests_total{route=\"jwt_sign\",status=\"400\"} 1")
+    })
+    .await;
+    assert!(!sidecar.metrics().await.contains("status=\"413\""));
+    // Four idle connections fill the cap; a fifth is closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect"));
+    }
+    let mut fifth = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), fifth.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok() && rest.is_empty(), "the fifth connection is closed unanswered: {closed:?} {rest:?}");
+    drop(idle);
+    until("room again", || async {
+        match SocketClient::connect(&sidecar.socket).await {
+            Ok(mut client) => client.send("GET", "/healthz", None).await.is_ok_and(|(s, _)| s == 200),
+            Err(_) => false,
+        }
+    })
+    .await;
+    sidecar.stop().await;
+}
+
+#[tokio::test]
 async fn vault_down_keeps_serving_and_readiness_follows_the_cache_age() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = FakeVault::start().await;

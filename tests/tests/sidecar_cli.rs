@@ -8,7 +8,10 @@ use lockstep_tests::sidecar::sidecar_binary;
 
 fn check_config(dir: &std::path::Path, text: &str, extra: &[&str]) -> (i32, String) {
     let path = dir.join("sidecar.toml");
-    std::fs::write(&path, text).expect("write config");
+    // The token file GOOD names, in this test's directory.
+    let token = dir.join("token");
+    std::fs::write(&token, "s.test-token").expect("write token");
+    std::fs::write(&path, text.replace("/run/token", &token.display().to_string())).expect("write config");
     let out = Command::new(sidecar_binary())
         .args(["check-config", "--config"])
         .arg(&path)
@@ -42,6 +45,37 @@ fn check_config_accepts_a_good_file_and_names_the_bad_setting_with_exit_code_3()
     assert!(message.contains("auth.role_id"), "{message}");
     let (code, message) = check_config(dir.path(), "pool = [", &[]);
     assert_eq!(code, 3, "{message}");
+    // A mount path that reaches another mount, and a token file that is not
+    // there.
+    for mount in ["../sys", "lockstep/../sys", "a//b"] {
+        let (code, message) = check_config(dir.path(), GOOD, &["--set", &format!("vault.mount={mount}")]);
+        assert_eq!(code, 3, "{mount}: {message}");
+        assert!(message.contains("vault.mount"), "{message}");
+    }
+    let (code, message) = check_config(dir.path(), &GOOD.replace("/run/token", "/nonexistent/token"), &[]);
+    assert_eq!(code, 3, "{message}");
+    assert!(message.contains("auth.token_file") && message.contains("/nonexistent/token"), "{message}");
+}
+
+#[test]
+fn a_stdout_that_refuses_writes_is_an_error_message_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s.test-token").expect("write token");
+    let path = dir.path().join("sidecar.toml");
+    std::fs::write(&path, GOOD.replace("/run/token", &token.display().to_string())).expect("write config");
+    // /dev/full refuses every write (a closed pipe does too, but races).
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" check-config --config "$1" >/dev/full"#)
+        .arg(sidecar_binary())
+        .arg(&path)
+        .env_remove("LOCKSTEP_POOL")
+        .output()
+        .expect("run check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout") && !stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

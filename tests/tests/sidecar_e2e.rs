@@ -513,3 +513,48 @@ fn two_sidecars_sharing_an_instance_id_are_detected_and_warned() {
         });
     }
 }
+
+/// One request on an open keep-alive connection; the answer's status.
+fn keep_alive_status(stream: &mut std::os::unix::net::UnixStream, path: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "the connection closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_allow_list_reloaded_on_sighup_applies_to_connections_already_open() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web"]);
+    let auth = token_auth(dir.path(), &server, "web");
+    let me = std::fs::metadata(dir.path()).expect("meta").uid();
+    let allowed = format!("allowed_uids = [{me}]");
+    let web = Sidecar::start(dir.path(), "web", &config(dir.path(), &server, "web", &auth, &allowed));
+    web.wait_until("version 1 signing", 30, |s| signing_version(s) == 1);
+    let mut open = std::os::unix::net::UnixStream::connect(web.socket()).expect("connect");
+    assert_eq!(keep_alive_status(&mut open, "/v1/keys/jwt"), 200);
+    // The caller is taken off the list.
+    let refused = format!("allowed_uids = [{}]", me.wrapping_add(1));
+    web.rewrite_config(&config(dir.path(), &server, "web", &auth, &refused));
+    web.signal("HUP");
+    web.wait_until("the reload", 20, |s| s.log().contains("configuration reloaded"));
+    assert_eq!(keep_alive_status(&mut open, "/v1/keys/jwt"), 403, "the open connection is refused too");
+}

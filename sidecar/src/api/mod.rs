@@ -24,7 +24,8 @@ use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
+use tokio::net::unix::UCred;
 use tokio::sync::watch;
 
 use crate::Context;
@@ -107,6 +108,10 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, BindError> {
 /// waits up to `socket.drain_timeout_secs` for requests in flight.
 pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
     let graceful = GracefulShutdown::new();
+    // Open connections hold memory and a file descriptor each: at most
+    // `socket.max_connections` (read at start) are served at once.
+    let max_connections = state.configs.borrow().socket.max_connections;
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut shutdown = state.shutdown.clone();
     // Where the socket was renamed to; its bound address is the staging one.
     let path = Some(state.configs.borrow().socket.path.clone());
@@ -122,13 +127,21 @@ pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
             },
             () = crate::shutdown_signalled(&mut shutdown) => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            state.ctx.metrics.request("refused", 503);
+            tracing::debug!(max_connections, "connection refused: too many open");
+            drop(stream);
+            continue;
+        };
         let socket = state.configs.borrow().socket.clone();
-        let allowed = peer_allowed(&stream, &socket);
+        let cred = stream.peer_cred().ok();
         let service_state = state.clone();
         let service = service_fn(move |request| {
             let state = service_state.clone();
             async move {
-                if allowed {
+                // Judged at every request, so an allow-list reloaded on
+                // SIGHUP applies to connections already open.
+                if peer_allowed(cred.as_ref(), &state.configs.borrow().socket) {
                     Ok::<_, std::convert::Infallible>(router::handle(&state, request).await)
                 } else {
                     state.ctx.metrics.request("refused", 403);
@@ -151,6 +164,7 @@ pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -164,11 +178,11 @@ pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
 }
 
 /// The kernel's word on who connected, against the allow-lists.
-fn peer_allowed(stream: &UnixStream, socket: &SocketConfig) -> bool {
+fn peer_allowed(cred: Option<&UCred>, socket: &SocketConfig) -> bool {
     if socket.allowed_uids.is_empty() && socket.allowed_gids.is_empty() {
         return true;
     }
-    let Ok(cred) = stream.peer_cred() else {
+    let Some(cred) = cred else {
         tracing::warn!("peer credentials unavailable; refusing the caller");
         return false;
     };

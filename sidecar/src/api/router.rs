@@ -1,6 +1,7 @@
 //! Routing, the request guard and caps, and per-route request metrics.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -138,7 +139,21 @@ async fn prepare(state: &ApiState, request: Request<Incoming>) -> Result<Call, A
     if declared.is_some_and(|n| n > max) {
         return Err(too_large());
     }
-    let bytes = Limited::new(request.into_body(), max).collect().await.map_err(|_| too_large())?.to_bytes();
+    let timeout = Duration::from_secs(state.configs.borrow().socket.body_timeout_secs);
+    let read = tokio::time::timeout(timeout, Limited::new(request.into_body(), max).collect()).await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        // The caller hung up (or broke the framing) before the body ended.
+        Ok(Err(_)) => return Err(ApiError::bad_request("body_incomplete", "request body ended early")),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("request body not received within {}s", timeout.as_secs()),
+            ));
+        }
+    };
     let body = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("body_invalid", format!("request body is not JSON: {e}")))?;
     Ok(Call { query, body })
