@@ -7,7 +7,7 @@ use aws_lc_rs::signature::{
     self, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair,
     ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair,
 };
-use aws_lc_rs::{hmac, rsa};
+use aws_lc_rs::{aead, hmac, rsa};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use lockstep_model::KeyType;
@@ -35,14 +35,20 @@ pub enum CryptoError {
     /// The key type does not sign (AES).
     #[error("this key type does not sign")]
     NotSigning,
+    /// The key type does not encrypt (only AES-256-GCM does).
+    #[error("this key type does not encrypt")]
+    NotSealing,
+    /// Encryption failed in the crypto library.
+    #[error("encryption failed")]
+    SealFailed,
 }
 
 /// One version's material, ready to sign or verify.
 pub enum PreparedKey {
     /// HMAC-SHA-256 key (boxed: aws-lc's HMAC state is large).
     Hmac(Box<hmac::Key>),
-    /// AES-256-GCM key: served, never used here.
-    Aes,
+    /// AES-256-GCM key.
+    Aes(Box<aead::LessSafeKey>),
     /// Asymmetric: an optional signer and a verifier.
     Asymmetric {
         /// Present in sign pools.
@@ -68,7 +74,7 @@ impl std::fmt::Debug for PreparedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
             Self::Hmac(_) => "hmac",
-            Self::Aes => "aes",
+            Self::Aes(_) => "aes",
             Self::Asymmetric { signer: Some(_), .. } => "key pair",
             Self::Asymmetric { signer: None, .. } => "public key",
         };
@@ -92,7 +98,12 @@ impl PreparedKey {
                 let secret = private.ok_or(CryptoError::BadPrivateKey(n))?;
                 Ok(Self::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))))
             }
-            KeyType::Aes256Gcm => Ok(Self::Aes),
+            KeyType::Aes256Gcm => {
+                let secret = private.ok_or(CryptoError::BadPrivateKey(n))?;
+                let key =
+                    aead::UnboundKey::new(&aead::AES_256_GCM, secret).map_err(|_| CryptoError::BadPrivateKey(n))?;
+                Ok(Self::Aes(Box::new(aead::LessSafeKey::new(key))))
+            }
             _ => {
                 let public = version
                     .public_key
@@ -115,7 +126,7 @@ impl PreparedKey {
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match self {
             Self::Hmac(key) => Ok(hmac::sign(key, message).as_ref().to_vec()),
-            Self::Aes => Err(CryptoError::NotSigning),
+            Self::Aes(_) => Err(CryptoError::NotSigning),
             Self::Asymmetric { signer: None, .. } => Err(CryptoError::NoPrivateKey),
             Self::Asymmetric { signer: Some(signer), .. } => signer.sign(message),
         }
@@ -125,9 +136,40 @@ impl PreparedKey {
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
         match self {
             Self::Hmac(key) => hmac::verify(key, message, sig).is_ok(),
-            Self::Aes => false,
+            Self::Aes(_) => false,
             Self::Asymmetric { verifier, .. } => verifier.verify_sig(message, sig).is_ok(),
         }
+    }
+
+    /// Seals `plaintext` under a fresh random 96-bit nonce: nonce, then
+    /// ciphertext and tag.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let Self::Aes(key) = self else {
+            return Err(CryptoError::NotSealing);
+        };
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CryptoError::SealFailed)?;
+        let mut out = Vec::with_capacity(aead::NONCE_LEN + plaintext.len() + aead::AES_256_GCM.tag_len());
+        out.extend_from_slice(&nonce);
+        let mut body = plaintext.to_vec();
+        key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(aad), &mut body)
+            .map_err(|_| CryptoError::SealFailed)?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Opens what [`Self::seal`] made; `None` when it does not open (wrong
+    /// key, associated data or tampering).
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        let Self::Aes(key) = self else {
+            return None;
+        };
+        let (nonce, body) = sealed.split_at_checked(aead::NONCE_LEN)?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = zeroize::Zeroizing::new(body.to_vec());
+        let plain = key.open_in_place(nonce, aead::Aad::from(aad), &mut body).ok()?.len();
+        body.truncate(plain);
+        Some(body)
     }
 
     /// Whether this version can sign here.

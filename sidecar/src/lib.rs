@@ -22,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod jwt;
 pub mod metrics;
+pub mod ops;
 pub mod sink;
 pub mod store;
 pub mod sync;
@@ -55,12 +56,19 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The wall clock.
     pub clock: SharedClock,
+    /// Encryptions made per version, for the nonce bound.
+    pub ops: Arc<ops::Counters>,
 }
 
 impl Context {
     /// A fresh context for `pool`.
     pub fn new(pool: &str, clock: SharedClock) -> Self {
-        Self { store: Arc::new(Store::new(pool)), metrics: Arc::new(Metrics::default()), clock }
+        Self {
+            store: Arc::new(Store::new(pool)),
+            metrics: Arc::new(Metrics::default()),
+            clock,
+            ops: Arc::new(ops::Counters::default()),
+        }
     }
 }
 

@@ -552,6 +552,75 @@ fn decode_claims(token: &str) -> Value {
 }
 
 #[tokio::test]
+async fn encrypt_decrypt_rewrap_mac_and_raw_signatures_through_the_socket() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    let mut both = two_versions(KeyType::Aes256Gcm);
+    let hmac = two_versions(KeyType::HmacSha256).keyrings.remove("api").expect("hmac");
+    let ed = two_versions(KeyType::Ed25519).keyrings.remove("api").expect("ed25519");
+    both.keyrings.insert("mac".into(), hmac);
+    both.keyrings.insert("ed".into(), ed);
+    both.revision = lockstep_model::bundle::revision(both.mode, &both.keyrings);
+    vault.set_bundle(json_of(&both));
+    let clock = ManualClock::at(T0);
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &clock);
+    ready(&sidecar).await;
+    let call = |path: &'static str, body: Value| sidecar.call("POST", path, Some(body));
+
+    let secret = b64(b"4111 1111 1111 1111");
+    let (status, sealed) =
+        call("/v1/encrypt/api", json!({"plaintext": secret, "associated_data": b64(b"order-7")})).await;
+    assert_eq!(status, 200, "{sealed}");
+    let ciphertext = sealed["ciphertext"].as_str().unwrap_or_default().to_string();
+    assert!(ciphertext.starts_with("lockstep:v1:") && !ciphertext.contains(&secret), "{sealed}");
+    let (status, opened) =
+        call("/v1/decrypt/api", json!({"ciphertext": ciphertext, "associated_data": b64(b"order-7")})).await;
+    assert_eq!((status, opened["plaintext"].clone(), opened["version"].clone()), (200, json!(secret), json!(1)));
+    let (status, wrong) = call("/v1/decrypt/api", json!({"ciphertext": ciphertext})).await;
+    assert_eq!((status, wrong["error"]["code"].clone()), (400, json!("ciphertext_invalid")), "{wrong}");
+    assert!(!wrong.to_string().contains(&secret));
+    // After the handover, a rewrap moves the ciphertext to version 2.
+    // (The clock jumps past the signing bound of the last sync: the next
+    // sync, seconds later, lifts it.)
+    clock.set(T0 + 2_000);
+    let rewrap = || call("/v1/rewrap/api", json!({"ciphertext": ciphertext, "associated_data": b64(b"order-7")}));
+    until("a sync after the jump", || async { rewrap().await.0 == 200 }).await;
+    let (_, rewrapped) = rewrap().await;
+    assert!(rewrapped["ciphertext"].as_str().is_some_and(|c| c.starts_with("lockstep:v2:")), "{rewrapped}");
+    let (status, batch) = call(
+        "/v1/decrypt/api",
+        json!({"batch": [{"ciphertext": ciphertext, "associated_data": b64(b"order-7")}, {"ciphertext": "lockstep:v7:AAAA"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["batch"][0]["plaintext"], json!(secret));
+    assert_eq!(batch["batch"][1]["error"]["code"], "version_unknown");
+
+    let (status, tagged) = call("/v1/mac/mac", json!({"data": b64(b"webhook body")})).await;
+    assert_eq!(status, 200, "{tagged}");
+    let (status, checked) =
+        call("/v1/mac/mac/verify", json!({"data": b64(b"webhook body"), "mac": tagged["mac"]})).await;
+    assert_eq!((status, checked["valid"].clone()), (200, json!(true)), "{checked}");
+    let (status, forged) =
+        call("/v1/mac/mac/verify", json!({"data": b64(b"webhook bodY"), "mac": tagged["mac"]})).await;
+    assert_eq!((status, forged["error"]["code"].clone()), (401, json!("mac_invalid")));
+
+    let (status, signed) = call("/v1/sign/ed", json!({"data": b64(b"artifact digest")})).await;
+    assert_eq!((status, signed["alg"].clone()), (200, json!("EdDSA")), "{signed}");
+    let (status, verified) =
+        call("/v1/sign/ed/verify", json!({"data": b64(b"artifact digest"), "signature": signed["signature"]})).await;
+    assert_eq!((status, verified["kid"].clone()), (200, signed["kid"].clone()), "{verified}");
+    let (status, refused) = call("/v1/encrypt/ed", json!({"plaintext": b64(b"x")})).await;
+    assert_eq!((status, refused["error"]["code"].clone()), (400, json!("keyring_wrong_type")));
+    let metrics = sidecar.metrics().await;
+    assert!(metrics.contains("requests_total{route=\"encrypt\",status=\"200\"} 1"), "{metrics}");
+    assert!(metrics.contains("requests_total{route=\"mac_verify\",status=\"401\"} 1"), "{metrics}");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
 async fn a_verify_only_pool_never_signs_even_with_an_hmac_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = FakeVault::start().await;
@@ -564,6 +633,8 @@ async fn a_verify_only_pool_never_signs_even_with_an_hmac_secret() {
     ready(&sidecar).await;
     let (status, refused) =
         sidecar.call("POST", "/v1/jwt/api/sign", Some(json!({"claims": {"sub": "u1"}, "ttl": 60}))).await;
+    assert_eq!((status, refused["error"]["code"].clone()), (400, json!("verify_only")), "{refused}");
+    let (status, refused) = sidecar.call("POST", "/v1/mac/api", Some(json!({"data": "eA=="}))).await;
     assert_eq!((status, refused["error"]["code"].clone()), (400, json!("verify_only")), "{refused}");
     // Verification is still open to it: a bad token is judged, not refused.
     let (status, judged) = sidecar.call("POST", "/v1/jwt/api/verify", Some(json!({"token": "a.b.c"}))).await;

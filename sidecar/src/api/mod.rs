@@ -4,6 +4,7 @@
 //!   credential allow-list, bounded draining on shutdown;
 //! - [`router`]: the request guard, caps, routing and request metrics;
 //! - [`keys`]: keys, one version, watch; [`jwt`]: sign, verify, JWKS;
+//!   [`ops`]: encrypt, decrypt, rewrap, MAC, raw signatures;
 //!   [`health`]: liveness, readiness, metrics;
 //! - [`error`]: JSON errors with stable codes.
 
@@ -11,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod jwt;
 pub mod keys;
+pub mod ops;
 pub mod router;
 
 use std::path::Path;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::ApiState;
 use super::error::ApiError;
-use super::{health, jwt, keys};
+use super::{health, jwt, keys, ops};
 
 /// The header every `/v1` request must carry, so that a request smuggled
 /// from another protocol (a browser form, a proxied URL) is refused.
@@ -89,10 +89,23 @@ async fn dispatch(
             guarded("jwt_verify", state, request, |s, c| jwt::verify(s, name, &c)).await
         }
         ["v1", "jwks", name] if get => guarded("jwks", state, request, |s, _| jwt::jwks(s, name)).await,
+        ["v1", "encrypt", name] if post => guarded("encrypt", state, request, |s, c| ops::encrypt(s, name, &c)).await,
+        ["v1", "decrypt", name] if post => guarded("decrypt", state, request, |s, c| ops::decrypt(s, name, &c)).await,
+        ["v1", "rewrap", name] if post => guarded("rewrap", state, request, |s, c| ops::rewrap(s, name, &c)).await,
+        ["v1", "mac", name] if post => guarded("mac", state, request, |s, c| ops::mac(s, name, &c)).await,
+        ["v1", "mac", name, "verify"] if post => {
+            guarded("mac_verify", state, request, |s, c| ops::mac_verify(s, name, &c)).await
+        }
+        ["v1", "sign", name] if post => guarded("sign", state, request, |s, c| ops::sign(s, name, &c)).await,
+        ["v1", "sign", name, "verify"] if post => {
+            guarded("sign_verify", state, request, |s, c| ops::verify(s, name, &c)).await
+        }
         ["healthz" | "readyz" | "metrics"]
         | ["v1", "keyrings" | "jwks", ..]
         | ["v1", "keys", ..]
-        | ["v1", "jwt", _, "sign" | "verify"] => (
+        | ["v1", "jwt", _, "sign" | "verify"]
+        | ["v1", "encrypt" | "decrypt" | "rewrap" | "mac" | "sign", _]
+        | ["v1", "mac" | "sign", _, "verify"] => (
             "other",
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -1,0 +1,198 @@
+//! `POST /v1/encrypt/{k}`, `/v1/decrypt/{k}`, `/v1/rewrap/{k}` (single or
+//! `batch`), `/v1/mac/{k}`, `/v1/mac/{k}/verify`, `/v1/sign/{k}` and
+//! `/v1/sign/{k}/verify`: the keys stay in the sidecar ([`crate::ops`]).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use lockstep_model::bundle::PoolMode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::error::ApiError;
+use super::json_response;
+use super::keys::snapshot;
+use super::router::Call;
+use crate::ops::{self, OpError};
+use crate::store::{Keyring, Snapshot};
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Most items in one batch.
+pub const MAX_BATCH: usize = 256;
+
+impl From<OpError> for ApiError {
+    fn from(error: OpError) -> Self {
+        let status = match &error {
+            OpError::Mismatch(_) => StatusCode::UNAUTHORIZED,
+            OpError::NoSigningKey => StatusCode::CONFLICT,
+            OpError::Exhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OpError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, error.code(), error.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    #[serde(default)]
+    plaintext: Option<String>,
+    #[serde(default)]
+    ciphertext: Option<String>,
+    #[serde(default)]
+    associated_data: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bytes64 {
+    data: String,
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// What a call produces: an encryption, decryption or rewrap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Aead {
+    Encrypt,
+    Decrypt,
+    Rewrap,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request("body_invalid", format!("request body: {e}")))
+}
+
+/// The keyring, for an operation that makes something new with it: never in
+/// a verify-only pool, never past the signing bound.
+fn producing<'a>(state: &ApiState, snapshot: &'a Snapshot, name: &str) -> Result<&'a Keyring, ApiError> {
+    let keyring = crate::view::keyring(snapshot, name)?;
+    if snapshot.bundle.mode == PoolMode::Verify {
+        return Err(crate::jwt::JwtError::VerifyOnly.into());
+    }
+    let skew = state.configs.borrow().vault.max_clock_skew_secs;
+    if let Some(until) = state.ctx.store.sign_until(snapshot, name, skew)
+        && state.ctx.clock.now() > until
+    {
+        return Err(crate::jwt::JwtError::BoundPassed(until).into());
+    }
+    Ok(keyring)
+}
+
+fn aead(state: &ApiState, name: &str, call: &Call, op: Aead) -> Reply {
+    let snapshot = snapshot(state)?;
+    let keyring = match op {
+        Aead::Decrypt => crate::view::keyring(&snapshot, name)?,
+        Aead::Encrypt | Aead::Rewrap => producing(state, &snapshot, name)?,
+    };
+    let now = state.ctx.clock.now();
+    let one = |item: Item| -> Result<Value, OpError> {
+        let aad = item.associated_data.as_deref().map(|a| ops::base64("associated_data", a)).transpose()?;
+        let aad = aad.as_deref().map_or(&[][..], |a| a.as_slice());
+        let field = |v: Option<String>, name: &'static str| v.ok_or(OpError::Malformed(name));
+        match op {
+            Aead::Encrypt => {
+                let plain = ops::base64("plaintext", &field(item.plaintext, "plaintext")?)?;
+                let done = ops::encrypt(keyring, &state.ctx.ops, &plain, aad, now)?;
+                Ok(json!({"ciphertext": done.value, "version": done.version, "kid": done.kid}))
+            }
+            Aead::Decrypt => {
+                let done = ops::decrypt(keyring, &field(item.ciphertext, "ciphertext")?, aad, now)?;
+                let plaintext = zeroize::Zeroizing::new(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    done.value.as_slice(),
+                ));
+                Ok(json!({"plaintext": plaintext.as_str(), "version": done.version, "kid": done.kid}))
+            }
+            Aead::Rewrap => {
+                let opened = ops::decrypt(keyring, &field(item.ciphertext, "ciphertext")?, aad, now)?;
+                let done = ops::encrypt(keyring, &state.ctx.ops, &opened.value, aad, now)?;
+                Ok(json!({"ciphertext": done.value, "version": done.version, "kid": done.kid}))
+            }
+        }
+    };
+    let body = call.body.clone();
+    if let Some(batch) = body.get("batch") {
+        let items: Vec<Item> = parse(batch.clone())?;
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return Err(ApiError::bad_request("batch_invalid", format!("batch: 1 to {MAX_BATCH} items")));
+        }
+        let results: Vec<Value> = items
+            .into_iter()
+            .map(|item| one(item).unwrap_or_else(|e| json!({"error": {"code": e.code(), "message": e.to_string()}})))
+            .collect();
+        return Ok(json_response(StatusCode::OK, &json!({"batch": results})));
+    }
+    let value = one(parse(body)?)?;
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+/// `POST /v1/encrypt/{k}`.
+pub fn encrypt(state: &ApiState, name: &str, call: &Call) -> Reply {
+    aead(state, name, call, Aead::Encrypt)
+}
+
+/// `POST /v1/decrypt/{k}`.
+pub fn decrypt(state: &ApiState, name: &str, call: &Call) -> Reply {
+    aead(state, name, call, Aead::Decrypt)
+}
+
+/// `POST /v1/rewrap/{k}`: decrypts and encrypts again with the signing
+/// version.
+pub fn rewrap(state: &ApiState, name: &str, call: &Call) -> Reply {
+    aead(state, name, call, Aead::Rewrap)
+}
+
+/// `POST /v1/mac/{k}`.
+pub fn mac(state: &ApiState, name: &str, call: &Call) -> Reply {
+    let request: Bytes64 = parse(call.body.clone())?;
+    let snapshot = snapshot(state)?;
+    let keyring = producing(state, &snapshot, name)?;
+    let data = ops::base64("data", &request.data)?;
+    let done = ops::mac(keyring, &data, state.ctx.clock.now())?;
+    Ok(json_response(StatusCode::OK, &json!({"mac": done.value, "version": done.version, "kid": done.kid})))
+}
+
+/// `POST /v1/mac/{k}/verify`.
+pub fn mac_verify(state: &ApiState, name: &str, call: &Call) -> Reply {
+    let request: Bytes64 = parse(call.body.clone())?;
+    let snapshot = snapshot(state)?;
+    let keyring = crate::view::keyring(&snapshot, name)?;
+    let data = ops::base64("data", &request.data)?;
+    let mac = request.mac.ok_or(OpError::Malformed("mac"))?;
+    let done = ops::mac_verify(keyring, &data, &mac, state.ctx.clock.now())?;
+    Ok(json_response(StatusCode::OK, &json!({"valid": true, "version": done.version, "kid": done.kid})))
+}
+
+/// `POST /v1/sign/{k}`: a raw signature over bytes.
+pub fn sign(state: &ApiState, name: &str, call: &Call) -> Reply {
+    let request: Bytes64 = parse(call.body.clone())?;
+    let snapshot = snapshot(state)?;
+    let keyring = producing(state, &snapshot, name)?;
+    let data = ops::base64("data", &request.data)?;
+    let done = ops::sign(keyring, &data, state.ctx.clock.now())?;
+    let signature = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &done.value);
+    let alg = keyring.data.key_type.jwt_alg();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"signature": signature, "version": done.version, "kid": done.kid, "alg": alg}),
+    ))
+}
+
+/// `POST /v1/sign/{k}/verify`.
+pub fn verify(state: &ApiState, name: &str, call: &Call) -> Reply {
+    let request: Bytes64 = parse(call.body.clone())?;
+    let snapshot = snapshot(state)?;
+    let keyring = crate::view::keyring(&snapshot, name)?;
+    let data = ops::base64("data", &request.data)?;
+    let signature = ops::base64("signature", request.signature.as_deref().ok_or(OpError::Malformed("signature"))?)?;
+    let done = ops::verify(keyring, &data, &signature, request.kid.as_deref(), state.ctx.clock.now())?;
+    Ok(json_response(StatusCode::OK, &json!({"valid": true, "version": done.version, "kid": done.kid})))
+}
