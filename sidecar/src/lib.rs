@@ -28,6 +28,7 @@ pub mod store;
 pub mod sync;
 pub mod vault;
 pub mod view;
+pub mod webhook;
 
 #[cfg(test)]
 mod fakevault;

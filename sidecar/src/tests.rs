@@ -621,6 +621,39 @@ async fn encrypt_decrypt_rewrap_mac_and_raw_signatures_through_the_socket() {
 }
 
 #[tokio::test]
+async fn webhooks_are_signed_with_every_version_a_receiver_may_hold_and_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let clock = ManualClock::at(T0);
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &clock);
+    ready(&sidecar).await;
+    let payload = "eyJldmVudCI6InBhaWQifQ==";
+    let (status, signed) =
+        sidecar.call("POST", "/v1/webhook/api/sign", Some(json!({"payload": payload, "id": "msg_42"}))).await;
+    assert_eq!(status, 200, "{signed}");
+    assert_eq!(
+        (signed["webhook-id"].clone(), signed["webhook-timestamp"].clone()),
+        (json!("msg_42"), json!(T0.to_string()))
+    );
+    // Version 1 signs and version 2 is published: one signature each.
+    let signatures = signed["webhook-signature"].as_str().unwrap_or_default().to_string();
+    assert_eq!(signatures.split(' ').filter(|s| s.starts_with("v1,")).count(), 2, "{signed}");
+    let headers = json!({"Webhook-Id": "msg_42", "Webhook-Timestamp": T0.to_string(), "Webhook-Signature": signatures});
+    let verify = |headers: Value, payload: &str| {
+        sidecar.call("POST", "/v1/webhook/api/verify", Some(json!({"payload": payload, "headers": headers})))
+    };
+    let (status, checked) = verify(headers.clone(), payload).await;
+    assert_eq!((status, checked["version"].clone()), (200, json!(1)), "{checked}");
+    let (status, forged) = verify(headers.clone(), "eyJldmVudCI6InJlZnVuZCJ9").await;
+    assert_eq!((status, forged["error"]["code"].clone()), (401, json!("webhook_signature_invalid")));
+    clock.advance(301);
+    let (status, late) = verify(headers, payload).await;
+    assert_eq!((status, late["error"]["code"].clone()), (401, json!("webhook_timestamp")));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
 async fn a_verify_only_pool_never_signs_even_with_an_hmac_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = FakeVault::start().await;

@@ -1,6 +1,8 @@
 //! `POST /v1/encrypt/{k}`, `/v1/decrypt/{k}`, `/v1/rewrap/{k}` (single or
 //! `batch`), `/v1/mac/{k}`, `/v1/mac/{k}/verify`, `/v1/sign/{k}` and
-//! `/v1/sign/{k}/verify`: the keys stay in the sidecar ([`crate::ops`]).
+//! `/v1/sign/{k}/verify`, `/v1/webhook/{k}/sign` and
+//! `/v1/webhook/{k}/verify`: the keys stay in the sidecar ([`crate::ops`],
+//! [`crate::webhook`]).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,6 +18,7 @@ use super::keys::snapshot;
 use super::router::Call;
 use crate::ops::{self, OpError};
 use crate::store::{Keyring, Snapshot};
+use crate::webhook::{self, WebhookError};
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -33,6 +36,82 @@ impl From<OpError> for ApiError {
         };
         Self::new(status, error.code(), error.to_string())
     }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(error: WebhookError) -> Self {
+        let status = match &error {
+            WebhookError::NoMatch | WebhookError::Timestamp(_) => StatusCode::UNAUTHORIZED,
+            WebhookError::NoSigningKey => StatusCode::CONFLICT,
+            WebhookError::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, error.code(), error.to_string())
+    }
+}
+
+/// Default tolerance on `webhook-timestamp`, seconds (the format's usual
+/// five minutes), and the most a caller may ask for.
+const WEBHOOK_TOLERANCE: u64 = 300;
+const MAX_WEBHOOK_TOLERANCE: u64 = 3_600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSign {
+    payload: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookVerify {
+    payload: String,
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    tolerance: Option<u64>,
+}
+
+/// `POST /v1/webhook/{k}/sign`: the three headers for an outgoing webhook.
+pub fn webhook_sign(state: &ApiState, name: &str, call: &Call) -> Reply {
+    let request: WebhookSign = parse(call.body.clone())?;
+    let snapshot = snapshot(state)?;
+    let keyring = producing(state, &snapshot, name)?;
+    let payload = ops::base64("payload", &request.payload)?;
+    let now = state.ctx.clock.now();
+    let id = request.id.unwrap_or_else(|| format!("msg_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
+    let headers = webhook::sign(keyring, &id, request.timestamp.unwrap_or(now), &payload, now)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"webhook-id": headers.id, "webhook-timestamp": headers.timestamp.to_string(),
+                "webhook-signature": headers.signature}),
+    ))
+}
+
+/// `POST /v1/webhook/{k}/verify`: checks an incoming webhook's headers.
+pub fn webhook_verify(state: &ApiState, name: &str, call: &Call) -> Reply {
+    let request: WebhookVerify = parse(call.body.clone())?;
+    let snapshot = snapshot(state)?;
+    let keyring = crate::view::keyring(&snapshot, name)?;
+    let payload = ops::base64("payload", &request.payload)?;
+    let tolerance = request.tolerance.unwrap_or(WEBHOOK_TOLERANCE);
+    if tolerance > MAX_WEBHOOK_TOLERANCE {
+        return Err(ApiError::bad_request("tolerance_invalid", format!("tolerance is over {MAX_WEBHOOK_TOLERANCE}s")));
+    }
+    // Header names are case-insensitive.
+    let header =
+        |name: &'static str| request.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    let id = header("webhook-id").ok_or(WebhookError::Header("webhook-id"))?;
+    let timestamp = header("webhook-timestamp")
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .ok_or(WebhookError::Header("webhook-timestamp"))?;
+    let signature = header("webhook-signature").ok_or(WebhookError::Header("webhook-signature"))?;
+    let headers = webhook::Headers { id, timestamp, signature };
+    let version = webhook::verify(keyring, &headers, &payload, tolerance, state.ctx.clock.now())?;
+    let kid = keyring.data.versions.iter().find(|v| v.meta.number == version).map(|v| v.meta.kid.clone());
+    Ok(json_response(StatusCode::OK, &json!({"valid": true, "version": version, "kid": kid})))
 }
 
 #[derive(Deserialize)]

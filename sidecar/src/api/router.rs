@@ -100,12 +100,19 @@ async fn dispatch(
         ["v1", "sign", name, "verify"] if post => {
             guarded("sign_verify", state, request, |s, c| ops::verify(s, name, &c)).await
         }
+        ["v1", "webhook", name, "sign"] if post => {
+            guarded("webhook_sign", state, request, |s, c| ops::webhook_sign(s, name, &c)).await
+        }
+        ["v1", "webhook", name, "verify"] if post => {
+            guarded("webhook_verify", state, request, |s, c| ops::webhook_verify(s, name, &c)).await
+        }
         ["healthz" | "readyz" | "metrics"]
         | ["v1", "keyrings" | "jwks", ..]
         | ["v1", "keys", ..]
         | ["v1", "jwt", _, "sign" | "verify"]
         | ["v1", "encrypt" | "decrypt" | "rewrap" | "mac" | "sign", _]
-        | ["v1", "mac" | "sign", _, "verify"] => (
+        | ["v1", "mac" | "sign", _, "verify"]
+        | ["v1", "webhook", _, "sign" | "verify"] => (
             "other",
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
