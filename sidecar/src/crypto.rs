@@ -7,12 +7,12 @@ use aws_lc_rs::signature::{
     self, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair,
     ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair,
 };
-use aws_lc_rs::{aead, hmac, rsa};
+use aws_lc_rs::{aead, hmac};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use lockstep_model::KeyType;
 use lockstep_model::bundle::BundleVersion;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Why material could not be used; the bundle carrying it is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,7 +112,7 @@ impl PreparedKey {
                     .ok_or(CryptoError::BadPublicKey(n))?;
                 let verifier = ParsedPublicKey::new(verification_alg(key_type), &public)
                     .map_err(|_| CryptoError::BadPublicKey(n))?;
-                let jwk = public_jwk(key_type, &public).ok_or(CryptoError::BadPublicKey(n))?;
+                let jwk = lockstep_model::jwk::public_jwk(key_type, &public).ok_or(CryptoError::BadPublicKey(n))?;
                 let signer = private.map(|der| parse_signer(key_type, der, n)).transpose()?;
                 if let Some(signer) = &signer {
                     check_pair(signer, &verifier, n)?;
@@ -229,30 +229,6 @@ fn check_pair(signer: &Signer, verifier: &ParsedPublicKey, n: u64) -> Result<(),
     verifier.verify_sig(probe, &sig).map_err(|_| CryptoError::Mismatch(n))
 }
 
-/// The public JWK members (`kty`, `crv`, `x`, `y`, `n`, `e`) of an SPKI.
-fn public_jwk(key_type: KeyType, spki: &[u8]) -> Option<Value> {
-    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    match key_type {
-        // The raw key is the last 32 bytes of the 44-byte SPKI.
-        KeyType::Ed25519 => {
-            let raw = spki.get(spki.len().checked_sub(32)?..)?;
-            Some(json!({"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}))
-        }
-        // The uncompressed point 04 || x || y ends the SPKI.
-        KeyType::EcdsaP256 => {
-            let point = spki.get(spki.len().checked_sub(65)?..)?;
-            (point[0] == 4)
-                .then(|| json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..])}))
-        }
-        KeyType::Rsa2048 => {
-            let key = rsa::PublicKey::from_der(spki).ok()?;
-            let parts = rsa::PublicKeyComponents::<Vec<u8>>::from(&key);
-            Some(json!({"kty": "RSA", "n": b64(&parts.n), "e": b64(&parts.e)}))
-        }
-        KeyType::HmacSha256 | KeyType::Aes256Gcm => None,
-    }
-}
-
 /// PEM armour of DER.
 pub fn pem(label: &str, der: &[u8]) -> String {
     let text = STANDARD.encode(der);
@@ -298,7 +274,7 @@ pub(crate) mod testkeys {
                 (SecretBytes::new(pkcs8.as_ref().to_vec()), spki(public))
             }
             KeyType::Rsa2048 => {
-                let pair = rsa::KeyPair::generate(rsa::KeySize::Rsa2048).expect("gen");
+                let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("gen");
                 let pkcs8: Pkcs8V1Der<'static> = pair.as_der().expect("der");
                 let public = pair.public_key().as_der().expect("der");
                 (SecretBytes::new(pkcs8.as_ref().to_vec()), spki(public))

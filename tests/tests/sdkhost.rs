@@ -36,10 +36,10 @@ fn mounts_twice_in_one_process_and_round_trips_through_storage(kind: HostKind) {
     let first = host.mount("a/");
     assert_eq!(first["multiplexed"], true, "{first}");
     assert_eq!(first["plugin_version"], plugin_version());
-    // Key material is declared for seal wrapping; nothing is reachable
-    // without a token.
+    // Key material is declared for seal wrapping; only public JWKS are
+    // reachable without a token.
     assert_eq!(first["seal_wrap_storage"], json!(["material/"]), "{first}");
-    assert!(first.get("unauthenticated").is_none(), "{first}");
+    assert_eq!(first["unauthenticated"], json!(["jwks/*"]), "{first}");
     host.mount("b/");
     assert_eq!(host.processes(), (1, 1), "two mounts share one multiplexed process");
 

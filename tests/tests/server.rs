@@ -163,3 +163,45 @@ fn a_sidecar_policy_reads_its_own_bundle_and_nothing_else() {
     let web: &Value = pools.iter().find(|p| p["pool"] == "web").expect("web in status");
     assert_eq!(web["instances"][0]["held_version"], 1, "{status:?}");
 }
+
+#[test]
+fn a_public_jwks_is_served_without_a_token_with_its_cache_lifetime() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    let policy = json!({"type": "ed25519", "public_jwks": true, "rotation_period": "24h", "prepublish": "2h",
+                        "grace_period": "4h", "max_token_ttl": "1h", "commit_timeout": "6h"});
+    server.write("lockstep/keys/jwt", policy).expect_status(200);
+    server.write("lockstep/keys/internal", json!({"type": "ed25519"})).expect_status(200);
+    let symmetric = server.write("lockstep/keys/mac", json!({"type": "hmac-sha256", "public_jwks": true}));
+    assert_eq!(symmetric.status, 400, "{symmetric:?}");
+    assert!(symmetric.errors().contains("\"public_jwks\""), "{symmetric:?}");
+    // The published next version is in the set ahead of its activation.
+    server.write("lockstep/keys/jwt/rotate", json!({})).expect_status(200);
+    let kids: Vec<Value> = server.read("lockstep/keys/jwt").data()["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v["kid"].clone())
+        .collect();
+    let anonymous = |path: &str| match ureq::get(&format!("{}/v1/lockstep/{path}", server.address())).call() {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("request failed: {error}"),
+    };
+    let response = anonymous("jwks/jwt");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.header("Content-Type"), Some("application/json"));
+    let cache = response.header("Cache-Control").unwrap_or_default().to_string();
+    let max_age: i64 = cache.strip_prefix("public, max-age=").and_then(|a| a.parse().ok()).unwrap_or(-1);
+    // The next publication is 20 h away: the cap of an hour applies.
+    assert_eq!(max_age, 3_600, "{cache}");
+    let set: Value = serde_json::from_str(&response.into_string().expect("body")).expect("json");
+    let listed: Vec<Value> = set["keys"].as_array().into_iter().flatten().map(|k| k["kid"].clone()).collect();
+    assert_eq!(listed, kids, "{set}");
+    assert!(set["keys"].as_array().into_iter().flatten().all(|k| k["kty"] == "OKP" && k["alg"] == "EdDSA"), "{set}");
+    assert!(!set.to_string().contains("\"d\""), "no private member: {set}");
+    // Not public, or not there: the same 404, without a token.
+    for path in ["jwks/internal", "jwks/nothing"] {
+        assert_eq!(anonymous(path).status(), 404, "{path}");
+    }
+    // Everything else still needs a token.
+    assert_eq!(anonymous("keys/jwt").status(), 403);
+}

@@ -126,6 +126,15 @@ pub fn symmetric_warning(keyring: &str, pools: &[String]) -> String {
     )
 }
 
+/// A keyring with its material, from the cache.
+pub async fn cached_ring(
+    state: &MountState,
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<Option<Arc<CachedRing>>, LogicalError> {
+    ring(state, storage, name).await
+}
+
 /// A keyring with its material, from the cache; read under the keyring's
 /// lock, so record and material come from one state.
 async fn ring(state: &MountState, storage: &dyn Storage, name: &str) -> Result<Option<Arc<CachedRing>>, LogicalError> {

@@ -66,6 +66,7 @@ pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
             paths::bundle::path(state.clone()),
             paths::status::path(state.clone()),
             paths::history::path(),
+            paths::jwks::path(state.clone()),
         ],
         periodic: Some(Arc::new(move |storage| {
             let state = periodic_state.clone();
@@ -79,7 +80,12 @@ pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
         invalidate: Some(Arc::new(move |key| invalidate_state.invalidated(key))),
         // Key material is seal-wrapped on servers that offer it, as
         // Transit's keys are.
-        special_paths: SpecialPaths { seal_wrap_storage: vec!["material/".into()], ..SpecialPaths::default() },
+        // Public keys of keyrings that opt in are for anyone.
+        special_paths: SpecialPaths {
+            seal_wrap_storage: vec!["material/".into()],
+            unauthenticated: vec!["jwks/*".into()],
+            ..SpecialPaths::default()
+        },
         max_request_bytes: MAX_REQUEST_BYTES,
         ..Backend::default()
     }

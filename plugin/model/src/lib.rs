@@ -12,9 +12,11 @@
 //!   purge) as pure functions over a keyring's versions;
 //! - [`bundle`]: what a sidecar fetches, and its validation;
 //! - [`name`]: the rule for keyring, pool and instance names;
+//! - [`jwk`]: public keys as JWKs;
 //! - [`secret`]: key bytes that are redacted and zeroized.
 
 pub mod bundle;
+pub mod jwk;
 pub mod keytype;
 pub mod name;
 pub mod policy;

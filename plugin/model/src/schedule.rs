@@ -88,6 +88,10 @@ pub struct Keyring {
     pub history_seq: u64,
     /// Recent idempotency keys.
     pub idempotency: VecDeque<IdempotencyRecord>,
+    /// Whether anyone may read the public keys of the verification set
+    /// (`jwks/<name>`, without a token). Asymmetric types only.
+    #[serde(default)]
+    pub public_jwks: bool,
 }
 
 /// A rotation request that cannot proceed.
@@ -158,6 +162,7 @@ impl Keyring {
             history: VecDeque::new(),
             history_seq: 0,
             idempotency: VecDeque::new(),
+            public_jwks: false,
         }
     }
 

@@ -54,6 +54,12 @@ pub fn path(state: Arc<MountState>) -> Path {
             FieldType::Bool,
             "Whether the keyring may be deleted. False by default, so that a mistaken delete cannot destroy keys \
              pools rely on.",
+        ))
+        .field(Field::new(
+            "public_jwks",
+            FieldType::Bool,
+            "Whether anyone may read the public keys of the verification set, without a token, at jwks/<name> \
+             (for verifiers outside the fleet). Asymmetric types only; false by default.",
         ));
     for field in policy_fields() {
         path = path.field(field);
@@ -121,6 +127,7 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     }
     let t = state.now();
     let mut ring = Keyring::new(name.into(), key_type, policy, data.bool("deletion_allowed").unwrap_or(false));
+    ring.public_jwks = public_jwks(data, key_type)?.unwrap_or(false);
     // A keyring made again under a deleted one's name goes on from its
     // numbers: versions are never reused, and sidecars that still hold the
     // old one see a newer generation, not a rollback.
@@ -169,6 +176,9 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     if data.is_set("deletion_allowed") {
         ring.deletion_allowed = data.bool("deletion_allowed").unwrap_or(false);
     }
+    if let Some(public) = public_jwks(data, ring.key_type)? {
+        ring.public_jwks = public;
+    }
     let t = state.now();
     // The policy's timings are in every bundle that carries the keyring.
     if ring.policy != before {
@@ -180,6 +190,20 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     Ok(Some(render(&ring, t)))
 }
 
+/// `public_jwks` as the request sets it; only asymmetric keys have
+/// public halves to publish.
+fn public_jwks(data: &FieldData, key_type: KeyType) -> Result<Option<bool>, LogicalError> {
+    let Some(public) = data.is_set("public_jwks").then(|| data.bool("public_jwks").unwrap_or(false)) else {
+        return Ok(None);
+    };
+    if public && !key_type.is_asymmetric() {
+        return Err(LogicalError::InvalidRequest(format!(
+            "field \"public_jwks\": a {key_type} keyring has no public key to publish"
+        )));
+    }
+    Ok(Some(public))
+}
+
 fn policy_change(before: &lockstep_model::Policy, ring: &Keyring) -> String {
     let (mut old, mut new) = (Map::new(), Map::new());
     policy_json(before, &mut old);
@@ -187,6 +211,7 @@ fn policy_change(before: &lockstep_model::Policy, ring: &Keyring) -> String {
     let mut changes: Vec<String> =
         new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {} -> {v}", old[k])).collect();
     changes.push(format!("deletion_allowed: {}", ring.deletion_allowed));
+    changes.push(format!("public_jwks: {}", ring.public_jwks));
     changes.join(", ")
 }
 
@@ -239,6 +264,7 @@ pub(crate) fn render(ring: &Keyring, t: i64) -> Response {
     data.insert("name".into(), json!(ring.name));
     data.insert("type".into(), json!(ring.key_type));
     data.insert("deletion_allowed".into(), json!(ring.deletion_allowed));
+    data.insert("public_jwks".into(), json!(ring.public_jwks));
     data.insert("latest_version".into(), json!(ring.latest));
     data.insert("signing_version".into(), json!(state.signing));
     data.insert("pending_version".into(), json!(ring.pending().map(|p| p.number)));

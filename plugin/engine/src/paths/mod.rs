@@ -4,6 +4,7 @@ pub mod bundle;
 pub mod config;
 pub mod history;
 pub mod info;
+pub mod jwks;
 pub mod keys;
 pub mod keys_revoke;
 pub mod keys_rotate;
