@@ -558,3 +558,73 @@ fn an_allow_list_reloaded_on_sighup_applies_to_connections_already_open() {
     web.wait_until("the reload", 20, |s| s.log().contains("configuration reloaded"));
     assert_eq!(keep_alive_status(&mut open, "/v1/keys/jwt"), 403, "the open connection is refused too");
 }
+
+/// A POST to a sidecar that must succeed; its answer.
+fn post(sidecar: &Sidecar, path: &str, body: Value) -> Value {
+    let reply = sidecar.request("POST", path, Some(&body));
+    assert_eq!(reply.status, 200, "{path}: {reply:?}");
+    reply.body
+}
+
+#[test]
+fn ciphertexts_and_webhooks_cross_pools_and_a_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web", "api"]);
+    let policy = |key_type: &str| {
+        // Ten seconds between publication and activation: the window in
+        // which a webhook carries both versions.
+        json!({"type": key_type, "rotation_period": "1h", "prepublish": "10s", "grace_period": "20m",
+               "max_token_ttl": "10m", "commit_timeout": "30m"})
+    };
+    server.write("lockstep/keys/data", policy("aes256-gcm")).expect_status(200);
+    server.write("lockstep/keys/hooks", policy("hmac-sha256")).expect_status(200);
+    for pool in ["web", "api"] {
+        server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt,data,hooks"})).expect_status(200);
+    }
+    let start = |pool: &str| {
+        Sidecar::start(dir.path(), pool, &config(dir.path(), &server, pool, &token_auth(dir.path(), &server, pool), ""))
+    };
+    let (web, api) = (start("web"), start("api"));
+    let version_of = |s: &Sidecar, k: &str| s.get(&format!("/v1/keys/{k}")).body["signing"]["version"].clone();
+    for sidecar in [&web, &api] {
+        sidecar.wait_until("data and hooks", 30, |s| version_of(s, "data") == 1 && version_of(s, "hooks") == 1);
+    }
+    let secret = "c2VjcmV0IHBheWxvYWQ="; // "secret payload"
+    let aad = "b3JkZXItNw=="; // "order-7"
+    let before = post(&web, "/v1/encrypt/data", json!({"plaintext": secret, "associated_data": aad}));
+    assert_eq!(before["version"], 1);
+
+    // Both keyrings rotate: while the next versions are published but not
+    // yet signing, a webhook carries both signatures, and verifies at the
+    // other pool.
+    for keyring in ["data", "hooks"] {
+        server.write(&format!("lockstep/keys/{keyring}/rotate"), json!({})).expect_status(200);
+    }
+    for sidecar in [&web, &api] {
+        sidecar.wait_until("the next version held", 8, |s| {
+            s.get("/v1/keys/hooks").body["verifying"].as_array().is_some_and(|v| v.len() == 2)
+        });
+    }
+    let hook = post(&web, "/v1/webhook/hooks/sign", json!({"payload": secret}));
+    let signatures = hook["webhook-signature"].as_str().unwrap_or_default().split(' ').count();
+    assert_eq!(signatures, 2, "one signature per version a receiver may hold: {hook}");
+    let headers = json!({"webhook-id": hook["webhook-id"], "webhook-timestamp": hook["webhook-timestamp"],
+                         "webhook-signature": hook["webhook-signature"]});
+    let checked = post(&api, "/v1/webhook/hooks/verify", json!({"payload": secret, "headers": headers}));
+    assert_eq!(checked["valid"], true, "{checked}");
+
+    // Once version 2 signs everywhere, a ciphertext made before the
+    // rotation still opens at the other pool, and new ones open too.
+    for sidecar in [&web, &api] {
+        sidecar.wait_until("version 2 signing", 60, |s| version_of(s, "data") == 2 && version_of(s, "hooks") == 2);
+    }
+    let opened = post(&api, "/v1/decrypt/data", json!({"ciphertext": before["ciphertext"], "associated_data": aad}));
+    assert_eq!((opened["plaintext"].clone(), opened["version"].clone()), (json!(secret), json!(1)));
+    let after = post(&api, "/v1/encrypt/data", json!({"plaintext": secret}));
+    assert_eq!(after["version"], 2);
+    let opened = post(&web, "/v1/decrypt/data", json!({"ciphertext": after["ciphertext"]}));
+    assert_eq!(opened["plaintext"], json!(secret));
+    // The webhook signed during the rotation still verifies after it.
+    let late = post(&api, "/v1/webhook/hooks/verify", json!({"payload": secret, "headers": headers}));
+    assert_eq!(late["valid"], true, "{late}");
+}
