@@ -304,6 +304,53 @@ mod tests {
         }
     }
 
+    fn secret_version(secret: Vec<u8>) -> BundleVersion {
+        BundleVersion {
+            meta: meta(1),
+            private_key: Some(lockstep_model::secret::SecretBytes::new(secret)),
+            public_key: None,
+        }
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_test_case_1() {
+        let key = PreparedKey::prepare(KeyType::HmacSha256, &secret_version(vec![0x0b; 20])).expect("key");
+        let tag = key.sign(b"Hi There").expect("mac");
+        assert_eq!(tag, hex("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"));
+        assert!(key.verify(b"Hi There", &tag) && !key.verify(b"Hi there", &tag));
+    }
+
+    #[test]
+    fn aes_gcm_opens_the_gcm_specifications_test_case_16() {
+        // AES-256, 96-bit IV, with associated data (McGrew and Viega, "The
+        // Galois/Counter Mode of Operation", test case 16), in the layout
+        // seal writes: IV, then ciphertext and tag.
+        let key = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
+        let key = PreparedKey::prepare(KeyType::Aes256Gcm, &secret_version(key)).expect("key");
+        let plaintext = hex(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        );
+        let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+        let sealed = hex(concat!(
+            "cafebabefacedbaddecaf888",
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+            "76fc6ece0f4e1768cddf8853bb2d551b"
+        ));
+        assert_eq!(key.open(&sealed, &aad).expect("opens").as_slice(), plaintext.as_slice());
+        assert!(key.open(&sealed, b"other").is_none(), "other associated data");
+        let mut altered = sealed.clone();
+        altered[20] ^= 1;
+        assert!(key.open(&altered, &aad).is_none(), "an altered ciphertext");
+        // What seal makes opens again, under a fresh nonce each time.
+        let (one, two) = (key.seal(b"x", b"a").expect("seal"), key.seal(b"x", b"a").expect("seal"));
+        assert_ne!(one[..12], two[..12]);
+        assert_eq!(key.open(&one, b"a").expect("opens").as_slice(), b"x");
+    }
+
     #[test]
     fn every_signing_type_signs_and_verifies() {
         for key_type in [KeyType::HmacSha256, KeyType::Ed25519, KeyType::EcdsaP256, KeyType::Rsa2048] {
