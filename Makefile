@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test tools build test-plugin hosts server lint bench-fleet
+.PHONY: demo test tools build test-plugin hosts server lint bench-fleet bench-ops
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin);
@@ -68,3 +68,11 @@ bench-fleet: server
 	$(CARGO) build --release -p lockstep-plugin
 	LOCKSTEP_PLUGIN_BIN=$(CURDIR)/target/release/vault-plugin-secrets-lockstep \
 	    $(CARGO) bench -p lockstep-tests --bench fleet -- $(BENCH_ARGS)
+
+## The sidecar's encrypt, decrypt, MAC and raw signatures beside Transit on
+## one real server (docs/performance.md). BENCH_ARGS="--secs 5" by default.
+bench-ops: server
+	$(CARGO) build --release -p lockstep-plugin -p lockstep-sidecar
+	LOCKSTEP_PLUGIN_BIN=$(CURDIR)/target/release/vault-plugin-secrets-lockstep \
+	LOCKSTEP_SIDECAR_BIN=$(CURDIR)/target/release/lockstep-sidecar \
+	    $(CARGO) bench -p lockstep-tests --bench ops -- $(BENCH_ARGS)
