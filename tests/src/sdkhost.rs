@@ -43,7 +43,23 @@ pub struct HostReply {
     pub warnings: Vec<String>,
 }
 
+impl HostReply {
+    /// The data of a reply that must have succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert!(self.status < 300, "request failed: {self:?}");
+        self.data
+    }
+}
+
 impl SdkHost {
+    /// OpenBao's host with the plugin mounted at `mount`.
+    pub fn mounted(mount: &str) -> Self {
+        let host = Self::start(HostKind::OpenBao);
+        host.mount(mount);
+        host
+    }
+
     /// Starts a host with the plugin registered as `lockstep`.
     pub fn start(kind: HostKind) -> Self {
         Self::start_with(kind, &[])
