@@ -205,3 +205,36 @@ fn a_public_jwks_is_served_without_a_token_with_its_cache_lifetime() {
     // Everything else still needs a token.
     assert_eq!(anonymous("keys/jwt").status(), 403);
 }
+
+#[test]
+fn the_servers_openapi_document_lists_every_lockstep_path() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    let reply = server.request("GET", "sys/internal/specs/openapi", None).expect_status(200);
+    let paths = reply.body["paths"].as_object().cloned().unwrap_or_default();
+    for path in [
+        "/lockstep/info",
+        "/lockstep/config",
+        "/lockstep/keys/",
+        "/lockstep/keys/{name}",
+        "/lockstep/keys/{name}/rotate",
+        "/lockstep/keys/{name}/revoke",
+        "/lockstep/pools/",
+        "/lockstep/pools/{name}",
+        "/lockstep/bundle/{pool}",
+        "/lockstep/status/{name}",
+        "/lockstep/history/{name}",
+        "/lockstep/jwks/{name}",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys().filter(|k| k.contains("lockstep")).collect::<Vec<_>>()
+        );
+    }
+    // Operations and fields come from the declarations.
+    let keys = &paths["/lockstep/keys/{name}"];
+    assert!(keys["post"]["requestBody"].to_string().contains("rotation_period"), "{keys}");
+    assert!(keys["get"].is_object() && keys["delete"].is_object(), "{keys}");
+    let bundle = &paths["/lockstep/bundle/{pool}"];
+    assert!(bundle["get"]["parameters"].to_string().contains("\"held\""), "{bundle}");
+}

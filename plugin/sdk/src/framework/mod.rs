@@ -4,6 +4,7 @@
 
 mod fields;
 mod help;
+mod openapi;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -269,6 +270,9 @@ impl Backend {
         let mut data = serde_json::Map::new();
         data.insert("help".into(), serde_json::Value::String(text));
         data.insert("see_also".into(), serde_json::Value::Array(Vec::new()));
+        if path.is_empty() {
+            data.insert("openapi".into(), openapi::document(&self.help, &self.paths));
+        }
         Response::with_data(data)
     }
 }
