@@ -654,6 +654,29 @@ async fn webhooks_are_signed_with_every_version_a_receiver_may_hold_and_verified
 }
 
 #[tokio::test]
+async fn the_socket_api_describes_itself_and_every_described_route_exists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &ManualClock::at(T0));
+    ready(&sidecar).await;
+    let (status, doc) = sidecar.get("/v1/openapi.json").await;
+    assert_eq!(status, 200, "{doc}");
+    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    assert!(paths.contains_key("/v1/webhook/{keyring}/verify"), "{doc}");
+    for (path, item) in &paths {
+        for method in item.as_object().into_iter().flatten().map(|(m, _)| m.to_uppercase()) {
+            let concrete = path.replace("{keyring}", "nope").replace("{version}", "1").replace("{kid}", "k");
+            let body = (method == "POST").then(|| json!({}));
+            let (_, answer) = sidecar.call(&method, &concrete, body).await;
+            assert_ne!(answer["error"]["code"], "route_not_found", "{method} {path}");
+            assert_ne!(answer["error"]["code"], "method_not_allowed", "{method} {path}");
+        }
+    }
+    sidecar.stop().await;
+}
+
+#[tokio::test]
 async fn a_verify_only_pool_never_signs_even_with_an_hmac_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = FakeVault::start().await;

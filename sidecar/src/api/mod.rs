@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod jwt;
 pub mod keys;
+pub mod openapi;
 pub mod ops;
 pub mod router;
 

@@ -70,6 +70,12 @@ async fn dispatch(
         ["readyz"] if get => ("readyz", Ok(health::readyz(state))),
         ["metrics"] if get => ("metrics", Ok(health::metrics(state))),
         ["v1", "keyrings"] if get => guarded("keyrings", state, request, |s, _| keys::list(s)).await,
+        ["v1", "openapi.json"] if get => {
+            guarded("openapi", state, request, |_, _| {
+                Ok(super::json_response(StatusCode::OK, &super::openapi::document()))
+            })
+            .await
+        }
         ["v1", "keys", name] if get => guarded("keys", state, request, |s, c| keys::keys(s, name, &c)).await,
         ["v1", "keys", name, "versions", n] if get => {
             guarded("version", state, request, |s, c| keys::version_by_number(s, name, n, &c)).await
@@ -107,7 +113,7 @@ async fn dispatch(
             guarded("webhook_verify", state, request, |s, c| ops::webhook_verify(s, name, &c)).await
         }
         ["healthz" | "readyz" | "metrics"]
-        | ["v1", "keyrings" | "jwks", ..]
+        | ["v1", "keyrings" | "jwks" | "openapi.json", ..]
         | ["v1", "keys", ..]
         | ["v1", "jwt", _, "sign" | "verify"]
         | ["v1", "encrypt" | "decrypt" | "rewrap" | "mac" | "sign", _]

@@ -1,0 +1,151 @@
+//! `GET /v1/openapi.json`: the socket API described as OpenAPI 3, from one
+//! table of its routes, so clients and fuzzers can be driven by it.
+
+use serde_json::{Map, Value, json};
+
+/// One route: method, path, summary, and the JSON body fields it takes.
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: &'static [&'static str],
+}
+
+const ROUTES: &[Route] = &[
+    Route { method: "get", path: "/healthz", summary: "Liveness.", body: &[] },
+    Route {
+        method: "get",
+        path: "/readyz",
+        summary: "Readiness: a valid bundle, fresh enough, signing allowed.",
+        body: &[],
+    },
+    Route { method: "get", path: "/metrics", summary: "Prometheus metrics.", body: &[] },
+    Route { method: "get", path: "/v1/keyrings", summary: "The keyrings of the pool's bundle.", body: &[] },
+    Route {
+        method: "get",
+        path: "/v1/keys/{keyring}",
+        summary: "The signing version and the verification set.",
+        body: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/keys/{keyring}/versions/{version}",
+        summary: "One version by number.",
+        body: &[],
+    },
+    Route { method: "get", path: "/v1/keys/{keyring}/kids/{kid}", summary: "One version by kid.", body: &[] },
+    Route {
+        method: "get",
+        path: "/v1/keys/{keyring}/watch",
+        summary: "The keys answer once the keyring's state changes.",
+        body: &[],
+    },
+    Route { method: "post", path: "/v1/jwt/{keyring}/sign", summary: "Sign a JWT.", body: &["claims", "ttl"] },
+    Route {
+        method: "post",
+        path: "/v1/jwt/{keyring}/verify",
+        summary: "Verify a JWT.",
+        body: &["token", "audience", "issuer", "leeway"],
+    },
+    Route { method: "get", path: "/v1/jwks/{keyring}", summary: "The verification set as a JWK Set.", body: &[] },
+    Route {
+        method: "post",
+        path: "/v1/encrypt/{keyring}",
+        summary: "Encrypt (AES-256-GCM), one item or a batch.",
+        body: &["plaintext", "associated_data", "batch"],
+    },
+    Route {
+        method: "post",
+        path: "/v1/decrypt/{keyring}",
+        summary: "Decrypt with the version the ciphertext names.",
+        body: &["ciphertext", "associated_data", "batch"],
+    },
+    Route {
+        method: "post",
+        path: "/v1/rewrap/{keyring}",
+        summary: "Encrypt again with the signing version.",
+        body: &["ciphertext", "associated_data", "batch"],
+    },
+    Route { method: "post", path: "/v1/mac/{keyring}", summary: "MAC (HMAC-SHA-256) bytes.", body: &["data"] },
+    Route { method: "post", path: "/v1/mac/{keyring}/verify", summary: "Check a MAC.", body: &["data", "mac"] },
+    Route { method: "post", path: "/v1/sign/{keyring}", summary: "Sign bytes (asymmetric keyrings).", body: &["data"] },
+    Route {
+        method: "post",
+        path: "/v1/sign/{keyring}/verify",
+        summary: "Check a signature over bytes.",
+        body: &["data", "signature", "kid"],
+    },
+    Route {
+        method: "post",
+        path: "/v1/webhook/{keyring}/sign",
+        summary: "Sign a webhook (Standard Webhooks).",
+        body: &["payload", "id", "timestamp"],
+    },
+    Route {
+        method: "post",
+        path: "/v1/webhook/{keyring}/verify",
+        summary: "Verify a webhook (Standard Webhooks).",
+        body: &["payload", "headers", "tolerance"],
+    },
+    Route { method: "get", path: "/v1/openapi.json", summary: "This document.", body: &[] },
+];
+
+/// The fields' types, by name.
+fn schema(field: &str) -> Value {
+    match field {
+        "ttl" | "leeway" | "timestamp" | "tolerance" => json!({"type": "integer", "minimum": 0}),
+        "claims" | "headers" => json!({"type": "object"}),
+        "batch" => json!({"type": "array", "items": {"type": "object"}}),
+        _ => json!({"type": "string"}),
+    }
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let item = paths.entry(route.path).or_insert_with(|| json!({}));
+        let params: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut header = vec![json!({"name": "X-Lockstep-Request", "in": "header", "required": true,
+                                     "schema": {"type": "string", "enum": ["1"]}})];
+        if !route.path.starts_with("/v1/") {
+            header.clear();
+        }
+        let mut operation = json!({"summary": route.summary,
+                                   "parameters": params.into_iter().chain(header).collect::<Vec<_>>(),
+                                   "responses": {"200": {"description": "OK"}, "default": {"description":
+                                       "A JSON error {\"error\": {\"code\", \"message\"}}"}}});
+        if !route.body.is_empty() {
+            let properties: Map<String, Value> = route.body.iter().map(|f| (f.to_string(), schema(f))).collect();
+            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema":
+                {"type": "object", "properties": properties}}}});
+        }
+        item[route.method] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Lockstep sidecar socket API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_described_with_its_parameters() {
+        let doc = document();
+        let paths = doc["paths"].as_object().expect("paths");
+        assert_eq!(paths.len(), ROUTES.len());
+        let decrypt = &paths["/v1/decrypt/{keyring}"]["post"];
+        assert_eq!(decrypt["parameters"][0]["name"], "keyring");
+        assert!(decrypt["requestBody"].to_string().contains("ciphertext"), "{decrypt}");
+        assert!(paths["/healthz"]["get"]["parameters"].as_array().is_some_and(Vec::is_empty));
+    }
+}
