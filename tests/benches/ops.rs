@@ -123,28 +123,46 @@ fn figures(mut latencies: Vec<Duration>, secs: f64) -> Figures {
     }
 }
 
+/// Repeats `one` until `end`; the latency of each call.
+async fn timed<F, Fut>(end: Instant, mut one: F) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut latencies = Vec::new();
+    while Instant::now() < end {
+        let started = Instant::now();
+        one().await;
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+/// Every client's latencies, as figures over `secs`.
+async fn gather(mut tasks: tokio::task::JoinSet<Vec<Duration>>, secs: u64) -> Figures {
+    let mut all = Vec::new();
+    while let Some(latencies) = tasks.join_next().await {
+        all.extend(latencies.expect("client"));
+    }
+    figures(all, secs as f64)
+}
+
 async fn run_sidecar(socket: &std::path::Path, call: &Call, clients: usize, secs: u64) -> Figures {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let (socket, call) = (socket.to_path_buf(), call.clone());
         tasks.spawn(async move {
-            let mut client = SocketClient::connect(&socket).await.expect("connect");
-            let mut latencies = Vec::new();
-            while Instant::now() < end {
-                let started = Instant::now();
-                let (status, _) = client.send("POST", &call.path, Some(&call.body)).await.expect("request");
+            let client = tokio::sync::Mutex::new(SocketClient::connect(&socket).await.expect("connect"));
+            timed(end, || async {
+                let (status, _) =
+                    client.lock().await.send("POST", &call.path, Some(&call.body)).await.expect("request");
                 assert_eq!(status, 200, "{}", call.path);
-                latencies.push(started.elapsed());
-            }
-            latencies
+            })
+            .await
         });
     }
-    let mut all = Vec::new();
-    while let Some(latencies) = tasks.join_next().await {
-        all.extend(latencies.expect("client"));
-    }
-    figures(all, secs as f64)
+    gather(tasks, secs).await
 }
 
 async fn run_transit(f: &Arc<Fixture>, call: &Call, clients: usize, secs: u64) -> Figures {
@@ -153,25 +171,18 @@ async fn run_transit(f: &Arc<Fixture>, call: &Call, clients: usize, secs: u64) -
     for _ in 0..clients {
         let (f, call) = (f.clone(), call.clone());
         tasks.spawn(async move {
-            let mut latencies = Vec::new();
             let url = format!("{}/{}", f.base, call.path);
             let token = f.server.token().to_string();
-            while Instant::now() < end {
-                let started = Instant::now();
+            timed(end, || async {
                 let response =
                     f.http.post(&url).header("X-Vault-Token", &token).json(&call.body).send().await.expect("request");
                 assert!(response.status().is_success(), "{}: {}", call.path, response.status());
                 response.bytes().await.expect("body");
-                latencies.push(started.elapsed());
-            }
-            latencies
+            })
+            .await
         });
     }
-    let mut all = Vec::new();
-    while let Some(latencies) = tasks.join_next().await {
-        all.extend(latencies.expect("client"));
-    }
-    figures(all, secs as f64)
+    gather(tasks, secs).await
 }
 
 fn main() {
