@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test tools build test-plugin hosts server lint bench-fleet bench-ops
+.PHONY: demo test tools pytools build test-plugin hosts server lint bench-fleet bench-ops
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin);
@@ -21,6 +21,16 @@ tools:
 	if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; apt-get update -q && apt-get install -y -q $$missing; \
 	fi
+
+## Python tools the tests run (tests/python/requirements.txt), from PyPI
+## into a virtual environment under target/, rebuilt when the list changes.
+PYENV := target/pyenv
+pytools: $(PYENV)/.installed
+$(PYENV)/.installed: tests/python/requirements.txt
+	rm -rf $(PYENV)
+	python3 -m venv $(PYENV)
+	$(PYENV)/bin/pip install -q --disable-pip-version-check -r $<
+	cp $< $@
 
 ## Build the plugin (and every other binary of the workspace).
 build:
@@ -51,7 +61,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Every test: unit tests, then end-to-end tests through the real hosts and server.
-test: build test-plugin hosts server lint
+test: build test-plugin hosts server pytools lint
 	$(CARGO) test --workspace
 	# -count=1: the e2e tests build the hosts from source at run time, which
 	# Go's test cache does not see, so a cached pass could hide a change.

@@ -36,6 +36,9 @@ pub enum OpError {
     /// No version signs (encrypts, MACs) now.
     #[error("no version of this keyring signs now")]
     NoSigningKey,
+    /// A field the operation needs is absent.
+    #[error("field {0:?} is required")]
+    Missing(&'static str),
     /// Not of the form `lockstep:v<n>:<base64>`.
     #[error("field {0:?} is not of the form lockstep:v<version>:<base64>")]
     Malformed(&'static str),
@@ -69,6 +72,7 @@ impl OpError {
         match self {
             Self::WrongType(..) => "keyring_wrong_type",
             Self::NoSigningKey => "no_signing_key",
+            Self::Missing(_) => "field_missing",
             Self::Malformed(_) => "value_malformed",
             Self::NotBase64(_) => "value_not_base64",
             Self::UnknownVersion(_) => "version_unknown",

@@ -614,6 +614,20 @@ async fn encrypt_decrypt_rewrap_mac_and_raw_signatures_through_the_socket() {
     assert_eq!((status, verified["kid"].clone()), (200, signed["kid"].clone()), "{verified}");
     let (status, refused) = call("/v1/encrypt/ed", json!({"plaintext": b64(b"x")})).await;
     assert_eq!((status, refused["error"]["code"].clone()), (400, json!("keyring_wrong_type")));
+    // Refused as a whole, whatever the items (schemathesis found a batch on
+    // an HMAC keyring answered 200 with per-item errors).
+    let (status, refused) = call("/v1/encrypt/mac", json!({"batch": [{"plaintext": b64(b"x")}, {}]})).await;
+    assert_eq!((status, refused["error"]["code"].clone()), (400, json!("keyring_wrong_type")), "{refused}");
+    // Named fields only: an array is not read as a struct by position.
+    let (status, refused) = call("/v1/encrypt/api", json!({"batch": [{"plaintext": b64(b"x")}, [null]]})).await;
+    assert_eq!(
+        (status, refused["error"]["code"].clone(), refused["error"]["message"].clone()),
+        (400, json!("batch_invalid"), json!("batch item 1: expected a JSON object"))
+    );
+    let (status, refused) = call("/v1/mac/mac", json!([b64(b"x")])).await;
+    assert_eq!((status, refused["error"]["code"].clone()), (400, json!("body_invalid")), "{refused}");
+    let (status, missing) = call("/v1/encrypt/api", json!({"associated_data": b64(b"x")})).await;
+    assert_eq!((status, missing["error"]["message"].clone()), (400, json!("field \"plaintext\" is required")));
     let metrics = sidecar.metrics().await;
     assert!(metrics.contains("requests_total{route=\"encrypt\",status=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("requests_total{route=\"mac_verify\",status=\"401\"} 1"), "{metrics}");

@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
-use super::json_response;
 use super::keys::snapshot;
 use super::router::Call;
+use super::{json_response, parse};
 use crate::jwt::{self, Expectations};
 use crate::view;
 
@@ -38,14 +38,9 @@ struct VerifyRequest {
     leeway: Option<u64>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
-    serde_json::from_value(call.body.clone())
-        .map_err(|e| ApiError::bad_request("body_invalid", format!("request body: {e}")))
-}
-
 /// Signs `claims` with the active version (`kid` in the header).
 pub fn sign(state: &ApiState, name: &str, call: &Call) -> Reply {
-    let request: SignRequest = parse(call)?;
+    let request: SignRequest = parse(call.body.clone())?;
     let snapshot = snapshot(state)?;
     let keyring = view::keyring(&snapshot, name)?;
     // A verify-only pool holds the secret of symmetric keyrings (it needs
@@ -69,7 +64,7 @@ pub fn sign(state: &ApiState, name: &str, call: &Call) -> Reply {
 
 /// Verifies a token against the verification set.
 pub fn verify(state: &ApiState, name: &str, call: &Call) -> Reply {
-    let request: VerifyRequest = parse(call)?;
+    let request: VerifyRequest = parse(call.body.clone())?;
     let snapshot = snapshot(state)?;
     let keyring = view::keyring(&snapshot, name)?;
     let default_leeway = state.configs.borrow().socket.jwt_leeway_secs;

@@ -196,6 +196,16 @@ fn peer_allowed(cred: Option<&UCred>, socket: &SocketConfig) -> bool {
     ok
 }
 
+/// A JSON object of the request's shape (serde would also read a struct
+/// from an array, by position; the API takes named fields only).
+fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, error::ApiError> {
+    if !value.is_object() {
+        return Err(error::ApiError::bad_request("body_invalid", "request body: expected a JSON object"));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| error::ApiError::bad_request("body_invalid", format!("request body: {e}")))
+}
+
 /// A JSON response.
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())));

@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
-/// One route: method, path, summary, and the JSON body fields it takes.
+/// One route: method, path, summary, and the JSON body fields it takes
+/// (a trailing `?` marks one it can do without).
 struct Route {
     method: &'static str,
     path: &'static str,
@@ -40,31 +41,31 @@ const ROUTES: &[Route] = &[
         summary: "The keys answer once the keyring's state changes.",
         body: &[],
     },
-    Route { method: "post", path: "/v1/jwt/{keyring}/sign", summary: "Sign a JWT.", body: &["claims", "ttl"] },
+    Route { method: "post", path: "/v1/jwt/{keyring}/sign", summary: "Sign a JWT.", body: &["claims", "ttl?"] },
     Route {
         method: "post",
         path: "/v1/jwt/{keyring}/verify",
         summary: "Verify a JWT.",
-        body: &["token", "audience", "issuer", "leeway"],
+        body: &["token", "audience?", "issuer?", "leeway?"],
     },
     Route { method: "get", path: "/v1/jwks/{keyring}", summary: "The verification set as a JWK Set.", body: &[] },
     Route {
         method: "post",
         path: "/v1/encrypt/{keyring}",
         summary: "Encrypt (AES-256-GCM), one item or a batch.",
-        body: &["plaintext", "associated_data", "batch"],
+        body: &["plaintext?", "associated_data?", "batch?"],
     },
     Route {
         method: "post",
         path: "/v1/decrypt/{keyring}",
         summary: "Decrypt with the version the ciphertext names.",
-        body: &["ciphertext", "associated_data", "batch"],
+        body: &["ciphertext?", "associated_data?", "batch?"],
     },
     Route {
         method: "post",
         path: "/v1/rewrap/{keyring}",
         summary: "Encrypt again with the signing version.",
-        body: &["ciphertext", "associated_data", "batch"],
+        body: &["ciphertext?", "associated_data?", "batch?"],
     },
     Route { method: "post", path: "/v1/mac/{keyring}", summary: "MAC (HMAC-SHA-256) bytes.", body: &["data"] },
     Route { method: "post", path: "/v1/mac/{keyring}/verify", summary: "Check a MAC.", body: &["data", "mac"] },
@@ -73,29 +74,38 @@ const ROUTES: &[Route] = &[
         method: "post",
         path: "/v1/sign/{keyring}/verify",
         summary: "Check a signature over bytes.",
-        body: &["data", "signature", "kid"],
+        body: &["data", "signature", "kid?"],
     },
     Route {
         method: "post",
         path: "/v1/webhook/{keyring}/sign",
         summary: "Sign a webhook (Standard Webhooks).",
-        body: &["payload", "id", "timestamp"],
+        body: &["payload", "id?", "timestamp?"],
     },
     Route {
         method: "post",
         path: "/v1/webhook/{keyring}/verify",
         summary: "Verify a webhook (Standard Webhooks).",
-        body: &["payload", "headers", "tolerance"],
+        body: &["payload", "headers", "tolerance?"],
     },
     Route { method: "get", path: "/v1/openapi.json", summary: "This document.", body: &[] },
 ];
 
-/// The fields' types, by name.
+/// The fields' types, by name: bytes travel as base64, version-tagged
+/// values as `lockstep:v<n>:<base64>`.
 fn schema(field: &str) -> Value {
+    let tagged = json!({"type": "string", "pattern": "^lockstep:v[0-9]+:[A-Za-z0-9+/]*={0,2}$"});
     match field {
         "ttl" | "leeway" | "timestamp" | "tolerance" => json!({"type": "integer", "minimum": 0}),
         "claims" | "headers" => json!({"type": "object"}),
-        "batch" => json!({"type": "array", "items": {"type": "object"}}),
+        "plaintext" | "associated_data" | "data" | "signature" | "payload" => {
+            json!({"type": "string", "format": "byte"})
+        }
+        "ciphertext" | "mac" => tagged,
+        "batch" => json!({"type": "array", "minItems": 1, "maxItems": super::ops::MAX_BATCH,
+                          "items": {"type": "object", "additionalProperties": false, "properties": {
+                              "plaintext": schema("plaintext"), "ciphertext": tagged,
+                              "associated_data": schema("associated_data")}}}),
         _ => json!({"type": "string"}),
     }
 }
@@ -109,7 +119,14 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|name| {
+                let kind = if name == "version" {
+                    json!({"type": "integer", "minimum": 1})
+                } else {
+                    json!({"type": "string"})
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": kind})
+            })
             .collect();
         let mut header = vec![json!({"name": "X-Lockstep-Request", "in": "header", "required": true,
                                      "schema": {"type": "string", "enum": ["1"]}})];
@@ -121,9 +138,12 @@ pub fn document() -> Value {
                                    "responses": {"200": {"description": "OK"}, "default": {"description":
                                        "A JSON error {\"error\": {\"code\", \"message\"}}"}}});
         if !route.body.is_empty() {
-            let properties: Map<String, Value> = route.body.iter().map(|f| (f.to_string(), schema(f))).collect();
+            let name = |f: &&str| f.trim_end_matches('?').to_string();
+            let properties: Map<String, Value> = route.body.iter().map(|f| (name(f), schema(&name(f)))).collect();
+            let required: Vec<String> = route.body.iter().filter(|f| !f.ends_with('?')).map(name).collect();
             operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema":
-                {"type": "object", "properties": properties}}}});
+                {"type": "object", "properties": properties, "required": required,
+                 "additionalProperties": false}}}});
         }
         item[route.method] = operation;
     }
@@ -145,7 +165,12 @@ mod tests {
         assert_eq!(paths.len(), ROUTES.len());
         let decrypt = &paths["/v1/decrypt/{keyring}"]["post"];
         assert_eq!(decrypt["parameters"][0]["name"], "keyring");
-        assert!(decrypt["requestBody"].to_string().contains("ciphertext"), "{decrypt}");
+        let body = &decrypt["requestBody"]["content"]["application/json"]["schema"];
+        assert!(body["properties"]["ciphertext"]["pattern"].is_string(), "{decrypt}");
+        assert_eq!(body["required"], json!([]), "{decrypt}");
+        let verify = &paths["/v1/sign/{keyring}/verify"]["post"]["requestBody"]["content"]["application/json"];
+        assert_eq!(verify["schema"]["required"], json!(["data", "signature"]), "{verify}");
+        assert_eq!(verify["schema"]["properties"]["data"]["format"], "byte", "{verify}");
         assert!(paths["/healthz"]["get"]["parameters"].as_array().is_some_and(Vec::is_empty));
     }
 }

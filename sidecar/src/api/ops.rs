@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
-use super::json_response;
 use super::keys::snapshot;
 use super::router::Call;
+use super::{json_response, parse};
 use crate::ops::{self, OpError};
 use crate::store::{Keyring, Snapshot};
 use crate::webhook::{self, WebhookError};
@@ -145,10 +145,6 @@ enum Aead {
     Rewrap,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    serde_json::from_value(value).map_err(|e| ApiError::bad_request("body_invalid", format!("request body: {e}")))
-}
-
 /// The keyring, for an operation that makes something new with it: never in
 /// a verify-only pool, never past the signing bound.
 fn producing<'a>(state: &ApiState, snapshot: &'a Snapshot, name: &str) -> Result<&'a Keyring, ApiError> {
@@ -171,11 +167,15 @@ fn aead(state: &ApiState, name: &str, call: &Call, op: Aead) -> Reply {
         Aead::Decrypt => crate::view::keyring(&snapshot, name)?,
         Aead::Encrypt | Aead::Rewrap => producing(state, &snapshot, name)?,
     };
+    // Refused as a whole, before any item is read.
+    if keyring.data.key_type != lockstep_model::KeyType::Aes256Gcm {
+        return Err(OpError::WrongType(keyring.data.key_type.to_string(), "encrypt or decrypt").into());
+    }
     let now = state.ctx.clock.now();
     let one = |item: Item| -> Result<Value, OpError> {
         let aad = item.associated_data.as_deref().map(|a| ops::base64("associated_data", a)).transpose()?;
         let aad = aad.as_deref().map_or(&[][..], |a| a.as_slice());
-        let field = |v: Option<String>, name: &'static str| v.ok_or(OpError::Malformed(name));
+        let field = |v: Option<String>, name: &'static str| v.ok_or(OpError::Missing(name));
         match op {
             Aead::Encrypt => {
                 let plain = ops::base64("plaintext", &field(item.plaintext, "plaintext")?)?;
@@ -199,10 +199,25 @@ fn aead(state: &ApiState, name: &str, call: &Call, op: Aead) -> Reply {
     };
     let body = call.body.clone();
     if let Some(batch) = body.get("batch") {
-        let items: Vec<Item> = parse(batch.clone())?;
-        if items.is_empty() || items.len() > MAX_BATCH {
-            return Err(ApiError::bad_request("batch_invalid", format!("batch: 1 to {MAX_BATCH} items")));
-        }
+        let items = match batch {
+            Value::Array(items) if !items.is_empty() && items.len() <= MAX_BATCH => items,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "batch_invalid",
+                    format!("batch: an array of 1 to {MAX_BATCH} items"),
+                ));
+            }
+        };
+        let items: Vec<Item> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                parse(item.clone()).map_err(|e| {
+                    let detail = e.message.strip_prefix("request body: ").unwrap_or(&e.message).to_string();
+                    ApiError::bad_request("batch_invalid", format!("batch item {i}: {detail}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let results: Vec<Value> = items
             .into_iter()
             .map(|item| one(item).unwrap_or_else(|e| json!({"error": {"code": e.code(), "message": e.to_string()}})))
@@ -245,7 +260,7 @@ pub fn mac_verify(state: &ApiState, name: &str, call: &Call) -> Reply {
     let snapshot = snapshot(state)?;
     let keyring = crate::view::keyring(&snapshot, name)?;
     let data = ops::base64("data", &request.data)?;
-    let mac = request.mac.ok_or(OpError::Malformed("mac"))?;
+    let mac = request.mac.ok_or(OpError::Missing("mac"))?;
     let done = ops::mac_verify(keyring, &data, &mac, state.ctx.clock.now())?;
     Ok(json_response(StatusCode::OK, &json!({"valid": true, "version": done.version, "kid": done.kid})))
 }
@@ -271,7 +286,7 @@ pub fn verify(state: &ApiState, name: &str, call: &Call) -> Reply {
     let snapshot = snapshot(state)?;
     let keyring = crate::view::keyring(&snapshot, name)?;
     let data = ops::base64("data", &request.data)?;
-    let signature = ops::base64("signature", request.signature.as_deref().ok_or(OpError::Malformed("signature"))?)?;
+    let signature = ops::base64("signature", request.signature.as_deref().ok_or(OpError::Missing("signature"))?)?;
     let done = ops::verify(keyring, &data, &signature, request.kid.as_deref(), state.ctx.clock.now())?;
     Ok(json_response(StatusCode::OK, &json!({"valid": true, "version": done.version, "kid": done.kid})))
 }
