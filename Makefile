@@ -22,14 +22,16 @@ tools:
 	    echo "installing:$$missing"; apt-get update -q && apt-get install -y -q $$missing; \
 	fi
 
-## Python tools the tests run (tests/python/requirements.txt), from PyPI
-## into a virtual environment under target/, rebuilt when the list changes.
+## Python tools the tests run (tests/python/requirements.txt) and the
+## Python client (editable), from PyPI into a virtual environment under
+## target/, rebuilt when either changes.
 PYENV := target/pyenv
 pytools: $(PYENV)/.installed
-$(PYENV)/.installed: tests/python/requirements.txt
+$(PYENV)/.installed: tests/python/requirements.txt sidecar/clients/python/pyproject.toml
 	rm -rf $(PYENV)
 	python3 -m venv $(PYENV)
 	$(PYENV)/bin/pip install -q --disable-pip-version-check -r $<
+	$(PYENV)/bin/pip install -q --disable-pip-version-check -e ./sidecar/clients/python
 	cp $< $@
 
 ## Build the plugin (and every other binary of the workspace).

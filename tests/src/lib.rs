@@ -12,6 +12,7 @@
 //! never skips it. Servers listen on 127.0.0.1 only, on free ports, and
 //! are stopped when dropped. A failed test prints the server's log.
 
+pub mod clients;
 pub mod kube;
 pub mod sdkhost;
 pub mod server;

@@ -18,6 +18,16 @@ pub fn sidecar_binary() -> PathBuf {
     required_binary("LOCKSTEP_SIDECAR_BIN", "debug/lockstep-sidecar", "cargo build -p lockstep-sidecar")
 }
 
+/// The release build of the sidecar: `LOCKSTEP_SIDECAR_RELEASE_BIN`, else
+/// the workspace's.
+pub fn release_sidecar_binary() -> PathBuf {
+    required_binary(
+        "LOCKSTEP_SIDECAR_RELEASE_BIN",
+        "release/lockstep-sidecar",
+        "cargo build --release -p lockstep-sidecar",
+    )
+}
+
 /// A running sidecar.
 #[derive(Debug)]
 pub struct Sidecar {
@@ -31,6 +41,12 @@ impl Sidecar {
     /// Starts `lockstep-sidecar run` with `config` (TOML) written to
     /// `<dir>/<name>.toml`; waits until its socket exists.
     pub fn start(dir: &Path, name: &str, config: &str) -> Self {
+        Self::start_binary(&sidecar_binary(), dir, name, config)
+    }
+
+    /// As [`Sidecar::start`], with another build of the sidecar (the
+    /// release binary, for tests of what ships).
+    pub fn start_binary(binary: &Path, dir: &Path, name: &str, config: &str) -> Self {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).expect("write the sidecar config");
         let socket = config
@@ -42,7 +58,7 @@ impl Sidecar {
         // replace it, but the wait below must not mistake it for the new one.
         let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-        let child = Command::new(sidecar_binary())
+        let child = Command::new(binary)
             .arg("run")
             .arg("--config")
             .arg(&path)

@@ -1,0 +1,46 @@
+//! The client libraries (sidecar/clients/) run their own test runners —
+//! pytest, `go test`, `node --test` — against real release sidecars with
+//! bundles from a real server ([`lockstep_tests::clients::ClientFixture`]):
+//! the shared cases of tests/testdata/, a rotation seen by the background
+//! key set, a sidecar restart, and each framework's middleware.
+
+use std::process::Command;
+
+use lockstep_tests::clients::{ClientFixture, run_runner};
+use lockstep_tests::{required_binary, workspace_root};
+
+fn clients_dir(language: &str) -> std::path::PathBuf {
+    workspace_root().join("sidecar/clients").join(language)
+}
+
+#[test]
+fn the_python_client_passes_its_tests_against_real_sidecars() {
+    let fixture = ClientFixture::start();
+    let python = required_binary("LOCKSTEP_PYTHON", "pyenv/bin/python", "make pytools");
+    let mut command = Command::new(python);
+    command.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]).current_dir(clients_dir("python"));
+    let out = run_runner(&fixture, command, "pytest (sidecar/clients/python)");
+    println!("{out}");
+    assert!(out.contains(" passed"), "{out}");
+}
+
+#[test]
+fn the_shared_error_table_names_only_codes_the_sidecar_answers() {
+    let table: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(workspace_root().join("tests/testdata/client-errors.json")).expect("client-errors.json"),
+    )
+    .expect("JSON");
+    let mut source = String::new();
+    for dir in ["sidecar/src", "sidecar/src/api"] {
+        for entry in std::fs::read_dir(workspace_root().join(dir)).expect("sidecar sources").flatten() {
+            if entry.path().extension().is_some_and(|e| e == "rs") {
+                source.push_str(&std::fs::read_to_string(entry.path()).expect("source"));
+            }
+        }
+    }
+    let codes = table["codes"].as_object().expect("codes");
+    for code in codes.keys() {
+        assert!(source.contains(&format!("\"{code}\"")), "{code} is in the table but not in the sidecar's sources");
+    }
+    assert!(codes.len() >= 50, "{}", codes.len());
+}
