@@ -25,6 +25,17 @@ fn the_python_client_passes_its_tests_against_real_sidecars() {
 }
 
 #[test]
+fn the_go_client_passes_its_tests_against_real_sidecars() {
+    let fixture = ClientFixture::start();
+    let mut command = Command::new("go");
+    // -count=1: the fixture is new each run, which Go's test cache cannot see.
+    command.args(["test", "-count=1", "-v", "./..."]).current_dir(clients_dir("go"));
+    let out = run_runner(&fixture, command, "go test (sidecar/clients/go)");
+    assert!(out.contains("--- PASS: TestSharedCases") && out.contains("ok"), "{out}");
+    println!("{}", out.lines().filter(|l| l.starts_with("--- ") || l.starts_with("ok")).collect::<Vec<_>>().join("\n"));
+}
+
+#[test]
 fn the_shared_error_table_names_only_codes_the_sidecar_answers() {
     let table: serde_json::Value = serde_json::from_slice(
         &std::fs::read(workspace_root().join("tests/testdata/client-errors.json")).expect("client-errors.json"),

@@ -1,0 +1,3 @@
+module lockstep/client
+
+go 1.22
