@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test tools pytools build test-plugin hosts server lint bench-fleet bench-ops
+.PHONY: demo test tools pytools clients release-sidecar build test-plugin hosts server lint bench-fleet bench-ops
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin);
@@ -34,9 +34,20 @@ $(PYENV)/.installed: tests/python/requirements.txt sidecar/clients/python/pyproj
 	$(PYENV)/bin/pip install -q --disable-pip-version-check -e ./sidecar/clients/python
 	cp $< $@
 
+## The TypeScript client, compiled (its packages from the npm registry,
+## as package-lock.json pins them); the Go and Python clients need no build.
+TS_CLIENT := sidecar/clients/typescript
+clients: $(TS_CLIENT)/dist/index.js
+$(TS_CLIENT)/dist/index.js: $(TS_CLIENT)/package-lock.json $(TS_CLIENT)/tsconfig.json $(wildcard $(TS_CLIENT)/src/*.ts)
+	cd $(TS_CLIENT) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
 ## Build the plugin (and every other binary of the workspace).
 build:
 	$(CARGO) build --workspace --bins
+
+## The release sidecar, which the client libraries' tests run.
+release-sidecar:
+	$(CARGO) build --release -p lockstep-sidecar
 
 ## The plugin as end-to-end tests run it: built with the `test-clock` feature,
 ## which lets a test move the plugin's clock (see plugin/engine/Cargo.toml).
@@ -63,7 +74,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Every test: unit tests, then end-to-end tests through the real hosts and server.
-test: build test-plugin hosts server pytools lint
+test: build release-sidecar test-plugin hosts server pytools clients lint
 	$(CARGO) test --workspace
 	# -count=1: the e2e tests build the hosts from source at run time, which
 	# Go's test cache does not see, so a cached pass could hide a change.

@@ -36,6 +36,30 @@ fn the_go_client_passes_its_tests_against_real_sidecars() {
 }
 
 #[test]
+fn the_typescript_client_passes_its_tests_against_real_sidecars() {
+    let fixture = ClientFixture::start();
+    let dir = clients_dir("typescript");
+    assert!(
+        dir.join("dist/index.js").is_file() && dir.join("node_modules").is_dir(),
+        "the TypeScript client is not built; build it with `make clients`"
+    );
+    // The test files by name: given the directory, node would also run the
+    // fixture module as a test.
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("test"))
+        .expect("test/")
+        .flatten()
+        .map(|e| format!("test/{}", e.file_name().to_string_lossy()))
+        .filter(|name| name.ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    let mut command = Command::new("node");
+    command.args(["--test", "--test-concurrency=1"]).args(&files).current_dir(&dir);
+    let out = run_runner(&fixture, command, "node --test (sidecar/clients/typescript)");
+    assert!(out.contains("# fail 0") && !out.contains("# pass 0"), "{out}");
+    println!("{}", out.lines().filter(|l| l.starts_with("# ")).collect::<Vec<_>>().join("\n"));
+}
+
+#[test]
 fn the_shared_error_table_names_only_codes_the_sidecar_answers() {
     let table: serde_json::Value = serde_json::from_slice(
         &std::fs::read(workspace_root().join("tests/testdata/client-errors.json")).expect("client-errors.json"),

@@ -1,0 +1,61 @@
+// The background KeySet against a real sidecar: a rotation observed within
+// the watch's latency, the last good state kept through a restart.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Client, KeySet } from "../dist/index.js";
+import { control, env, waitFor } from "./fixture.mjs";
+
+async function watchRequests(client) {
+  let total = 0;
+  for (const line of (await client.metrics()).split("\n")) {
+    if (line.startsWith("lockstep_sidecar_requests_total") && line.includes('route="watch"')) {
+      total += Number(line.split(" ").pop());
+    }
+  }
+  return total;
+}
+
+test("a rotation reaches the KeySet without polling", async () => {
+  const client = new Client({ socket: env("LOCKSTEP_SOCKET") });
+  const changes = [];
+  const keys = new KeySet("hooks", { client, onChange: (k) => changes.push(k) });
+  try {
+    await keys.ready();
+    const before = keys.verifying.map((v) => v.version);
+    const requests = await watchRequests(client);
+    await control("rotate", "hooks");
+    const started = Date.now();
+    await waitFor("the published version", () => keys.verifying.length > before.length, 10_000);
+    assert.ok(Date.now() - started < 10_000);
+    assert.deepEqual(keys.verifying.map((v) => v.version), [...before, Math.max(...before) + 1]);
+    assert.equal(changes.at(-1).state, keys.current.state);
+    assert.ok((await watchRequests(client)) - requests <= 4, "long-polls, not a poll per change");
+    await waitFor("the new version signing", () => keys.signing?.version === Math.max(...before) + 1);
+  } finally {
+    await keys.close();
+    client.close();
+  }
+});
+
+test("the last good state survives a sidecar restart", async () => {
+  const client = new Client({ socket: env("LOCKSTEP_SOCKET") });
+  const keys = new KeySet("jwt", { client, backoffMinMs: 50, backoffMaxMs: 500 });
+  try {
+    const good = await keys.ready();
+    await control("stop", "web");
+    try {
+      await waitFor("an error seen by the watch", () => keys.lastError !== null, 15_000);
+      assert.equal(keys.current, good, "the last good answer is kept while the sidecar is away");
+      assert.ok(keys.find(good.signing.kid));
+    } finally {
+      await control("start", "web");
+    }
+    await control("rotate", "jwt");
+    await waitFor("the rotation after the restart", () => keys.verifying.length > good.verifying.length);
+  } finally {
+    await keys.close();
+    client.close();
+  }
+});
