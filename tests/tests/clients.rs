@@ -2,7 +2,8 @@
 //! pytest, `go test`, `node --test` — against real release sidecars with
 //! bundles from a real server ([`lockstep_tests::clients::ClientFixture`]):
 //! the shared cases of tests/testdata/, a rotation seen by the background
-//! key set, a sidecar restart, and each framework's middleware.
+//! key set, a sidecar restart, and each framework's middleware; and the
+//! README examples of each language, run as they are written.
 
 use std::process::Command;
 
@@ -78,4 +79,82 @@ fn the_shared_error_table_names_only_codes_the_sidecar_answers() {
         assert!(source.contains(&format!("\"{code}\"")), "{code} is in the table but not in the sidecar's sources");
     }
     assert!(codes.len() >= 50, "{}", codes.len());
+}
+
+/// The fenced blocks of `language` in a markdown file.
+fn blocks(markdown: &str, language: &str) -> Vec<String> {
+    let fence = format!("```{language}\n");
+    markdown
+        .split(&fence)
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(code, _)| format!("{code}\n")))
+        .collect()
+}
+
+/// Runs an example with the fixture's environment; answers what it printed.
+fn run_example(fixture: &ClientFixture, command: Command, what: &str) -> String {
+    let out = run_runner(fixture, command, what);
+    assert!(out.contains("alice"), "{what} printed:\n{out}");
+    out
+}
+
+#[test]
+fn the_readme_examples_run_against_a_real_sidecar() {
+    let fixture = ClientFixture::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let readme = |path: &str| std::fs::read_to_string(workspace_root().join(path)).expect("README");
+    let (main, python, go, ts) = (
+        readme("README.md"),
+        readme("sidecar/clients/python/README.md"),
+        readme("sidecar/clients/go/README.md"),
+        readme("sidecar/clients/typescript/README.md"),
+    );
+    let mut ran = 0;
+    let interpreter = required_binary("LOCKSTEP_PYTHON", "pyenv/bin/python", "make pytools");
+    for code in blocks(&main, "python").into_iter().chain(blocks(&python, "python")) {
+        let mut command = Command::new(&interpreter);
+        command.args(["-c", &code]);
+        run_example(&fixture, command, &format!("the Python example\n{code}"));
+        ran += 1;
+    }
+    // A Go example is a whole program, or (in the top README) the body of
+    // one, wrapped here.
+    for (i, code) in blocks(&main, "go").into_iter().chain(blocks(&go, "go")).enumerate() {
+        let program = if code.starts_with("package main") {
+            code.clone()
+        } else {
+            format!(
+                "package main\n\nimport (\n\t\"context\"\n\t\"fmt\"\n\t\"log\"\n\n\tlockstep \"lockstep/client\"\n)\n\n\
+                 var _, _ = fmt.Sprint, log.Fatal\n\nfunc main() {{\n\tctx := context.Background()\n{code}}}\n"
+            )
+        };
+        let module = dir.path().join(format!("go-{i}"));
+        std::fs::create_dir_all(&module).expect("module dir");
+        std::fs::write(module.join("main.go"), program).expect("main.go");
+        std::fs::write(
+            module.join("go.mod"),
+            format!(
+                "module readme\n\ngo 1.22\n\nrequire lockstep/client v0.0.0\n\nreplace lockstep/client => {}\n",
+                clients_dir("go").display()
+            ),
+        )
+        .expect("go.mod");
+        let mut command = Command::new("go");
+        command.args(["run", "."]).current_dir(&module);
+        run_example(&fixture, command, &format!("the Go example\n{code}"));
+        ran += 1;
+    }
+    // The package resolves by its name, as it would from node_modules.
+    let scope = dir.path().join("node/node_modules/@lockstep");
+    std::fs::create_dir_all(&scope).expect("node_modules");
+    std::os::unix::fs::symlink(clients_dir("typescript"), scope.join("client")).expect("link the package");
+    for (i, code) in blocks(&main, "ts").into_iter().chain(blocks(&ts, "ts")).enumerate() {
+        let file = dir.path().join(format!("node/example-{i}.mjs"));
+        std::fs::write(&file, &code).expect("example");
+        let mut command = Command::new("node");
+        command.arg(&file);
+        run_example(&fixture, command, &format!("the TypeScript example\n{code}"));
+        ran += 1;
+    }
+    assert_eq!(ran, 6, "one example per language in the README and in each client's README");
 }
