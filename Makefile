@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test tools pytools clients release-sidecar build test-plugin hosts server lint bench-fleet bench-ops
+.PHONY: demo test tools pytools clients release-sidecar build test-plugin hosts server lint bench-fleet bench-ops bench-clients
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin);
@@ -99,3 +99,8 @@ bench-ops: server
 	LOCKSTEP_PLUGIN_BIN=$(CURDIR)/target/release/vault-plugin-secrets-lockstep \
 	LOCKSTEP_SIDECAR_BIN=$(CURDIR)/target/release/lockstep-sidecar \
 	    $(CARGO) bench -p lockstep-tests --bench ops -- $(BENCH_ARGS)
+
+## The client libraries' per-call cost over the raw socket request, in each
+## language (docs/performance.md). BENCH_ARGS="--secs 3" by default.
+bench-clients: release-sidecar server pytools clients
+	$(CARGO) bench -p lockstep-tests --bench clients -- $(BENCH_ARGS)
