@@ -1,5 +1,6 @@
-//! The command line: `run`, `get <keyring>`, `check-config`; exit codes;
-//! logging set-up.
+//! The command line: `run`, `check-config`, and for scripts and probes
+//! that talk to a running sidecar, `get <keyring>`, `call`, `watch` and
+//! `probe`; exit codes; logging set-up.
 //!
 //! Exit codes:
 //!
@@ -9,7 +10,7 @@
 //! | 1 | runtime failure (socket, cache key, Vault client set-up) |
 //! | 2 | bad command line (from clap, or a keyring name that breaks the naming rule) |
 //! | 3 | bad configuration (the message names the setting) |
-//! | 4 | `get`: the sidecar is unreachable or answered with an error |
+//! | 4 | `get`, `call`, `watch`, `probe`: the sidecar is unreachable, answered with an error, or is not ready |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,62 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Ask a running sidecar for a keyring's keys and print the JSON.
     Get(GetArgs),
+    /// One request to a running sidecar's socket API; prints the answer.
+    Call(CallArgs),
+    /// Print a keyring's keys as one JSON line now and one at every change,
+    /// until SIGTERM (for scripts that follow rotations).
+    Watch(WatchArgs),
+    /// Exit 0 if the sidecar is ready (or, with --live, alive), else 4: an
+    /// exec probe for images without a shell.
+    Probe(ProbeArgs),
+}
+
+/// Where a running sidecar's socket is.
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// The sidecar's socket (default: `LOCKSTEP_SOCKET`, or the one in the
+    /// configuration file).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Configuration file to find the socket in.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// `call`'s arguments.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// GET or POST.
+    pub method: String,
+    /// The path, like `/v1/jwt/session/sign`.
+    pub path: String,
+    /// JSON body (POST).
+    #[arg(long, short)]
+    pub data: Option<String>,
+    /// Where the sidecar is.
+    #[command(flatten)]
+    pub at: SocketArgs,
+}
+
+/// `watch`'s arguments.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The keyring.
+    pub keyring: String,
+    /// Where the sidecar is.
+    #[command(flatten)]
+    pub at: SocketArgs,
+}
+
+/// `probe`'s arguments.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Check liveness (`/healthz`) instead of readiness (`/readyz`).
+    #[arg(long)]
+    pub live: bool,
+    /// Where the sidecar is.
+    #[command(flatten)]
+    pub at: SocketArgs,
 }
 
 /// Where the configuration comes from.
@@ -222,6 +279,149 @@ pub async fn get(args: &GetArgs) -> ExitCode {
         Ok((200, body)) => print_out(&String::from_utf8_lossy(&body)),
         Ok((status, body)) => {
             eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&body));
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+        Err(error) => {
+            eprintln!("lockstep-sidecar: {error}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+/// The socket `at` names, else `LOCKSTEP_SOCKET`, else the configuration's.
+fn socket_of(at: &SocketArgs) -> Result<PathBuf, ExitCode> {
+    if let Some(socket) = &at.socket {
+        return Ok(socket.clone());
+    }
+    if let Some(socket) = std::env::var_os("LOCKSTEP_SOCKET") {
+        return Ok(PathBuf::from(socket));
+    }
+    match (Source { path: at.config.clone(), sets: vec![] }).load() {
+        Ok(config) => Ok(config.socket.path),
+        Err(error) => Err(config_failure(&error)),
+    }
+}
+
+/// One request with a deadline.
+async fn request(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    wait: Duration,
+) -> Result<(u16, bytes::Bytes), crate::client::ClientError> {
+    let exchange = async { crate::client::SocketClient::connect(socket).await?.send(method, path, body).await };
+    tokio::time::timeout(GET_TIMEOUT + wait, exchange).await.unwrap_or_else(|_| {
+        Err(crate::client::ClientError::Http(format!("no answer within {} s", (GET_TIMEOUT + wait).as_secs())))
+    })
+}
+
+/// `call`: prints the answer; exit 4 unless it is a success.
+pub async fn call(args: &CallArgs) -> ExitCode {
+    let socket = match socket_of(&args.at) {
+        Ok(socket) => socket,
+        Err(code) => return code,
+    };
+    let method = args.method.to_ascii_uppercase();
+    if !matches!(method.as_str(), "GET" | "POST") || !args.path.starts_with('/') {
+        eprintln!("lockstep-sidecar: call takes GET or POST and a path starting with /");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let body = match args.data.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+        Ok(body) => body,
+        Err(error) => {
+            eprintln!("lockstep-sidecar: --data is not JSON: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match request(&socket, &method, &args.path, body.as_ref(), Duration::ZERO).await {
+        Ok((status, answer)) if status < 300 => print_out(&String::from_utf8_lossy(&answer)),
+        Ok((status, answer)) => {
+            eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&answer));
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+        Err(error) => {
+            eprintln!("lockstep-sidecar: {error}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+/// `watch`: one line per state of the keyring, until a signal; rides out a
+/// sidecar restart by retrying each second.
+pub async fn watch(args: &WatchArgs) -> ExitCode {
+    let socket = match socket_of(&args.at) {
+        Ok(socket) => socket,
+        Err(code) => return code,
+    };
+    if !lockstep_model::name::is_valid(&args.keyring) {
+        eprintln!(
+            "lockstep-sidecar: keyring {:?} is not a valid name ({})",
+            args.keyring,
+            lockstep_model::name::NAME_RULE
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut shutdown = crate::shutdown_on_signals();
+    let mut state = String::new();
+    loop {
+        let mut path = format!("/v1/keys/{}/watch?timeout=30", args.keyring);
+        if !state.is_empty() {
+            path.push_str("&after=");
+            path.push_str(&form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>());
+        }
+        let answer = tokio::select! {
+            answer = request(&socket, "GET", &path, None, Duration::from_secs(30)) => answer,
+            () = crate::shutdown_signalled(&mut shutdown) => return ExitCode::from(EXIT_OK),
+        };
+        match answer {
+            Ok((200, body)) => {
+                let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let now = value["state"].as_str().unwrap_or_default().to_string();
+                if now != state {
+                    state = now;
+                    print_out(&summary(&value).to_string());
+                }
+                continue;
+            }
+            Ok((status @ (400 | 404), body)) => {
+                eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&body));
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+            Ok((status, _)) => eprintln!("lockstep-sidecar: sidecar answered {status}; retrying"),
+            Err(error) => eprintln!("lockstep-sidecar: {error}; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = crate::shutdown_signalled(&mut shutdown) => return ExitCode::from(EXIT_OK),
+        }
+    }
+}
+
+/// What `watch` prints of a keys answer: versions, kids and states, never
+/// material (its lines end up in logs).
+fn summary(keys: &serde_json::Value) -> serde_json::Value {
+    let version = |v: &serde_json::Value| {
+        serde_json::json!({"version": v["version"], "kid": v["kid"], "state": v["state"], "not_before": v["not_before"],
+                           "expires_at": v["expires_at"]})
+    };
+    let verifying: Vec<serde_json::Value> = keys["verifying"].as_array().into_iter().flatten().map(version).collect();
+    serde_json::json!({"keyring": keys["keyring"], "pool": keys["pool"], "state": keys["state"], "now": keys["now"],
+                       "signing": if keys["signing"].is_null() { serde_json::Value::Null } else { version(&keys["signing"]) },
+                       "verifying": verifying})
+}
+
+/// `probe`: exit 0 when `/readyz` (or `/healthz`) answers 200.
+pub async fn probe(args: &ProbeArgs) -> ExitCode {
+    let socket = match socket_of(&args.at) {
+        Ok(socket) => socket,
+        Err(code) => return code,
+    };
+    let path = if args.live { "/healthz" } else { "/readyz" };
+    match request(&socket, "GET", path, None, Duration::ZERO).await {
+        Ok((200, _)) => ExitCode::from(EXIT_OK),
+        Ok((status, body)) => {
+            eprintln!("lockstep-sidecar: {path} answered {status}: {}", String::from_utf8_lossy(&body));
             ExitCode::from(EXIT_UNAVAILABLE)
         }
         Err(error) => {

@@ -90,6 +90,9 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Files written for apps that read keys from disk.
     pub sink: Option<SinkConfig>,
+    /// A TCP listener for kubelet's probes and Prometheus: health,
+    /// readiness and metrics only, never keys.
+    pub telemetry: Option<TelemetryConfig>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -306,6 +309,21 @@ pub struct SinkConfig {
     pub command: Vec<String>,
 }
 
+/// The telemetry listener (`[telemetry]`), read at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `host:port` to listen on, for example `0.0.0.0:9090` in a pod.
+    pub addr: String,
+}
+
+impl TelemetryConfig {
+    /// The address, parsed.
+    pub fn socket_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        self.addr.parse().map_err(|_| ConfigError::invalid("telemetry.addr", "must be host:port, like 0.0.0.0:9090"))
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -429,6 +447,9 @@ impl Config {
             && sink.dir.as_os_str().is_empty()
         {
             return Err(ConfigError::invalid("sink.dir", "is required when [sink] is present"));
+        }
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.socket_addr()?;
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid("log.format", "must be \"text\" or \"json\""));

@@ -85,6 +85,9 @@ pub enum RunError {
     /// The Vault client could not be built.
     #[error("{0}")]
     Vault(#[from] VaultError),
+    /// The telemetry listener could not be bound.
+    #[error("{0}")]
+    Telemetry(#[from] api::telemetry::TelemetryBindError),
 }
 
 /// Resolves when `shutdown` turns true (or its sender is gone).
@@ -113,18 +116,32 @@ pub async fn run_with(
         restore(cache, &ctx);
     }
     let socket = config.socket.clone();
+    let telemetry_addr = config.telemetry.as_ref().and_then(|t| t.socket_addr().ok());
     let (config_tx, configs) = watch::channel(Arc::new(config));
     // Everything that can fail comes before the socket exists.
     let syncer = Syncer::new(ctx.clone(), configs.clone(), cache)?;
+    let telemetry = match telemetry_addr {
+        Some(addr) => Some(api::telemetry::bind(addr).await?),
+        None => None,
+    };
     let listener = api::bind(&socket)?;
     let state = Arc::new(ApiState { ctx, configs, shutdown: shutdown.clone() });
     let sync_task = tokio::spawn(syncer.run(shutdown.clone()));
     let sink_task = tokio::spawn(sink::run(state.ctx.clone(), state.configs.clone(), shutdown.clone()));
     let reload_task = reload.map(|source| tokio::spawn(reload_on_sighup(source, config_tx, shutdown.clone())));
+    let telemetry_task = telemetry.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "telemetry listener: /healthz, /readyz, /metrics");
+        }
+        tokio::spawn(api::telemetry::serve(listener, state.clone()))
+    });
     tracing::info!("serving on the socket");
     api::serve(listener, state).await;
     let _ = sync_task.await;
     let _ = sink_task.await;
+    if let Some(task) = telemetry_task {
+        let _ = task.await;
+    }
     if let Some(task) = reload_task {
         let _ = task.await;
     }
@@ -155,7 +172,11 @@ fn restore(cache: &CacheFile, ctx: &Context) {
 
 /// Settings that only a restart changes.
 fn restart_only_changed(old: &Config, new: &Config) -> bool {
-    old.pool != new.pool || old.instance != new.instance || old.socket.path != new.socket.path || old.cache != new.cache
+    old.pool != new.pool
+        || old.instance != new.instance
+        || old.socket.path != new.socket.path
+        || old.cache != new.cache
+        || old.telemetry != new.telemetry
 }
 
 async fn reload_on_sighup(source: Source, configs: watch::Sender<Arc<Config>>, mut shutdown: watch::Receiver<bool>) {
@@ -170,7 +191,9 @@ async fn reload_on_sighup(source: Source, configs: watch::Sender<Arc<Config>>, m
         }
         match source.load() {
             Ok(new) if restart_only_changed(&configs.borrow(), &new) => {
-                tracing::error!("reload refused: pool, instance, socket.path and [cache] change only with a restart");
+                tracing::error!(
+                    "reload refused: pool, instance, socket.path, [cache] and [telemetry] change only with a restart"
+                );
             }
             Ok(new) => {
                 configs.send_replace(Arc::new(new));

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Get(args) => runtime.block_on(cli::get(&args)),
+        Command::Call(args) => runtime.block_on(cli::call(&args)),
+        Command::Watch(args) => runtime.block_on(cli::watch(&args)),
+        Command::Probe(args) => runtime.block_on(cli::probe(&args)),
         Command::CheckConfig(args) => match cli::load(&args) {
             Ok((config, _)) => match cli::check_credentials(&config) {
                 Ok(()) => cli::print_out("configuration is valid"),

@@ -1,23 +1,104 @@
-//! Counters and gauges, rendered in the Prometheus text format.
+//! The sidecar's metrics, kept and rendered by the Prometheus client
+//! library (`prometheus-client`) in the OpenMetrics text format: counters
+//! are counters (`_total`), and the gauges that describe the bundle are
+//! set from the store when a scrape asks.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use lockstep_model::UnixSeconds;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::store::Store;
 
+/// The content type of [`Metrics::render`]'s answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyringLabel {
+    keyring: String,
+}
+
 /// The sidecar's metrics. Labels are fixed names (route templates, error
-/// kinds), never caller input, so the series stay few.
-#[derive(Debug, Default)]
+/// kinds) or the bundle's keyring names, never caller input, so the series
+/// stay few.
+#[derive(Debug)]
 pub struct Metrics {
-    sync_errors: Mutex<BTreeMap<&'static str, u64>>,
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    clock_skew: AtomicI64,
-    bundles_applied: AtomicI64,
-    watches: AtomicI64,
+    registry: Registry,
+    sync_errors: Family<KindLabel, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    bundles_applied: Counter,
+    clock_skew: Gauge,
+    watches: Gauge,
+    signing_version: Family<KeyringLabel, Gauge>,
+    signing_stopped: Family<KeyringLabel, Gauge>,
+    last_sync: Gauge,
+    cache_age: Gauge,
+    // One scrape at a time sets the bundle's gauges and encodes.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("lockstep_sidecar");
+        let metrics = Self {
+            sync_errors: Family::default(),
+            requests: Family::default(),
+            bundles_applied: Counter::default(),
+            clock_skew: Gauge::default(),
+            watches: Gauge::default(),
+            signing_version: Family::default(),
+            signing_stopped: Family::default(),
+            last_sync: Gauge::default(),
+            cache_age: Gauge::default(),
+            scrape: Mutex::new(()),
+            registry: Registry::default(),
+        };
+        registry.register("sync_errors", "Failed syncs by kind.", metrics.sync_errors.clone());
+        registry.register("requests", "Socket API requests by route and status.", metrics.requests.clone());
+        registry.register("bundles_applied", "Bundles validated and swapped in.", metrics.bundles_applied.clone());
+        registry.register(
+            "clock_skew_seconds",
+            "Local clock minus Vault's, at the last sync.",
+            metrics.clock_skew.clone(),
+        );
+        registry.register("watches_in_flight", "Watch long-polls waiting.", metrics.watches.clone());
+        registry.register(
+            "keyring_signing_version",
+            "Version that signs now, per keyring (0: none).",
+            metrics.signing_version.clone(),
+        );
+        registry.register(
+            "signing_stopped",
+            "1 when this sidecar no longer signs with the keyring: cut off from the coordinator past the signing bound.",
+            metrics.signing_stopped.clone(),
+        );
+        registry.register(
+            "last_sync_timestamp_seconds",
+            "Unix time of the last successful sync (0: never).",
+            metrics.last_sync.clone(),
+        );
+        registry.register(
+            "cache_age_seconds",
+            "Seconds since the last successful sync (-1: never).",
+            metrics.cache_age.clone(),
+        );
+        Self { registry, ..metrics }
+    }
 }
 
 /// Counts a watch in flight for as long as it lives.
@@ -26,121 +107,66 @@ pub struct WatchGuard<'a>(&'a Metrics);
 
 impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
-        self.0.watches.fetch_sub(1, Ordering::Relaxed);
+        self.0.watches.dec();
     }
 }
 
 impl Metrics {
     /// Counts a failed sync by kind (`unreachable`, `denied`, `invalid`…).
     pub fn sync_error(&self, kind: &'static str) {
-        if let Ok(mut map) = self.sync_errors.lock() {
-            *map.entry(kind).or_default() += 1;
-        }
+        self.sync_errors.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// How many failures of `kind` so far.
-    pub fn sync_errors(&self, kind: &str) -> u64 {
-        self.sync_errors.lock().map(|m| m.get(kind).copied().unwrap_or(0)).unwrap_or(0)
+    pub fn sync_errors(&self, kind: &'static str) -> u64 {
+        self.sync_errors.get_or_create(&KindLabel { kind }).get()
     }
 
     /// Counts a request.
     pub fn request(&self, route: &'static str, status: u16) {
-        if let Ok(mut map) = self.requests.lock() {
-            *map.entry((route, status)).or_default() += 1;
-        }
+        self.requests.get_or_create(&RequestLabels { route, status }).inc();
     }
 
     /// Local clock minus server clock, seconds.
     pub fn set_clock_skew(&self, seconds: i64) {
-        self.clock_skew.store(seconds, Ordering::Relaxed);
+        self.clock_skew.set(seconds);
     }
 
     /// Counts a watch long-poll until the guard is dropped.
     pub fn watch_started(&self) -> WatchGuard<'_> {
-        self.watches.fetch_add(1, Ordering::Relaxed);
+        self.watches.inc();
         WatchGuard(self)
     }
 
     /// Counts a bundle swapped in.
     pub fn bundle_applied(&self) {
-        self.bundles_applied.fetch_add(1, Ordering::Relaxed);
+        self.bundles_applied.inc();
     }
 
-    /// The text exposition, computed at `now`.
+    /// The exposition (OpenMetrics text, [`CONTENT_TYPE`]), with the
+    /// bundle's gauges computed at `now`.
     pub fn render(&self, store: &Store, now: UnixSeconds, skew: u64) -> String {
-        let mut text = String::new();
-        let _ = writeln!(
-            text,
-            "# HELP lockstep_sidecar_keyring_signing_version Version that signs now, per keyring (0: none).\n\
-             # TYPE lockstep_sidecar_keyring_signing_version gauge"
-        );
-        if let Some(snapshot) = store.snapshot() {
-            for (name, keyring) in &snapshot.keyrings {
-                let version = keyring.state_at(now).signing.unwrap_or(0);
-                let _ = writeln!(text, "lockstep_sidecar_keyring_signing_version{{keyring=\"{name}\"}} {version}");
-            }
-        }
-        let _ = writeln!(
-            text,
-            "# HELP lockstep_sidecar_signing_stopped 1 when this sidecar no longer signs with the keyring: cut off \
-             from the coordinator past the signing bound.\n# TYPE lockstep_sidecar_signing_stopped gauge"
-        );
+        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        // Keyrings leave bundles: their series go with them.
+        self.signing_version.clear();
+        self.signing_stopped.clear();
         if let Some(snapshot) = store.snapshot() {
             let stopped = store.signing_stopped(&snapshot, now, skew);
-            for name in snapshot.keyrings.keys() {
-                let value = u8::from(stopped.contains(name));
-                let _ = writeln!(text, "lockstep_sidecar_signing_stopped{{keyring=\"{name}\"}} {value}");
+            for (name, keyring) in &snapshot.keyrings {
+                let label = KeyringLabel { keyring: name.clone() };
+                let version = keyring.state_at(now).signing.unwrap_or(0);
+                self.signing_version.get_or_create(&label).set(i64::try_from(version).unwrap_or(i64::MAX));
+                self.signing_stopped.get_or_create(&label).set(i64::from(stopped.contains(name)));
             }
         }
         let last = store.last_sync();
-        gauge(
-            &mut text,
-            "last_sync_timestamp_seconds",
-            "Unix time of the last successful sync (0: never).",
-            last.unwrap_or(0),
-        );
-        let age = last.map_or(-1, |t| now - t);
-        gauge(&mut text, "cache_age_seconds", "Seconds since the last successful sync (-1: never).", age);
-        gauge(
-            &mut text,
-            "clock_skew_seconds",
-            "Local clock minus Vault's, at the last sync.",
-            self.clock_skew.load(Ordering::Relaxed),
-        );
-        gauge(&mut text, "watches_in_flight", "Watch long-polls waiting.", self.watches.load(Ordering::Relaxed));
-        gauge(
-            &mut text,
-            "bundles_applied_total",
-            "Bundles validated and swapped in.",
-            self.bundles_applied.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            text,
-            "# HELP lockstep_sidecar_sync_errors_total Failed syncs by kind.\n# TYPE lockstep_sidecar_sync_errors_total counter"
-        );
-        if let Ok(map) = self.sync_errors.lock() {
-            for (kind, n) in map.iter() {
-                let _ = writeln!(text, "lockstep_sidecar_sync_errors_total{{kind=\"{kind}\"}} {n}");
-            }
-        }
-        let _ = writeln!(
-            text,
-            "# HELP lockstep_sidecar_requests_total Socket API requests by route and status.\n# TYPE lockstep_sidecar_requests_total counter"
-        );
-        if let Ok(map) = self.requests.lock() {
-            for ((route, status), n) in map.iter() {
-                let _ = writeln!(text, "lockstep_sidecar_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
-            }
-        }
+        self.last_sync.set(last.unwrap_or(0));
+        self.cache_age.set(last.map_or(-1, |t| now - t));
+        let mut text = String::new();
+        // Writing to a String does not fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
-    let _ = writeln!(
-        out,
-        "# HELP lockstep_sidecar_{name} {help}\n# TYPE lockstep_sidecar_{name} gauge\nlockstep_sidecar_{name} {value}"
-    );
 }
 
 #[cfg(test)]
@@ -163,6 +189,10 @@ mod tests {
             "lockstep_sidecar_cache_age_seconds 10",
             "lockstep_sidecar_clock_skew_seconds -3",
             "lockstep_sidecar_last_sync_timestamp_seconds 90",
+            "# TYPE lockstep_sidecar_requests counter",
+            "# TYPE lockstep_sidecar_bundles_applied counter",
+            "# TYPE lockstep_sidecar_cache_age_seconds gauge",
+            "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

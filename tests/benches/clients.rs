@@ -31,7 +31,10 @@ fn main() {
     node.args(["bench/overhead.mjs", "--secs", &secs]).current_dir(clients.join("typescript"));
     runs.push(("typescript", node));
     let mut results = Vec::new();
-    println!("{:<11} {:<11} {:>10} {:>10} {:>10} {:>7}", "language", "call", "client µs", "raw µs", "overhead", "ratio");
+    println!(
+        "{:<11} {:<11} {:>10} {:>10} {:>10} {:>7}",
+        "language", "call", "client µs", "raw µs", "overhead", "ratio"
+    );
     for (language, command) in runs {
         let out = run_runner(&fixture, command, &format!("the {language} benchmark"));
         for line in out.lines().filter(|l| l.starts_with('{')) {

@@ -61,6 +61,12 @@ impl ClientFixture {
     /// Starts the server, configures the engine and both pools, starts their
     /// sidecars and waits until both serve version 1 of every keyring.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// As [`ClientFixture::start`], with `extra` TOML appended to the web
+    /// pool's sidecar configuration.
+    pub fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = Server::dev_with_mounts(&["lockstep"]);
         let ok = |reply: crate::Reply| assert!(reply.status == 200 || reply.status == 204, "{reply:?}");
@@ -95,7 +101,10 @@ impl ClientFixture {
             std::fs::write(&token_file, token.body["auth"]["client_token"].as_str().expect("a token"))
                 .expect("token file");
             std::fs::write(dir.path().join(format!("keys/{pool}.key")), [9u8; 32]).expect("cache key");
-            let config = sidecar_config(dir.path(), &server, pool, &token_file);
+            let mut config = sidecar_config(dir.path(), &server, pool, &token_file);
+            if pool == "web" {
+                config.push_str(extra);
+            }
             let sidecar = Sidecar::start_binary(&release_sidecar_binary(), dir.path(), pool, &config);
             sidecar.wait_until("version 1 of every keyring", 60, |s| {
                 let keyrings = s.get("/v1/keyrings").body["keyrings"].as_array().map_or(0, Vec::len);
@@ -111,6 +120,11 @@ impl ClientFixture {
     /// The socket of `pool`'s sidecar.
     pub fn socket(&self, pool: &str) -> PathBuf {
         self.dir.path().join(format!("{pool}.sock"))
+    }
+
+    /// The fixture's directory (sockets, logs, caches).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The server.

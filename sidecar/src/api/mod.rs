@@ -6,6 +6,7 @@
 //! - [`keys`]: keys, one version, watch; [`jwt`]: sign, verify, JWKS;
 //!   [`ops`]: encrypt, decrypt, rewrap, MAC, raw signatures;
 //!   [`health`]: liveness, readiness, metrics;
+//! - [`telemetry`]: the same three on a TCP listener, for the platform;
 //! - [`error`]: JSON errors with stable codes.
 
 pub mod error;
@@ -15,6 +16,7 @@ pub mod keys;
 pub mod openapi;
 pub mod ops;
 pub mod router;
+pub mod telemetry;
 
 use std::path::Path;
 use std::sync::Arc;

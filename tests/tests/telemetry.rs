@@ -1,0 +1,127 @@
+//! What the platform reaches: the telemetry TCP listener (health,
+//! readiness and metrics only, never keys), and the command-line tools for
+//! exec probes and scripts (`probe`, `call`, `watch`) against a real
+//! release sidecar with a bundle from a real server.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lockstep_tests::clients::ClientFixture;
+use lockstep_tests::free_port;
+use lockstep_tests::sidecar::release_sidecar_binary;
+use serde_json::{Value, json};
+
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect the telemetry listener");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: pod\r\nX-Lockstep-Request: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+fn sidecar_cli(fixture: &ClientFixture, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(release_sidecar_binary())
+        .args(args)
+        .arg("--socket")
+        .arg(fixture.socket("web"))
+        .output()
+        .expect("run lockstep-sidecar");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn the_telemetry_listener_serves_probes_and_metrics_and_never_keys() {
+    let port = free_port();
+    let _fixture = ClientFixture::start_with(&format!("[telemetry]\naddr = \"127.0.0.1:{port}\"\n"));
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(http(&addr, "GET", "/healthz", "").0, 200);
+    let (status, _, ready) = http(&addr, "GET", "/readyz", "");
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(serde_json::from_str::<Value>(&ready).expect("JSON")["ready"], true);
+    let (status, head, metrics) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    for line in [
+        "# TYPE lockstep_sidecar_bundles_applied counter",
+        "# TYPE lockstep_sidecar_requests counter",
+        "# TYPE lockstep_sidecar_cache_age_seconds gauge",
+        "lockstep_sidecar_keyring_signing_version{keyring=\"jwt\"} 1",
+        "# EOF",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(metrics.lines().any(|l| l.starts_with("lockstep_sidecar_bundles_applied_total ")), "{metrics}");
+    // Nothing else, whatever the method or path.
+    for (method, path, body) in [
+        ("GET", "/v1/keys/jwt", ""),
+        ("GET", "/v1/keys/hooks?format=base64", ""),
+        ("POST", "/v1/jwt/jwt/sign", r#"{"claims":{"sub":"x"}}"#),
+        ("POST", "/v1/mac/hooks", r#"{"data":"eA=="}"#),
+        ("GET", "/v1/jwks/jwt", ""),
+        ("GET", "/v1/openapi.json", ""),
+    ] {
+        let (status, _, answer) = http(&addr, method, path, body);
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        assert!(!answer.contains("material") && !answer.contains("token"), "{answer}");
+    }
+    assert_eq!(http(&addr, "POST", "/metrics", "").0, 405);
+}
+
+#[test]
+fn probe_call_and_watch_work_against_a_running_sidecar() {
+    let fixture = ClientFixture::start();
+    assert_eq!(sidecar_cli(&fixture, &["probe"]).0, 0);
+    assert_eq!(sidecar_cli(&fixture, &["probe", "--live"]).0, 0);
+    let missing = Command::new(release_sidecar_binary())
+        .args(["probe", "--socket", "/nonexistent/lockstep.sock"])
+        .output()
+        .expect("probe");
+    assert_eq!(missing.status.code(), Some(4));
+
+    let (code, out, err) =
+        sidecar_cli(&fixture, &["call", "POST", "/v1/jwt/jwt/sign", "--data", r#"{"claims":{"sub":"cli"},"ttl":60}"#]);
+    assert_eq!(code, 0, "{err}");
+    let token = serde_json::from_str::<Value>(&out).expect("JSON")["token"].as_str().expect("a token").to_string();
+    let body = json!({"token": token}).to_string();
+    let (code, out, _) = sidecar_cli(&fixture, &["call", "post", "/v1/jwt/jwt/verify", "--data", &body]);
+    assert_eq!((code, serde_json::from_str::<Value>(&out).expect("JSON")["claims"]["sub"].clone()), (0, json!("cli")));
+    let (code, _, err) = sidecar_cli(&fixture, &["call", "GET", "/v1/keys/nothing"]);
+    assert!(code == 4 && err.contains("keyring_not_found"), "{code} {err}");
+    assert_eq!(sidecar_cli(&fixture, &["call", "POST", "/v1/mac/hooks", "--data", "{not json"]).0, 2);
+    assert_eq!(sidecar_cli(&fixture, &["call", "DELETE", "/v1/keys/jwt"]).0, 2);
+
+    // watch: a line now, a line after a rotation, never material; SIGTERM
+    // ends it cleanly.
+    let mut watch = Command::new(release_sidecar_binary())
+        .args(["watch", "hooks", "--socket"])
+        .arg(fixture.socket("web"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watch");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let first: Value = serde_json::from_str(&lines.next().expect("a first line").expect("read")).expect("JSON");
+    assert_eq!(first["verifying"].as_array().map(Vec::len), Some(1), "{first}");
+    let started = Instant::now();
+    fixture.server().write("lockstep/keys/hooks/rotate", json!({})).expect_status(200);
+    let second: Value =
+        serde_json::from_str(&lines.next().expect("a line after the rotation").expect("read")).expect("JSON");
+    assert_eq!(second["verifying"].as_array().map(Vec::len), Some(2), "{second}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(!first.to_string().contains("material") && !second.to_string().contains("secret"), "{second}");
+    let _ = Command::new("kill").arg("-TERM").arg(watch.id().to_string()).status();
+    let status = watch.wait().expect("wait");
+    assert!(status.success(), "{status}");
+}
