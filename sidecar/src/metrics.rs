@@ -33,6 +33,36 @@ struct KeyringLabel {
     keyring: String,
 }
 
+/// Every kind of sync error, each series present from the start at 0 so
+/// that `rate()` and alerts see the first failure.
+pub const SYNC_ERROR_KINDS: &[&str] = &[
+    "unreachable",
+    "denied",
+    "not_found",
+    "status",
+    "decode",
+    "auth",
+    "auth_file",
+    "invalid",
+    "setup",
+    "cache_read",
+    "cache_write",
+    "sink",
+];
+
+/// What a scrape knows beyond the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Scrape {
+    /// The instant the gauges describe.
+    pub now: UnixSeconds,
+    /// `vault.max_clock_skew_secs`.
+    pub max_clock_skew: u64,
+    /// `cache.max_age_secs`.
+    pub cache_max_age: u64,
+    /// What `/readyz` answers now.
+    pub ready: bool,
+}
+
 /// The sidecar's metrics. Labels are fixed names (route templates, error
 /// kinds) or the bundle's keyring names, never caller input, so the series
 /// stay few.
@@ -46,8 +76,12 @@ pub struct Metrics {
     watches: Gauge,
     signing_version: Family<KeyringLabel, Gauge>,
     signing_stopped: Family<KeyringLabel, Gauge>,
+    signing_bound: Family<KeyringLabel, Gauge>,
     last_sync: Gauge,
     cache_age: Gauge,
+    cache_max_age: Gauge,
+    max_clock_skew: Gauge,
+    ready: Gauge,
     // One scrape at a time sets the bundle's gauges and encodes.
     scrape: Mutex<()>,
 }
@@ -63,8 +97,12 @@ impl Default for Metrics {
             watches: Gauge::default(),
             signing_version: Family::default(),
             signing_stopped: Family::default(),
+            signing_bound: Family::default(),
             last_sync: Gauge::default(),
             cache_age: Gauge::default(),
+            cache_max_age: Gauge::default(),
+            max_clock_skew: Gauge::default(),
+            ready: Gauge::default(),
             scrape: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -97,6 +135,25 @@ impl Default for Metrics {
             "Seconds since the last successful sync (-1: never).",
             metrics.cache_age.clone(),
         );
+        registry.register(
+            "signing_bound_timestamp_seconds",
+            "Unix time after which this sidecar stops signing with the keyring unless a bundle arrives (0: no bound).",
+            metrics.signing_bound.clone(),
+        );
+        registry.register(
+            "cache_max_age_seconds",
+            "cache.max_age_secs: readiness turns false beyond.",
+            metrics.cache_max_age.clone(),
+        );
+        registry.register(
+            "max_clock_skew_seconds",
+            "vault.max_clock_skew_secs: the skew warned about.",
+            metrics.max_clock_skew.clone(),
+        );
+        registry.register("ready", "1 when /readyz answers 200.", metrics.ready.clone());
+        for kind in SYNC_ERROR_KINDS {
+            metrics.sync_errors.get_or_create(&KindLabel { kind });
+        }
         Self { registry, ..metrics }
     }
 }
@@ -145,11 +202,13 @@ impl Metrics {
 
     /// The exposition (OpenMetrics text, [`CONTENT_TYPE`]), with the
     /// bundle's gauges computed at `now`.
-    pub fn render(&self, store: &Store, now: UnixSeconds, skew: u64) -> String {
+    pub fn render(&self, store: &Store, scrape: &Scrape) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        let (now, skew) = (scrape.now, scrape.max_clock_skew);
         // Keyrings leave bundles: their series go with them.
         self.signing_version.clear();
         self.signing_stopped.clear();
+        self.signing_bound.clear();
         if let Some(snapshot) = store.snapshot() {
             let stopped = store.signing_stopped(&snapshot, now, skew);
             for (name, keyring) in &snapshot.keyrings {
@@ -157,8 +216,12 @@ impl Metrics {
                 let version = keyring.state_at(now).signing.unwrap_or(0);
                 self.signing_version.get_or_create(&label).set(i64::try_from(version).unwrap_or(i64::MAX));
                 self.signing_stopped.get_or_create(&label).set(i64::from(stopped.contains(name)));
+                self.signing_bound.get_or_create(&label).set(store.sign_until(&snapshot, name, skew).unwrap_or(0));
             }
         }
+        self.cache_max_age.set(i64::try_from(scrape.cache_max_age).unwrap_or(i64::MAX));
+        self.max_clock_skew.set(i64::try_from(skew).unwrap_or(i64::MAX));
+        self.ready.set(i64::from(scrape.ready));
         let last = store.last_sync();
         self.last_sync.set(last.unwrap_or(0));
         self.cache_age.set(last.map_or(-1, |t| now - t));
@@ -182,9 +245,10 @@ mod tests {
         metrics.request("keys", 200);
         metrics.set_clock_skew(-3);
         store.mark_synced(90);
-        let text = metrics.render(&store, 100, 0);
+        let text = metrics.render(&store, &Scrape { now: 100, max_clock_skew: 5, cache_max_age: 600, ready: true });
         for line in [
             "lockstep_sidecar_sync_errors_total{kind=\"unreachable\"} 2",
+            "lockstep_sidecar_sync_errors_total{kind=\"sink\"} 0",
             "lockstep_sidecar_requests_total{route=\"keys\",status=\"200\"} 1",
             "lockstep_sidecar_cache_age_seconds 10",
             "lockstep_sidecar_clock_skew_seconds -3",
@@ -192,6 +256,9 @@ mod tests {
             "# TYPE lockstep_sidecar_requests counter",
             "# TYPE lockstep_sidecar_bundles_applied counter",
             "# TYPE lockstep_sidecar_cache_age_seconds gauge",
+            "lockstep_sidecar_cache_max_age_seconds 600",
+            "lockstep_sidecar_max_clock_skew_seconds 5",
+            "lockstep_sidecar_ready 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");

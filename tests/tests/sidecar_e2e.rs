@@ -384,7 +384,13 @@ fn over_tls_the_sidecar_trusts_its_ca_bundle_and_nothing_else() {
     let doubting = tempfile::tempdir().expect("tempdir");
     let other = Sidecar::start(doubting.path(), "web", &over_tls(doubting.path(), None));
     other.wait_until("a counted failed sync", 30, |s| {
-        s.get("/metrics").body.as_str().is_some_and(|m| m.contains("lockstep_sidecar_sync_errors_total{kind="))
+        // Every kind's series is there from the start, at 0: wait for a count.
+        s.get("/metrics").body.as_str().is_some_and(|m| {
+            m.lines().any(|l| {
+                l.starts_with("lockstep_sidecar_sync_errors_total{kind=")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > 0)
+            })
+        })
     });
     assert_eq!(other.get("/readyz").status, 503, "never ready without a trusted server");
     assert_eq!(other.get("/v1/keys/jwt").body["error"]["code"], "not_ready");

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lockstep_tests::clients::ClientFixture;
-use lockstep_tests::free_port;
 use lockstep_tests::sidecar::release_sidecar_binary;
+use lockstep_tests::{free_port, required_binary, workspace_root};
 use serde_json::{Value, json};
 
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String, String) {
@@ -54,6 +54,7 @@ fn the_telemetry_listener_serves_probes_and_metrics_and_never_keys() {
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
     for line in [
+        "lockstep_sidecar_ready 1",
         "# TYPE lockstep_sidecar_bundles_applied counter",
         "# TYPE lockstep_sidecar_requests counter",
         "# TYPE lockstep_sidecar_cache_age_seconds gauge",
@@ -77,6 +78,30 @@ fn the_telemetry_listener_serves_probes_and_metrics_and_never_keys() {
         assert!(!answer.contains("material") && !answer.contains("token"), "{answer}");
     }
     assert_eq!(http(&addr, "POST", "/metrics", "").0, 405);
+
+    // The example alert rules name only metrics this exposition has.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("metrics.txt"), &metrics).expect("metrics.txt");
+    let rules = workspace_root().join("sidecar/deploy/prometheus/lockstep-sidecar-alerts.yaml");
+    let check = |rules: &std::path::Path| {
+        let python = required_binary("LOCKSTEP_PYTHON", "pyenv/bin/python", "make pytools");
+        let out = Command::new(python)
+            .arg(workspace_root().join("tests/python/check_alert_rules.py"))
+            .arg(rules)
+            .arg(dir.path().join("metrics.txt"))
+            .output()
+            .expect("run the rule checker");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, report) = check(&rules);
+    assert!(ok, "{report}");
+    // And the checker does catch a rule on a metric that does not exist.
+    let broken = dir.path().join("broken.yaml");
+    let text = std::fs::read_to_string(&rules).expect("rules");
+    std::fs::write(&broken, text.replace("lockstep_sidecar_ready == 0", "lockstep_sidecar_readiness == 0"))
+        .expect("write");
+    let (ok, report) = check(&broken);
+    assert!(!ok && report.contains("lockstep_sidecar_readiness is not in"), "{report}");
 }
 
 #[test]

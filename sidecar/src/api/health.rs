@@ -13,9 +13,10 @@ pub fn healthz() -> Response<Full<Bytes>> {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// Ready once a valid bundle is held and the last successful sync is no
-/// older than `cache.max_age_secs`.
-pub fn readyz(state: &ApiState) -> Response<Full<Bytes>> {
+/// Whether the sidecar is ready, why, and the age of its last sync: ready
+/// once a valid bundle is held, signing has not stopped, and the last
+/// successful sync is no older than `cache.max_age_secs`.
+fn readiness(state: &ApiState) -> (bool, &'static str, Option<i64>) {
     let now = state.ctx.clock.now();
     let max_age = state.configs.borrow().cache.max_age_secs;
     let snapshot = state.ctx.store.snapshot();
@@ -29,14 +30,28 @@ pub fn readyz(state: &ApiState) -> Response<Full<Bytes>> {
         Some(age) if age <= i64::try_from(max_age).unwrap_or(i64::MAX) => (true, "ok"),
         _ => (false, "cache older than cache.max_age_secs"),
     };
+    (ready, reason, age)
+}
+
+/// `GET /readyz`: 200 when ready, else 503, with the reason.
+pub fn readyz(state: &ApiState) -> Response<Full<Bytes>> {
+    let (ready, reason, age) = readiness(state);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json_response(status, &json!({"ready": ready, "reason": reason, "cache_age_seconds": age}))
 }
 
-/// Prometheus text.
+/// The metrics, OpenMetrics text.
 pub fn metrics(state: &ApiState) -> Response<Full<Bytes>> {
-    let skew = state.configs.borrow().vault.max_clock_skew_secs;
-    let text = state.ctx.metrics.render(&state.ctx.store, state.ctx.clock.now(), skew);
+    let scrape = {
+        let config = state.configs.borrow();
+        crate::metrics::Scrape {
+            now: state.ctx.clock.now(),
+            max_clock_skew: config.vault.max_clock_skew_secs,
+            cache_max_age: config.cache.max_age_secs,
+            ready: readiness(state).0,
+        }
+    };
+    let text = state.ctx.metrics.render(&state.ctx.store, &scrape);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response
         .headers_mut()
