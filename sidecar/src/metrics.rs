@@ -152,7 +152,7 @@ impl Default for Metrics {
         );
         registry.register("ready", "1 when /readyz answers 200.", metrics.ready.clone());
         for kind in SYNC_ERROR_KINDS {
-            metrics.sync_errors.get_or_create(&KindLabel { kind });
+            let _created = metrics.sync_errors.get_or_create(&KindLabel { kind });
         }
         Self { registry, ..metrics }
     }
