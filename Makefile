@@ -6,12 +6,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test tools pytools clients release-sidecar build test-plugin hosts server lint bench-fleet bench-ops bench-clients
+.PHONY: demo test tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-ops bench-clients
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
-# curl talks to sidecar sockets in the demo, strip shrinks the test plugin);
-# installed from Debian's packages when missing.
-TOOLS := openssl:openssl curl:curl strip:binutils
+# curl talks to sidecar sockets in the demo, strip shrinks the test plugin,
+# buildah, podman and runc build the images and play the Kubernetes
+# example); installed from Debian's packages when missing.
+TOOLS := openssl:openssl curl:curl strip:binutils buildah:buildah podman:podman runc:runc
 
 ## Install missing command-line tools.
 tools:
@@ -49,6 +50,19 @@ build:
 release-sidecar:
 	$(CARGO) build --release -p lockstep-sidecar
 
+## The sidecar and plugin images, FROM scratch with buildah, no registry
+## (sidecar/deploy/image/build.sh; Containerfile beside it for Docker or
+## Podman elsewhere): localhost/lockstep-{sidecar,plugin}:<version>.
+image: tools
+	$(CARGO) build --release -p lockstep-sidecar -p lockstep-plugin
+	sidecar/deploy/image/build.sh
+
+## `kustomize build` from the kustomize library (tests/kustomize), for the
+## tests that validate and play the Kubernetes example.
+kustomize: target/kustomize/kustomize
+target/kustomize/kustomize: tests/kustomize/main.go tests/kustomize/go.mod tests/kustomize/go.sum
+	cd tests/kustomize && go build -o ../../target/kustomize/kustomize .
+
 ## The plugin as end-to-end tests run it: built with the `test-clock` feature,
 ## which lets a test move the plugin's clock (see plugin/engine/Cargo.toml).
 ## The ordinary binary is rebuilt afterwards.
@@ -74,7 +88,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Every test: unit tests, then end-to-end tests through the real hosts and server.
-test: build release-sidecar test-plugin hosts server pytools clients lint
+test: build release-sidecar image kustomize test-plugin hosts server pytools clients lint
 	$(CARGO) test --workspace
 	# -count=1: the e2e tests build the hosts from source at run time, which
 	# Go's test cache does not see, so a cached pass could hide a change.

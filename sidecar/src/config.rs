@@ -32,6 +32,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("cache.key_file", "LOCKSTEP_CACHE_KEY_FILE"),
     ("log.format", "LOCKSTEP_LOG_FORMAT"),
     ("log.level", "LOCKSTEP_LOG_LEVEL"),
+    ("telemetry.addr", "LOCKSTEP_TELEMETRY_ADDR"),
 ];
 
 /// Why a configuration was refused. Each names the setting at fault.

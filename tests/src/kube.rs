@@ -4,12 +4,19 @@
 //! service account, and records every token it was asked about.
 //!
 //! The server under test is the real one; only the cluster is simulated.
+//! Beside it, what a cluster would hand a pod: RS256 service-account
+//! tokens ([`service_account_jwt`]), signed with a key made by openssl.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use serde_json::{Value, json};
 
@@ -153,4 +160,44 @@ fn review(body: &[u8], account: &ServiceAccount, tokens: &Mutex<Tokens>) -> Valu
         json!({"authenticated": false, "error": "token is not valid"})
     };
     json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})
+}
+
+fn openssl(args: &[&str], dir: &Path) -> Vec<u8> {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (is it installed?)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// An RSA key pair in `dir` (`jwt-private.pem`, `jwt-public.pem`); returns
+/// the public key PEM.
+pub fn rsa_key_pair(dir: &Path) -> String {
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "jwt-private.pem"], dir);
+    openssl(&["pkey", "-in", "jwt-private.pem", "-pubout", "-out", "jwt-public.pem"], dir);
+    std::fs::read_to_string(dir.join("jwt-public.pem")).expect("public key")
+}
+
+/// An RS256 JWT with `claims`, signed with `dir/jwt-private.pem`.
+pub fn rs256_jwt(dir: &Path, claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string());
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let input = format!("{header}.{payload}");
+    std::fs::write(dir.join("jwt-input"), &input).expect("signing input");
+    let signature = openssl(&["dgst", "-sha256", "-sign", "jwt-private.pem", "jwt-input"], dir);
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// A projected service-account token for `account` (RS256, signed with
+/// `dir/jwt-private.pem`), valid for 10 minutes; `serial` makes each one
+/// distinct, as the kubelet's rotations are.
+pub fn service_account_jwt(dir: &Path, account: &ServiceAccount, serial: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let claims = json!({
+        "iss": "https://kubernetes.default.svc.cluster.local", "aud": ["vault"],
+        "sub": format!("system:serviceaccount:{}:{}", account.namespace, account.name),
+        "iat": now, "nbf": now, "exp": now + 600, "jti": format!("token-{serial}"),
+        "kubernetes.io": {"namespace": account.namespace,
+                          "serviceaccount": {"name": account.name, "uid": account.uid},
+                          "pod": {"name": "web-7f9c", "uid": "3c1f3a52-61e2-4f1c-9d57-2f7b1c3e8a10"}},
+    });
+    rs256_jwt(dir, &claims)
 }

@@ -8,12 +8,9 @@
 //! version's activation instant passes with no new bundle (Vault stopped).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use lockstep_tests::kube::{FakeKubernetes, ServiceAccount};
+use lockstep_tests::kube::{FakeKubernetes, ServiceAccount, rs256_jwt, rsa_key_pair, service_account_jwt};
 use lockstep_tests::server::Server;
 use lockstep_tests::sidecar::{Sidecar, socket_request};
 use lockstep_tests::workspace_root;
@@ -61,30 +58,6 @@ fn config(dir: &Path, server: &Server, auth: &str, wait_secs: u64) -> String {
 #[allow(clippy::disallowed_methods)]
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("time after 1970").as_secs()
-}
-
-fn openssl(args: &[&str], dir: &Path) -> Vec<u8> {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (is it installed?)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
-
-/// An RSA key pair in `dir` (`jwt-private.pem`, `jwt-public.pem`); returns
-/// the public key PEM.
-fn rsa_key_pair(dir: &Path) -> String {
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "jwt-private.pem"], dir);
-    openssl(&["pkey", "-in", "jwt-private.pem", "-pubout", "-out", "jwt-public.pem"], dir);
-    std::fs::read_to_string(dir.join("jwt-public.pem")).expect("public key")
-}
-
-/// An RS256 JWT with `claims`, signed with `dir/jwt-private.pem`.
-fn rs256_jwt(dir: &Path, claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string());
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let input = format!("{header}.{payload}");
-    std::fs::write(dir.join("jwt-input"), &input).expect("signing input");
-    let signature = openssl(&["dgst", "-sha256", "-sign", "jwt-private.pem", "jwt-input"], dir);
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
 fn verifying_versions(sidecar: &Sidecar) -> Vec<Value> {
@@ -270,22 +243,6 @@ fn an_expiring_jwt_login_token_is_replaced_by_a_new_login() {
     std::thread::sleep(Duration::from_secs(14).saturating_sub(started.elapsed()));
     server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the max ttl"})).expect_status(200);
     web.wait_until("version 2 fetched after the new login", 20, |s| verifying_versions(s).contains(&json!(2)));
-}
-
-/// A projected service-account token for `account` (RS256, signed with
-/// `dir/jwt-private.pem`), valid for 10 minutes; `serial` makes each one
-/// distinct, as the kubelet's rotations are.
-fn service_account_jwt(dir: &Path, account: &ServiceAccount, serial: u64) -> String {
-    let now = now_secs();
-    let claims = json!({
-        "iss": "https://kubernetes.default.svc.cluster.local", "aud": ["vault"],
-        "sub": format!("system:serviceaccount:{}:{}", account.namespace, account.name),
-        "iat": now, "nbf": now, "exp": now + 600, "jti": format!("token-{serial}"),
-        "kubernetes.io": {"namespace": account.namespace,
-                          "serviceaccount": {"name": account.name, "uid": account.uid},
-                          "pod": {"name": "web-7f9c", "uid": "3c1f3a52-61e2-4f1c-9d57-2f7b1c3e8a10"}},
-    });
-    rs256_jwt(dir, &claims)
 }
 
 #[test]

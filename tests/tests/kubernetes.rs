@@ -1,0 +1,335 @@
+//! The deployment example (sidecar/deploy/): the images run, the
+//! Kubernetes manifests pass strict schema validation for every supported
+//! version, and the same example, played as Pods with podman against a real
+//! server, authenticates with the Kubernetes auth method, serves keys to an
+//! app container on the shared emptyDir, verifies across pods and follows a
+//! rotation.
+//!
+//! Needs `make image kustomize pytools` (make test builds them) and podman,
+//! buildah and runc (`make tools`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use lockstep_tests::kube::{FakeKubernetes, ServiceAccount, rsa_key_pair, service_account_jwt};
+use lockstep_tests::server::{Server, server_binary};
+use lockstep_tests::{required_binary, workspace_root};
+use serde_json::{Value, json};
+
+/// The Kubernetes versions the manifests are validated against: native
+/// sidecars are stable from 1.33.
+const KUBERNETES_VERSIONS: &[&str] = &["1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"];
+
+fn version() -> String {
+    let cargo = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
+    cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .expect("version")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// podman with the project's configuration and storage
+/// (sidecar/deploy/podman/env.sh).
+fn podman(args: &[&str]) -> Output {
+    let env = workspace_root().join("sidecar/deploy/podman/env.sh");
+    let script = format!("source {} && exec podman \"$@\"", env.display());
+    Command::new("bash").args(["-c", &script, "podman"]).args(args).output().expect("run podman (make tools)")
+}
+
+fn image(name: &str) -> String {
+    let image = format!("localhost/{name}:{}", version());
+    let out = podman(&["image", "exists", &image]);
+    assert!(out.status.success(), "{image} is not built: run `make image`");
+    image
+}
+
+fn kustomize(dir: &Path) -> String {
+    let binary = required_binary("LOCKSTEP_KUSTOMIZE", "kustomize/kustomize", "make kustomize");
+    let out = Command::new(binary).arg(dir).output().expect("run kustomize");
+    assert!(out.status.success(), "kustomize {}: {}", dir.display(), text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn python() -> PathBuf {
+    required_binary("LOCKSTEP_PYTHON", "pyenv/bin/python", "make pytools")
+}
+
+fn validate(file: &Path, version: &str) -> Output {
+    let validator = python().with_file_name("kubernetes-validate");
+    Command::new(validator).args(["--strict", "-k", version]).arg(file).output().expect("run kubernetes-validate")
+}
+
+#[test]
+fn the_images_run_as_a_non_root_user_without_a_shell() {
+    let sidecar = image("lockstep-sidecar");
+    let out = podman(&["run", "--rm", &sidecar, "--version"]);
+    assert!(out.status.success() && text(&out).contains(&version()), "{}", text(&out));
+    let inspect = podman(&["image", "inspect", &sidecar]);
+    let config: Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
+    let config = &config[0]["Config"];
+    assert_eq!(config["User"], "65532:65532", "{config}");
+    for label in ["title", "description", "version", "licenses"] {
+        assert!(config["Labels"][format!("org.opencontainers.image.{label}")].is_string(), "{label}: {config}");
+    }
+    let shell = podman(&["run", "--rm", "--entrypoint", "/bin/sh", &sidecar, "-c", "true"]);
+    assert!(!shell.status.success(), "the image has a shell: {}", text(&shell));
+    let plugin = image("lockstep-plugin");
+    let out = podman(&["run", "--rm", &plugin]);
+    assert!(text(&out).contains("this binary is a Vault/OpenBao plugin"), "{}", text(&out));
+}
+
+#[test]
+fn the_manifests_pass_strict_validation_for_every_supported_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = kustomize(&workspace_root().join("sidecar/deploy/kubernetes"));
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, &rendered).expect("write");
+    for version in KUBERNETES_VERSIONS {
+        let out = validate(&file, version);
+        assert!(out.status.success(), "Kubernetes {version}: {}", text(&out));
+        for kind in ["serviceaccount", "deployment", "configmap"] {
+            assert!(
+                text(&out).contains(&format!("resource {kind}/")),
+                "{version}: {kind} not validated: {}",
+                text(&out)
+            );
+        }
+    }
+    // The sidecar is a native sidecar with a startup probe, hardened.
+    for needle in [
+        "initContainers:",
+        "restartPolicy: Always",
+        "startupProbe:",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "medium: Memory",
+        "audience: vault",
+        "image: registry.example.com/lockstep/lockstep-sidecar:0.1.0",
+        "LOCKSTEP_POOL: checkout",
+    ] {
+        assert!(rendered.contains(needle), "{needle} missing from the rendered example:\n{rendered}");
+    }
+    // Strict means strict: a misspelt field fails.
+    std::fs::write(&file, rendered.replace("readOnlyRootFilesystem", "readOnlyRootFileSystem")).expect("write");
+    let out = validate(&file, "1.37.0");
+    assert!(!out.status.success(), "a misspelt field passed: {}", text(&out));
+}
+
+/// The pods played here; removed when dropped, whatever happened.
+struct Pods(Vec<PathBuf>);
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for pod in &self.0 {
+            if std::thread::panicking() {
+                let name = pod.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                for container in ["lockstep", "app"] {
+                    eprintln!(
+                        "--- {name}-{container} ---\n{}",
+                        text(&podman(&["logs", &format!("{name}-{container}")]))
+                    );
+                }
+            }
+            let _ = podman(&["kube", "down", &pod.display().to_string()]);
+        }
+    }
+}
+
+/// An overlay of the example for `pool`, as a user would write one, plus
+/// what a single machine needs: the host's network (the server listens on
+/// 127.0.0.1), the local image, and an app container that follows the
+/// `jwt` keyring with `lockstep-sidecar watch`.
+fn overlay(dir: &Path, pool: &str, server: &Server, telemetry_port: u16) -> String {
+    let base = workspace_root().join("sidecar/deploy/kubernetes");
+    let overlay = dir.join(format!("overlay-{pool}"));
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    // kustomize takes bases by relative path.
+    let up = "../".repeat(overlay.components().count() - 1);
+    let kustomization = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {up}{base}\n\
+         configMapGenerator:\n  - name: lockstep-pool\n    behavior: merge\n    literals:\n      - LOCKSTEP_POOL={pool}\n\
+         \x20     - LOCKSTEP_VAULT_ADDR={addr}\n      - LOCKSTEP_AUTH_ROLE=lockstep-{pool}\n\
+         \x20     - LOCKSTEP_TELEMETRY_ADDR=127.0.0.1:{telemetry_port}\n      - LOCKSTEP_INSTANCE=checkout-{pool}-0\n\
+         images:\n  - name: registry.example.com/lockstep/lockstep-sidecar\n    newName: localhost/lockstep-sidecar\n\
+         \x20   newTag: \"{version}\"\n  - name: lockstep-sidecar\n    newName: localhost/lockstep-sidecar\n    newTag: \"{version}\"\n\
+         patches:\n  - target:\n      kind: Deployment\n    patch: |-\n      - op: add\n        path: /spec/template/spec/hostNetwork\n\
+         \x20       value: true\n      - op: replace\n        path: /spec/template/spec/containers/0/image\n\
+         \x20       value: lockstep-sidecar\n      - op: add\n        path: /spec/template/spec/containers/0/args\n\
+         \x20       value: [\"watch\", \"jwt\"]\n",
+        base = base.display().to_string().trim_start_matches('/'),
+        addr = server.address(),
+        version = version(),
+    );
+    std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("kustomization");
+    kustomize(&overlay)
+}
+
+fn logs(container: &str) -> String {
+    text(&podman(&["logs", container]))
+}
+
+/// Waits until the container's log has a `watch` line for which `check`
+/// holds.
+fn wait_for_line(container: &str, what: &str, secs: u64, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(line) = logs(container)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.is_object())
+            .find(&check)
+        {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "{container}: no line with {what} in {secs} s:\n{}", logs(container));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn exec_call(container: &str, path: &str, body: &Value) -> Value {
+    let data = body.to_string();
+    let out = podman(&["exec", container, "/lockstep-sidecar", "call", "POST", path, "--data", &data]);
+    assert!(out.status.success(), "{container} {path}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("a JSON answer")
+}
+
+#[test]
+fn the_example_plays_as_pods_against_a_real_server() {
+    let _ = image("lockstep-sidecar");
+    let dir = tempfile::Builder::new().prefix("lockstep-kube").tempdir().expect("tempdir");
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    server
+        .write(
+            "lockstep/config",
+            json!({"poll_interval": "5s", "max_clock_skew": "1s", "liveness_window": "30s",
+                                         "activation_margin": "1s"}),
+        )
+        .expect_status(200);
+    let policy = json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "3s", "grace_period": "20m",
+                        "max_token_ttl": "10m", "commit_timeout": "30m"});
+    assert!(server.write("lockstep/keys/jwt", policy).status < 300);
+    for pool in ["web", "api"] {
+        assert!(
+            server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign"})).status < 300
+        );
+    }
+
+    // The cluster: the example's service account, with a token the stand-in
+    // API server vouches for, projected into the pod as kubelet would.
+    let account = ServiceAccount {
+        namespace: "shop".into(),
+        name: "checkout".into(),
+        uid: "0c6f2b1e-7a4d-4e55-9a0b-2d1f3c4b5a69".into(),
+    };
+    let cluster = FakeKubernetes::start(account.clone());
+    rsa_key_pair(dir.path());
+    let token = service_account_jwt(dir.path(), &account, 1);
+    cluster.issue(&token);
+    let token_dir = dir.path().join("token");
+    let key_dir = dir.path().join("cache-key");
+    for d in [&token_dir, &key_dir] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    std::fs::write(token_dir.join("token"), &token).expect("token");
+    std::fs::write(key_dir.join("key"), [5u8; 32]).expect("cache key");
+    // The pod runs as 65532: everything it reads is world-readable here.
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status();
+
+    // The server side, with the example's own script and the real CLI.
+    for pool in ["web", "api"] {
+        let out = Command::new(workspace_root().join("sidecar/deploy/kubernetes/vault-setup.sh"))
+            .envs([
+                ("POOL", pool),
+                ("NAMESPACE", "shop"),
+                ("SERVICE_ACCOUNT", "checkout"),
+                ("KUBERNETES_HOST", cluster.address()),
+                ("DISABLE_LOCAL_CA_JWT", "1"),
+                ("VAULT_ADDR", &server.address()),
+                ("VAULT_TOKEN", server.token()),
+            ])
+            .env("VAULT_CLI", server_binary())
+            .output()
+            .expect("vault-setup.sh");
+        assert!(out.status.success(), "vault-setup.sh {pool}: {}", text(&out));
+    }
+
+    let mut pods = Pods(Vec::new());
+    let ports = [("web", lockstep_tests::free_port()), ("api", lockstep_tests::free_port())];
+    for (pool, port) in ports {
+        let rendered = dir.path().join(format!("rendered-{pool}.yaml"));
+        std::fs::write(&rendered, overlay(dir.path(), pool, &server, port)).expect("rendered");
+        let name = format!("checkout-{pool}");
+        let pod = dir.path().join(format!("{name}.yaml"));
+        let out = Command::new(python())
+            .arg(workspace_root().join("tests/python/kube_pod.py"))
+            .arg(&rendered)
+            .args(["--name", &name, "--workdir"])
+            .arg(dir.path())
+            .arg("--token-dir")
+            .arg(&token_dir)
+            .arg("--secret")
+            .arg(format!("lockstep-cache-key={}", key_dir.display()))
+            .output()
+            .expect("kube_pod.py");
+        assert!(out.status.success(), "kube_pod.py: {}", text(&out));
+        std::fs::write(&pod, &out.stdout).expect("pod.yaml");
+        let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status();
+        let played = podman(&["kube", "play", &pod.display().to_string()]);
+        pods.0.push(pod);
+        assert!(played.status.success(), "podman kube play {name}: {}", text(&played));
+    }
+
+    // Each app container sees its pool's keys through the shared socket.
+    for pool in ["web", "api"] {
+        let line =
+            wait_for_line(&format!("checkout-{pool}-app"), "version 1 signing", 90, |v| v["signing"]["version"] == 1);
+        assert_eq!(line["pool"], pool, "{line}");
+        assert!(!line.to_string().contains("material"), "{line}");
+    }
+    // What kubelet's probes and Prometheus ask, on each pod's telemetry port.
+    for (pool, port) in ports {
+        for path in ["/readyz", "/healthz", "/metrics"] {
+            let reply = ureq_get(&format!("http://127.0.0.1:{port}{path}"));
+            assert_eq!(reply.0, 200, "{pool} {path}: {}", reply.1);
+        }
+        assert_eq!(ureq_get(&format!("http://127.0.0.1:{port}/v1/keys/jwt")).0, 404, "keys on the telemetry port");
+    }
+    // A token one pod's sidecar signed verifies in the other pod.
+    let signed = exec_call("checkout-web-app", "/v1/jwt/jwt/sign", &json!({"claims": {"sub": "pod-web"}, "ttl": 60}));
+    let token = signed["token"].as_str().expect("a token");
+    let verified = exec_call("checkout-api-app", "/v1/jwt/jwt/verify", &json!({"token": token}));
+    assert_eq!(verified["claims"]["sub"], "pod-web", "{verified}");
+    // The sidecars logged in with the Kubernetes auth method: the cluster
+    // reviewed the projected token.
+    assert!(cluster.reviewed().contains(&token_of(&token_dir)), "no TokenReview of the pod's token");
+    // A rotation reaches both pods, and version 2 signs in both.
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "the pod test"})).expect_status(200);
+    for pool in ["web", "api"] {
+        wait_for_line(&format!("checkout-{pool}-app"), "version 2 signing", 90, |v| v["signing"]["version"] == 2);
+    }
+    let status = server.read("lockstep/status/jwt").body;
+    assert!(status.to_string().contains("checkout-web-0") && status.to_string().contains("checkout-api-0"), "{status}");
+    // Nothing secret in the sidecars' logs.
+    for pool in ["web", "api"] {
+        let log = logs(&format!("checkout-{pool}-lockstep"));
+        assert!(!log.contains(&token_of(&token_dir)) && !log.contains("private_key"), "{log}");
+    }
+}
+
+fn ureq_get(url: &str) -> (u16, String) {
+    match ureq::get(url).timeout(Duration::from_secs(10)).call() {
+        Ok(response) => (response.status(), response.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap_or_default()),
+        Err(error) => (0, error.to_string()),
+    }
+}
+
+fn token_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("token")).expect("token")
+}
