@@ -135,13 +135,9 @@ pub struct ConfigArgs {
 pub struct GetArgs {
     /// The keyring.
     pub keyring: String,
-    /// The sidecar's socket (default: `LOCKSTEP_SOCKET`, or the one in the
-    /// configuration file).
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
-    /// Configuration file to find the socket in.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
+    /// Where the sidecar is.
+    #[command(flatten)]
+    pub at: SocketArgs,
     /// Material format: base64, jwk or pem.
     #[arg(long)]
     pub format: Option<String>,
@@ -241,22 +237,11 @@ pub fn init_tracing(log: &LogConfig) {
 
 /// `get`: prints the JSON answer; exit code 4 on any failure.
 pub async fn get(args: &GetArgs) -> ExitCode {
-    let socket = match &args.socket {
-        Some(socket) => socket.clone(),
-        None => match std::env::var_os("LOCKSTEP_SOCKET") {
-            Some(socket) => PathBuf::from(socket),
-            None => match (Source { path: args.config.clone(), sets: vec![] }).load() {
-                Ok(config) => config.socket.path,
-                Err(error) => return config_failure(&error),
-            },
-        },
+    let socket = match socket_of(&args.at) {
+        Ok(socket) => socket,
+        Err(code) => return code,
     };
-    if !lockstep_model::name::is_valid(&args.keyring) {
-        eprintln!(
-            "lockstep-sidecar: keyring {:?} is not a valid name ({})",
-            args.keyring,
-            lockstep_model::name::NAME_RULE
-        );
+    if !valid_keyring(&args.keyring) {
         return ExitCode::from(EXIT_USAGE);
     }
     let mut path = match args.version {
@@ -270,22 +255,8 @@ pub async fn get(args: &GetArgs) -> ExitCode {
     path.push('?');
     path.push_str(&query);
     // A sidecar that accepts the connection but never answers must not
-    // hang a script.
-    let answer = tokio::time::timeout(GET_TIMEOUT, crate::client::get(&socket, &path)).await;
-    let answer = answer.unwrap_or_else(|_| {
-        Err(crate::client::ClientError::Http(format!("no answer within {} s", GET_TIMEOUT.as_secs())))
-    });
-    match answer {
-        Ok((200, body)) => print_out(&String::from_utf8_lossy(&body)),
-        Ok((status, body)) => {
-            eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&body));
-            ExitCode::from(EXIT_UNAVAILABLE)
-        }
-        Err(error) => {
-            eprintln!("lockstep-sidecar: {error}");
-            ExitCode::from(EXIT_UNAVAILABLE)
-        }
-    }
+    // hang a script: `request` has a deadline.
+    answered(request(&socket, "GET", &path, None, Duration::ZERO).await)
 }
 
 /// The socket `at` names, else `LOCKSTEP_SOCKET`, else the configuration's.
@@ -334,10 +305,15 @@ pub async fn call(args: &CallArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match request(&socket, &method, &args.path, body.as_ref(), Duration::ZERO).await {
-        Ok((status, answer)) if status < 300 => print_out(&String::from_utf8_lossy(&answer)),
-        Ok((status, answer)) => {
-            eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&answer));
+    answered(request(&socket, &method, &args.path, body.as_ref(), Duration::ZERO).await)
+}
+
+/// Prints a success's answer (exit 0), or says what failed (exit 4).
+fn answered(answer: Result<(u16, bytes::Bytes), crate::client::ClientError>) -> ExitCode {
+    match answer {
+        Ok((status, body)) if status < 300 => print_out(&String::from_utf8_lossy(&body)),
+        Ok((status, body)) => {
+            eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&body));
             ExitCode::from(EXIT_UNAVAILABLE)
         }
         Err(error) => {
@@ -347,6 +323,15 @@ pub async fn call(args: &CallArgs) -> ExitCode {
     }
 }
 
+/// Whether `name` may name a keyring; says why not on stderr.
+fn valid_keyring(name: &str) -> bool {
+    let valid = lockstep_model::name::is_valid(name);
+    if !valid {
+        eprintln!("lockstep-sidecar: keyring {name:?} is not a valid name ({})", lockstep_model::name::NAME_RULE);
+    }
+    valid
+}
+
 /// `watch`: one line per state of the keyring, until a signal; rides out a
 /// sidecar restart by retrying each second.
 pub async fn watch(args: &WatchArgs) -> ExitCode {
@@ -354,12 +339,7 @@ pub async fn watch(args: &WatchArgs) -> ExitCode {
         Ok(socket) => socket,
         Err(code) => return code,
     };
-    if !lockstep_model::name::is_valid(&args.keyring) {
-        eprintln!(
-            "lockstep-sidecar: keyring {:?} is not a valid name ({})",
-            args.keyring,
-            lockstep_model::name::NAME_RULE
-        );
+    if !valid_keyring(&args.keyring) {
         return ExitCode::from(EXIT_USAGE);
     }
     let mut shutdown = crate::shutdown_on_signals();
