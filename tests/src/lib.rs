@@ -13,6 +13,7 @@
 //! are stopped when dropped. A failed test prints the server's log.
 
 pub mod clients;
+pub mod fleet_check;
 pub mod kube;
 pub mod sdkhost;
 pub mod server;

@@ -113,13 +113,23 @@ impl Server {
     /// initialised, unsealed and active, the second joined to it and
     /// unsealed as its standby (which forwards requests to the active node).
     pub fn raft_pair() -> (Self, Self) {
-        let raft = |node_id: &str, leader: Option<String>| Mode::Raft {
+        let mut nodes = Self::raft_cluster(2);
+        let second = nodes.pop().expect("two nodes");
+        let first = nodes.pop().expect("two nodes");
+        (first, second)
+    }
+
+    /// `nodes` servers on raft storage forming one cluster: `node-1`
+    /// initialised, unsealed and active, the others joined to it, unsealed,
+    /// and voters (autopilot has seen them stable, so any could take over).
+    pub fn raft_cluster(nodes: usize) -> Vec<Self> {
+        let raft = |node_id: String, leader: Option<String>| Mode::Raft {
             unseal_key: String::new(),
-            node_id: node_id.into(),
+            node_id,
             cluster_port: free_port(),
             leader,
         };
-        let mut first = Self::new(raft("node-1", None));
+        let mut first = Self::new(raft("node-1".into(), None));
         first.spawn();
         first.wait_until_up();
         let key = first.initialise();
@@ -127,27 +137,65 @@ impl Server {
             unseal_key.clone_from(&key);
         }
         first.unseal();
-        let mut second = Self::new(raft("node-2", Some(first.address())));
-        if let Mode::Raft { unseal_key, .. } = &mut second.mode {
-            *unseal_key = key;
+        let mut cluster = vec![first];
+        for n in 2..=nodes {
+            let mut node = Self::new(raft(format!("node-{n}"), Some(cluster[0].address())));
+            if let Mode::Raft { unseal_key, .. } = &mut node.mode {
+                unseal_key.clone_from(&key);
+            }
+            node.token.clone_from(&cluster[0].token);
+            node.spawn();
+            node.wait_until_up();
+            node.unseal();
+            cluster.push(node);
         }
-        second.token.clone_from(&first.token);
-        second.spawn();
-        second.wait_until_up();
-        second.unseal();
         // A joined node votes only once autopilot has seen it stable; until
         // then it could not take over.
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
-            let config = first.read("sys/storage/raft/configuration");
+            let config = cluster[0].read("sys/storage/raft/configuration");
             let servers = config.body["data"]["config"]["servers"].as_array().cloned().unwrap_or_default();
-            if servers.iter().any(|s| s["node_id"] == "node-2" && s["voter"] == true) {
+            let voters = servers.iter().filter(|s| s["voter"] == true).count();
+            if voters == nodes {
                 break;
             }
-            assert!(Instant::now() < deadline, "node-2 never became a voter: {config:?}");
+            assert!(Instant::now() < deadline, "only {voters} of {nodes} nodes became voters: {config:?}");
             std::thread::sleep(Duration::from_millis(500));
         }
-        (first, second)
+        cluster
+    }
+
+    /// Kills a raft node at once (SIGKILL): no step-down, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Stops a raft node gracefully (SIGTERM).
+    pub fn shut_down(&mut self) {
+        self.stop();
+    }
+
+    /// Starts a stopped or killed raft node again on its data and unseals
+    /// it; it rejoins as active or standby, whichever the cluster decides.
+    pub fn start_again(&mut self) {
+        assert!(matches!(self.mode, Mode::Raft { .. }), "only raft nodes restart on their data here");
+        assert!(self.child.is_none(), "the node is running");
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Up means the HTTP API answers at all (sealed: 503).
+        while http(ureq::get(&self.url("sys/seal-status")), None).status != 200 {
+            assert!(Instant::now() < deadline, "the node did not start\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.unseal();
     }
 
     /// Whether this node is the cluster's active node.
