@@ -8,6 +8,13 @@
 //!   pool it was shown to, from its issue until its `exp`, except a token of
 //!   a revoked version after the revocation, and a sidecar that was down
 //!   (frozen or killed) when asked, which is "unavailable", not a rejection;
+//! - no pool signed with a version another live sidecar did not hold: at
+//!   each signature, the latest view of every other live sidecar (fresher
+//!   than `Params::view_age`) lists the kid. A sidecar frozen or killed for
+//!   longer than the liveness window is not live until it has caught up
+//!   (`Params::recovery` after it is back); one away for less is live all
+//!   along, and the gate must have waited for it;
+//! - no version number ever named two keys, across failovers and restores;
 //! - no sidecar served a version past its `expires_at`;
 //! - no request to a sidecar that was up failed while the cluster was down;
 //! - each version of each keyring was issued exactly once.
@@ -71,8 +78,8 @@ pub enum Event {
         keyring: String,
         /// The signing kid.
         signing: Option<String>,
-        /// The verification set: kid and `expires_at`.
-        verifying: Vec<(String, Option<i64>)>,
+        /// The verification set.
+        verifying: Vec<Held>,
     },
     /// A fault started or ended.
     Fault {
@@ -109,6 +116,31 @@ impl Event {
             | Self::Revoke { t, .. } => *t,
         }
     }
+}
+
+/// One version in a sidecar's verification set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The number.
+    pub version: u64,
+    /// The kid.
+    pub kid: String,
+    /// When it stops verifying, if set.
+    pub expires_at: Option<i64>,
+}
+
+/// The checker's knobs, from the run's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Leeway on `exp` and `expires_at`: the allowed clock skew.
+    pub leeway: f64,
+    /// The coordinator's liveness window: a sidecar silent for longer is
+    /// not waited for.
+    pub liveness: f64,
+    /// How long a sidecar back from the dead may take to catch up.
+    pub recovery: f64,
+    /// The oldest view that still says what a sidecar holds.
+    pub view_age: f64,
 }
 
 /// One entry of the coordinator's history of a keyring, as the checker
@@ -151,6 +183,8 @@ pub struct Report {
     pub served_while_cluster_down: usize,
     /// Views of a sidecar's keys checked.
     pub views: usize,
+    /// Signatures checked against every other live sidecar's view.
+    pub held_checks: usize,
     /// Versions issued, per keyring.
     pub issued: BTreeMap<String, usize>,
     /// What broke.
@@ -163,7 +197,8 @@ impl Report {
         let mut out = format!(
             "signed {} tokens; {} verifications within their lifetimes: {} accepted, {} rejected after a revocation \
              (excused), {} unavailable while the sidecar was down; {} requests served while the cluster was down; \
-             {} views checked; versions issued {:?}; {} violations\n",
+             {} views checked, {} signatures checked against every live sidecar's view; versions issued {:?}; \
+             {} violations\n",
             self.signed,
             self.verifications,
             self.accepted,
@@ -171,6 +206,7 @@ impl Report {
             self.unavailable_down,
             self.served_while_cluster_down,
             self.views,
+            self.held_checks,
             self.issued,
             self.violations.len()
         );
@@ -213,14 +249,21 @@ fn around(events: &[Event], t: f64) -> Vec<String> {
 }
 
 /// Checks `events` (in any order) and the coordinator's `issued` versions.
-/// `leeway` is the verification leeway on `exp` (seconds).
-pub fn check(events: &[Event], issued: &[Issued], leeway: f64) -> Report {
+pub fn check(events: &[Event], issued: &[Issued], params: Params) -> Report {
+    let leeway = params.leeway;
     let mut events = events.to_vec();
     events.sort_by(|a, b| a.t().total_cmp(&b.t()));
     let mut report = Report::default();
     // Sidecars that were down: frozen or killed, by instance.
     let mut down = windows(&events, "freeze_sidecar");
     down.extend(windows(&events, "kill_sidecar"));
+    // Dead to the coordinator: killed, or frozen past the liveness window;
+    // not live again until caught up.
+    let dead: Vec<(String, f64, f64)> = down
+        .iter()
+        .filter(|(_, start, end)| end - start >= params.liveness || end.is_infinite())
+        .map(|(target, start, end)| (target.clone(), *start, end + params.recovery))
+        .collect();
     let cluster_down = windows(&events, "cluster_down");
     let revoked: Vec<(&str, &str, f64)> = events
         .iter()
@@ -238,9 +281,33 @@ pub fn check(events: &[Event], issued: &[Issued], leeway: f64) -> Report {
             tokens.insert(*token, (keyring.as_str(), kid.as_str(), *t, *exp));
         }
     }
+    let mut names: BTreeMap<(String, u64), String> = BTreeMap::new();
+    // The latest view of each sidecar and keyring: when, and the kids.
+    let mut latest: BTreeMap<(String, String), (f64, Vec<String>)> = BTreeMap::new();
     for event in &events {
         let t = event.t();
         match event {
+            Event::Sign { pool, instance, keyring, token, kid: Some(kid), result, .. } if result == "ok" => {
+                for ((other, ring), (seen, kids)) in &latest {
+                    if ring != keyring || other == instance || t - seen > params.view_age {
+                        continue;
+                    }
+                    if within(&dead, Some(other), t) || within(&down, Some(other), t) {
+                        continue;
+                    }
+                    report.held_checks += 1;
+                    if !kids.contains(kid) {
+                        report.violations.push(Violation {
+                            rule: "signed only with a version every live sidecar holds",
+                            what: format!(
+                                "{pool}/{instance} signed token {token} with {keyring} {kid} at {t:.1}; \
+                                 {other} held {kids:?} at {seen:.1}"
+                            ),
+                            around: around(&events, t),
+                        });
+                    }
+                }
+            }
             Event::Verify { pool, instance, token, result, .. } => {
                 let Some(&(keyring, kid, issued_at, exp)) = tokens.get(token) else { continue };
                 // Only within the token's lifetime.
@@ -248,13 +315,14 @@ pub fn check(events: &[Event], issued: &[Issued], leeway: f64) -> Report {
                     continue;
                 }
                 report.verifications += 1;
-                let is_down = within(&down, Some(instance), t);
+                let is_down = within(&down, Some(instance), t) || within(&dead, Some(instance), t);
                 if within(&cluster_down, None, t) && !is_down {
                     report.served_while_cluster_down += 1;
                 }
                 match result.as_str() {
                     "ok" => report.accepted += 1,
                     "unavailable" if is_down => report.unavailable_down += 1,
+                    _ if is_down => report.unavailable_down += 1,
                     "unavailable" if within(&cluster_down, None, t) => report.violations.push(Violation {
                         rule: "served while the cluster is down",
                         what: format!("{pool}/{instance} failed a verification of token {token} with the cluster down"),
@@ -280,7 +348,23 @@ pub fn check(events: &[Event], issued: &[Issued], leeway: f64) -> Report {
             }
             Event::View { pool, instance, keyring, verifying, .. } => {
                 report.views += 1;
-                for (kid, expires_at) in verifying {
+                latest.insert(
+                    (instance.clone(), keyring.clone()),
+                    (t, verifying.iter().map(|h| h.kid.clone()).collect()),
+                );
+                for Held { version, kid, expires_at } in verifying {
+                    if let Some(first) = names.insert((keyring.clone(), *version), kid.clone())
+                        && first != *kid
+                    {
+                        report.violations.push(Violation {
+                            rule: "a version number names one key",
+                            what: format!(
+                                "{pool}/{instance} holds {keyring} version {version} as {kid}, seen as {first}"
+                            ),
+                            around: around(&events, t),
+                        });
+                        names.insert((keyring.clone(), *version), first);
+                    }
                     if let Some(expires_at) = expires_at
                         && (*expires_at as f64) < t - leeway
                     {
@@ -352,6 +436,19 @@ mod tests {
         Event::Fault { t, kind: kind.into(), target: target.into(), phase: phase.into() }
     }
 
+    const PARAMS: Params = Params { leeway: 1.0, liveness: 10.0, recovery: 5.0, view_age: 1.0 };
+
+    fn view(t: f64, instance: &str, kids: &[(u64, &str)]) -> Event {
+        Event::View {
+            t,
+            pool: instance.split('-').next().unwrap_or_default().into(),
+            instance: instance.into(),
+            keyring: "jwt".into(),
+            signing: kids.first().map(|(_, k)| (*k).to_string()),
+            verifying: kids.iter().map(|(v, k)| Held { version: *v, kid: (*k).into(), expires_at: None }).collect(),
+        }
+    }
+
     fn issued(version: u64) -> Issued {
         Issued { keyring: "jwt".into(), version, kid: format!("jwt-v{version}") }
     }
@@ -360,7 +457,7 @@ mod tests {
     fn a_clean_history_passes_with_its_counts() {
         let events =
             vec![sign(100.0, 1, "jwt-v1", 160), verify(101.0, "api-1", 1, "ok"), verify(150.0, "web-2", 1, "ok")];
-        let report = check(&events, &[issued(1), issued(2)], 1.0);
+        let report = check(&events, &[issued(1), issued(2)], PARAMS);
         assert!(report.violations.is_empty(), "{}", report.render());
         assert_eq!((report.signed, report.verifications, report.accepted), (1, 2, 2));
         assert_eq!(report.issued["jwt"], 2);
@@ -369,12 +466,12 @@ mod tests {
     #[test]
     fn a_rejection_within_the_lifetime_is_a_violation_with_its_slice() {
         let events = vec![sign(100.0, 1, "jwt-v1", 160), verify(120.0, "api-1", 1, "token_kid_unknown")];
-        let report = check(&events, &[], 1.0);
+        let report = check(&events, &[], PARAMS);
         assert_eq!(report.violations.len(), 1, "{}", report.render());
         assert_eq!(report.violations[0].rule, "every token verifies everywhere until exp");
         assert_eq!(report.violations[0].around.len(), 1, "the rejection itself is in the slice");
         // After exp (minus the leeway) a rejection is not a violation.
-        let late = check(&[sign(100.0, 1, "jwt-v1", 160), verify(159.5, "api-1", 1, "token_expired")], &[], 1.0);
+        let late = check(&[sign(100.0, 1, "jwt-v1", 160), verify(159.5, "api-1", 1, "token_expired")], &[], PARAMS);
         assert!(late.violations.is_empty() && late.verifications == 0);
     }
 
@@ -388,11 +485,11 @@ mod tests {
             verify(125.0, "api-2", 1, "unavailable"),
             fault(130.0, "freeze_sidecar", "api-2", "end"),
         ];
-        let report = check(&events, &[], 1.0);
+        let report = check(&events, &[], PARAMS);
         assert!(report.violations.is_empty(), "{}", report.render());
         assert_eq!((report.excused_revoked, report.unavailable_down), (1, 1));
         // A rejection before the revocation is still a violation.
-        let early = check(&[sign(100.0, 1, "jwt-v1", 300), verify(105.0, "api-1", 1, "token_signature")], &[], 1.0);
+        let early = check(&[sign(100.0, 1, "jwt-v1", 300), verify(105.0, "api-1", 1, "token_signature")], &[], PARAMS);
         assert_eq!(early.violations.len(), 1);
     }
 
@@ -405,7 +502,7 @@ mod tests {
             verify(116.0, "web-2", 1, "unavailable"),
             fault(140.0, "cluster_down", "all", "end"),
         ];
-        let report = check(&events, &[], 1.0);
+        let report = check(&events, &[], PARAMS);
         assert_eq!(report.served_while_cluster_down, 2);
         assert_eq!(report.violations.len(), 1, "{}", report.render());
         assert_eq!(report.violations[0].rule, "served while the cluster is down");
@@ -413,18 +510,63 @@ mod tests {
 
     #[test]
     fn an_expired_version_served_and_a_version_issued_twice_are_violations() {
-        let view = Event::View {
+        let expired = Event::View {
             t: 200.0,
             pool: "web".into(),
             instance: "web-1".into(),
             keyring: "jwt".into(),
             signing: Some("jwt-v2".into()),
-            verifying: vec![("jwt-v1".into(), Some(150)), ("jwt-v2".into(), None)],
+            verifying: vec![
+                Held { version: 1, kid: "jwt-v1".into(), expires_at: Some(150) },
+                Held { version: 2, kid: "jwt-v2".into(), expires_at: None },
+            ],
         };
         let twice = Issued { keyring: "jwt".into(), version: 2, kid: "jwt-v2-other".into() };
-        let report = check(&[view], &[issued(1), issued(2), twice], 1.0);
+        let report = check(&[expired], &[issued(1), issued(2), twice], PARAMS);
         let rules: Vec<&str> = report.violations.iter().map(|v| v.rule).collect();
         assert_eq!(rules, ["no version served past its expires_at", "each version issued once"], "{}", report.render());
+        // Two sidecars holding different keys under one number (a restore
+        // that reused a number).
+        let split = [view(10.0, "web-1", &[(3, "jwt-v3-aaaa")]), view(11.0, "api-1", &[(3, "jwt-v3-bbbb")])];
+        let report = check(&split, &[], PARAMS);
+        assert_eq!(report.violations.len(), 1, "{}", report.render());
+        assert_eq!(report.violations[0].rule, "a version number names one key");
+    }
+
+    #[test]
+    fn a_signature_with_a_version_a_live_sidecar_lacks_is_a_violation() {
+        // api-1 was seen 0.5 s before without v2: the gate was skipped.
+        let events = [view(99.5, "api-1", &[(1, "jwt-v1")]), sign(100.0, 1, "jwt-v2", 160)];
+        let report = check(&events, &[], PARAMS);
+        assert_eq!(report.violations.len(), 1, "{}", report.render());
+        assert_eq!(report.violations[0].rule, "signed only with a version every live sidecar holds");
+        // Holding it, or a view too old to say, or frozen past the liveness
+        // window (dead to the coordinator), is no violation.
+        let held = [view(99.5, "api-1", &[(1, "jwt-v1"), (2, "jwt-v2")]), sign(100.0, 1, "jwt-v2", 160)];
+        assert!(check(&held, &[], PARAMS).violations.is_empty());
+        let old = [view(97.0, "api-1", &[(1, "jwt-v1")]), sign(100.0, 1, "jwt-v2", 160)];
+        assert!(check(&old, &[], PARAMS).violations.is_empty());
+        let dead = [
+            view(85.0, "api-1", &[(1, "jwt-v1")]),
+            fault(85.5, "freeze_sidecar", "api-1", "start"),
+            fault(99.8, "freeze_sidecar", "api-1", "end"),
+            view(99.9, "api-1", &[(1, "jwt-v1")]),
+            sign(100.0, 1, "jwt-v2", 160),
+            verify(100.5, "api-1", 1, "token_kid_unknown"),
+        ];
+        let report = check(&dead, &[], PARAMS);
+        assert!(report.violations.is_empty(), "{}", report.render());
+        assert_eq!(report.unavailable_down, 1, "the rejection while catching up is counted, not excused silently");
+        // Frozen for less than the window, it stays live: the same is a
+        // violation.
+        let live = [
+            view(94.0, "api-1", &[(1, "jwt-v1")]),
+            fault(94.5, "freeze_sidecar", "api-1", "start"),
+            fault(99.8, "freeze_sidecar", "api-1", "end"),
+            view(99.9, "api-1", &[(1, "jwt-v1")]),
+            sign(100.0, 1, "jwt-v2", 160),
+        ];
+        assert_eq!(check(&live, &[], PARAMS).violations.len(), 1);
     }
 
     #[test]

@@ -165,6 +165,12 @@ impl Server {
         cluster
     }
 
+    /// Puts `binary` in place of the plugin this server registers (for
+    /// tests of the release build); call before [`Server::register_plugin`].
+    pub fn install_plugin(&self, binary: &Path) {
+        std::fs::copy(binary, self.plugin_dir().join(PLUGIN_FILE)).expect("copy the plugin");
+    }
+
     /// Kills a raft node at once (SIGKILL): no step-down, no flush.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

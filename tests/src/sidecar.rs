@@ -47,6 +47,13 @@ impl Sidecar {
     /// As [`Sidecar::start`], with another build of the sidecar (the
     /// release binary, for tests of what ships).
     pub fn start_binary(binary: &Path, dir: &Path, name: &str, config: &str) -> Self {
+        Self::start_command(Command::new(binary), dir, name, config)
+    }
+
+    /// As [`Sidecar::start`], with `command` (a binary, or a wrapper such as
+    /// `faketime` and its arguments before the binary) followed by
+    /// `run --config <file>`.
+    pub fn start_command(mut command: Command, dir: &Path, name: &str, config: &str) -> Self {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).expect("write the sidecar config");
         let socket = config
@@ -58,7 +65,7 @@ impl Sidecar {
         // replace it, but the wait below must not mistake it for the new one.
         let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-        let child = Command::new(binary)
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&path)
@@ -94,6 +101,20 @@ impl Sidecar {
         let pid = self.child.as_ref().map(Child::id).expect("running");
         let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill");
         assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would; its socket
+    /// file and cache stay behind.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Rewrites the configuration file (apply it with `signal("HUP")`).
