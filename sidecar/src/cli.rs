@@ -22,6 +22,8 @@ use crate::config::{Config, ConfigError, LogConfig, Source};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
+/// Where the client subcommands look for the socket when nothing says.
+pub const DEFAULT_SOCKET: &str = "/run/lockstep/sidecar.sock";
 /// How long `get` waits for the sidecar's answer.
 const GET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runtime failure.
@@ -211,15 +213,20 @@ pub fn check_credentials(config: &Config) -> Result<(), ConfigError> {
 /// Writes `text` and a newline to stdout; a closed stdout is an error
 /// message and `EXIT_FAILURE`, never a panic.
 pub fn print_out(text: &str) -> ExitCode {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+    match writeln_out(text) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(error) => {
             eprintln!("lockstep-sidecar: cannot write to stdout: {error}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// One line to stdout, flushed.
+fn writeln_out(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}").and_then(|()| stdout.flush())
 }
 
 /// Prints a configuration error.
@@ -259,7 +266,10 @@ pub async fn get(args: &GetArgs) -> ExitCode {
     answered(request(&socket, "GET", &path, None, Duration::ZERO).await)
 }
 
-/// The socket `at` names, else `LOCKSTEP_SOCKET`, else the configuration's.
+/// The socket `at` names, else `LOCKSTEP_SOCKET`, else `socket.path` of
+/// the configuration file (`--config`, else `LOCKSTEP_CONFIG`), else the
+/// default. Only that one setting is read: a probe in the sidecar's
+/// container must not fail on settings that come from elsewhere.
 fn socket_of(at: &SocketArgs) -> Result<PathBuf, ExitCode> {
     if let Some(socket) = &at.socket {
         return Ok(socket.clone());
@@ -267,9 +277,27 @@ fn socket_of(at: &SocketArgs) -> Result<PathBuf, ExitCode> {
     if let Some(socket) = std::env::var_os("LOCKSTEP_SOCKET") {
         return Ok(PathBuf::from(socket));
     }
-    match (Source { path: at.config.clone(), sets: vec![] }).load() {
-        Ok(config) => Ok(config.socket.path),
-        Err(error) => Err(config_failure(&error)),
+    let file = at.config.clone().or_else(|| std::env::var_os("LOCKSTEP_CONFIG").map(PathBuf::from));
+    let Some(file) = file else {
+        return Ok(PathBuf::from(DEFAULT_SOCKET));
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("lockstep-sidecar: reading {}: {error}", file.display());
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    match text.parse::<toml::Table>() {
+        Ok(table) => Ok(table
+            .get("socket")
+            .and_then(|s| s.get("path"))
+            .and_then(toml::Value::as_str)
+            .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from)),
+        Err(error) => {
+            eprintln!("lockstep-sidecar: {} is not TOML: {error}", file.display());
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
     }
 }
 
@@ -345,9 +373,10 @@ pub async fn watch(args: &WatchArgs) -> ExitCode {
     let mut shutdown = crate::shutdown_on_signals();
     let mut state = String::new();
     loop {
-        let mut path = format!("/v1/keys/{}/watch?timeout=30", args.keyring);
+        // The sidecar's own default wait (30 s, or less if it allows less).
+        let mut path = format!("/v1/keys/{}/watch", args.keyring);
         if !state.is_empty() {
-            path.push_str("&after=");
+            path.push_str("?after=");
             path.push_str(&form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>());
         }
         let answer = tokio::select! {
@@ -360,7 +389,10 @@ pub async fn watch(args: &WatchArgs) -> ExitCode {
                 let now = value["state"].as_str().unwrap_or_default().to_string();
                 if now != state {
                     state = now;
-                    print_out(&summary(&value).to_string());
+                    // A closed stdout (`watch … | head -1`) ends the watch.
+                    if writeln_out(&summary(&value).to_string()).is_err() {
+                        return ExitCode::from(EXIT_OK);
+                    }
                 }
                 continue;
             }

@@ -630,6 +630,9 @@ async fn encrypt_decrypt_rewrap_mac_and_raw_signatures_through_the_socket() {
         (status, refused["error"]["code"].clone(), refused["error"]["message"].clone()),
         (400, json!("batch_invalid"), json!("batch item 1: expected a JSON object"))
     );
+    let (status, refused) =
+        call("/v1/encrypt/api", json!({"batch": [{"plaintext": b64(b"x")}], "plaintext": "eA=="})).await;
+    assert_eq!((status, refused["error"]["code"].clone()), (400, json!("batch_invalid")), "{refused}");
     let (status, refused) = call("/v1/mac/mac", json!([b64(b"x")])).await;
     assert_eq!((status, refused["error"]["code"].clone()), (400, json!("body_invalid")), "{refused}");
     let (status, missing) = call("/v1/encrypt/api", json!({"associated_data": b64(b"x")})).await;

@@ -419,8 +419,14 @@ impl Server {
     /// Registers the plugin in the catalog by SHA-256 and version, through
     /// the HTTP API.
     pub fn register_plugin(&self) -> Reply {
+        self.register_plugin_with_env(&[])
+    }
+
+    /// [`Server::register_plugin`] with `KEY=VALUE` entries for the plugin
+    /// process's environment (the catalog's `env`).
+    pub fn register_plugin_with_env(&self, env: &[&str]) -> Reply {
         let sha256 = sha256_file(&self.plugin_dir().join(PLUGIN_FILE));
-        let body = json!({"sha256": sha256, "command": PLUGIN_FILE, "version": plugin_version()});
+        let body = json!({"sha256": sha256, "command": PLUGIN_FILE, "version": plugin_version(), "env": env});
         self.request("PUT", &format!("sys/plugins/catalog/secret/{PLUGIN_NAME}"), Some(body))
     }
 

@@ -292,6 +292,12 @@ fn the_example_plays_as_pods_against_a_real_server() {
         assert_eq!(line["pool"], pool, "{line}");
         assert!(!line.to_string().contains("material"), "{line}");
     }
+    // The exec probe as an image without a shell runs it: no arguments,
+    // the socket where the example's configuration puts it.
+    for pool in ["web", "api"] {
+        let probe = podman(&["exec", &format!("checkout-{pool}-lockstep"), "/lockstep-sidecar", "probe"]);
+        assert!(probe.status.success(), "the exec probe in {pool}: {}", text(&probe));
+    }
     // What kubelet's probes and Prometheus ask, on each pod's telemetry port.
     for (pool, port) in ports {
         for path in ["/readyz", "/healthz", "/metrics"] {

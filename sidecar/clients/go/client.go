@@ -112,6 +112,14 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any, w
 
 func seg(s string) string { return url.PathEscape(s) }
 
+// bytesOf keeps nil from going out as JSON null: no data is empty data.
+func bytesOf(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
 // Health is GET /healthz.
 func (c *Client) Health(ctx context.Context) (map[string]any, error) {
 	var out map[string]any
@@ -259,6 +267,8 @@ func (c *Client) Watch(ctx context.Context, keyring, after string, timeout time.
 	}
 	wait := 30 * time.Second
 	if timeout > 0 {
+		// Whole seconds, at least one: timeout=0 would answer at once.
+		timeout = max(timeout.Truncate(time.Second), time.Second)
 		q.Set("timeout", strconv.FormatInt(int64(timeout/time.Second), 10))
 		wait = timeout
 	}
@@ -359,7 +369,7 @@ func item(field string, value any, aad []byte) map[string]any {
 // be nil.
 func (c *Client) Encrypt(ctx context.Context, keyring string, plaintext, aad []byte) (*Sealed, error) {
 	var out Sealed
-	return &out, c.call(ctx, "POST", "/v1/encrypt/"+seg(keyring), item("plaintext", plaintext, aad), &out, 0)
+	return &out, c.call(ctx, "POST", "/v1/encrypt/"+seg(keyring), item("plaintext", bytesOf(plaintext), aad), &out, 0)
 }
 
 // Decrypt opens a ciphertext with the version it names.
@@ -374,12 +384,26 @@ func (c *Client) Rewrap(ctx context.Context, keyring, ciphertext string, aad []b
 	return &out, c.call(ctx, "POST", "/v1/rewrap/"+seg(keyring), item("ciphertext", ciphertext, aad), &out, 0)
 }
 
-// BatchItem is one item of a batch: Plaintext to encrypt, Ciphertext to
-// decrypt or rewrap.
+// BatchItem is one item of a batch: Plaintext to encrypt (empty is
+// allowed), or Ciphertext to decrypt or rewrap.
 type BatchItem struct {
 	Plaintext      []byte `json:"plaintext,omitempty"`
 	Ciphertext     string `json:"ciphertext,omitempty"`
 	AssociatedData []byte `json:"associated_data,omitempty"`
+}
+
+// MarshalJSON sends plaintext whenever there is no ciphertext, even empty.
+func (b BatchItem) MarshalJSON() ([]byte, error) {
+	out := map[string]any{}
+	if b.Ciphertext != "" {
+		out["ciphertext"] = b.Ciphertext
+	} else {
+		out["plaintext"] = bytesOf(b.Plaintext)
+	}
+	if b.AssociatedData != nil {
+		out["associated_data"] = b.AssociatedData
+	}
+	return json.Marshal(out)
 }
 
 // BatchResult is one item's result, or its Error.
@@ -438,13 +462,13 @@ type Checked struct {
 // MAC computes HMAC-SHA-256 with the signing version.
 func (c *Client) MAC(ctx context.Context, keyring string, data []byte) (*MAC, error) {
 	var out MAC
-	return &out, c.call(ctx, "POST", "/v1/mac/"+seg(keyring), map[string]any{"data": data}, &out, 0)
+	return &out, c.call(ctx, "POST", "/v1/mac/"+seg(keyring), map[string]any{"data": bytesOf(data)}, &out, 0)
 }
 
 // MACVerify checks a MAC in the sidecar (constant time).
 func (c *Client) MACVerify(ctx context.Context, keyring string, data []byte, mac string) (*Checked, error) {
 	var out Checked
-	body := map[string]any{"data": data, "mac": mac}
+	body := map[string]any{"data": bytesOf(data), "mac": mac}
 	return &out, c.call(ctx, "POST", "/v1/mac/"+seg(keyring)+"/verify", body, &out, 0)
 }
 
@@ -459,13 +483,13 @@ type Signature struct {
 // Sign signs data with an asymmetric keyring's signing version.
 func (c *Client) Sign(ctx context.Context, keyring string, data []byte) (*Signature, error) {
 	var out Signature
-	return &out, c.call(ctx, "POST", "/v1/sign/"+seg(keyring), map[string]any{"data": data}, &out, 0)
+	return &out, c.call(ctx, "POST", "/v1/sign/"+seg(keyring), map[string]any{"data": bytesOf(data)}, &out, 0)
 }
 
 // Verify checks a raw signature with the version kid names ("" for each
 // version in the verification set).
 func (c *Client) Verify(ctx context.Context, keyring string, data, signature []byte, kid string) (*Checked, error) {
-	body := map[string]any{"data": data, "signature": signature}
+	body := map[string]any{"data": bytesOf(data), "signature": bytesOf(signature)}
 	if kid != "" {
 		body["kid"] = kid
 	}
@@ -491,7 +515,7 @@ func (w *WebhookHeaders) Header(h http.Header) {
 // version the receiver may hold. id "" and timestamp 0 take a random id
 // and now.
 func (c *Client) WebhookSign(ctx context.Context, keyring string, payload []byte, id string, timestamp int64) (*WebhookHeaders, error) {
-	body := map[string]any{"payload": payload}
+	body := map[string]any{"payload": bytesOf(payload)}
 	if id != "" {
 		body["id"] = id
 	}
@@ -513,7 +537,7 @@ func (c *Client) WebhookVerify(ctx context.Context, keyring string, payload []by
 			sent[k] = v
 		}
 	}
-	body := map[string]any{"payload": payload, "headers": sent}
+	body := map[string]any{"payload": bytesOf(payload), "headers": sent}
 	if tolerance > 0 {
 		body["tolerance"] = int64(tolerance / time.Second)
 	}

@@ -2,6 +2,7 @@ package lockstep
 
 import (
 	"context"
+	"fmt"
 	"math/rand"
 	"sync"
 	"time"
@@ -12,7 +13,7 @@ type KeySetOptions struct {
 	// OnChange is called from the KeySet's goroutine after each change,
 	// the first answer included.
 	OnChange func(*Keys)
-	// WatchTimeout is each long-poll's wait (default 30 s).
+	// WatchTimeout is each long-poll's wait (default: the sidecar's).
 	WatchTimeout time.Duration
 	// BackoffMin and BackoffMax bound the jittered retry after an error
 	// (defaults 200 ms and 10 s).
@@ -40,9 +41,6 @@ type KeySet struct {
 
 // NewKeySet starts watching keyring; Close stops it.
 func NewKeySet(client *Client, keyring string, opts KeySetOptions) *KeySet {
-	if opts.WatchTimeout <= 0 {
-		opts.WatchTimeout = 30 * time.Second
-	}
 	if opts.BackoffMin <= 0 {
 		opts.BackoffMin = 200 * time.Millisecond
 	}
@@ -133,7 +131,20 @@ func (k *KeySet) run(ctx context.Context) {
 		k.mu.Unlock()
 		k.readyOnce.Do(func() { close(k.ready) })
 		if k.opts.OnChange != nil {
-			k.opts.OnChange(keys)
+			k.callback(keys)
 		}
 	}
+}
+
+// callback runs OnChange; a panic in the app's callback must not end the
+// watch (or the process).
+func (k *KeySet) callback(keys *Keys) {
+	defer func() {
+		if r := recover(); r != nil {
+			k.mu.Lock()
+			k.lastErr = fmt.Errorf("lockstep: KeySet OnChange panicked: %v", r)
+			k.mu.Unlock()
+		}
+	}()
+	k.opts.OnChange(keys)
 }

@@ -18,9 +18,11 @@ pub fn healthz() -> Response<Full<Bytes>> {
 /// successful sync is no older than `cache.max_age_secs`.
 fn readiness(state: &ApiState) -> (bool, &'static str, Option<i64>) {
     let now = state.ctx.clock.now();
-    let max_age = state.configs.borrow().cache.max_age_secs;
+    let (max_age, skew) = {
+        let config = state.configs.borrow();
+        (config.cache.max_age_secs, config.vault.max_clock_skew_secs)
+    };
     let snapshot = state.ctx.store.snapshot();
-    let skew = state.configs.borrow().vault.max_clock_skew_secs;
     let stopped = snapshot.as_ref().map(|s| state.ctx.store.signing_stopped(s, now, skew)).unwrap_or_default();
     let age = state.ctx.store.last_sync().map(|t| now - t);
     let (ready, reason) = match age {
@@ -42,15 +44,14 @@ pub fn readyz(state: &ApiState) -> Response<Full<Bytes>> {
 
 /// The metrics, OpenMetrics text.
 pub fn metrics(state: &ApiState) -> Response<Full<Bytes>> {
-    let scrape = {
+    // Readiness borrows the configuration itself: never while a borrow is
+    // held here (a reload waiting to write would deadlock the nested read).
+    let ready = readiness(state).0;
+    let (max_clock_skew, cache_max_age) = {
         let config = state.configs.borrow();
-        crate::metrics::Scrape {
-            now: state.ctx.clock.now(),
-            max_clock_skew: config.vault.max_clock_skew_secs,
-            cache_max_age: config.cache.max_age_secs,
-            ready: readiness(state).0,
-        }
+        (config.vault.max_clock_skew_secs, config.cache.max_age_secs)
     };
+    let scrape = crate::metrics::Scrape { now: state.ctx.clock.now(), max_clock_skew, cache_max_age, ready };
     let text = state.ctx.metrics.render(&state.ctx.store, &scrape);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response

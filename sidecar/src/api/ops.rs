@@ -199,6 +199,9 @@ fn aead(state: &ApiState, name: &str, call: &Call, op: Aead) -> Reply {
     };
     let body = call.body.clone();
     if let Some(batch) = body.get("batch") {
+        if body.as_object().is_some_and(|o| o.len() > 1) {
+            return Err(ApiError::bad_request("batch_invalid", "a batch goes alone: its items carry the fields"));
+        }
         let items = match batch {
             Value::Array(items) if !items.is_empty() && items.len() <= MAX_BATCH => items,
             _ => {

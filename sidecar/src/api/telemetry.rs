@@ -1,7 +1,8 @@
 //! The telemetry listener: plain HTTP on a TCP address, for kubelet's
 //! probes and Prometheus, which cannot reach a Unix socket. It answers
 //! `GET /healthz`, `/readyz` and `/metrics` and nothing else: no keys, no
-//! signing, whoever connects.
+//! signing, whoever connects. It listens on the pod's network: in a
+//! cluster, a NetworkPolicy can keep it to kubelet and Prometheus.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,9 +49,14 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
             },
             () = crate::shutdown_signalled(&mut shutdown) => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
+        // Past the cap a connection waits a moment for a slot rather than
+        // being dropped at once, so a burst of scrapes and probes is served.
+        let permit = match tokio::time::timeout(Duration::from_secs(1), connections.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                drop(stream);
+                continue;
+            }
         };
         let service_state = state.clone();
         let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -76,7 +82,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
+            .header_read_timeout(Duration::from_secs(5))
             .max_buf_size(16 * 1024)
             .serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {

@@ -189,7 +189,10 @@ export class Client {
       req.on("timeout", () => req.destroy(new Error("timed out")));
       req.on("error", (e: NodeJS.ErrnoException) => {
         if (e.name === "AbortError") return reject(e);
-        const code = e.code === "ECONNRESET" || e.code === "EPIPE" ? "socket_closed" : "socket_unreachable";
+        // Only a kept-alive socket the sidecar closed meanwhile is worth a
+        // retry; a fresh one that fails is unreachable.
+        const stale = req.reusedSocket && (e.code === "ECONNRESET" || e.code === "EPIPE");
+        const code = stale ? "socket_closed" : "socket_unreachable";
         reject(new SidecarUnreachable(code, `${this.socket}: ${e.message}`));
       });
       req.end(payload);
@@ -250,9 +253,11 @@ export class Client {
   watch(keyring: string, options: { after?: string; timeout?: number; signal?: AbortSignal } = {}): Promise<Keys> {
     const query = new URLSearchParams();
     if (options.after !== undefined) query.set("after", options.after);
-    if (options.timeout !== undefined) query.set("timeout", String(Math.trunc(options.timeout)));
+    // Whole seconds, at least one: timeout=0 would answer at once.
+    const timeout = options.timeout === undefined ? undefined : Math.max(1, Math.trunc(options.timeout));
+    if (timeout !== undefined) query.set("timeout", String(timeout));
     const suffix = query.toString() ? `?${query}` : "";
-    const waitMs = (options.timeout ?? 30) * 1000;
+    const waitMs = (timeout ?? 30) * 1000;
     return this.request("GET", `/v1/keys/${seg(keyring)}/watch${suffix}`, undefined, { waitMs, signal: options.signal });
   }
 

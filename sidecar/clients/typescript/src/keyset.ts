@@ -14,7 +14,7 @@ export interface KeySetOptions {
   client?: Client;
   /** Called after each change, the first answer included (also the "change" event). */
   onChange?: (keys: Keys) => void;
-  /** Each long-poll's wait, seconds (default 30). */
+  /** Each long-poll's wait, seconds (default: the sidecar's). */
   watchTimeout?: number;
   /** Retry bounds after an error, milliseconds (defaults 200 and 10 000). */
   backoffMinMs?: number;
@@ -77,7 +77,7 @@ export class KeySet extends EventEmitter {
   }
 
   private async run(): Promise<void> {
-    const { watchTimeout = 30, backoffMinMs = 200, backoffMaxMs = 10_000 } = this.options;
+    const { watchTimeout, backoffMinMs = 200, backoffMaxMs = 10_000 } = this.options;
     let state: string | undefined;
     let failures = 0;
     while (!this.abort.signal.aborted) {

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import threading
+import weakref
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 from urllib.parse import quote, urlencode
 
@@ -65,6 +66,7 @@ class Client:
         self.socket_path = socket_path or os.environ.get("LOCKSTEP_SOCKET") or DEFAULT_SOCKET
         self.timeout = timeout
         self._local = threading.local()
+        self._open: "weakref.WeakSet[_UnixConnection]" = weakref.WeakSet()
 
     # -- transport -------------------------------------------------------
 
@@ -73,6 +75,7 @@ class Client:
         if conn is None:
             conn = _UnixConnection(self.socket_path, timeout)
             self._local.conn = conn
+            self._open.add(conn)
         conn.timeout = timeout
         if conn.sock is not None:
             conn.sock.settimeout(timeout)
@@ -87,6 +90,16 @@ class Client:
     def close(self) -> None:
         """Closes this thread's connection (others close with their threads)."""
         self._drop_connection()
+
+    def abort(self) -> None:
+        """Shuts every connection of every thread, ending calls in flight
+        (they fail with :class:`SidecarUnreachable`)."""
+        for conn in list(self._open):
+            if conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def request(self, method: str, path: str, body: Any = None, timeout: Optional[float] = None) -> Any:
         """One call: the answer's JSON (or text for ``/metrics``); raises on an error answer."""
@@ -178,9 +191,11 @@ class Client:
         if after is not None:
             query["after"] = after
         if timeout is not None:
-            query["timeout"] = int(timeout)
+            # Whole seconds, at least one: `timeout=0` would answer at once.
+            timeout = max(int(timeout), 1)
+            query["timeout"] = timeout
         suffix = "?" + urlencode(query) if query else ""
-        wait = 30 if timeout is None else max(int(timeout), 0)
+        wait = 30 if timeout is None else timeout
         return self.request("GET", f"/v1/keys/{_segment(keyring)}/watch{suffix}", timeout=self.timeout + wait)
 
     def jwks(self, keyring: str) -> Dict[str, Any]:

@@ -24,7 +24,8 @@ class KeySet:
 
     ``on_change(answer)`` is called from that thread after each change
     (the first answer included); an exception it raises is logged and
-    ignored. ``close()`` stops the thread.
+    ignored. ``watch_timeout`` is each long-poll's wait (default: the
+    sidecar's). ``close()`` stops the thread at once.
     """
 
     def __init__(
@@ -32,7 +33,7 @@ class KeySet:
         keyring: str,
         client: Optional[Client] = None,
         on_change: Optional[Callable[[Dict[str, Any]], None]] = None,
-        watch_timeout: int = 30,
+        watch_timeout: Optional[int] = None,
         backoff_min: float = 0.2,
         backoff_max: float = 10.0,
     ):
@@ -79,8 +80,9 @@ class KeySet:
         return next((v for v in self.verifying if v.get("kid") == kid), None)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stops the background thread (it ends its current wait first)."""
+        """Stops the background thread, ending the wait in flight."""
         self._stop.set()
+        self._client.abort()
         self._thread.join(timeout)
 
     def __enter__(self) -> "KeySet":
@@ -96,6 +98,8 @@ class KeySet:
             try:
                 answer = self._client.watch(self.keyring, after=state, timeout=self._watch_timeout)
             except LockstepError as error:
+                if self._stop.is_set():
+                    return
                 self.last_error = error
                 failures += 1
                 low, high = self._backoff
@@ -103,6 +107,8 @@ class KeySet:
                 self._stop.wait(delay * random.uniform(0.5, 1.0))
                 continue
             failures = 0
+            if self._stop.is_set():
+                return
             if answer.get("state") == state:
                 continue
             state = answer.get("state")
