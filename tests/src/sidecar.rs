@@ -193,6 +193,13 @@ impl Drop for Sidecar {
     }
 }
 
+/// The count of `lockstep_sidecar_sync_errors_total{kind}` in a metrics
+/// exposition (every kind's series is there from the start, at 0).
+pub fn sync_errors(metrics: &str, kind: &str) -> u64 {
+    let series = format!("lockstep_sidecar_sync_errors_total{{kind=\"{kind}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&series)).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
 /// A minimal HTTP/1.1 exchange over a Unix socket (`Connection: close`).
 pub fn socket_request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Reply {
     let mut stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
