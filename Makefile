@@ -11,8 +11,9 @@ CARGO ?= cargo
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin,
 # buildah, podman and runc build the images and play the Kubernetes
-# example); installed from Debian's packages when missing.
-TOOLS := openssl:openssl curl:curl strip:binutils buildah:buildah podman:podman runc:runc
+# example, faketime skews one sidecar's clock in the fault-injection
+# test); installed from Debian's packages when missing.
+TOOLS := openssl:openssl curl:curl strip:binutils buildah:buildah podman:podman runc:runc faketime:faketime
 
 ## Install missing command-line tools.
 tools:

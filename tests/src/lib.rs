@@ -18,6 +18,7 @@ pub mod kube;
 pub mod sdkhost;
 pub mod server;
 pub mod sidecar;
+pub mod torture;
 
 use std::path::{Path, PathBuf};
 

@@ -55,6 +55,8 @@ pub struct Server {
     mode: Mode,
     token: String,
     tls: Option<TlsListener>,
+    /// Times this raft node was started again.
+    restarts: u32,
     /// The plugin's clock (the server passes its environment to plugins).
     pub clock: TestClock,
 }
@@ -194,10 +196,11 @@ impl Server {
     pub fn start_again(&mut self) {
         assert!(matches!(self.mode, Mode::Raft { .. }), "only raft nodes restart on their data here");
         assert!(self.child.is_none(), "the node is running");
+        self.restarts += 1;
         self.spawn();
         let deadline = Instant::now() + Duration::from_secs(60);
-        // Up means the HTTP API answers at all (sealed: 503).
-        while http(ureq::get(&self.url("sys/seal-status")), None).status != 200 {
+        // Up means the HTTP API answers at all.
+        while self.health_status().is_none() {
             assert!(Instant::now() < deadline, "the node did not start\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -206,7 +209,16 @@ impl Server {
 
     /// Whether this node is the cluster's active node.
     pub fn is_active(&self) -> bool {
-        http(ureq::get(&self.url("sys/health")), None).status == 200
+        self.health_status() == Some(200)
+    }
+
+    /// `sys/health`'s status, or `None` when the node does not answer.
+    fn health_status(&self) -> Option<u16> {
+        match ureq::get(&self.url("sys/health")).timeout(Duration::from_secs(5)).call() {
+            Ok(response) => Some(response.status()),
+            Err(ureq::Error::Status(status, _)) => Some(status),
+            Err(_) => None,
+        }
     }
 
     /// Waits until this node is the active node.
@@ -231,6 +243,7 @@ impl Server {
             mode,
             token: String::new(),
             tls: None,
+            restarts: 0,
             clock,
         }
     }
@@ -374,11 +387,17 @@ impl Server {
             assert!(Instant::now() < deadline, "still sealed: {reply:?}\n{}", self.log());
             std::thread::sleep(Duration::from_millis(500));
         }
-        // Active (200) or, for a joined node, standby (429).
+        // Active (200) or, for a joined node, standby (429); a raft node
+        // started again may come back as either.
         let joined = matches!(&self.mode, Mode::Raft { leader: Some(_), .. });
-        let ready = if joined { 429 } else { 200 };
-        while http(ureq::get(&self.url("sys/health")), None).status != ready {
-            assert!(Instant::now() < deadline, "the server did not become ready ({ready})\n{}", self.log());
+        let restarted = matches!(&self.mode, Mode::Raft { .. }) && self.restarts > 0;
+        let ready = |status: Option<u16>| match status {
+            Some(429) => joined || restarted,
+            Some(200) => !joined || restarted,
+            _ => false,
+        };
+        while !ready(self.health_status()) {
+            assert!(Instant::now() < deadline, "the server did not become ready\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }

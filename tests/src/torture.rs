@@ -1,0 +1,944 @@
+//! The fault-injection fleet run: a three-node raft cluster of the real
+//! server with the release plugin, three pools (two that sign, one that
+//! verifies; an Ed25519 and an HMAC keyring) of two release sidecars each
+//! behind a TCP balancer in front of the nodes, a driver that signs tokens
+//! at every signing sidecar and has every sidecar verify every token until
+//! it expires, and faults injected by a seeded, printed schedule. The
+//! history goes to [`crate::fleet_check`], which knows nothing of the code
+//! under test.
+//!
+//! `tests/tests/torture.rs` runs the short plan in `make test`;
+//! `make torture` runs long plans (`tests/benches/torture.rs`).
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+
+use crate::fleet_check::{self, Event, Held, Issued, Params, Report};
+use crate::server::Server;
+use crate::sidecar::Sidecar;
+use crate::workspace_root;
+
+/// The engine's fleet timings for the run (seconds).
+const LIVENESS: u64 = 10;
+const MAX_SKEW: u64 = 2;
+/// The skewed sidecar's offset: within `max_clock_skew`.
+const SKEW: &str = "+1.5s";
+/// Token lifetime asked by the driver (the keyrings' `max_token_ttl` is 20 s).
+const TTL: i64 = 20;
+/// A request to a sidecar that takes longer counts as unavailable.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// Wall-clock seconds: the history's time base.
+#[allow(clippy::disallowed_methods)] // the run observes real processes in real time
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One fault of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Keep a raft snapshot for a later restore.
+    SnapshotSave,
+    /// Restore the kept snapshot (a disaster recovery).
+    SnapshotRestore,
+    /// A manual rotation of a keyring.
+    ManualRotation(&'static str),
+    /// Two rotations with the same expected version at once: one wins.
+    RacingRotations(&'static str),
+    /// Rotate, then SIGKILL the active node while the version is pending;
+    /// start it again after `secs`.
+    KillActiveDuringCommit(&'static str, u64),
+    /// Stop a standby for `secs`, then start it again.
+    StopFollower(u64),
+    /// Revoke the keyring's signing version (an emergency).
+    Revoke(&'static str),
+    /// Stop every node for `secs`; meanwhile SIGKILL a sidecar and restart
+    /// it, so it starts from its encrypted cache.
+    ClusterDown(u64, String),
+    /// SIGSTOP a sidecar for `secs`; with a keyring, rotate it a second in.
+    Freeze(String, u64, Option<&'static str>),
+}
+
+impl Fault {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::SnapshotSave => "snapshot_save",
+            Self::SnapshotRestore => "snapshot_restore",
+            Self::ManualRotation(_) => "manual_rotation",
+            Self::RacingRotations(_) => "racing_rotations",
+            Self::KillActiveDuringCommit(..) => "kill_active",
+            Self::StopFollower(_) => "stop_follower",
+            Self::Revoke(_) => "revoke",
+            Self::ClusterDown(..) => "cluster_down",
+            Self::Freeze(..) => "freeze_sidecar",
+        }
+    }
+}
+
+/// What to run: faults at offsets from the start, then a quiet end.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The seed the plan came from.
+    pub seed: u64,
+    /// `(seconds from the start, fault)`, in order.
+    pub steps: Vec<(f64, Fault)>,
+    /// Seconds of faultless load after the last step.
+    pub settle: f64,
+}
+
+impl Plan {
+    /// The short plan: every kind of fault once, in about two minutes; the
+    /// seed picks the sidecars hit and jitters the times.
+    pub fn short(seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut t = 6.0;
+        let mut steps = Vec::new();
+        let mut at = |gap: f64, fault: Fault, rng: &mut fastrand::Rng| {
+            t += gap + rng.f64() * 2.0;
+            steps.push((t, fault));
+        };
+        let short_freeze = format!("api-{}", 1 + rng.usize(..2));
+        let long_freeze = format!("audit-{}", 1 + rng.usize(..2));
+        at(0.0, Fault::SnapshotSave, &mut rng);
+        at(2.0, Fault::ManualRotation("jwt"), &mut rng);
+        // Frozen for less than the liveness window while a version is
+        // published: the gate must wait for it.
+        at(12.0, Fault::Freeze(short_freeze, LIVENESS - 3, Some("hooks")), &mut rng);
+        at(10.0, Fault::KillActiveDuringCommit("jwt", 8), &mut rng);
+        at(12.0, Fault::StopFollower(6), &mut rng);
+        at(8.0, Fault::Revoke("hooks"), &mut rng);
+        at(4.0, Fault::ClusterDown(10, "web-2".into()), &mut rng);
+        // Frozen past the liveness window: dead to the coordinator.
+        at(14.0, Fault::Freeze(long_freeze, LIVENESS + 3, None), &mut rng);
+        at(16.0, Fault::RacingRotations("jwt"), &mut rng);
+        at(10.0, Fault::SnapshotRestore, &mut rng);
+        // The restored coordinator must issue past what the fleet holds.
+        at(4.0, Fault::ManualRotation("jwt"), &mut rng);
+        at(1.0, Fault::ManualRotation("hooks"), &mut rng);
+        Self { seed, steps, settle: 25.0 }
+    }
+
+    /// A long plan of `minutes`: the short plan's faults, shuffled and
+    /// repeated, with a snapshot kept before each restore.
+    pub fn long(seed: u64, minutes: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut steps = Vec::new();
+        let mut t = 6.0;
+        let end = (minutes * 60) as f64;
+        let instances = ["web-1", "web-2", "api-1", "api-2", "audit-1", "audit-2"];
+        while t < end {
+            let keyring = if rng.bool() { "jwt" } else { "hooks" };
+            let fault = match rng.usize(..9) {
+                0 => Fault::ManualRotation(keyring),
+                1 => Fault::RacingRotations(keyring),
+                2 => Fault::KillActiveDuringCommit(keyring, 5 + rng.u64(..6)),
+                3 => Fault::StopFollower(4 + rng.u64(..6)),
+                4 => Fault::Revoke(keyring),
+                5 => Fault::ClusterDown(6 + rng.u64(..8), instances[rng.usize(..instances.len())].to_string()),
+                6 => Fault::Freeze(instances[rng.usize(..instances.len())].to_string(), LIVENESS - 3, Some(keyring)),
+                7 => Fault::Freeze(instances[rng.usize(..instances.len())].to_string(), LIVENESS + 3, None),
+                _ => {
+                    steps.push((t, Fault::SnapshotSave));
+                    t += 20.0 + rng.f64() * 10.0;
+                    Fault::SnapshotRestore
+                }
+            };
+            steps.push((t, fault));
+            t += 12.0 + rng.f64() * 8.0;
+        }
+        Self { seed, steps, settle: 30.0 }
+    }
+
+    /// The schedule, one line per step.
+    pub fn describe(&self) -> String {
+        let mut out = format!("seed {}\n", self.seed);
+        for (t, fault) in &self.steps {
+            out.push_str(&format!("  t+{t:6.1}s  {fault:?}\n"));
+        }
+        out
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The plugin binary (the release build, or the test build for the
+    /// broken run).
+    pub plugin: PathBuf,
+    /// The sidecar binary.
+    pub sidecar: PathBuf,
+    /// Run the deliberately broken plugin: commit without acknowledgements
+    /// (a `test-clock` build only).
+    pub skip_gate: bool,
+    /// Where to write `history.jsonl`, `report.txt` and `timeline.svg`.
+    pub out: PathBuf,
+}
+
+/// What the run saw and the checker found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The checker's report.
+    pub report: Report,
+    /// Faults executed, by kind.
+    pub executed: BTreeMap<String, usize>,
+    /// Secrets found in any log (each as where and what kind, never the
+    /// secret).
+    pub leaks: Vec<String>,
+    /// Whether, at the end, every sidecar held the same signing version of
+    /// each keyring as its pool's peers and every pool held the other
+    /// pools' signing versions.
+    pub converged: Result<(), String>,
+    /// Notes on the run (race outcomes, restore answers).
+    pub notes: Vec<String>,
+    /// The history.
+    pub events: Vec<Event>,
+}
+
+/// A sidecar of the fleet.
+struct Member {
+    pool: &'static str,
+    instance: String,
+    signs: bool,
+    config: String,
+    skewed: bool,
+    running: Option<Sidecar>,
+}
+
+type History = Arc<Mutex<Vec<Event>>>;
+
+fn record(history: &History, event: Event) {
+    history.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+}
+
+fn fault_event(history: &History, kind: &str, target: &str, phase: &str) {
+    record(history, Event::Fault { t: now(), kind: kind.into(), target: target.into(), phase: phase.into() });
+}
+
+/// One request to a sidecar with a short deadline; `None` when it did not
+/// answer (down, frozen, or too slow).
+fn quick(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT)).ok()?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: s\r\nX-Lockstep-Request: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(payload.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// A TCP balancer in front of the nodes, as a load balancer or a
+/// Kubernetes Service would be: each connection goes to the next node that
+/// accepts it.
+fn balancer(nodes: Vec<String>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the balancer");
+    let address = listener.local_addr().expect("address");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let nodes = nodes.clone();
+            let first = next.fetch_add(1, Ordering::Relaxed);
+            std::thread::spawn(move || {
+                for i in 0..nodes.len() {
+                    let node = &nodes[(first + i) % nodes.len()];
+                    let Some(addr) = node.to_socket_addrs().ok().and_then(|mut a| a.next()) else { continue };
+                    if let Ok(upstream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                        relay(client, upstream);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+fn relay(client: TcpStream, upstream: TcpStream) {
+    let (Ok(mut client_in), Ok(mut upstream_in)) = (client.try_clone(), upstream.try_clone()) else { return };
+    let (mut client_out, mut upstream_out) = (client, upstream);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_in, &mut upstream_out);
+        let _ = upstream_out.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut upstream_in, &mut client_out);
+    let _ = client_out.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+}
+
+/// The claims of a JWT (unverified: the driver only reads `exp`).
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    URL_SAFE_NO_PAD.decode(payload).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
+}
+
+/// A token the driver is still showing around.
+struct Live {
+    id: u64,
+    keyring: String,
+    token: String,
+    exp: i64,
+}
+
+/// The driver: signs at every signing sidecar, shows every live token to
+/// every sidecar, and looks at every sidecar's keys, recording all.
+fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: Arc<AtomicBool>) {
+    let mut tokens: Vec<Live> = Vec::new();
+    let mut next_id = 0u64;
+    let mut tick = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        // A sidecar that did not answer once this tick is not asked again
+        // until the next: the rest is recorded as unavailable.
+        let mut silent: Vec<String> = Vec::new();
+        let ask = |instance: &str,
+                   silent: &mut Vec<String>,
+                   socket: &Path,
+                   method: &str,
+                   path: &str,
+                   body: Option<&Value>| {
+            if silent.iter().any(|s| s == instance) {
+                return None;
+            }
+            let answer = quick(socket, method, path, body);
+            if answer.is_none() {
+                silent.push(instance.to_string());
+            }
+            answer
+        };
+        for (pool, instance, _, socket) in &members {
+            for keyring in ["jwt", "hooks"] {
+                let Some((200, view)) = ask(instance, &mut silent, socket, "GET", &format!("/v1/keys/{keyring}"), None)
+                else {
+                    continue;
+                };
+                let verifying = view["verifying"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| Held {
+                        version: v["version"].as_u64().unwrap_or(0),
+                        kid: v["kid"].as_str().unwrap_or_default().to_string(),
+                        expires_at: v["expires_at"].as_i64(),
+                    })
+                    .collect();
+                record(
+                    &history,
+                    Event::View {
+                        t: now(),
+                        pool: pool.clone(),
+                        instance: instance.clone(),
+                        keyring: keyring.into(),
+                        signing: view["signing"]["kid"].as_str().map(str::to_string),
+                        verifying,
+                    },
+                );
+            }
+        }
+        // Every other tick, a token from each signing sidecar, alternating
+        // keyrings.
+        if tick.is_multiple_of(2) {
+            for (pool, instance, signs, socket) in &members {
+                if !signs {
+                    continue;
+                }
+                let keyring = if (tick / 2 + next_id).is_multiple_of(2) { "jwt" } else { "hooks" };
+                next_id += 1;
+                let body = json!({"claims": {"sub": format!("t{next_id}"), "aud": "fleet"}, "ttl": TTL});
+                let answer =
+                    ask(instance, &mut silent, socket, "POST", &format!("/v1/jwt/{keyring}/sign"), Some(&body));
+                let (result, kid, exp) = match &answer {
+                    Some((200, signed)) => {
+                        let token = signed["token"].as_str().unwrap_or_default().to_string();
+                        let exp = claims(&token)["exp"].as_i64().unwrap_or(0);
+                        tokens.push(Live { id: next_id, keyring: keyring.into(), token, exp });
+                        ("ok".to_string(), signed["kid"].as_str().map(str::to_string), exp)
+                    }
+                    Some((_, error)) => (error["error"]["code"].as_str().unwrap_or("error").to_string(), None, 0),
+                    None => ("unavailable".to_string(), None, 0),
+                };
+                record(
+                    &history,
+                    Event::Sign {
+                        t: now(),
+                        pool: pool.clone(),
+                        instance: instance.clone(),
+                        keyring: keyring.into(),
+                        token: next_id,
+                        kid,
+                        exp,
+                        result,
+                    },
+                );
+            }
+        }
+        // A quarter of the live tokens, at every sidecar.
+        let wall = now();
+        tokens.retain(|t| (t.exp as f64) > wall + 1.0);
+        for live in tokens.iter().filter(|t| t.id % 4 == tick % 4) {
+            for (pool, instance, _, socket) in &members {
+                let body = json!({"token": live.token, "audience": "fleet"});
+                let path = format!("/v1/jwt/{}/verify", live.keyring);
+                let result = match ask(instance, &mut silent, socket, "POST", &path, Some(&body)) {
+                    Some((200, _)) => "ok".to_string(),
+                    Some((status, _)) if status >= 500 => "unavailable".to_string(),
+                    Some((_, error)) => error["error"]["code"].as_str().unwrap_or("error").to_string(),
+                    None => "unavailable".to_string(),
+                };
+                record(
+                    &history,
+                    Event::Verify {
+                        t: now(),
+                        pool: pool.clone(),
+                        instance: instance.clone(),
+                        keyring: live.keyring.clone(),
+                        token: live.id,
+                        result,
+                    },
+                );
+            }
+        }
+        tick += 1;
+        std::thread::sleep(Duration::from_millis(500).saturating_sub(started.elapsed()));
+    }
+}
+
+/// The running fleet.
+struct Fleet {
+    nodes: Vec<Server>,
+    vault: String,
+    token: String,
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+    sidecar: PathBuf,
+    history: History,
+    snapshot: Option<Vec<u8>>,
+    notes: Vec<String>,
+    executed: BTreeMap<String, usize>,
+    secrets: Vec<(String, String)>,
+}
+
+fn ok(reply: &crate::Reply, what: &str) {
+    assert!(reply.status == 200 || reply.status == 204, "{what}: {reply:?}");
+}
+
+impl Fleet {
+    fn start(options: &Options) -> Self {
+        let mut nodes = Server::raft_cluster(3);
+        for node in &nodes {
+            node.install_plugin(&options.plugin);
+        }
+        let env: &[&str] = if options.skip_gate { &["LOCKSTEP_TEST_SKIP_GATE=1"] } else { &[] };
+        ok(&nodes[0].register_plugin_with_env(env), "register the plugin");
+        ok(&nodes[0].enable("lockstep"), "mount the engine");
+        let active = &nodes[0];
+        ok(
+            &active.write(
+                "lockstep/config",
+                json!({"poll_interval": "5s", "max_clock_skew": format!("{MAX_SKEW}s"),
+                       "liveness_window": format!("{LIVENESS}s"), "activation_margin": "2s"}),
+            ),
+            "config",
+        );
+        for (name, kind) in [("jwt", "ed25519"), ("hooks", "hmac-sha256")] {
+            let policy = json!({"type": kind, "rotation_period": "45s", "prepublish": "8s", "grace_period": "40s",
+                                "max_token_ttl": format!("{TTL}s"), "commit_timeout": "30s"});
+            ok(&active.write(&format!("lockstep/keys/{name}"), policy), "keyring");
+        }
+        let dir = tempfile::Builder::new().prefix("lockstep-torture").tempdir().expect("tempdir");
+        for sub in ["cache", "keys"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("dirs");
+        }
+        let vault = balancer(nodes.iter().map(|n| n.address().trim_start_matches("http://").to_string()).collect());
+        let token = active.token().to_string();
+        let mut secrets = vec![("root token".to_string(), token.clone())];
+        let mut members = Vec::new();
+        for (pool, mode) in [("web", "sign"), ("api", "sign"), ("audit", "verify")] {
+            ok(
+                &active.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt,hooks", "mode": mode})),
+                "pool",
+            );
+            let hcl = std::fs::read_to_string(workspace_root().join("policies/lockstep-sidecar-web.hcl"))
+                .expect("policy")
+                .replace("lockstep/bundle/web", &format!("lockstep/bundle/{pool}"));
+            ok(
+                &active.request("PUT", &format!("sys/policies/acl/sidecar-{pool}"), Some(json!({"policy": hcl}))),
+                "policy",
+            );
+            let created = active.write(
+                "auth/token/create",
+                json!({"policies": [format!("sidecar-{pool}")], "ttl": "4h", "no_default_policy": true}),
+            );
+            let pool_token = created.body["auth"]["client_token"].as_str().expect("a token").to_string();
+            secrets.push((format!("{pool} token"), pool_token.clone()));
+            let token_file = dir.path().join(format!("{pool}.token"));
+            std::fs::write(&token_file, &pool_token).expect("token file");
+            for n in 1..=2 {
+                let instance = format!("{pool}-{n}");
+                let key = [u8::try_from(members.len()).unwrap_or(0) + 11; 32];
+                secrets.push((format!("{instance} cache key"), STANDARD.encode(key)));
+                std::fs::write(dir.path().join(format!("keys/{instance}.key")), key).expect("cache key");
+                let d = dir.path().display();
+                let config = format!(
+                    "pool = \"{pool}\"\ninstance = \"{instance}\"\n[vault]\naddr = \"{vault}\"\nwait_secs = 5\n\
+                     poll_interval_secs = 2\nbackoff_min_ms = 100\nbackoff_max_secs = 1\nmax_clock_skew_secs = {MAX_SKEW}\n\
+                     [auth]\nmethod = \"token\"\ntoken_file = \"{}\"\n[socket]\npath = \"{d}/{instance}.sock\"\n\
+                     [cache]\nfile = \"{d}/cache/{instance}.bin\"\nkey_file = \"{d}/keys/{instance}.key\"\nmax_age_secs = 600\n\
+                     [log]\nformat = \"json\"\nlevel = \"info\"\n",
+                    token_file.display()
+                );
+                members.push(Member {
+                    pool,
+                    instance,
+                    signs: mode == "sign",
+                    config,
+                    // One sidecar runs with its clock ahead, within max_clock_skew.
+                    skewed: pool == "web" && n == 1,
+                    running: None,
+                });
+            }
+        }
+        let mut fleet = Self {
+            nodes: std::mem::take(&mut nodes),
+            vault,
+            token,
+            members,
+            dir,
+            sidecar: options.sidecar.clone(),
+            history: Arc::new(Mutex::new(Vec::new())),
+            snapshot: None,
+            notes: Vec::new(),
+            executed: BTreeMap::new(),
+            secrets,
+        };
+        for i in 0..fleet.members.len() {
+            fleet.start_member(i);
+        }
+        for member in &fleet.members {
+            let sidecar = member.running.as_ref().expect("started");
+            sidecar.wait_until("both keyrings", 60, |s| {
+                s.get("/v1/keyrings").body["keyrings"].as_array().is_some_and(|k| k.len() == 2)
+            });
+        }
+        fault_event(&fleet.history, "skew_sidecar", "web-1", "start");
+        fleet
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        let command = if member.skewed {
+            let mut command = Command::new("faketime");
+            command.args(["-f", SKEW]).arg(&self.sidecar);
+            command
+        } else {
+            Command::new(&self.sidecar)
+        };
+        member.running = Some(Sidecar::start_command(command, self.dir.path(), &member.instance, &member.config));
+    }
+
+    fn member(&self, instance: &str) -> usize {
+        self.members.iter().position(|m| m.instance == instance).expect("a member")
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<Value>) -> crate::Reply {
+        let url = format!("{}/v1/{}", self.vault, path.trim_start_matches('/'));
+        let request = ureq::request(method, &url).set("X-Vault-Token", &self.token).timeout(Duration::from_secs(30));
+        let result = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        let (status, text) = match result {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(status, r)) => (status, r.into_string().unwrap_or_default()),
+            Err(error) => (0, error.to_string()),
+        };
+        crate::Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    }
+
+    /// Waits until some running node is active and answers.
+    fn wait_healthy(&self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.nodes.iter().any(|n| n.is_running() && n.is_active()) {
+            assert!(Instant::now() < deadline, "no active node after {secs} s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        while self.api("GET", "lockstep/info", None).status != 200 {
+            assert!(Instant::now() < deadline, "the engine does not answer after {secs} s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn rotate(&self, keyring: &str, body: Value) -> crate::Reply {
+        self.api("POST", &format!("lockstep/keys/{keyring}/rotate"), Some(body))
+    }
+
+    fn latest(&self, keyring: &str) -> Value {
+        self.api("GET", &format!("lockstep/keys/{keyring}"), None).body["data"].clone()
+    }
+
+    fn apply(&mut self, fault: &Fault) {
+        let kind = fault.kind();
+        *self.executed.entry(kind.to_string()).or_default() += 1;
+        match fault {
+            Fault::SnapshotSave => {
+                let active = self.nodes.iter().find(|n| n.is_running() && n.is_active()).expect("an active node");
+                let url = format!("{}/v1/sys/storage/raft/snapshot", active.address());
+                let answer = ureq::get(&url).set("X-Vault-Token", &self.token).call().expect("a snapshot");
+                let mut bytes = Vec::new();
+                answer.into_reader().read_to_end(&mut bytes).expect("snapshot bytes");
+                self.notes.push(format!("snapshot kept: {} bytes", bytes.len()));
+                self.snapshot = Some(bytes);
+                fault_event(&self.history, kind, "cluster", "start");
+                fault_event(&self.history, kind, "cluster", "end");
+            }
+            Fault::SnapshotRestore => {
+                let Some(bytes) = self.snapshot.take() else { return };
+                fault_event(&self.history, kind, "cluster", "start");
+                let active = self.nodes.iter().find(|n| n.is_running() && n.is_active()).expect("an active node");
+                let url = format!("{}/v1/sys/storage/raft/snapshot-force", active.address());
+                let answer = ureq::post(&url).set("X-Vault-Token", &self.token).send_bytes(&bytes);
+                self.notes
+                    .push(format!("snapshot restored: {:?}", answer.map(|r| r.status()).map_err(|e| e.to_string())));
+                self.wait_healthy(60);
+                fault_event(&self.history, kind, "cluster", "end");
+            }
+            Fault::ManualRotation(keyring) => {
+                fault_event(&self.history, kind, keyring, "start");
+                let reply = self.rotate(keyring, json!({"reason": "fault: manual rotation"}));
+                self.notes.push(format!("manual rotation of {keyring}: {}", reply.status));
+                fault_event(&self.history, kind, keyring, "end");
+            }
+            Fault::RacingRotations(keyring) => {
+                fault_event(&self.history, kind, keyring, "start");
+                let expected = self.latest(keyring)["latest_version"].clone();
+                let body = json!({"expected_version": expected, "reason": "fault: racing rotation"});
+                let (a, b) = std::thread::scope(|scope| {
+                    let one = scope.spawn(|| self.rotate(keyring, body.clone()).status);
+                    let two = scope.spawn(|| self.rotate(keyring, body.clone()).status);
+                    (one.join().unwrap_or(0), two.join().unwrap_or(0))
+                });
+                self.notes.push(format!("racing rotations of {keyring} from version {expected}: {a} and {b}"));
+                fault_event(&self.history, kind, keyring, "end");
+            }
+            Fault::KillActiveDuringCommit(keyring, secs) => {
+                let reply = self.rotate(keyring, json!({"reason": "fault: pending at the kill"}));
+                let index = self.nodes.iter().position(|n| n.is_running() && n.is_active()).expect("an active node");
+                let node = format!("node-{}", index + 1);
+                fault_event(&self.history, kind, &node, "start");
+                self.nodes[index].kill();
+                self.notes
+                    .push(format!("killed the active {node} right after a rotation of {keyring} ({})", reply.status));
+                std::thread::sleep(Duration::from_secs(*secs));
+                self.nodes[index].start_again();
+                self.wait_healthy(60);
+                fault_event(&self.history, kind, &node, "end");
+            }
+            Fault::StopFollower(secs) => {
+                let index = self.nodes.iter().position(|n| n.is_running() && !n.is_active()).expect("a standby");
+                let node = format!("node-{}", index + 1);
+                fault_event(&self.history, kind, &node, "start");
+                self.nodes[index].shut_down();
+                std::thread::sleep(Duration::from_secs(*secs));
+                self.nodes[index].start_again();
+                fault_event(&self.history, kind, &node, "end");
+            }
+            Fault::Revoke(keyring) => {
+                let ring = self.latest(keyring);
+                let signing = ring["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|v| v["state"] == "active")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let (Some(version), Some(kid)) = (signing["version"].as_u64(), signing["kid"].as_str()) else {
+                    self.notes.push(format!("revoke {keyring}: no active version in {ring}"));
+                    return;
+                };
+                let reply = self.api(
+                    "POST",
+                    &format!("lockstep/keys/{keyring}/revoke"),
+                    Some(json!({"version": version, "reason": "fault: emergency"})),
+                );
+                record(&self.history, Event::Revoke { t: now(), keyring: (*keyring).into(), kid: kid.into() });
+                self.notes.push(format!("revoked {keyring} version {version}: {}", reply.status));
+            }
+            Fault::ClusterDown(secs, instance) => {
+                fault_event(&self.history, kind, "cluster", "start");
+                for node in &mut self.nodes {
+                    node.shut_down();
+                }
+                std::thread::sleep(Duration::from_secs(2));
+                let i = self.member(instance);
+                fault_event(&self.history, "kill_sidecar", instance, "start");
+                if let Some(mut sidecar) = self.members[i].running.take() {
+                    sidecar.kill();
+                }
+                std::thread::sleep(Duration::from_secs(2));
+                self.start_member(i);
+                fault_event(&self.history, "kill_sidecar", instance, "end");
+                std::thread::sleep(Duration::from_secs(secs.saturating_sub(4)));
+                for node in &mut self.nodes {
+                    node.start_again();
+                }
+                self.wait_healthy(90);
+                fault_event(&self.history, kind, "cluster", "end");
+            }
+            Fault::Freeze(instance, secs, rotate) => {
+                let i = self.member(instance);
+                let Some(pid) = self.members[i].running.as_ref().and_then(Sidecar::pid) else { return };
+                let signal = |name: &str| {
+                    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+                };
+                signal("STOP");
+                fault_event(&self.history, kind, instance, "start");
+                if let Some(keyring) = rotate {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let reply = self.rotate(keyring, json!({"reason": "fault: rotation while a sidecar is frozen"}));
+                    self.notes.push(format!("rotated {keyring} with {instance} frozen: {}", reply.status));
+                    std::thread::sleep(Duration::from_secs(secs.saturating_sub(1)));
+                } else {
+                    std::thread::sleep(Duration::from_secs(*secs));
+                }
+                fault_event(&self.history, kind, instance, "end");
+                signal("CONT");
+            }
+        }
+    }
+
+    /// The coordinator's versions, from every keyring's record.
+    fn issued(&self) -> Vec<Issued> {
+        let mut out = Vec::new();
+        for keyring in ["jwt", "hooks"] {
+            for v in self.latest(keyring)["versions"].as_array().into_iter().flatten() {
+                out.push(Issued {
+                    keyring: keyring.into(),
+                    version: v["version"].as_u64().unwrap_or(0),
+                    kid: v["kid"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        out
+    }
+
+    /// At the end: each pool's sidecars agree on each keyring's signing
+    /// version, and every sidecar holds every signing pool's.
+    fn converged(&self) -> Result<(), String> {
+        let mut signing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut holding: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+        for member in &self.members {
+            let Some(sidecar) = &member.running else { continue };
+            for keyring in ["jwt", "hooks"] {
+                let view = sidecar.get(&format!("/v1/keys/{keyring}")).body;
+                if member.signs {
+                    signing
+                        .entry(keyring.into())
+                        .or_default()
+                        .push(view["signing"]["kid"].as_str().unwrap_or("none").to_string());
+                }
+                let kids = view["verifying"].as_array().into_iter().flatten();
+                holding
+                    .entry(keyring.into())
+                    .or_default()
+                    .push(kids.filter_map(|v| v["kid"].as_str()).map(str::to_string).collect());
+            }
+        }
+        for (keyring, kids) in &signing {
+            if kids.iter().any(|k| k != &kids[0]) {
+                return Err(format!("{keyring}: signing sidecars disagree: {kids:?}"));
+            }
+            if let Some(missing) = holding[keyring].iter().find(|held| !held.contains(&kids[0])) {
+                return Err(format!("{keyring}: a sidecar lacks the signing {}: it holds {missing:?}", kids[0]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Key material every sidecar could reveal, to look for in logs.
+    fn collect_key_material(&mut self) {
+        let Some(signer) = self.members.iter().find(|m| m.signs).and_then(|m| m.running.as_ref()) else { return };
+        for keyring in ["jwt", "hooks"] {
+            let view = signer.get(&format!("/v1/keys/{keyring}?private=true&format=base64")).body;
+            for v in view["verifying"].as_array().into_iter().flatten() {
+                for field in ["private_key", "secret"] {
+                    if let Some(material) = v["material"][field].as_str() {
+                        self.secrets.push((format!("{keyring} {field}"), material.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn leaks(&self) -> Vec<String> {
+        let mut logs: Vec<(String, String)> =
+            self.nodes.iter().enumerate().map(|(i, n)| (format!("node-{} log", i + 1), n.log())).collect();
+        for member in &self.members {
+            let path = self.dir.path().join(format!("{}.log", member.instance));
+            logs.push((format!("{} log", member.instance), std::fs::read_to_string(path).unwrap_or_default()));
+        }
+        let mut found = Vec::new();
+        for (what, secret) in &self.secrets {
+            for (log, text) in &logs {
+                if secret.len() >= 16 && text.contains(secret.as_str()) {
+                    found.push(format!("{what} in the {log}"));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Runs `plan`; writes the history, the report and a timeline to
+/// `options.out`.
+pub fn run(plan: &Plan, options: &Options) -> Outcome {
+    std::fs::create_dir_all(&options.out).expect("the output directory");
+    println!("fault schedule:\n{}", plan.describe());
+    let mut fleet = Fleet::start(options);
+    let stop = Arc::new(AtomicBool::new(false));
+    let members = fleet
+        .members
+        .iter()
+        .map(|m| {
+            (m.pool.to_string(), m.instance.clone(), m.signs, fleet.dir.path().join(format!("{}.sock", m.instance)))
+        })
+        .collect();
+    let driver = {
+        let (history, stop) = (fleet.history.clone(), stop.clone());
+        std::thread::spawn(move || drive(members, history, stop))
+    };
+    let start = Instant::now();
+    for (at, fault) in &plan.steps {
+        let wait = Duration::from_secs_f64(*at).saturating_sub(start.elapsed());
+        std::thread::sleep(wait);
+        println!("t+{:6.1}s  {fault:?}", start.elapsed().as_secs_f64());
+        fleet.apply(fault);
+    }
+    std::thread::sleep(Duration::from_secs_f64(plan.settle));
+    stop.store(true, Ordering::SeqCst);
+    let _ = driver.join();
+    fault_event(&fleet.history, "skew_sidecar", "web-1", "end");
+    let converged = fleet.converged();
+    fleet.collect_key_material();
+    let events = fleet.history.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let issued = fleet.issued();
+    let params = Params { leeway: MAX_SKEW as f64, liveness: LIVENESS as f64, recovery: 5.0, view_age: 0.75 };
+    let report = fleet_check::check(&events, &issued, params);
+    let history: String = events.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect();
+    std::fs::write(options.out.join("history.jsonl"), history).expect("history.jsonl");
+    std::fs::write(options.out.join("report.txt"), format!("{}\n{}", plan.describe(), report.render()))
+        .expect("report");
+    std::fs::write(options.out.join("timeline.svg"), timeline(&events)).expect("timeline.svg");
+    Outcome {
+        report,
+        executed: fleet.executed.clone(),
+        leaks: fleet.leaks(),
+        converged,
+        notes: fleet.notes.clone(),
+        events,
+    }
+}
+
+/// A picture of the run: one row per sidecar (its signing version of `jwt`
+/// over time, by colour; faults that hit it hatched), a row of cluster
+/// faults, and rejections marked.
+pub fn timeline(events: &[Event]) -> String {
+    let (t0, t1) = events.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), e| (a.min(e.t()), b.max(e.t())));
+    if !t0.is_finite() || t1 <= t0 {
+        return String::from("<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
+    }
+    let (width, left, row) = (1000.0, 90.0, 22.0);
+    let x = |t: f64| left + (t - t0) / (t1 - t0) * (width - left - 10.0);
+    let mut rows: Vec<String> = vec!["cluster".into()];
+    for e in events {
+        if let Event::View { instance, .. } = e
+            && !rows.contains(instance)
+        {
+            rows.push(instance.clone());
+        }
+    }
+    rows[1..].sort();
+    let y = |name: &str| 30.0 + row * rows.iter().position(|r| r == name).unwrap_or(0) as f64;
+    let colours = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <text x=\"{left}\" y=\"14\">jwt signing version per sidecar over {:.0} s (colour = version); faults in grey; rejections in red</text>\n",
+        60.0 + row * rows.len() as f64,
+        t1 - t0
+    );
+    for name in &rows {
+        svg.push_str(&format!("<text x=\"4\" y=\"{:.0}\">{name}</text>\n", y(name) + 12.0));
+    }
+    let mut last: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    for e in events {
+        if let Event::View { t, instance, keyring, signing, verifying, .. } = e
+            && keyring == "jwt"
+        {
+            let version = verifying.iter().find(|h| Some(&h.kid) == signing.as_ref()).map_or(0, |h| h.version);
+            if let Some((from, v)) = last.insert(instance.clone(), (*t, version)) {
+                let colour = colours[usize::try_from(v).unwrap_or(0) % colours.len()];
+                svg.push_str(&format!(
+                    "<rect x=\"{:.1}\" y=\"{:.0}\" width=\"{:.1}\" height=\"14\" fill=\"{colour}\"/>\n",
+                    x(from),
+                    y(instance),
+                    (x(*t) - x(from)).max(0.5)
+                ));
+            }
+        }
+    }
+    let mut open: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for e in events {
+        match e {
+            Event::Fault { t, kind, target, phase } if phase == "start" => {
+                open.insert((kind.clone(), target.clone()), *t);
+            }
+            Event::Fault { t, kind, target, .. } => {
+                if let Some(from) = open.remove(&(kind.clone(), target.clone())) {
+                    let on = if rows.contains(target) { target.as_str() } else { "cluster" };
+                    svg.push_str(&format!(
+                        "<rect x=\"{:.1}\" y=\"{:.0}\" width=\"{:.1}\" height=\"14\" fill=\"#999\" fill-opacity=\"0.55\"><title>{kind} {target}</title></rect>\n",
+                        x(from),
+                        y(on),
+                        (x(*t) - x(from)).max(2.0)
+                    ));
+                    if on == "cluster" {
+                        svg.push_str(&format!(
+                            "<text x=\"{:.1}\" y=\"{:.0}\" font-size=\"9\">{kind}</text>\n",
+                            x(from),
+                            y(on) - 2.0
+                        ));
+                    }
+                }
+            }
+            Event::Verify { t, instance, result, .. } if result != "ok" && result != "unavailable" => {
+                svg.push_str(&format!(
+                    "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.0}\" y2=\"{2:.0}\" stroke=\"red\"/>\n",
+                    x(*t),
+                    y(instance),
+                    y(instance) + 14.0
+                ));
+            }
+            _ => {}
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
