@@ -80,7 +80,10 @@ fn bundle(now: i64) -> Bundle {
                 BundleVersion { meta, private_key: Some(private_key), public_key }
             })
             .collect();
-        keyrings.insert(format!("k{k}"), BundleKeyring { key_type, generation: VERSIONS, versions, limits: None });
+        keyrings.insert(
+            format!("k{k}"),
+            BundleKeyring { key_type, generation: VERSIONS, versions, limits: None, revoked: None },
+        );
     }
     Bundle {
         format: lockstep_model::bundle::FORMAT,

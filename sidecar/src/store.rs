@@ -41,6 +41,9 @@ pub struct Keyring {
     /// Hex digest of the generation and metadata: the part of the state
     /// token that only a new bundle changes.
     content_hash: String,
+    /// Versions kept from the previous bundle for verification only (see
+    /// [`carry_over`]).
+    pub carried: std::collections::BTreeSet<u64>,
 }
 
 impl Keyring {
@@ -62,7 +65,7 @@ impl Keyring {
         let text = serde_json::to_vec(&(data.generation, &metas)).unwrap_or_default();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &text);
         let content_hash = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Self { data, keys, metas, content_hash }
+        Self { data, keys, metas, content_hash, carried: std::collections::BTreeSet::new() }
     }
 
     /// The next instant after `t` at which the state may change (an
@@ -76,6 +79,37 @@ impl Keyring {
             .filter(|at| *at > t)
             .min()
     }
+}
+
+/// Keeps, for verification only, the committed versions of `old` that the
+/// new bundle drops although they have not expired and are not listed as
+/// revoked: a coordinator restored from an older copy of its storage no
+/// longer knows versions the fleet signed with, and tokens signed with them
+/// must go on verifying until they expire. A kept version never signs
+/// (no activation instant) and verifies until its grace would have ended
+/// (`grace_period` from now, or its own expiry if sooner). Bundles without
+/// a revocation list (older plugins) keep nothing. Answers the numbers kept.
+fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::collections::BTreeSet<u64> {
+    let mut kept = std::collections::BTreeSet::new();
+    let (Some(revoked), Some(limits)) = (new.revoked.as_ref(), new.limits.or(old.data.limits)) else {
+        return kept;
+    };
+    let until = now.saturating_add(i64::try_from(limits.grace_period).unwrap_or(i64::MAX));
+    for version in &old.data.versions {
+        let meta = &version.meta;
+        let known = new.versions.iter().any(|v| v.meta.number == meta.number || v.meta.kid == meta.kid);
+        let was_signable = meta.not_before.is_some() || old.carried.contains(&meta.number);
+        if known || revoked.contains(&meta.kid) || !was_signable || !meta.verifies_at(now) {
+            continue;
+        }
+        let mut version = version.clone();
+        version.meta.not_before = None;
+        version.meta.expires_at = Some(meta.expires_at.map_or(until, |e| e.min(until)));
+        kept.insert(meta.number);
+        new.versions.push(version);
+    }
+    new.versions.sort_by_key(|v| v.meta.number);
+    kept
 }
 
 /// An immutable view of one good bundle.
@@ -94,20 +128,26 @@ impl Snapshot {
     pub fn build(
         pool: &str,
         bundle: Bundle,
-        previous: Option<&Bundle>,
+        previous: Option<&Snapshot>,
         now: UnixSeconds,
     ) -> Result<Self, PublishError> {
-        bundle.validate(pool, previous)?;
+        bundle.validate(pool, previous.map(|p| &p.bundle))?;
         let mut keyrings = BTreeMap::new();
         for (name, data) in &bundle.keyrings {
+            let mut data = data.clone();
+            let carried = previous
+                .and_then(|p| p.keyrings.get(name))
+                .map(|old| carry_over(old, &mut data, now))
+                .unwrap_or_default();
             let mut keys = BTreeMap::new();
             for version in &data.versions {
                 let key = PreparedKey::prepare(data.key_type, version)
                     .map_err(|source| PublishError::Material { keyring: name.clone(), source })?;
                 keys.insert(version.meta.number, key);
             }
-            let data = data.clone();
-            keyrings.insert(name.clone(), Keyring::new(data, keys));
+            let mut keyring = Keyring::new(data, keys);
+            keyring.carried = carried;
+            keyrings.insert(name.clone(), keyring);
         }
         Ok(Self { bundle, keyrings, received_at: now })
     }
@@ -116,15 +156,17 @@ impl Snapshot {
     /// kid, so that a coordinator that issued another version under that
     /// number (restored from an older copy of its storage) can tell.
     pub fn held(&self) -> Vec<Held> {
-        self.keyrings
+        // What the coordinator sent, not what this sidecar carries over.
+        self.bundle
+            .keyrings
             .iter()
             .filter_map(|(name, k)| {
-                let meta = &k.data.versions.last()?.meta;
+                let meta = &k.versions.last()?.meta;
                 Some(Held {
                     keyring: name.clone(),
                     number: meta.number,
                     kid: meta.kid.clone(),
-                    generation: k.data.generation,
+                    generation: k.generation,
                 })
             })
             .collect()
@@ -184,7 +226,7 @@ impl Store {
     /// Validates `bundle` against the current one and swaps it in.
     pub fn publish(&self, bundle: Bundle, now: UnixSeconds) -> Result<Arc<Snapshot>, PublishError> {
         let previous = self.snapshot();
-        let snapshot = Arc::new(Snapshot::build(&self.pool, bundle, previous.as_ref().map(|s| &s.bundle), now)?);
+        let snapshot = Arc::new(Snapshot::build(&self.pool, bundle, previous.as_deref(), now)?);
         self.current.store(Some(snapshot.clone()));
         self.changes.send_modify(|n| *n += 1);
         Ok(snapshot)
@@ -272,7 +314,7 @@ pub(crate) mod testdata {
         let keyrings: BTreeMap<_, _> = keyrings
             .into_iter()
             .map(|(name, key_type, generation, versions)| {
-                (name.to_string(), BundleKeyring { key_type, generation, versions, limits: None })
+                (name.to_string(), BundleKeyring { key_type, generation, versions, limits: None, revoked: None })
             })
             .collect();
         Bundle {
@@ -289,9 +331,74 @@ pub(crate) mod testdata {
 #[cfg(test)]
 mod tests {
     use lockstep_model::KeyType;
+    use lockstep_model::bundle::{BundleVersion, Limits};
 
     use super::testdata::{bundle, version};
     use super::*;
+
+    /// A bundle whose keyring has limits and a revocation list.
+    fn listing(generation: u64, versions: Vec<BundleVersion>, revoked: &[&str]) -> Bundle {
+        let mut b = bundle("web", vec![("api", KeyType::Ed25519, generation, versions)]);
+        for ring in b.keyrings.values_mut() {
+            ring.limits = Some(Limits { max_token_ttl: 60, prepublish: 30, grace_period: 120 });
+            ring.revoked = Some(revoked.iter().map(|k| (*k).to_string()).collect());
+        }
+        b.revision = lockstep_model::bundle::revision(b.mode, &b.keyrings);
+        b
+    }
+
+    #[test]
+    fn a_version_that_vanishes_unexplained_keeps_verifying_for_its_grace_and_never_signs() {
+        let ed = KeyType::Ed25519;
+        let store = Store::new("web");
+        // Versions 1 and 3 signed; 3 signs now.
+        store
+            .publish(listing(5, vec![version(ed, 1, Some(0), Some(900)), version(ed, 3, Some(100), None)], &[]), 200)
+            .expect("good");
+        // A restored coordinator: version 1 again, and a new 4 pending.
+        let restored = listing(6, vec![version(ed, 1, Some(0), None), version(ed, 4, None, None)], &[]);
+        let snapshot = store.publish(restored, 300).expect("accepted");
+        let ring = &snapshot.keyrings["api"];
+        assert_eq!(ring.carried.iter().copied().collect::<Vec<_>>(), vec![3]);
+        let state = ring.state_at(300);
+        assert_eq!((state.signing, state.verifying.clone()), (Some(1), vec![1, 3, 4]), "3 verifies, never signs");
+        assert!(ring.keys.contains_key(&3), "with its material");
+        assert_eq!(ring.state_at(300 + 120).verifying, vec![1, 4], "until its grace would have ended");
+        // What it acknowledges is what the coordinator sent.
+        assert_eq!(snapshot.held().iter().map(|h| h.number).collect::<Vec<_>>(), vec![4]);
+        // Carried again by the next bundle, with the same bound.
+        let next = listing(7, vec![version(ed, 1, Some(0), None), version(ed, 4, Some(350), None)], &[]);
+        let later = store.publish(next, 360).expect("accepted");
+        assert_eq!(
+            later.keyrings["api"].data.versions.iter().find(|v| v.meta.number == 3).and_then(|v| v.meta.expires_at),
+            Some(420)
+        );
+    }
+
+    #[test]
+    fn a_revoked_version_or_an_older_plugin_keeps_nothing() {
+        let ed = KeyType::Ed25519;
+        let store = Store::new("web");
+        let kid3 = version(ed, 3, Some(100), None).meta.kid;
+        store
+            .publish(listing(5, vec![version(ed, 1, Some(0), Some(900)), version(ed, 3, Some(100), None)], &[]), 200)
+            .expect("good");
+        let revoked = listing(6, vec![version(ed, 1, Some(0), None), version(ed, 4, Some(300), None)], &[&kid3]);
+        let snapshot = store.publish(revoked, 300).expect("accepted");
+        assert!(snapshot.keyrings["api"].carried.is_empty());
+        assert!(!snapshot.keyrings["api"].state_at(300).verifying.contains(&3));
+        // Without a revocation list the sidecar cannot tell: nothing is kept.
+        let store = Store::new("web");
+        store
+            .publish(listing(5, vec![version(ed, 1, Some(0), Some(900)), version(ed, 3, Some(100), None)], &[]), 200)
+            .expect("good");
+        let mut old_plugin = listing(6, vec![version(ed, 1, Some(0), None), version(ed, 4, Some(300), None)], &[]);
+        for ring in old_plugin.keyrings.values_mut() {
+            ring.revoked = None;
+        }
+        let snapshot = store.publish(old_plugin, 300).expect("accepted");
+        assert!(snapshot.keyrings["api"].carried.is_empty());
+    }
 
     #[test]
     fn publish_swaps_and_wakes_watchers() {

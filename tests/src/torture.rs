@@ -203,6 +203,9 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// The history.
     pub events: Vec<Event>,
+    /// The coordinator's final word on each keyring (keys, status and
+    /// history), for a failed run's report.
+    pub final_state: String,
 }
 
 /// A sidecar of the fleet.
@@ -837,6 +840,13 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
     let _ = driver.join();
     fault_event(&fleet.history, "skew_sidecar", "web-1", "end");
     let converged = fleet.converged();
+    let final_state: String = ["jwt", "hooks"]
+        .iter()
+        .map(|k| {
+            let get = |what: &str| fleet.api("GET", &format!("lockstep/{what}/{k}"), None).body["data"].to_string();
+            format!("{k}:\n  keys {}\n  status {}\n  history {}\n", get("keys"), get("status"), get("history"))
+        })
+        .collect();
     fleet.collect_key_material();
     let events = fleet.history.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let issued = fleet.issued();
@@ -854,6 +864,7 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
         converged,
         notes: fleet.notes.clone(),
         events,
+        final_state,
     }
 }
 

@@ -239,7 +239,14 @@ fn bundle_keyring(ring: &Keyring, t: i64) -> BundleKeyring {
         prepublish: policy.prepublish,
         grace_period: policy.grace_period,
     };
-    BundleKeyring { key_type: ring.key_type, generation: ring.generation, versions, limits: Some(limits) }
+    let revoked = ring.versions.iter().filter(|v| v.revoked.is_some()).map(|v| v.kid.clone()).collect();
+    BundleKeyring {
+        key_type: ring.key_type,
+        generation: ring.generation,
+        versions,
+        limits: Some(limits),
+        revoked: Some(revoked),
+    }
 }
 
 fn private_allowed(mode: PoolMode, key_type: KeyType) -> bool {

@@ -61,6 +61,14 @@ pub struct BundleKeyring {
     /// from older plugins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// The kids of every revoked version the coordinator still records:
+    /// a version leaves the verification set by expiring or by being
+    /// listed here. A committed, unexpired version that vanishes otherwise
+    /// (the coordinator restored from an older copy of its storage) is kept
+    /// by sidecars for verification until its grace would have ended.
+    /// Absent from older plugins (then nothing is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Vec<String>>,
 }
 
 /// What bounds signing with a keyring, carried in the bundle.

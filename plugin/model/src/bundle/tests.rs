@@ -25,7 +25,7 @@ fn bundle(mode: PoolMode, generation: u64, versions: Vec<BundleVersion>) -> Bund
     let mut keyrings = BTreeMap::new();
     keyrings.insert(
         "session".to_string(),
-        BundleKeyring { key_type: KeyType::HmacSha256, generation, versions, limits: None },
+        BundleKeyring { key_type: KeyType::HmacSha256, generation, versions, limits: None, revoked: None },
     );
     Bundle { format: FORMAT, pool: "web".into(), mode, revision: revision(mode, &keyrings), server_time: 0, keyrings }
 }
@@ -77,7 +77,13 @@ fn verify_only_pools_never_get_private_keys_of_asymmetric_types() {
     };
     keyrings.insert(
         "jwt".to_string(),
-        BundleKeyring { key_type: KeyType::Ed25519, generation: 1, versions: vec![version], limits: None },
+        BundleKeyring {
+            key_type: KeyType::Ed25519,
+            generation: 1,
+            versions: vec![version],
+            limits: None,
+            revoked: None,
+        },
     );
     let mut b = Bundle {
         format: FORMAT,
