@@ -13,7 +13,8 @@
 //!   than `Params::view_age`) lists the kid. A sidecar frozen or killed for
 //!   longer than the liveness window is not live until it has caught up
 //!   (`Params::recovery` after it is back); one away for less is live all
-//!   along, and the gate must have waited for it;
+//!   along, the gate must have waited for it, and while it is away its last
+//!   view stands for what it holds;
 //! - no version number ever named two keys, across failovers and restores;
 //! - no sidecar served a version past its `expires_at`;
 //! - no request to a sidecar that was up failed while the cluster was down;
@@ -289,10 +290,14 @@ pub fn check(events: &[Event], issued: &[Issued], params: Params) -> Report {
         match event {
             Event::Sign { pool, instance, keyring, token, kid: Some(kid), result, .. } if result == "ok" => {
                 for ((other, ring), (seen, kids)) in &latest {
-                    if ring != keyring || other == instance || t - seen > params.view_age {
+                    if ring != keyring || other == instance || within(&dead, Some(other), t) {
                         continue;
                     }
-                    if within(&dead, Some(other), t) || within(&down, Some(other), t) {
+                    // Frozen but still live to the coordinator, it holds
+                    // what it held when it stopped: its last view stands,
+                    // however old. Otherwise only a fresh view says.
+                    let frozen = within(&down, Some(other), t);
+                    if !frozen && t - seen > params.view_age {
                         continue;
                     }
                     report.held_checks += 1;
@@ -567,6 +572,15 @@ mod tests {
             sign(100.0, 1, "jwt-v2", 160),
         ];
         assert_eq!(check(&live, &[], PARAMS).violations.len(), 1);
+        // While it is frozen, its last view stands, however old: signing
+        // with a version it never had is the gate skipped.
+        let frozen = [
+            view(90.0, "api-1", &[(1, "jwt-v1")]),
+            fault(94.5, "freeze_sidecar", "api-1", "start"),
+            sign(98.0, 1, "jwt-v2", 160),
+            fault(99.5, "freeze_sidecar", "api-1", "end"),
+        ];
+        assert_eq!(check(&frozen, &[], PARAMS).violations.len(), 1);
     }
 
     #[test]

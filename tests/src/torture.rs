@@ -30,7 +30,7 @@ use crate::sidecar::Sidecar;
 use crate::workspace_root;
 
 /// The engine's fleet timings for the run (seconds).
-const LIVENESS: u64 = 10;
+const LIVENESS: u64 = 15;
 const MAX_SKEW: u64 = 2;
 /// The skewed sidecar's offset: within `max_clock_skew`.
 const SKEW: &str = "+1.5s";
@@ -114,7 +114,7 @@ impl Plan {
         at(2.0, Fault::ManualRotation("jwt"), &mut rng);
         // Frozen for less than the liveness window while a version is
         // published: the gate must wait for it.
-        at(12.0, Fault::Freeze(short_freeze, LIVENESS - 3, Some("hooks")), &mut rng);
+        at(12.0, Fault::Freeze(short_freeze, 5, Some("hooks")), &mut rng);
         at(10.0, Fault::KillActiveDuringCommit("jwt", 8), &mut rng);
         at(12.0, Fault::StopFollower(6), &mut rng);
         at(8.0, Fault::Revoke("hooks"), &mut rng);
@@ -146,7 +146,7 @@ impl Plan {
                 3 => Fault::StopFollower(4 + rng.u64(..6)),
                 4 => Fault::Revoke(keyring),
                 5 => Fault::ClusterDown(6 + rng.u64(..8), instances[rng.usize(..instances.len())].to_string()),
-                6 => Fault::Freeze(instances[rng.usize(..instances.len())].to_string(), LIVENESS - 3, Some(keyring)),
+                6 => Fault::Freeze(instances[rng.usize(..instances.len())].to_string(), 5, Some(keyring)),
                 7 => Fault::Freeze(instances[rng.usize(..instances.len())].to_string(), LIVENESS + 3, None),
                 _ => {
                     steps.push((t, Fault::SnapshotSave));
@@ -463,7 +463,7 @@ impl Fleet {
             "config",
         );
         for (name, kind) in [("jwt", "ed25519"), ("hooks", "hmac-sha256")] {
-            let policy = json!({"type": kind, "rotation_period": "45s", "prepublish": "8s", "grace_period": "40s",
+            let policy = json!({"type": kind, "rotation_period": "45s", "prepublish": "3s", "grace_period": "40s",
                                 "max_token_ttl": format!("{TTL}s"), "commit_timeout": "30s"});
             ok(&active.write(&format!("lockstep/keys/{name}"), policy), "keyring");
         }
@@ -562,7 +562,22 @@ impl Fleet {
         self.members.iter().position(|m| m.instance == instance).expect("a member")
     }
 
+    /// A request through the balancer; retried for a while when the node
+    /// it reached cannot serve it yet (a standby during an election or
+    /// right after a restore redirects or refuses).
     fn api(&self, method: &str, path: &str, body: Option<Value>) -> crate::Reply {
+        let mut reply = self.api_once(method, path, body.clone());
+        for _ in 0..40 {
+            if !matches!(reply.status, 0 | 307 | 429 | 500..=599) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            reply = self.api_once(method, path, body.clone());
+        }
+        reply
+    }
+
+    fn api_once(&self, method: &str, path: &str, body: Option<Value>) -> crate::Reply {
         let url = format!("{}/v1/{}", self.vault, path.trim_start_matches('/'));
         let request = ureq::request(method, &url).set("X-Vault-Token", &self.token).timeout(Duration::from_secs(30));
         let result = match body {
@@ -622,6 +637,19 @@ impl Fleet {
                 self.notes
                     .push(format!("snapshot restored: {:?}", answer.map(|r| r.status()).map_err(|e| e.to_string())));
                 self.wait_healthy(60);
+                // The operator's procedure: wait until the coordinator has
+                // heard of the versions the fleet holds beyond its restored
+                // state (an alert in status), then rotate (the next steps).
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let noticed = |k: &str| {
+                    self.api("GET", &format!("lockstep/status/{k}"), None).body["data"]["alerts"]
+                        .to_string()
+                        .contains("did not issue")
+                };
+                while !(noticed("jwt") && noticed("hooks")) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                self.notes.push(format!("fleet-ahead noticed: jwt {}, hooks {}", noticed("jwt"), noticed("hooks")));
                 fault_event(&self.history, kind, "cluster", "end");
             }
             Fault::ManualRotation(keyring) => {
@@ -850,7 +878,9 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
     fleet.collect_key_material();
     let events = fleet.history.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let issued = fleet.issued();
-    let params = Params { leeway: MAX_SKEW as f64, liveness: LIVENESS as f64, recovery: 5.0, view_age: 0.75 };
+    // The coordinator counts a sidecar's silence from its last poll, which
+    // may have begun a long-poll's wait (5 s) before the sidecar stopped.
+    let params = Params { leeway: MAX_SKEW as f64, liveness: (LIVENESS - 5) as f64, recovery: 5.0, view_age: 0.75 };
     let report = fleet_check::check(&events, &issued, params);
     let history: String = events.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect();
     std::fs::write(options.out.join("history.jsonl"), history).expect("history.jsonl");

@@ -288,6 +288,26 @@ fn an_acknowledgement_counts_only_for_a_version_this_coordinator_issued() {
 }
 
 #[test]
+fn a_foreign_version_never_holds_a_lower_pending_number() {
+    // A restored coordinator rotates before any sidecar has told it what
+    // the fleet holds: it publishes 2, then hears of a foreign 4 and
+    // numbers past it. The fleet's 4 is not its version 2, at any poll.
+    let host = host();
+    keyring(&host, "jwt", "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    assert_eq!(rotated["version"], 2, "{rotated}");
+    for _ in 0..2 {
+        bundle(&host, "web", "web-1", "jwt:4:jwt-v4-abcd:9", "");
+        let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+        assert_eq!(status["upcoming"]["version"], 2, "{status}");
+        assert!(status["upcoming"]["not_held_by"].to_string().contains("web/web-1"), "counted as holding 2: {status}");
+    }
+    let keys = ok(host.request(M, "read", "keys/jwt", Value::Null));
+    assert_eq!((keys["latest_version"].clone(), keys["signing_version"].clone()), (json!(4), json!(1)), "{keys}");
+}
+
+#[test]
 fn a_pool_naming_a_keyring_that_does_not_exist_is_written_with_a_warning() {
     let host = host();
     keyring(&host, "jwt", "ed25519");

@@ -324,7 +324,8 @@ struct Foreign {
 
 /// What the poll's `held` counts for: versions this coordinator issued,
 /// named by their kid (or, from older sidecars, by number alone). A number
-/// with a kid it did not issue is foreign: it counts for nothing. A number
+/// with a kid it did not issue, or with a kid under a number it has no
+/// version for, is foreign: it counts for nothing. A number
 /// past the latest without a kid names nothing and is refused. Keyrings the
 /// pool no longer lists are left out.
 async fn check_held(
@@ -355,7 +356,11 @@ async fn check_held(
             (Some(kid), Some(version)) if version.kid != kid => {
                 foreign.push(Foreign { keyring: name, number: report.number, kid, generation });
             }
-            (Some(kid), None) if beyond => {
+            // A kid under a number this coordinator has no version for:
+            // past its latest, or one it skipped when numbering continued
+            // past a restored fleet's versions. Counting it would let a
+            // reused lower number pass the gate (found by the fault run).
+            (Some(kid), None) => {
                 foreign.push(Foreign { keyring: name, number: report.number, kid, generation });
             }
             (None, _) if beyond => {
