@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-ops bench-clients
+.PHONY: demo test tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-ops bench-clients torture
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin,
@@ -119,3 +119,12 @@ bench-ops: server
 ## language (docs/performance.md). BENCH_ARGS="--secs 3" by default.
 bench-clients: release-sidecar server pytools clients
 	$(CARGO) bench -p lockstep-tests --bench clients -- $(BENCH_ARGS)
+
+## The fault-injection fleet run, long form (docs/fleet-testing.md): a
+## random seed unless TORTURE_ARGS="--seed N"; "--minutes M" (default 4;
+## 0 is the short plan make test runs); "--broken" runs the plugin with the
+## gate switched off, which must fail the checker.
+torture: release-sidecar server tools test-plugin
+	$(CARGO) build --release -p lockstep-plugin
+	$(CARGO) bench -p lockstep-tests --bench torture -- $(TORTURE_ARGS)
+

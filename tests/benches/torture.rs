@@ -1,0 +1,42 @@
+//! The fault-injection fleet run, long form: `make torture` (a random seed,
+//! printed) or `make torture TORTURE_ARGS="--seed 7 --minutes 5"`;
+//! `--broken` runs the test build of the plugin with the gate switched off,
+//! which the checker must catch; `--minutes 0` is the short plan. Writes
+//! target/torture/<seed>[-broken]/{history.jsonl,report.txt,timeline.svg}.
+
+use lockstep_tests::torture::{self, Options, Plan};
+use lockstep_tests::{required_binary, workspace_root};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+    let seed = value("--seed").and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..1_000_000));
+    let minutes: u64 = value("--minutes").and_then(|m| m.parse().ok()).unwrap_or(4);
+    let broken = args.iter().any(|a| a == "--broken");
+    let plugin = if broken {
+        required_binary("LOCKSTEP_PLUGIN_BIN", "test-plugin/vault-plugin-secrets-lockstep", "make test-plugin")
+    } else {
+        required_binary(
+            "LOCKSTEP_RELEASE_PLUGIN_BIN",
+            "release/vault-plugin-secrets-lockstep",
+            "cargo build --release -p lockstep-plugin",
+        )
+    };
+    let sidecar = required_binary(
+        "LOCKSTEP_SIDECAR_RELEASE_BIN",
+        "release/lockstep-sidecar",
+        "cargo build --release -p lockstep-sidecar",
+    );
+    let out = workspace_root().join("target/torture").join(format!("{seed}{}", if broken { "-broken" } else { "" }));
+    let plan = if minutes == 0 { Plan::short(seed) } else { Plan::long(seed, minutes) };
+    let outcome = torture::run(&plan, &Options { plugin, sidecar, skip_gate: broken, out: out.clone() });
+    println!("\n{}", outcome.report.render().lines().take(60).collect::<Vec<_>>().join("\n"));
+    println!("faults run: {:?}", outcome.executed);
+    println!("notes:\n  {}", outcome.notes.join("\n  "));
+    println!("secrets in logs: {:?}; converged at the end: {:?}", outcome.leaks, outcome.converged);
+    println!("seed {seed}; history, report and timeline in {}", out.display());
+    let failed = !outcome.report.violations.is_empty() || !outcome.leaks.is_empty() || outcome.converged.is_err();
+    if failed != broken {
+        std::process::exit(1);
+    }
+}
