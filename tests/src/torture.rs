@@ -921,7 +921,7 @@ pub fn timeline(events: &[Event]) -> String {
     let colours = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <text x=\"{left}\" y=\"14\">jwt signing version per sidecar over {:.0} s (colour = version); faults in grey; rejections in red</text>\n",
+         <text x=\"{left}\" y=\"14\">jwt signing version per sidecar over {:.0} s (colour = version); faults in grey; rejected verifications as black ticks (web-1 runs 1.5 s ahead throughout)</text>\n",
         60.0 + row * rows.len() as f64,
         t1 - t0
     );
@@ -951,7 +951,7 @@ pub fn timeline(events: &[Event]) -> String {
             Event::Fault { t, kind, target, phase } if phase == "start" => {
                 open.insert((kind.clone(), target.clone()), *t);
             }
-            Event::Fault { t, kind, target, .. } => {
+            Event::Fault { t, kind, target, .. } if kind != "skew_sidecar" => {
                 if let Some(from) = open.remove(&(kind.clone(), target.clone())) {
                     let on = if rows.contains(target) { target.as_str() } else { "cluster" };
                     svg.push_str(&format!(
@@ -971,7 +971,7 @@ pub fn timeline(events: &[Event]) -> String {
             }
             Event::Verify { t, instance, result, .. } if result != "ok" && result != "unavailable" => {
                 svg.push_str(&format!(
-                    "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.0}\" y2=\"{2:.0}\" stroke=\"red\"/>\n",
+                    "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.0}\" y2=\"{2:.0}\" stroke=\"#000\"/>\n",
                     x(*t),
                     y(instance),
                     y(instance) + 14.0
