@@ -137,21 +137,34 @@ impl Plan {
         let mut t = 6.0;
         let end = (minutes * 60) as f64;
         let instances = ["web-1", "web-2", "api-1", "api-2", "audit-1", "audit-2"];
+        // Every kind once per round, in a new order each round.
+        let mut round: Vec<usize> = Vec::new();
         while t < end {
+            if round.is_empty() {
+                round = (0..9).collect();
+                rng.shuffle(&mut round);
+            }
             let keyring = if rng.bool() { "jwt" } else { "hooks" };
-            let fault = match rng.usize(..9) {
+            let instance = instances[rng.usize(..instances.len())].to_string();
+            let fault = match round.pop().unwrap_or(0) {
                 0 => Fault::ManualRotation(keyring),
                 1 => Fault::RacingRotations(keyring),
                 2 => Fault::KillActiveDuringCommit(keyring, 5 + rng.u64(..6)),
                 3 => Fault::StopFollower(4 + rng.u64(..6)),
                 4 => Fault::Revoke(keyring),
-                5 => Fault::ClusterDown(6 + rng.u64(..8), instances[rng.usize(..instances.len())].to_string()),
-                6 => Fault::Freeze(instances[rng.usize(..instances.len())].to_string(), 5, Some(keyring)),
-                7 => Fault::Freeze(instances[rng.usize(..instances.len())].to_string(), LIVENESS + 3, None),
+                5 => Fault::ClusterDown(6 + rng.u64(..8), instance),
+                6 => Fault::Freeze(instance, 5, Some(keyring)),
+                7 => Fault::Freeze(instance, LIVENESS + 3, None),
                 _ => {
+                    // A snapshot, rotations after it, then the restore.
                     steps.push((t, Fault::SnapshotSave));
+                    steps.push((t + 4.0, Fault::ManualRotation("jwt")));
+                    steps.push((t + 6.0, Fault::ManualRotation("hooks")));
                     t += 20.0 + rng.f64() * 10.0;
-                    Fault::SnapshotRestore
+                    steps.push((t, Fault::SnapshotRestore));
+                    t += 4.0;
+                    steps.push((t, Fault::ManualRotation("jwt")));
+                    Fault::ManualRotation("hooks")
                 }
             };
             steps.push((t, fault));
