@@ -43,10 +43,16 @@ pub enum CacheError {
     Integrity(PathBuf),
 }
 
+/// Versions a sidecar keeps beyond its bundle, by keyring (see
+/// `store::carry_over`): they must survive a restart from the cache.
+pub type Kept = std::collections::BTreeMap<String, Vec<lockstep_model::bundle::BundleVersion>>;
+
 #[derive(Serialize, Deserialize)]
 struct Contents {
     received_at: UnixSeconds,
     bundle: Bundle,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    kept: Kept,
 }
 
 /// The cache file and its key.
@@ -93,7 +99,12 @@ impl CacheFile {
 
     /// Writes `bundle` atomically.
     pub fn save(&self, bundle: &Bundle, received_at: UnixSeconds) -> Result<(), CacheError> {
-        let contents = Contents { received_at, bundle: bundle.clone() };
+        self.save_kept(bundle, &Kept::new(), received_at)
+    }
+
+    /// Writes `bundle` and the versions kept beyond it atomically.
+    pub fn save_kept(&self, bundle: &Bundle, kept: &Kept, received_at: UnixSeconds) -> Result<(), CacheError> {
+        let contents = Contents { received_at, bundle: bundle.clone(), kept: kept.clone() };
         let mut data = Zeroizing::new(serde_json::to_vec(&contents).map_err(|e| self.io(e))?);
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| self.io("no randomness"))?;
@@ -123,6 +134,11 @@ impl CacheFile {
 
     /// Reads the cache: `None` when there is none yet.
     pub fn load(&self) -> Result<Option<(Bundle, UnixSeconds)>, CacheError> {
+        Ok(self.load_kept()?.map(|(bundle, received_at, _)| (bundle, received_at)))
+    }
+
+    /// Reads the cache with the versions kept beyond the bundle.
+    pub fn load_kept(&self) -> Result<Option<(Bundle, UnixSeconds, Kept)>, CacheError> {
         let size = match std::fs::metadata(&self.path) {
             Ok(meta) => meta.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -142,7 +158,7 @@ impl CacheFile {
         let mut sealed = Zeroizing::new(sealed.to_vec());
         let plain = self.key.open_in_place(nonce, Aad::from(self.aad()), &mut sealed).map_err(|_| integrity())?;
         let contents: Contents = serde_json::from_slice(plain).map_err(|_| integrity())?;
-        Ok(Some((contents.bundle, contents.received_at)))
+        Ok(Some((contents.bundle, contents.received_at, contents.kept)))
     }
 }
 
@@ -177,7 +193,12 @@ mod tests {
         let secret = b.keyrings["api"].versions[0].private_key.as_ref().expect("key").expose().to_vec();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&secret);
         assert!(!raw.windows(b64.len()).any(|w| w == b64.as_bytes()));
-        assert_eq!(cache.load().expect("load"), Some((b, 42)));
+        assert_eq!(cache.load().expect("load"), Some((b.clone(), 42)));
+        // With versions kept beyond the bundle.
+        let mut kept = Kept::new();
+        kept.insert("api".into(), b.keyrings.values().next().map(|k| k.versions.clone()).unwrap_or_default());
+        cache.save_kept(&b, &kept, 43).expect("save");
+        assert_eq!(cache.load_kept().expect("load"), Some((b, 43, kept)));
     }
 
     #[test]

@@ -151,17 +151,19 @@ pub async fn run_with(
 
 /// Serves the cached bundle at once, before Vault answers.
 fn restore(cache: &CacheFile, ctx: &Context) {
-    match cache.load() {
-        Ok(Some((bundle, received_at))) => match ctx.store.publish(bundle, received_at) {
-            Ok(snapshot) => {
-                ctx.store.mark_synced(received_at);
-                tracing::info!(revision = %snapshot.bundle.revision, received_at, "serving the cached bundle until vault answers");
+    match cache.load_kept() {
+        Ok(Some((bundle, received_at, kept))) => {
+            match ctx.store.publish_kept(bundle, kept, received_at, ctx.clock.now()) {
+                Ok(snapshot) => {
+                    ctx.store.mark_synced(received_at);
+                    tracing::info!(revision = %snapshot.bundle.revision, received_at, "serving the cached bundle until vault answers");
+                }
+                Err(error) => {
+                    ctx.metrics.sync_error("cache_read");
+                    tracing::warn!(%error, "ignoring the cache file");
+                }
             }
-            Err(error) => {
-                ctx.metrics.sync_error("cache_read");
-                tracing::warn!(%error, "ignoring the cache file");
-            }
-        },
+        }
         Ok(None) => {}
         Err(error) => {
             ctx.metrics.sync_error("cache_read");

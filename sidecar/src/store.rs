@@ -152,6 +152,50 @@ impl Snapshot {
         Ok(Self { bundle, keyrings, received_at: now })
     }
 
+    /// The versions kept beyond the bundle, by keyring, for the cache.
+    pub fn kept(&self) -> crate::cachefile::Kept {
+        self.keyrings
+            .iter()
+            .filter(|(_, k)| !k.carried.is_empty())
+            .map(|(name, k)| {
+                let versions = k.data.versions.iter().filter(|v| k.carried.contains(&v.meta.number)).cloned().collect();
+                (name.clone(), versions)
+            })
+            .collect()
+    }
+
+    /// Adds versions kept beyond the bundle (from the cache) that still
+    /// verify at `now`.
+    fn keep(mut self, kept: crate::cachefile::Kept, now: UnixSeconds) -> Result<Self, PublishError> {
+        for (name, versions) in kept {
+            let Some(old) = self.keyrings.remove(&name) else { continue };
+            let mut data = old.data.clone();
+            let mut carried = old.carried.clone();
+            for version in versions {
+                let known = data
+                    .versions
+                    .iter()
+                    .any(|v| v.meta.number == version.meta.number || v.meta.kid == version.meta.kid);
+                if known || version.meta.not_before.is_some() || !version.meta.verifies_at(now) {
+                    continue;
+                }
+                carried.insert(version.meta.number);
+                data.versions.push(version);
+            }
+            data.versions.sort_by_key(|v| v.meta.number);
+            let mut keys = BTreeMap::new();
+            for version in &data.versions {
+                let key = PreparedKey::prepare(data.key_type, version)
+                    .map_err(|source| PublishError::Material { keyring: name.clone(), source })?;
+                keys.insert(version.meta.number, key);
+            }
+            let mut keyring = Keyring::new(data, keys);
+            keyring.carried = carried;
+            self.keyrings.insert(name, keyring);
+        }
+        Ok(self)
+    }
+
     /// The acknowledgement: the highest version held per keyring, with its
     /// kid, so that a coordinator that issued another version under that
     /// number (restored from an older copy of its storage) can tell.
@@ -227,6 +271,22 @@ impl Store {
     pub fn publish(&self, bundle: Bundle, now: UnixSeconds) -> Result<Arc<Snapshot>, PublishError> {
         let previous = self.snapshot();
         let snapshot = Arc::new(Snapshot::build(&self.pool, bundle, previous.as_deref(), now)?);
+        self.current.store(Some(snapshot.clone()));
+        self.changes.send_modify(|n| *n += 1);
+        Ok(snapshot)
+    }
+
+    /// Publishes a bundle from the cache with the versions kept beyond it.
+    pub fn publish_kept(
+        &self,
+        bundle: Bundle,
+        kept: crate::cachefile::Kept,
+        received_at: UnixSeconds,
+        now: UnixSeconds,
+    ) -> Result<Arc<Snapshot>, PublishError> {
+        let previous = self.snapshot();
+        let snapshot = Snapshot::build(&self.pool, bundle, previous.as_deref(), received_at)?.keep(kept, now)?;
+        let snapshot = Arc::new(snapshot);
         self.current.store(Some(snapshot.clone()));
         self.changes.send_modify(|n| *n += 1);
         Ok(snapshot)
@@ -366,6 +426,17 @@ mod tests {
         assert_eq!(ring.state_at(300 + 120).verifying, vec![1, 4], "until its grace would have ended");
         // What it acknowledges is what the coordinator sent.
         assert_eq!(snapshot.held().iter().map(|h| h.number).collect::<Vec<_>>(), vec![4]);
+        // Through a restart from the cache: the kept version comes back.
+        let kept = snapshot.kept();
+        assert_eq!(kept["api"].iter().map(|v| v.meta.number).collect::<Vec<_>>(), vec![3]);
+        let restarted = Store::new("web");
+        let cached = snapshot.bundle.clone();
+        let again = restarted.publish_kept(cached.clone(), kept.clone(), 300, 310).expect("restored");
+        assert_eq!(again.keyrings["api"].state_at(310).verifying, vec![1, 3, 4]);
+        assert_eq!(again.keyrings["api"].state_at(310).signing, Some(1));
+        // Not once its bound has passed.
+        let late = Store::new("web").publish_kept(cached, kept, 300, 300 + 121).expect("restored");
+        assert!(late.keyrings["api"].carried.is_empty());
         // Carried again by the next bundle, with the same bound.
         let next = listing(7, vec![version(ed, 1, Some(0), None), version(ed, 4, Some(350), None)], &[]);
         let later = store.publish(next, 360).expect("accepted");

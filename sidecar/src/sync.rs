@@ -157,7 +157,7 @@ impl Syncer {
         self.ctx.metrics.bundle_applied();
         tracing::info!(revision = %snapshot.bundle.revision, held = ?snapshot.held(), "bundle swapped in");
         if let Some(cache) = &self.cache
-            && let Err(error) = cache.save(&snapshot.bundle, now)
+            && let Err(error) = cache.save_kept(&snapshot.bundle, &snapshot.kept(), now)
         {
             self.ctx.metrics.sync_error("cache_write");
             tracing::warn!(%error, "could not write the cache file");
