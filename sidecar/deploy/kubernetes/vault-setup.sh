@@ -21,7 +21,10 @@ VAULT="${VAULT_CLI:-vault}"
 here="$(cd "$(dirname "$0")" && pwd)"
 policy_file="$here/../../../policies/lockstep-sidecar-web.hcl"
 
-if ! "$VAULT" auth list -format=json | grep -q "\"$AUTH_MOUNT/\""; then
+# Read the list whole first: `grep -q` closing the pipe early would make
+# the CLI fail with SIGPIPE under pipefail, and look like "not enabled".
+mounts="$("$VAULT" auth list -format=json)"
+if ! grep -q "\"$AUTH_MOUNT/\"" <<<"$mounts"; then
     "$VAULT" auth enable -path="$AUTH_MOUNT" kubernetes
 fi
 if [ -n "${KUBERNETES_HOST:-}" ]; then
