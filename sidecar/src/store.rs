@@ -112,6 +112,20 @@ fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::
     kept
 }
 
+/// Parses the material of every version of `data`; `carried` names the
+/// versions kept beyond the bundle.
+fn prepare(name: &str, data: BundleKeyring, carried: std::collections::BTreeSet<u64>) -> Result<Keyring, PublishError> {
+    let mut keys = BTreeMap::new();
+    for version in &data.versions {
+        let key = PreparedKey::prepare(data.key_type, version)
+            .map_err(|source| PublishError::Material { keyring: name.to_string(), source })?;
+        keys.insert(version.meta.number, key);
+    }
+    let mut keyring = Keyring::new(data, keys);
+    keyring.carried = carried;
+    Ok(keyring)
+}
+
 /// An immutable view of one good bundle.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -139,15 +153,7 @@ impl Snapshot {
                 .and_then(|p| p.keyrings.get(name))
                 .map(|old| carry_over(old, &mut data, now))
                 .unwrap_or_default();
-            let mut keys = BTreeMap::new();
-            for version in &data.versions {
-                let key = PreparedKey::prepare(data.key_type, version)
-                    .map_err(|source| PublishError::Material { keyring: name.clone(), source })?;
-                keys.insert(version.meta.number, key);
-            }
-            let mut keyring = Keyring::new(data, keys);
-            keyring.carried = carried;
-            keyrings.insert(name.clone(), keyring);
+            keyrings.insert(name.clone(), prepare(name, data, carried)?);
         }
         Ok(Self { bundle, keyrings, received_at: now })
     }
@@ -183,14 +189,7 @@ impl Snapshot {
                 data.versions.push(version);
             }
             data.versions.sort_by_key(|v| v.meta.number);
-            let mut keys = BTreeMap::new();
-            for version in &data.versions {
-                let key = PreparedKey::prepare(data.key_type, version)
-                    .map_err(|source| PublishError::Material { keyring: name.clone(), source })?;
-                keys.insert(version.meta.number, key);
-            }
-            let mut keyring = Keyring::new(data, keys);
-            keyring.carried = carried;
+            let keyring = prepare(&name, data, carried)?;
             self.keyrings.insert(name, keyring);
         }
         Ok(self)

@@ -3,6 +3,8 @@
 //! `--broken` runs the test build of the plugin with the gate switched off,
 //! which the checker must catch; `--minutes 0` is the short plan. Writes
 //! target/torture/<seed>[-broken]/{history.jsonl,report.txt,timeline.svg}.
+//! `--replot <dir>` draws `<dir>/timeline.svg` again from `<dir>/history.jsonl`,
+//! without a run.
 
 use lockstep_tests::torture::{self, Options, Plan};
 use lockstep_tests::{required_binary, workspace_root};
@@ -10,6 +12,9 @@ use lockstep_tests::{required_binary, workspace_root};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+    if let Some(dir) = value("--replot") {
+        std::process::exit(replot(std::path::Path::new(&dir)));
+    }
     let seed = value("--seed").and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..1_000_000));
     let minutes: u64 = value("--minutes").and_then(|m| m.parse().ok()).unwrap_or(4);
     let broken = args.iter().any(|a| a == "--broken");
@@ -39,4 +44,30 @@ fn main() {
     if failed != broken {
         std::process::exit(1);
     }
+}
+
+/// Redraws a run's timeline from its history; the exit code is 2 when the
+/// history cannot be read or the picture written.
+fn replot(dir: &std::path::Path) -> i32 {
+    let text = match std::fs::read_to_string(dir.join("history.jsonl")) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", dir.join("history.jsonl").display());
+            return 2;
+        }
+    };
+    let events = match lockstep_tests::fleet_check::parse(&text) {
+        Ok(events) => events,
+        Err(e) => {
+            eprintln!("{}: {e}", dir.join("history.jsonl").display());
+            return 2;
+        }
+    };
+    let svg = dir.join("timeline.svg");
+    if let Err(e) = std::fs::write(&svg, torture::timeline(&events)) {
+        eprintln!("cannot write {}: {e}", svg.display());
+        return 2;
+    }
+    println!("{} events; timeline in {}", events.len(), svg.display());
+    0
 }

@@ -15,6 +15,7 @@
 pub mod clients;
 pub mod fleet_check;
 pub mod kube;
+pub mod relay;
 pub mod sdkhost;
 pub mod server;
 pub mod sidecar;

@@ -10,7 +10,7 @@
 //! `tests/tests/torture.rs` runs the short plan in `make test`;
 //! `make torture` runs long plans (`tests/benches/torture.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs as _};
 use std::os::unix::net::UnixStream;
@@ -279,7 +279,7 @@ fn balancer(nodes: Vec<String>) -> String {
                     let node = &nodes[(first + i) % nodes.len()];
                     let Some(addr) = node.to_socket_addrs().ok().and_then(|mut a| a.next()) else { continue };
                     if let Ok(upstream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-                        relay(client, upstream);
+                        crate::relay::relay(client, upstream);
                         return;
                     }
                 }
@@ -287,18 +287,6 @@ fn balancer(nodes: Vec<String>) -> String {
         }
     });
     format!("http://{address}")
-}
-
-fn relay(client: TcpStream, upstream: TcpStream) {
-    let (Ok(mut client_in), Ok(mut upstream_in)) = (client.try_clone(), upstream.try_clone()) else { return };
-    let (mut client_out, mut upstream_out) = (client, upstream);
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut client_in, &mut upstream_out);
-        let _ = upstream_out.shutdown(std::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut upstream_in, &mut client_out);
-    let _ = client_out.shutdown(std::net::Shutdown::Both);
-    let _ = up.join();
 }
 
 /// The claims of a JWT (unverified: the driver only reads `exp`).
@@ -912,14 +900,17 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
 }
 
 /// A picture of the run: one row per sidecar (its signing version of `jwt`
-/// over time, by colour; faults that hit it hatched), a row of cluster
-/// faults, and rejections marked.
+/// over time, by colour, with a legend), a row of cluster faults (labels
+/// stacked so they never overlap), faults that hit one sidecar shaded on
+/// its row, and rejected verifications as ticks: short for a token of a
+/// version revoked before it was shown, full height for any other.
 pub fn timeline(events: &[Event]) -> String {
     let (t0, t1) = events.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), e| (a.min(e.t()), b.max(e.t())));
     if !t0.is_finite() || t1 <= t0 {
         return String::from("<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
     }
-    let (width, left, row) = (1000.0, 90.0, 22.0);
+    let (width, left, row, tiers) = (1000.0, 90.0, 22.0, 4usize);
+    let top = 30.0 + 10.0 * tiers as f64;
     let x = |t: f64| left + (t - t0) / (t1 - t0) * (width - left - 10.0);
     let mut rows: Vec<String> = vec!["cluster".into()];
     for e in events {
@@ -930,34 +921,75 @@ pub fn timeline(events: &[Event]) -> String {
         }
     }
     rows[1..].sort();
-    let y = |name: &str| 30.0 + row * rows.iter().position(|r| r == name).unwrap_or(0) as f64;
-    let colours = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
+    let y = |name: &str| top + row * rows.iter().position(|r| r == name).unwrap_or(0) as f64;
+    let legend_y = top + row * rows.len() as f64 + 8.0;
+    let colours = [
+        "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#4e79a7", "#ff9da7", "#9c755f", "#8cd17d",
+        "#bab0ac", "#d37295",
+    ];
+    let colour = |v: u64| match usize::try_from(v) {
+        Ok(0) | Err(_) => "#eeeeee",
+        Ok(v) => colours[(v - 1) % colours.len()],
+    };
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <text x=\"{left}\" y=\"14\">jwt signing version per sidecar over {:.0} s (colour = version); faults in grey; rejected verifications as black ticks (web-1 runs 1.5 s ahead throughout)</text>\n",
-        60.0 + row * rows.len() as f64,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <text x=\"{left}\" y=\"14\">jwt signing version per sidecar over {:.0} s; faults in grey; rejected verifications as ticks (short: a revoked version); web-1 runs 1.5 s ahead</text>\n",
+        legend_y + 22.0,
         t1 - t0
     );
     for name in &rows {
         svg.push_str(&format!("<text x=\"4\" y=\"{:.0}\">{name}</text>\n", y(name) + 12.0));
     }
     let mut last: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    let mut versions: Vec<u64> = Vec::new();
     for e in events {
         if let Event::View { t, instance, keyring, signing, verifying, .. } = e
             && keyring == "jwt"
         {
             let version = verifying.iter().find(|h| Some(&h.kid) == signing.as_ref()).map_or(0, |h| h.version);
+            if !versions.contains(&version) {
+                versions.push(version);
+            }
             if let Some((from, v)) = last.insert(instance.clone(), (*t, version)) {
-                let colour = colours[usize::try_from(v).unwrap_or(0) % colours.len()];
                 svg.push_str(&format!(
-                    "<rect x=\"{:.1}\" y=\"{:.0}\" width=\"{:.1}\" height=\"14\" fill=\"{colour}\"/>\n",
+                    "<rect x=\"{:.1}\" y=\"{:.0}\" width=\"{:.1}\" height=\"14\" fill=\"{}\"/>\n",
                     x(from),
                     y(instance),
-                    (x(*t) - x(from)).max(0.5)
+                    (x(*t) - x(from)).max(0.5),
+                    colour(v)
                 ));
             }
         }
     }
+    versions.sort_unstable();
+    let mut at = left;
+    svg.push_str(&format!("<text x=\"4\" y=\"{:.0}\">jwt version</text>\n", legend_y + 11.0));
+    for v in versions {
+        let label = if v == 0 { "none".to_string() } else { format!("v{v}") };
+        svg.push_str(&format!(
+            "<rect x=\"{at:.0}\" y=\"{legend_y:.0}\" width=\"14\" height=\"14\" fill=\"{}\"/><text x=\"{:.0}\" y=\"{:.0}\">{label}</text>\n",
+            colour(v),
+            at + 18.0,
+            legend_y + 11.0
+        ));
+        at += 60.0;
+    }
+    let signed: BTreeMap<u64, &str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sign { token, kid: Some(kid), .. } => Some((*token, kid.as_str())),
+            _ => None,
+        })
+        .collect();
+    let revoked: BTreeMap<&str, f64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Revoke { t, kid, .. } => Some((kid.as_str(), *t)),
+            _ => None,
+        })
+        .collect();
+    let mut labels: Vec<(f64, String)> = Vec::new();
+    let mut ticks: BTreeSet<(i64, String, bool)> = BTreeSet::new();
     let mut open: BTreeMap<(String, String), f64> = BTreeMap::new();
     for e in events {
         match e {
@@ -974,25 +1006,151 @@ pub fn timeline(events: &[Event]) -> String {
                         (x(*t) - x(from)).max(2.0)
                     ));
                     if on == "cluster" {
-                        svg.push_str(&format!(
-                            "<text x=\"{:.1}\" y=\"{:.0}\" font-size=\"9\">{kind}</text>\n",
-                            x(from),
-                            y(on) - 2.0
-                        ));
+                        let text = match kind.as_str() {
+                            "manual_rotation" => format!("rotate {target}"),
+                            "racing_rotations" => format!("race {target}"),
+                            "snapshot_save" => "save".to_string(),
+                            "snapshot_restore" => "restore".to_string(),
+                            other => other.replace('_', " "),
+                        };
+                        labels.push((x(from), text));
                     }
                 }
             }
-            Event::Verify { t, instance, result, .. } if result != "ok" && result != "unavailable" => {
-                svg.push_str(&format!(
-                    "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.0}\" y2=\"{2:.0}\" stroke=\"#000\"/>\n",
-                    x(*t),
-                    y(instance),
-                    y(instance) + 14.0
-                ));
+            Event::Revoke { t, keyring, .. } => labels.push((x(*t), format!("revoke {keyring}"))),
+            Event::Verify { t, instance, token, result, .. } if result != "ok" && result != "unavailable" => {
+                let after_revocation = signed.get(token).and_then(|kid| revoked.get(kid)).is_some_and(|at| at <= t);
+                // One tick per pixel and row is all the picture can show.
+                ticks.insert(((x(*t) * 2.0).round() as i64, instance.clone(), after_revocation));
             }
             _ => {}
         }
     }
+    // Labels stacked in tiers above the cluster row, left to right; one
+    // that fits in no tier is left to the fault's tooltip.
+    labels.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut label_ends = vec![f64::NEG_INFINITY; tiers];
+    let on = y("cluster");
+    for (at, text) in labels {
+        let tier = (0..tiers).find(|&i| label_ends[i] < at);
+        if let Some(tier) = tier {
+            label_ends[tier] = at + 5.5 * text.len() as f64 + 4.0;
+        }
+        let lift = 10.0 * tier.unwrap_or(0) as f64;
+        svg.push_str(&format!(
+            "<line x1=\"{at:.1}\" x2=\"{at:.1}\" y1=\"{:.0}\" y2=\"{on:.0}\" stroke=\"#999\"/>\n",
+            on - 2.0 - lift
+        ));
+        if tier.is_some() {
+            svg.push_str(&format!("<text x=\"{at:.1}\" y=\"{:.0}\" font-size=\"9\">{text}</text>\n", on - 3.0 - lift));
+        }
+    }
+    for (half_px, instance, after_revocation) in ticks {
+        let height = if after_revocation { 5.0 } else { 14.0 };
+        svg.push_str(&format!(
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.0}\" y2=\"{2:.0}\" stroke=\"#000\"/>\n",
+            half_px as f64 / 2.0,
+            y(&instance),
+            y(&instance) + height
+        ));
+    }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet_check::Held;
+
+    fn view(t: f64, instance: &str, version: u64) -> Event {
+        let kid = format!("jwt-v{version}");
+        Event::View {
+            t,
+            pool: "web".into(),
+            instance: instance.into(),
+            keyring: "jwt".into(),
+            signing: Some(kid.clone()),
+            verifying: vec![Held { version, kid, expires_at: None }],
+        }
+    }
+
+    fn sign(t: f64, token: u64, version: u64) -> Event {
+        Event::Sign {
+            t,
+            pool: "web".into(),
+            instance: "web-1".into(),
+            keyring: "jwt".into(),
+            token,
+            kid: Some(format!("jwt-v{version}")),
+            exp: 0,
+            result: "ok".into(),
+        }
+    }
+
+    fn refused(t: f64, token: u64) -> Event {
+        Event::Verify {
+            t,
+            pool: "web".into(),
+            instance: "web-2".into(),
+            keyring: "jwt".into(),
+            token,
+            result: "token_kid_unknown".into(),
+        }
+    }
+
+    fn fault(t: f64, kind: &str, phase: &str) -> Event {
+        Event::Fault { t, kind: kind.into(), target: "cluster".into(), phase: phase.into() }
+    }
+
+    /// The tick marks' heights, in drawing order.
+    fn ticks(svg: &str) -> Vec<i64> {
+        svg.lines()
+            .filter(|l| l.starts_with("<line") && l.contains("stroke=\"#000\""))
+            .map(|l| {
+                let attr = |name: &str| -> i64 {
+                    let from = l.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+                    l[from..].split('"').next().unwrap_or_default().parse().expect("a number")
+                };
+                attr("y2") - attr("y1")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refusal_of_a_revoked_version_is_a_short_tick_and_any_other_a_full_one() {
+        let events = vec![
+            view(0.0, "web-1", 1),
+            view(0.0, "web-2", 1),
+            sign(1.0, 1, 1),
+            sign(1.5, 2, 2),
+            Event::Revoke { t: 2.0, keyring: "jwt".into(), kid: "jwt-v1".into() },
+            refused(3.0, 1),
+            refused(6.0, 2),
+            view(10.0, "web-1", 2),
+            view(10.0, "web-2", 2),
+        ];
+        let svg = timeline(&events);
+        assert_eq!(ticks(&svg), [5, 14], "{svg}");
+        assert!(svg.contains(">revoke jwt</text>"), "{svg}");
+        assert!(svg.contains(">v1</text>") && svg.contains(">v2</text>"), "the legend names both versions: {svg}");
+    }
+
+    #[test]
+    fn labels_of_faults_close_together_go_to_separate_tiers() {
+        let mut events = vec![view(0.0, "web-1", 1), view(100.0, "web-1", 1)];
+        // Ended in the reverse order of their starts: placed by where they start.
+        events.extend([
+            fault(10.0, "stop_follower", "start"),
+            fault(10.5, "kill_active", "start"),
+            fault(11.0, "kill_active", "end"),
+            fault(12.0, "stop_follower", "end"),
+        ]);
+        let svg = timeline(&events);
+        let baseline = |text: &str| {
+            let line = svg.lines().find(|l| l.ends_with(&format!(">{text}</text>"))).expect(text);
+            line.split("y=\"").nth(1).and_then(|rest| rest.split('"').next()).map(str::to_string).expect("y")
+        };
+        assert_ne!(baseline("stop follower"), baseline("kill active"), "{svg}");
+    }
 }

@@ -93,23 +93,14 @@ fn bridge(socket: &Path) -> String {
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let socket = socket.clone();
-            std::thread::spawn(move || relay(client, &socket));
+            std::thread::spawn(move || {
+                if let Ok(upstream) = UnixStream::connect(&socket) {
+                    lockstep_tests::relay::relay(client, upstream);
+                }
+            });
         }
     });
     format!("http://{address}")
-}
-
-fn relay(client: TcpStream, socket: &Path) {
-    let Ok(upstream) = UnixStream::connect(socket) else { return };
-    let (Ok(mut client_in), Ok(mut upstream_in)) = (client.try_clone(), upstream.try_clone()) else { return };
-    let (mut client_out, mut upstream_out) = (client, upstream);
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut client_in, &mut upstream_out);
-        let _ = upstream_out.shutdown(std::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut upstream_in, &mut client_out);
-    let _ = client_out.shutdown(std::net::Shutdown::Both);
-    let _ = up.join();
 }
 
 fn ok(reply: Reply) {
