@@ -81,14 +81,18 @@ impl Keyring {
     }
 }
 
-/// Keeps, for verification only, the committed versions of `old` that the
-/// new bundle drops although they have not expired and are not listed as
-/// revoked: a coordinator restored from an older copy of its storage no
-/// longer knows versions the fleet signed with, and tokens signed with them
-/// must go on verifying until they expire. A kept version never signs
-/// (no activation instant) and verifies until its grace would have ended
-/// (`grace_period` from now, or its own expiry if sooner). Bundles without
-/// a revocation list (older plugins) keep nothing. Answers the numbers kept.
+/// Keeps the committed versions of `old` that the new bundle drops although
+/// they have not expired and are not listed as revoked: a coordinator
+/// restored from an older copy of its storage no longer knows versions the
+/// fleet signed with, and tokens signed with them must go on verifying
+/// until they expire. A kept version keeps its activation, so the signing
+/// version never goes back to a lower number because a bundle forgot the
+/// newer ones: the one that signed goes on signing (every pod that held it
+/// keeps it too) until a newer version activates, the way every version
+/// takes over, in step across the fleet. A kept version lasts until its
+/// grace would have ended (`grace_period` from now, or its own expiry if
+/// sooner). Bundles without a revocation list (older plugins) keep
+/// nothing. Answers the numbers kept.
 fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::collections::BTreeSet<u64> {
     let mut kept = std::collections::BTreeSet::new();
     let (Some(revoked), Some(limits)) = (new.revoked.as_ref(), new.limits.or(old.data.limits)) else {
@@ -98,12 +102,11 @@ fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::
     for version in &old.data.versions {
         let meta = &version.meta;
         let known = new.versions.iter().any(|v| v.meta.number == meta.number || v.meta.kid == meta.kid);
-        let was_signable = meta.not_before.is_some() || old.carried.contains(&meta.number);
-        if known || revoked.contains(&meta.kid) || !was_signable || !meta.verifies_at(now) {
+        if known || revoked.contains(&meta.kid) || meta.not_before.is_none() || !meta.verifies_at(now) {
             continue;
         }
         let mut version = version.clone();
-        version.meta.not_before = None;
+        // Kept again by a later bundle, it keeps the bound it was given.
         version.meta.expires_at = Some(meta.expires_at.map_or(until, |e| e.min(until)));
         kept.insert(meta.number);
         new.versions.push(version);
@@ -182,7 +185,7 @@ impl Snapshot {
                     .versions
                     .iter()
                     .any(|v| v.meta.number == version.meta.number || v.meta.kid == version.meta.kid);
-                if known || version.meta.not_before.is_some() || !version.meta.verifies_at(now) {
+                if known || version.meta.not_before.is_none() || !version.meta.verifies_at(now) {
                     continue;
                 }
                 carried.insert(version.meta.number);
@@ -407,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_that_vanishes_unexplained_keeps_verifying_for_its_grace_and_never_signs() {
+    fn a_version_that_vanishes_unexplained_keeps_signing_until_a_newer_one_activates_and_verifying_for_its_grace() {
         let ed = KeyType::Ed25519;
         let store = Store::new("web");
         // Versions 1 and 3 signed; 3 signs now.
@@ -420,9 +423,14 @@ mod tests {
         let ring = &snapshot.keyrings["api"];
         assert_eq!(ring.carried.iter().copied().collect::<Vec<_>>(), vec![3]);
         let state = ring.state_at(300);
-        assert_eq!((state.signing, state.verifying.clone()), (Some(1), vec![1, 3, 4]), "3 verifies, never signs");
+        assert_eq!(
+            (state.signing, state.verifying.clone()),
+            (Some(3), vec![1, 3, 4]),
+            "the signing version does not go back to 1"
+        );
         assert!(ring.keys.contains_key(&3), "with its material");
         assert_eq!(ring.state_at(300 + 120).verifying, vec![1, 4], "until its grace would have ended");
+        assert_eq!(ring.state_at(300 + 120).signing, Some(1));
         // What it acknowledges is what the coordinator sent.
         assert_eq!(snapshot.held().iter().map(|h| h.number).collect::<Vec<_>>(), vec![4]);
         // Through a restart from the cache: the kept version comes back.
@@ -432,7 +440,7 @@ mod tests {
         let cached = snapshot.bundle.clone();
         let again = restarted.publish_kept(cached.clone(), kept.clone(), 300, 310).expect("restored");
         assert_eq!(again.keyrings["api"].state_at(310).verifying, vec![1, 3, 4]);
-        assert_eq!(again.keyrings["api"].state_at(310).signing, Some(1));
+        assert_eq!(again.keyrings["api"].state_at(310).signing, Some(3));
         // Not once its bound has passed.
         let late = Store::new("web").publish_kept(cached, kept, 300, 300 + 121).expect("restored");
         assert!(late.keyrings["api"].carried.is_empty());
@@ -443,6 +451,9 @@ mod tests {
             later.keyrings["api"].data.versions.iter().find(|v| v.meta.number == 3).and_then(|v| v.meta.expires_at),
             Some(420)
         );
+        // The newer version takes over at its activation, as any does.
+        assert_eq!(later.keyrings["api"].state_at(349).signing, Some(3));
+        assert_eq!(later.keyrings["api"].state_at(360).signing, Some(4));
     }
 
     #[test]

@@ -166,12 +166,7 @@ fn version_json(
     Ok(json!({
         "version": meta.number,
         "kid": meta.kid,
-        // A version kept over from a bundle that dropped it only verifies.
-        "state": if keyring.carried.contains(&meta.number) {
-            json!("grace")
-        } else {
-            json!(version_state(meta, signing, now))
-        },
+        "state": version_state(meta, signing, now),
         "created_at": meta.created_at,
         "not_before": meta.not_before,
         "not_after": meta.not_after,

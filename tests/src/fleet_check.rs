@@ -21,7 +21,11 @@
 //! - no version number ever named two keys, across failovers and restores;
 //! - no sidecar served a version past its `expires_at`;
 //! - no request to a sidecar that was up failed while the cluster was down;
-//! - each version of each keyring was issued exactly once.
+//! - each version of each keyring was issued exactly once;
+//! - over the coordinator's history as read during the run (across
+//!   failovers and restores): each scheduled rotation happened once, each
+//!   version number was published once and committed at most once, and
+//!   each publication was committed or revoked within `Params::commit_bound`.
 //!
 //! A violation keeps the slice of history around it, so a failed run shows
 //! what happened.
@@ -107,6 +111,25 @@ pub enum Event {
         /// The revoked version's kid.
         kid: String,
     },
+    /// An entry of the coordinator's history of a keyring (`history/<name>`),
+    /// recorded when first read with this content: across a restore, the
+    /// same `seq` may come back with another decision.
+    Decision {
+        /// When it was read.
+        t: f64,
+        /// The keyring.
+        keyring: String,
+        /// Its position in the keyring's history.
+        seq: u64,
+        /// When the coordinator decided, as the API shows it (RFC 3339).
+        at: String,
+        /// `publish`, `commit`, `commit-forced`, `revoke`, `expire`…
+        action: String,
+        /// `scheduled`, `manual` or `emergency`.
+        cause: String,
+        /// The versions affected.
+        versions: Vec<u64>,
+    },
 }
 
 impl Event {
@@ -117,7 +140,8 @@ impl Event {
             | Self::Verify { t, .. }
             | Self::View { t, .. }
             | Self::Fault { t, .. }
-            | Self::Revoke { t, .. } => *t,
+            | Self::Revoke { t, .. }
+            | Self::Decision { t, .. } => *t,
         }
     }
 }
@@ -145,6 +169,12 @@ pub struct Params {
     pub recovery: f64,
     /// The oldest view that still says what a sidecar holds.
     pub view_age: f64,
+    /// The least time between a publication and the scheduled one after
+    /// it: the rotation period less the prepublish lead.
+    pub rotation_floor: f64,
+    /// The most time a published version may wait for its commit (the
+    /// commit timeout, plus the server's periodic call's interval).
+    pub commit_bound: f64,
 }
 
 /// One entry of the coordinator's history of a keyring, as the checker
@@ -194,6 +224,14 @@ pub struct Report {
     pub held_checks: usize,
     /// Versions issued, per keyring.
     pub issued: BTreeMap<String, usize>,
+    /// Distinct decisions read from the coordinator's history.
+    pub decisions: usize,
+    /// Scheduled publications checked against the one before them.
+    pub scheduled_checked: usize,
+    /// Publications followed to their commit or revocation.
+    pub publications_followed: usize,
+    /// Lines of the coordinator's history: one per restore, plus one.
+    pub lineages: usize,
     /// What broke.
     pub violations: Vec<Violation>,
 }
@@ -205,7 +243,8 @@ impl Report {
             "signed {} tokens; {} verifications within their lifetimes: {} accepted, {} rejected after a revocation \
              (excused), {} excused just after an emergency revocation, {} unavailable while the sidecar was down; {} requests served while the cluster was down; \
              {} views checked, {} signatures checked against every live sidecar's view; versions issued {:?}; \
-             {} violations\n",
+             {} decisions read in {} lineages of the coordinator's history, {} scheduled publications checked, \
+             {} publications followed to their commit; {} violations\n",
             self.signed,
             self.verifications,
             self.accepted,
@@ -216,6 +255,10 @@ impl Report {
             self.views,
             self.held_checks,
             self.issued,
+            self.decisions,
+            self.lineages,
+            self.scheduled_checked,
+            self.publications_followed,
             self.violations.len()
         );
         for v in &self.violations {
@@ -401,6 +444,7 @@ pub fn check(events: &[Event], issued: &[Issued], params: Params) -> Report {
             _ => {}
         }
     }
+    check_decisions(&events, params, &mut report);
     let mut seen: BTreeMap<(&str, u64), &str> = BTreeMap::new();
     for entry in issued {
         *report.issued.entry(entry.keyring.clone()).or_default() += 1;
@@ -413,6 +457,202 @@ pub fn check(events: &[Event], issued: &[Issued], params: Params) -> Report {
         }
     }
     report
+}
+
+/// One decision of the coordinator, as compared across reads.
+#[derive(Debug, Clone, PartialEq)]
+struct Decided {
+    seq: u64,
+    at: f64,
+    action: String,
+    cause: String,
+    versions: Vec<u64>,
+}
+
+/// One line of a keyring's history: a restore starts another from the
+/// entries the restored copy kept. `ended` is when a read first showed the
+/// next line (infinite for the last).
+struct Lineage {
+    entries: BTreeMap<u64, Decided>,
+    ended: f64,
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC time
+/// (`2026-12-01T14:54:03Z`, fractions allowed).
+pub fn unix_seconds(text: &str) -> Option<f64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut parts = time.splitn(3, ':');
+    let (h, min) = (parts.next()?.parse::<i64>().ok()?, parts.next()?.parse::<i64>().ok()?);
+    let sec: f64 = parts.next()?.parse().ok()?;
+    // Days from the civil date (proleptic Gregorian), March-based years.
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3_600 + min * 60) as f64 + sec)
+}
+
+/// The coordinator's decisions, read as the run went: each scheduled
+/// rotation happened once (no scheduled publication came sooner than the
+/// rotation period after the publication before it, in the same lineage,
+/// unless a revocation came between), each version number was published
+/// once and committed at most once across failovers and restores, and each
+/// publication reached its commit (or a revocation) within the commit
+/// bound, unless a restore or the end of the run came first.
+fn check_decisions(events: &[Event], params: Params, report: &mut Report) {
+    let mut lineages: BTreeMap<&str, Vec<Lineage>> = BTreeMap::new();
+    let mut last_read = f64::NEG_INFINITY;
+    for event in events {
+        let Event::Decision { t, keyring, seq, at, action, cause, versions } = event else { continue };
+        last_read = last_read.max(*t);
+        let Some(at) = unix_seconds(at) else {
+            report.violations.push(Violation {
+                rule: "the coordinator's history reads",
+                what: format!("{keyring} entry {seq} has the time {at:?}"),
+                around: around(events, *t),
+            });
+            continue;
+        };
+        let decided =
+            Decided { seq: *seq, at, action: action.clone(), cause: cause.clone(), versions: versions.clone() };
+        let lines = lineages.entry(keyring.as_str()).or_default();
+        match lines.last_mut() {
+            Some(line) if line.entries.get(seq) == Some(&decided) => continue,
+            Some(line) if line.entries.contains_key(seq) => {
+                // Another decision under a known position: a restore.
+                line.ended = *t;
+                let mut entries: BTreeMap<u64, Decided> =
+                    line.entries.range(..*seq).map(|(k, v)| (*k, v.clone())).collect();
+                entries.insert(*seq, decided);
+                lines.push(Lineage { entries, ended: f64::INFINITY });
+            }
+            Some(line) => {
+                line.entries.insert(*seq, decided);
+            }
+            None => lines.push(Lineage { entries: BTreeMap::from([(*seq, decided)]), ended: f64::INFINITY }),
+        }
+        report.decisions += 1;
+    }
+    let mut reported: std::collections::BTreeSet<(String, &'static str, u64, i64)> = std::collections::BTreeSet::new();
+    let mut flag = |report: &mut Report, rule: &'static str, keyring: &str, version: u64, at: f64, what: String| {
+        if reported.insert((keyring.to_string(), rule, version, at as i64)) {
+            report.violations.push(Violation { rule, what, around: around(events, at) });
+        }
+    };
+    let mut scheduled: std::collections::BTreeSet<(String, u64, i64)> = std::collections::BTreeSet::new();
+    let mut followed: std::collections::BTreeSet<(String, u64, i64)> = std::collections::BTreeSet::new();
+    for (keyring, lines) in &lineages {
+        report.lineages += lines.len();
+        // Every distinct publication and commit of each number, over all lines.
+        let mut published: BTreeMap<u64, Vec<(f64, &str)>> = BTreeMap::new();
+        let mut committed: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for line in lines {
+            let entries: Vec<&Decided> = line.entries.values().collect();
+            for (i, entry) in entries.iter().enumerate() {
+                let number = entry.versions.first().copied().unwrap_or(0);
+                match entry.action.as_str() {
+                    "publish" => {
+                        let seen = published.entry(number).or_default();
+                        if !seen.iter().any(|(at, cause)| *at == entry.at && *cause == entry.cause) {
+                            seen.push((entry.at, entry.cause.as_str()));
+                        }
+                    }
+                    "commit" | "commit-forced" => {
+                        let seen = committed.entry(number).or_default();
+                        if !seen.contains(&entry.at) {
+                            seen.push(entry.at);
+                        }
+                    }
+                    _ => {}
+                }
+                if entry.action != "publish" {
+                    continue;
+                }
+                if entry.cause == "scheduled" {
+                    let before =
+                        entries[..i].iter().rev().take_while(|e| e.action != "revoke").find(|e| e.action == "publish");
+                    let revoked_between =
+                        entries[..i].iter().rev().take_while(|e| e.action != "publish").any(|e| e.action == "revoke");
+                    if let Some(before) = before
+                        && !revoked_between
+                    {
+                        scheduled.insert((keyring.to_string(), number, entry.at as i64));
+                        if entry.at - before.at < params.rotation_floor {
+                            flag(
+                                report,
+                                "each scheduled rotation happens once",
+                                keyring,
+                                number,
+                                entry.at,
+                                format!(
+                                    "{keyring} version {number} was published by the scheduler {:.0} s after version {:?}, sooner than {:.0} s",
+                                    entry.at - before.at,
+                                    before.versions,
+                                    params.rotation_floor
+                                ),
+                            );
+                        }
+                    }
+                }
+                // The first version of a keyring is active at once.
+                let first = !entries[..i].iter().any(|e| e.action == "publish");
+                let settled = first
+                    || entries[i + 1..].iter().any(|e| {
+                        matches!(e.action.as_str(), "commit" | "commit-forced" | "revoke")
+                            && e.versions.contains(&number)
+                    });
+                if settled {
+                    followed.insert((keyring.to_string(), number, entry.at as i64));
+                } else {
+                    let until = line.ended.min(last_read);
+                    if until - entry.at > params.commit_bound {
+                        flag(
+                            report,
+                            "each publication is committed",
+                            keyring,
+                            number,
+                            entry.at,
+                            format!(
+                                "{keyring} version {number}, published at {:.0}, was neither committed nor revoked in {:.0} s",
+                                entry.at,
+                                until - entry.at
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        for (number, seen) in &published {
+            if seen.len() > 1 {
+                flag(
+                    report,
+                    "each version is published once",
+                    keyring,
+                    *number,
+                    seen[1].0,
+                    format!("{keyring} version {number} was published {} times: {seen:?}", seen.len()),
+                );
+            }
+        }
+        for (number, seen) in &committed {
+            if seen.len() > 1 {
+                flag(
+                    report,
+                    "each version is committed once",
+                    keyring,
+                    *number,
+                    seen[1],
+                    format!("{keyring} version {number} was committed {} times, at {seen:?}", seen.len()),
+                );
+            }
+        }
+    }
+    report.scheduled_checked = scheduled.len();
+    report.publications_followed = followed.len();
 }
 
 /// Parses a history file's JSON lines.
@@ -456,7 +696,124 @@ mod tests {
         Event::Fault { t, kind: kind.into(), target: target.into(), phase: phase.into() }
     }
 
-    const PARAMS: Params = Params { leeway: 1.0, liveness: 10.0, recovery: 5.0, view_age: 1.0 };
+    const PARAMS: Params =
+        Params { leeway: 1.0, liveness: 10.0, recovery: 5.0, view_age: 1.0, rotation_floor: 40.0, commit_bound: 100.0 };
+
+    /// A decision read at `t`, decided at `at` seconds past 2026-12-01T00:00:00Z.
+    fn decision(t: f64, seq: u64, at: u64, action: &str, cause: &str, version: u64) -> Event {
+        Event::Decision {
+            t,
+            keyring: "jwt".into(),
+            seq,
+            at: format!("2026-12-01T{:02}:{:02}:{:02}Z", at / 3600, at / 60 % 60, at % 60),
+            action: action.into(),
+            cause: cause.into(),
+            versions: vec![version],
+        }
+    }
+
+    const DAY: f64 = 1_796_083_200.0;
+
+    fn rules(report: &Report) -> Vec<&'static str> {
+        report.violations.iter().map(|v| v.rule).collect()
+    }
+
+    #[test]
+    fn rfc3339_times_read_as_unix_seconds() {
+        assert_eq!(unix_seconds("2026-12-01T14:54:03Z"), Some(1_796_136_843.0));
+        assert_eq!(unix_seconds("2000-02-29T23:59:59Z"), Some(951_868_799.0));
+        assert_eq!(unix_seconds("2026-12-01T00:00:00.5Z"), Some(DAY + 0.5));
+        assert_eq!(unix_seconds("2026-12-01 00:00:00"), None);
+    }
+
+    #[test]
+    fn a_scheduled_rotation_done_twice_is_caught_and_one_done_on_time_is_not() {
+        let on_time = [
+            decision(DAY + 1.0, 1, 0, "publish", "manual", 1),
+            decision(DAY + 50.0, 2, 45, "publish", "scheduled", 2),
+            decision(DAY + 55.0, 3, 50, "commit", "scheduled", 2),
+        ];
+        let report = check(&on_time, &[], PARAMS);
+        assert_eq!(rules(&report), Vec::<&str>::new(), "{}", report.render());
+        assert_eq!((report.decisions, report.scheduled_checked, report.lineages), (3, 1, 1));
+        // The same slot published again by another node after a failover.
+        let mut twice = on_time.to_vec();
+        twice.extend([
+            decision(DAY + 60.0, 4, 58, "publish", "scheduled", 3),
+            decision(DAY + 61.0, 5, 60, "commit", "scheduled", 3),
+        ]);
+        let report = check(&twice, &[], PARAMS);
+        assert_eq!(rules(&report), ["each scheduled rotation happens once"], "{}", report.render());
+        // A revocation between them makes an early rotation legitimate.
+        let mut revoked = on_time.to_vec();
+        revoked.extend([
+            decision(DAY + 56.0, 4, 52, "revoke", "emergency", 2),
+            decision(DAY + 60.0, 5, 58, "publish", "scheduled", 3),
+            decision(DAY + 61.0, 6, 60, "commit", "scheduled", 3),
+        ]);
+        assert_eq!(rules(&check(&revoked, &[], PARAMS)), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_restore_starts_a_lineage_and_a_number_published_in_both_is_caught() {
+        let before = [
+            decision(DAY + 1.0, 1, 0, "publish", "manual", 1),
+            decision(DAY + 10.0, 2, 10, "publish", "manual", 2),
+            decision(DAY + 15.0, 3, 15, "commit", "scheduled", 2),
+        ];
+        // Restored to a copy that ended at seq 1; the next number goes past
+        // what the fleet holds: two lineages, no violation.
+        let mut restored = before.to_vec();
+        restored.extend([
+            decision(DAY + 30.0, 2, 29, "fleet-ahead", "scheduled", 2),
+            decision(DAY + 31.0, 3, 31, "publish", "manual", 3),
+            decision(DAY + 36.0, 4, 36, "commit", "scheduled", 3),
+        ]);
+        let report = check(&restored, &[], PARAMS);
+        assert_eq!(rules(&report), Vec::<&str>::new(), "{}", report.render());
+        assert_eq!(report.lineages, 2);
+        // A restored coordinator that numbers its next version 2 again.
+        let mut reused = before.to_vec();
+        reused.extend([
+            decision(DAY + 31.0, 2, 31, "publish", "manual", 2),
+            decision(DAY + 36.0, 3, 36, "commit", "scheduled", 2),
+        ]);
+        let report = check(&reused, &[], PARAMS);
+        assert_eq!(
+            rules(&report),
+            ["each version is published once", "each version is committed once"],
+            "{}",
+            report.render()
+        );
+    }
+
+    #[test]
+    fn a_publication_never_committed_is_caught_unless_the_run_or_its_lineage_ended_first() {
+        // The first version is active at once: it needs no commit.
+        let first = decision(DAY, 1, 0, "publish", "manual", 1);
+        let stuck = [
+            first.clone(),
+            decision(DAY + 1.0, 2, 0, "publish", "manual", 2),
+            decision(DAY + 200.0, 3, 199, "expire", "scheduled", 0),
+        ];
+        let report = check(&stuck, &[], PARAMS);
+        assert_eq!(rules(&report), ["each publication is committed"], "{}", report.render());
+        let short = [
+            first.clone(),
+            decision(DAY + 1.0, 2, 0, "publish", "manual", 2),
+            decision(DAY + 50.0, 3, 49, "expire", "scheduled", 0),
+        ];
+        assert_eq!(rules(&check(&short, &[], PARAMS)), Vec::<&str>::new());
+        assert_eq!(check(&short, &[], PARAMS).publications_followed, 1);
+        // Lost to a restore 20 s after it was published.
+        let lost = [
+            first,
+            decision(DAY + 1.0, 2, 0, "publish", "manual", 2),
+            decision(DAY + 21.0, 2, 20, "publish", "manual", 3),
+            decision(DAY + 300.0, 3, 299, "commit", "scheduled", 3),
+        ];
+        assert_eq!(rules(&check(&lost, &[], PARAMS)), Vec::<&str>::new());
+    }
 
     fn view(t: f64, instance: &str, kids: &[(u64, &str)]) -> Event {
         Event::View {

@@ -36,6 +36,14 @@ const MAX_SKEW: u64 = 2;
 const SKEW: &str = "+1.5s";
 /// Token lifetime asked by the driver (the keyrings' `max_token_ttl` is 20 s).
 const TTL: i64 = 20;
+/// The keyrings' policy (seconds): rotation period, prepublish lead, grace
+/// period and commit timeout.
+const ROTATION: u64 = 45;
+const PREPUBLISH: u64 = 3;
+const GRACE: u64 = 40;
+const COMMIT_TIMEOUT: u64 = 30;
+/// How often the server calls the engine's periodic function, at most.
+const PERIODIC: u64 = 60;
 /// A request to a sidecar that takes longer counts as unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(400);
 
@@ -289,6 +297,58 @@ fn balancer(nodes: Vec<String>) -> String {
     format!("http://{address}")
 }
 
+/// Reads the coordinator's history of both keyrings every second through
+/// the balancer and records each entry the first time it reads it with
+/// that content (a restore brings back positions with other decisions).
+/// A read that fails (the cluster down, a failover) is skipped.
+fn observe(vault: &str, token: &str, history: &History, stop: &AtomicBool) {
+    let mut known: BTreeMap<&str, BTreeMap<u64, Value>> = BTreeMap::new();
+    let mut read = |keyring: &'static str| {
+        let url = format!("{vault}/v1/lockstep/history/{keyring}");
+        let Ok(answer) = ureq::get(&url).set("X-Vault-Token", token).timeout(Duration::from_secs(3)).call() else {
+            return;
+        };
+        let Ok(body) = answer.into_json::<Value>() else { return };
+        let t = now();
+        let mut current = BTreeMap::new();
+        for entry in body["data"]["entries"].as_array().into_iter().flatten() {
+            let Some(seq) = entry["seq"].as_u64() else { continue };
+            if known.get(keyring).and_then(|k| k.get(&seq)) != Some(entry) {
+                let text = |field: &str| entry[field].as_str().unwrap_or_default().to_string();
+                record(
+                    history,
+                    Event::Decision {
+                        t,
+                        keyring: keyring.into(),
+                        seq,
+                        at: text("at"),
+                        action: text("action"),
+                        cause: text("cause"),
+                        versions: entry["versions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_u64)
+                            .collect(),
+                    },
+                );
+            }
+            current.insert(seq, entry.clone());
+        }
+        known.insert(keyring, current);
+    };
+    loop {
+        // One last read after the run, so the end is seen.
+        let last = stop.load(Ordering::SeqCst);
+        read("jwt");
+        read("hooks");
+        if last {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// The claims of a JWT (unverified: the driver only reads `exp`).
 fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap_or_default();
@@ -464,8 +524,9 @@ impl Fleet {
             "config",
         );
         for (name, kind) in [("jwt", "ed25519"), ("hooks", "hmac-sha256")] {
-            let policy = json!({"type": kind, "rotation_period": "45s", "prepublish": "3s", "grace_period": "40s",
-                                "max_token_ttl": format!("{TTL}s"), "commit_timeout": "30s"});
+            let policy = json!({"type": kind, "rotation_period": format!("{ROTATION}s"), "prepublish": format!("{PREPUBLISH}s"),
+                                "grace_period": format!("{GRACE}s"), "max_token_ttl": format!("{TTL}s"),
+                                "commit_timeout": format!("{COMMIT_TIMEOUT}s")});
             ok(&active.write(&format!("lockstep/keys/{name}"), policy), "keyring");
         }
         let dir = tempfile::Builder::new().prefix("lockstep-torture").tempdir().expect("tempdir");
@@ -857,6 +918,11 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
         let (history, stop) = (fleet.history.clone(), stop.clone());
         std::thread::spawn(move || drive(members, history, stop))
     };
+    let observer = {
+        let (vault, token, history, stop) =
+            (fleet.vault.clone(), fleet.token.clone(), fleet.history.clone(), stop.clone());
+        std::thread::spawn(move || observe(&vault, &token, &history, &stop))
+    };
     let start = Instant::now();
     for (at, fault) in &plan.steps {
         let wait = Duration::from_secs_f64(*at).saturating_sub(start.elapsed());
@@ -867,6 +933,7 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
     std::thread::sleep(Duration::from_secs_f64(plan.settle));
     stop.store(true, Ordering::SeqCst);
     let _ = driver.join();
+    let _ = observer.join();
     fault_event(&fleet.history, "skew_sidecar", "web-1", "end");
     let converged = fleet.converged();
     let final_state: String = ["jwt", "hooks"]
@@ -881,7 +948,16 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
     let issued = fleet.issued();
     // The coordinator counts a sidecar's silence from its last poll, which
     // may have begun a long-poll's wait (5 s) before the sidecar stopped.
-    let params = Params { leeway: MAX_SKEW as f64, liveness: (LIVENESS - 5) as f64, recovery: 5.0, view_age: 0.75 };
+    let params = Params {
+        leeway: MAX_SKEW as f64,
+        liveness: (LIVENESS - 5) as f64,
+        recovery: 5.0,
+        view_age: 0.75,
+        rotation_floor: (ROTATION - PREPUBLISH) as f64,
+        // A commit comes by the timeout at the latest, decided at the next
+        // periodic call or poll; an outage of the cluster adds its length.
+        commit_bound: (COMMIT_TIMEOUT + PERIODIC + 15) as f64,
+    };
     let report = fleet_check::check(&events, &issued, params);
     let history: String = events.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect();
     std::fs::write(options.out.join("history.jsonl"), history).expect("history.jsonl");

@@ -176,8 +176,13 @@ fn after_a_reload_pools_not_yet_seen_are_waited_for_one_liveness_window() {
     host.clock.advance(22 * HOUR + 1);
     poll(&host, "web", "web-1", "jwt:1");
     poll(&host, "api", "api-1", "jwt:1");
-    // The plugin restarts: its memory of who polled when is gone.
+    // The plugin restarts: its memory of who polled when is gone. It
+    // publishes on schedule only once the fleet has had two poll intervals
+    // (30 s each) to say what it holds.
     host.reload(M);
+    rollback(&host);
+    assert_eq!(key(&host)["pending_version"], Value::Null, "published in the first poll intervals");
+    host.clock.advance(61);
     rollback(&host);
     assert_eq!(key(&host)["pending_version"], 2);
     poll(&host, "web", "web-1", "jwt:2");
@@ -191,6 +196,35 @@ fn after_a_reload_pools_not_yet_seen_are_waited_for_one_liveness_window() {
     poll(&host, "web", "web-1", "jwt:2");
     rollback(&host);
     assert_eq!(version(&key(&host), 2)["committed"], true);
+}
+
+#[test]
+fn a_restored_coordinator_hears_from_the_fleet_then_rotates_past_it() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    poll(&host, "web", "web-1", "jwt:1");
+    // Storage restored from a copy that ended at version 1, long before
+    // its rotation is due: the fleet holds a version 2 this copy never
+    // issued.
+    host.clock.advance(HOUR);
+    host.reload(M);
+    rollback(&host);
+    assert_eq!(key(&host)["pending_version"], Value::Null, "no number before the fleet has spoken");
+    poll(&host, "web", "web-1", "jwt:2:jwt-v2-abcd:7");
+    host.clock.advance(30);
+    rollback(&host);
+    assert_eq!(key(&host)["pending_version"], Value::Null, "still within two poll intervals");
+    host.clock.advance(31);
+    rollback(&host);
+    // The coordinator rotates of itself, to bring every pool onto one
+    // version again: numbered past the fleet's version 2.
+    let keys = key(&host);
+    assert_eq!(keys["pending_version"], 3, "{keys}");
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null));
+    let actions: Vec<&str> =
+        history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["create", "publish", "fleet-ahead", "publish"], "{history}");
 }
 
 #[test]

@@ -420,9 +420,7 @@ async fn note_foreign(
     save(state, storage, &ring, Vec::new(), &[]).await
 }
 
-/// The history action of a version the fleet holds that this coordinator
-/// did not issue.
-pub const FLEET_AHEAD: &str = "fleet-ahead";
+pub use lockstep_model::schedule::FLEET_AHEAD;
 
 /// Records a poll: what the instance holds and that it was seen. Stores
 /// the record when what it holds changed, and commits what the

@@ -5,7 +5,7 @@
 //! Each run, per keyring and under the keyring's lock: destroy the material
 //! of versions that expired, publish the next version when it is due
 //! (`prepublish` before its planned activation; once after downtime, never
-//! a burst), and commit a published version once every live pool holds it
+//! a burst; never in a mount's first two poll intervals), and commit a published version once every live pool holds it
 //! or its commit timeout has passed (the decision is the coordinator's).
 //! One keyring's failure never stops the others; the next run retries.
 
@@ -78,7 +78,7 @@ pub async fn run_keyring(
         ring.record(t, "expire", Cause::Scheduled, SCHEDULER, "material destroyed".into(), destroyed.clone());
     }
     let mut writes = Vec::new();
-    if let Some(planned) = ring.due_publication(t) {
+    if let Some(planned) = ring.due_publication(t).filter(|_| settled(state, config, t)) {
         let (number, material) = publish(&mut ring, t, planned)?;
         ring.record(t, "publish", Cause::Scheduled, SCHEDULER, "rotation due".into(), vec![number]);
         writes.push(put_material(name, number, &material)?);
@@ -92,6 +92,18 @@ pub async fn run_keyring(
         tracing::warn!(keyring = name, versions = ?orphans, "removed material left by an interrupted change");
     }
     Ok(())
+}
+
+/// Whether this coordinator has been up long enough to publish on
+/// schedule: two poll intervals, in which every live sidecar has polled and
+/// said what it holds. A mount starts afresh after a failover, a restart,
+/// a plugin reload and a storage restore; after a restore, the sidecars'
+/// polls tell it of the versions its copy forgot (`fleet-ahead`) before it
+/// numbers a new one, so no number is issued twice. A rotation that waits
+/// here waits at most that long; an operator's rotation does not wait.
+fn settled(state: &MountState, config: &Config, t: i64) -> bool {
+    let settle = i64::try_from(config.poll_interval.saturating_mul(2)).unwrap_or(i64::MAX);
+    t >= state.started().saturating_add(settle)
 }
 
 /// Destroys the material of a keyring that has no record (a delete or a

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::version::{Revocation, VersionMeta};
 use crate::{KeyType, Policy, UnixSeconds};
 
+/// The history action of a version the fleet holds that the keyring's
+/// record did not issue.
+pub const FLEET_AHEAD: &str = "fleet-ahead";
+
 /// History entries kept per keyring (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 256;
 /// Idempotency keys remembered per keyring.
@@ -240,10 +244,26 @@ impl Keyring {
             // Nothing signs yet: the first version is due at once.
             return Some(t);
         };
+        if self.fleet_ahead() {
+            // The fleet holds versions this keyring's record forgot (storage
+            // restored from an older copy): a new version, numbered past
+            // them, brings every pool onto one version again.
+            return Some(t.saturating_add(secs(self.policy.prepublish)));
+        }
         let rotation = secs(self.policy.rotation_period);
         let start = current.not_before.unwrap_or(t);
         let due = start.saturating_add(rotation).saturating_sub(secs(self.policy.prepublish));
         (t >= due).then(|| start.saturating_add(rotation).max(t.saturating_add(secs(self.policy.prepublish))))
+    }
+
+    /// Whether the fleet was last heard holding a version this record did
+    /// not issue, with no version published (or revoked) since.
+    pub fn fleet_ahead(&self) -> bool {
+        self.history
+            .iter()
+            .rev()
+            .find(|e| e.action == FLEET_AHEAD || e.action == "publish" || e.action == "revoke")
+            .is_some_and(|e| e.action == FLEET_AHEAD)
     }
 
     /// Publishes a new version planned to activate at `planned`; returns

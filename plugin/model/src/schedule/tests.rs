@@ -53,6 +53,24 @@ fn first_version_signs_at_once_and_the_next_is_published_ahead() {
 }
 
 #[test]
+fn a_fleet_ahead_of_the_record_makes_a_rotation_due_once() {
+    let mut ring = keyring();
+    tick(&mut ring, 1_000);
+    assert_eq!(ring.due_publication(2_000), None);
+    // The fleet holds a version 4 this record never issued.
+    ring.continue_past(4, 9);
+    ring.record(2_000, FLEET_AHEAD, Cause::Scheduled, "scheduler", String::new(), vec![4]);
+    assert!(ring.fleet_ahead());
+    assert_eq!(ring.due_publication(2_000), Some(2_000 + 2 * 3_600), "planned prepublish ahead");
+    let n = ring.publish("jwt-5".into(), 2_000, 2_000 + 7_200);
+    ring.record(2_000, "publish", Cause::Scheduled, "scheduler", String::new(), vec![n]);
+    assert_eq!(n, 5, "past the fleet's 4");
+    assert!(!ring.fleet_ahead());
+    ring.commit(2_100, 30);
+    assert_eq!(ring.due_publication(2_200), None, "one rotation, then the schedule as before");
+}
+
+#[test]
 fn downtime_gives_one_rotation_not_a_burst() {
     let mut ring = keyring();
     tick(&mut ring, 0);
