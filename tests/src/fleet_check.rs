@@ -573,13 +573,15 @@ fn check_decisions(events: &[Event], params: Params, report: &mut Report) {
                     continue;
                 }
                 if entry.cause == "scheduled" {
-                    let before =
-                        entries[..i].iter().rev().take_while(|e| e.action != "revoke").find(|e| e.action == "publish");
-                    let revoked_between =
-                        entries[..i].iter().rev().take_while(|e| e.action != "publish").any(|e| e.action == "revoke");
-                    if let Some(before) = before
-                        && !revoked_between
-                    {
+                    // The publication before it, unless a revocation or the
+                    // fleet found ahead of the record (a restore) came
+                    // between: either makes a rotation due before its time.
+                    let before = entries[..i]
+                        .iter()
+                        .rev()
+                        .take_while(|e| e.action != "revoke" && e.action != "fleet-ahead")
+                        .find(|e| e.action == "publish");
+                    if let Some(before) = before {
                         scheduled.insert((keyring.to_string(), number, entry.at as i64));
                         if entry.at - before.at < params.rotation_floor {
                             flag(
@@ -752,6 +754,14 @@ mod tests {
             decision(DAY + 61.0, 6, 60, "commit", "scheduled", 3),
         ]);
         assert_eq!(rules(&check(&revoked, &[], PARAMS)), Vec::<&str>::new());
+        // So does the fleet found ahead of the record.
+        let mut ahead = on_time.to_vec();
+        ahead.extend([
+            decision(DAY + 56.0, 4, 52, "fleet-ahead", "scheduled", 7),
+            decision(DAY + 60.0, 5, 58, "publish", "scheduled", 8),
+            decision(DAY + 61.0, 6, 60, "commit", "scheduled", 8),
+        ]);
+        assert_eq!(rules(&check(&ahead, &[], PARAMS)), Vec::<&str>::new());
     }
 
     #[test]

@@ -79,8 +79,13 @@ pub async fn run_keyring(
     }
     let mut writes = Vec::new();
     if let Some(planned) = ring.due_publication(t).filter(|_| settled(state, config, t)) {
+        let detail = if ring.fleet_ahead() {
+            "the fleet holds versions this record did not issue: a new version brings every pool onto one"
+        } else {
+            "rotation due"
+        };
         let (number, material) = publish(&mut ring, t, planned)?;
-        ring.record(t, "publish", Cause::Scheduled, SCHEDULER, "rotation due".into(), vec![number]);
+        ring.record(t, "publish", Cause::Scheduled, SCHEDULER, detail.into(), vec![number]);
         writes.push(put_material(name, number, &material)?);
     }
     coordinator::try_commit(state, storage, config, &mut ring, t, Cause::Scheduled, SCHEDULER).await?;
