@@ -81,18 +81,20 @@ impl Keyring {
     }
 }
 
-/// Keeps the committed versions of `old` that the new bundle drops although
-/// they have not expired and are not listed as revoked: a coordinator
-/// restored from an older copy of its storage no longer knows versions the
-/// fleet signed with, and tokens signed with them must go on verifying
-/// until they expire. A kept version keeps its activation, so the signing
-/// version never goes back to a lower number because a bundle forgot the
-/// newer ones: the one that signed goes on signing (every pod that held it
-/// keeps it too) until a newer version activates, the way every version
-/// takes over, in step across the fleet. A kept version lasts until its
-/// grace would have ended (`grace_period` from now, or its own expiry if
-/// sooner). Bundles without a revocation list (older plugins) keep
-/// nothing. Answers the numbers kept.
+/// Keeps the versions of `old` that the new bundle drops although they
+/// have not expired and are not listed as revoked: a coordinator restored
+/// from an older copy of its storage no longer knows versions the fleet
+/// holds, and tokens signed with them must go on verifying until they
+/// expire. A kept version keeps the state it had. A committed one keeps its
+/// activation, so the signing version never goes back to a lower number
+/// because a bundle forgot the newer ones: the one that signed goes on
+/// signing (every pod that held it keeps it too) until a newer version
+/// activates, the way every version takes over, in step across the fleet.
+/// A pending one goes on verifying and never signs, so a pool that had not
+/// yet seen its commit still verifies what the others sign with it. A kept
+/// version lasts until its grace would have ended (`grace_period` from
+/// now, or its own expiry if sooner). Bundles without a revocation list
+/// (older plugins) keep nothing. Answers the numbers kept.
 fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::collections::BTreeSet<u64> {
     let mut kept = std::collections::BTreeSet::new();
     let (Some(revoked), Some(limits)) = (new.revoked.as_ref(), new.limits.or(old.data.limits)) else {
@@ -102,7 +104,7 @@ fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::
     for version in &old.data.versions {
         let meta = &version.meta;
         let known = new.versions.iter().any(|v| v.meta.number == meta.number || v.meta.kid == meta.kid);
-        if known || revoked.contains(&meta.kid) || meta.not_before.is_none() || !meta.verifies_at(now) {
+        if known || revoked.contains(&meta.kid) || !meta.verifies_at(now) {
             continue;
         }
         let mut version = version.clone();
@@ -185,7 +187,7 @@ impl Snapshot {
                     .versions
                     .iter()
                     .any(|v| v.meta.number == version.meta.number || v.meta.kid == version.meta.kid);
-                if known || version.meta.not_before.is_none() || !version.meta.verifies_at(now) {
+                if known || !version.meta.verifies_at(now) {
                     continue;
                 }
                 carried.insert(version.meta.number);
@@ -454,6 +456,24 @@ mod tests {
         // The newer version takes over at its activation, as any does.
         assert_eq!(later.keyrings["api"].state_at(349).signing, Some(3));
         assert_eq!(later.keyrings["api"].state_at(360).signing, Some(4));
+    }
+
+    #[test]
+    fn a_pending_version_a_bundle_forgets_goes_on_verifying_and_never_signs() {
+        let ed = KeyType::Ed25519;
+        let store = Store::new("web");
+        // 3 signs; 4 is published, its commit not seen here yet.
+        store
+            .publish(listing(5, vec![version(ed, 3, Some(100), None), version(ed, 4, None, None)], &[]), 200)
+            .expect("good");
+        // Restored to a copy that knew version 3 only, then numbered past.
+        let restored = listing(6, vec![version(ed, 3, Some(100), None), version(ed, 5, None, None)], &[]);
+        let snapshot = store.publish(restored, 300).expect("accepted");
+        let ring = &snapshot.keyrings["api"];
+        assert_eq!(ring.carried.iter().copied().collect::<Vec<_>>(), vec![4]);
+        let state = ring.state_at(300);
+        assert_eq!((state.signing, state.verifying.clone()), (Some(3), vec![3, 4, 5]), "4 verifies what others sign");
+        assert_eq!(ring.state_at(300 + 120).verifying, vec![3, 5], "until its grace would have ended");
     }
 
     #[test]

@@ -67,6 +67,11 @@ pub enum Fault {
     /// Rotate, then SIGKILL the active node while the version is pending;
     /// start it again after `secs`.
     KillActiveDuringCommit(&'static str, u64),
+    /// Wait (two minutes at most) for the scheduler to publish a version
+    /// of the keyring, then SIGKILL the active node while it is pending;
+    /// start it again after `secs`. The new active node must neither
+    /// publish that rotation again nor lose it.
+    KillDuringScheduled(&'static str, u64),
     /// Stop a standby for `secs`, then start it again.
     StopFollower(u64),
     /// Revoke the keyring's signing version (an emergency).
@@ -86,6 +91,7 @@ impl Fault {
             Self::ManualRotation(_) => "manual_rotation",
             Self::RacingRotations(_) => "racing_rotations",
             Self::KillActiveDuringCommit(..) => "kill_active",
+            Self::KillDuringScheduled(..) => "kill_active_scheduled",
             Self::StopFollower(_) => "stop_follower",
             Self::Revoke(_) => "revoke",
             Self::ClusterDown(..) => "cluster_down",
@@ -149,7 +155,7 @@ impl Plan {
         let mut round: Vec<usize> = Vec::new();
         while t < end {
             if round.is_empty() {
-                round = (0..9).collect();
+                round = (0..10).collect();
                 rng.shuffle(&mut round);
             }
             let keyring = if rng.bool() { "jwt" } else { "hooks" };
@@ -163,12 +169,14 @@ impl Plan {
                 5 => Fault::ClusterDown(6 + rng.u64(..8), instance),
                 6 => Fault::Freeze(instance, 5, Some(keyring)),
                 7 => Fault::Freeze(instance, LIVENESS + 3, None),
+                8 => Fault::KillDuringScheduled(keyring, 5 + rng.u64(..6)),
                 _ => {
                     // A snapshot, rotations after it, then the restore.
                     steps.push((t, Fault::SnapshotSave));
                     steps.push((t + 4.0, Fault::ManualRotation("jwt")));
                     steps.push((t + 6.0, Fault::ManualRotation("hooks")));
-                    t += 20.0 + rng.f64() * 10.0;
+                    // Sometimes with the last rotation's commit in flight.
+                    t += 7.0 + rng.f64() * 23.0;
                     steps.push((t, Fault::SnapshotRestore));
                     t += 4.0;
                     steps.push((t, Fault::ManualRotation("jwt")));
@@ -745,6 +753,25 @@ impl Fleet {
                 self.wait_healthy(60);
                 fault_event(&self.history, kind, &node, "end");
             }
+            Fault::KillDuringScheduled(keyring, secs) => {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let mut pending = Value::Null;
+                while pending.is_null() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(250));
+                    pending = self.latest(keyring)["pending_version"].clone();
+                }
+                let Some(index) = self.nodes.iter().position(|n| n.is_running() && n.is_active()) else { return };
+                let node = format!("node-{}", index + 1);
+                fault_event(&self.history, kind, &node, "start");
+                self.nodes[index].kill();
+                self.notes.push(format!(
+                    "killed the active {node} with the scheduler's version {pending} of {keyring} pending"
+                ));
+                std::thread::sleep(Duration::from_secs(*secs));
+                self.nodes[index].start_again();
+                self.wait_healthy(60);
+                fault_event(&self.history, kind, &node, "end");
+            }
             Fault::StopFollower(secs) => {
                 let index = self.nodes.iter().position(|n| n.is_running() && !n.is_active()).expect("a standby");
                 let node = format!("node-{}", index + 1);
@@ -924,9 +951,15 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
         std::thread::spawn(move || observe(&vault, &token, &history, &stop))
     };
     let start = Instant::now();
+    // A fault that runs long (one that waits for the scheduler) delays the
+    // rest of the plan, not the spacing between them.
+    let mut lag = Duration::ZERO;
     for (at, fault) in &plan.steps {
-        let wait = Duration::from_secs_f64(*at).saturating_sub(start.elapsed());
-        std::thread::sleep(wait);
+        let due = Duration::from_secs_f64(*at) + lag;
+        std::thread::sleep(due.saturating_sub(start.elapsed()));
+        if start.elapsed() > due + Duration::from_secs(1) {
+            lag += start.elapsed() - due;
+        }
         println!("t+{:6.1}s  {fault:?}", start.elapsed().as_secs_f64());
         fleet.apply(fault);
     }
