@@ -3,8 +3,8 @@
 //! `--broken` runs the test build of the plugin with the gate switched off,
 //! which the checker must catch; `--minutes 0` is the short plan. Writes
 //! target/torture/<seed>[-broken]/{history.jsonl,report.txt,timeline.svg}.
-//! `--replot <dir>` draws `<dir>/timeline.svg` again from `<dir>/history.jsonl`,
-//! without a run.
+//! `--replot <dir>` draws `<dir>/timeline.svg` again from `<dir>/history.jsonl`
+//! and checks that history again, without a run.
 
 use lockstep_tests::torture::{self, Options, Plan};
 use lockstep_tests::{required_binary, workspace_root};
@@ -46,8 +46,9 @@ fn main() {
     }
 }
 
-/// Redraws a run's timeline from its history; the exit code is 2 when the
-/// history cannot be read or the picture written.
+/// Redraws a run's timeline from its history and checks it again; the exit
+/// code is 1 when it has a violation, 2 when the history cannot be read or
+/// the picture written.
 fn replot(dir: &std::path::Path) -> i32 {
     let text = match std::fs::read_to_string(dir.join("history.jsonl")) {
         Ok(text) => text,
@@ -69,5 +70,9 @@ fn replot(dir: &std::path::Path) -> i32 {
         return 2;
     }
     println!("{} events; timeline in {}", events.len(), svg.display());
-    0
+    // The final record of the coordinator is not in the history: every
+    // rule but "each version issued once" is checked again.
+    let report = lockstep_tests::fleet_check::check(&events, &[], torture::params());
+    println!("{}", report.render().lines().take(40).collect::<Vec<_>>().join("\n"));
+    i32::from(!report.violations.is_empty())
 }

@@ -979,19 +979,7 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
     fleet.collect_key_material();
     let events = fleet.history.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let issued = fleet.issued();
-    // The coordinator counts a sidecar's silence from its last poll, which
-    // may have begun a long-poll's wait (5 s) before the sidecar stopped.
-    let params = Params {
-        leeway: MAX_SKEW as f64,
-        liveness: (LIVENESS - 5) as f64,
-        recovery: 5.0,
-        view_age: 0.75,
-        rotation_floor: (ROTATION - PREPUBLISH) as f64,
-        // A commit comes by the timeout at the latest, decided at the next
-        // periodic call or poll; an outage of the cluster adds its length.
-        commit_bound: (COMMIT_TIMEOUT + PERIODIC + 15) as f64,
-    };
-    let report = fleet_check::check(&events, &issued, params);
+    let report = fleet_check::check(&events, &issued, params());
     let history: String = events.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect();
     std::fs::write(options.out.join("history.jsonl"), history).expect("history.jsonl");
     std::fs::write(options.out.join("report.txt"), format!("{}\n{}", plan.describe(), report.render()))
@@ -1005,6 +993,22 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
         notes: fleet.notes.clone(),
         events,
         final_state,
+    }
+}
+
+/// The checker's knobs for this run's settings.
+pub fn params() -> Params {
+    Params {
+        leeway: MAX_SKEW as f64,
+        // The coordinator counts a sidecar's silence from its last poll,
+        // which may have begun a long-poll's wait (5 s) before it stopped.
+        liveness: (LIVENESS - 5) as f64,
+        recovery: 5.0,
+        view_age: 0.75,
+        rotation_floor: (ROTATION - PREPUBLISH) as f64,
+        // A commit comes by the timeout at the latest, decided at the next
+        // periodic call or poll; an outage of the cluster adds its length.
+        commit_bound: (COMMIT_TIMEOUT + PERIODIC + 15) as f64,
     }
 }
 

@@ -256,14 +256,18 @@ impl Keyring {
         (t >= due).then(|| start.saturating_add(rotation).max(t.saturating_add(secs(self.policy.prepublish))))
     }
 
-    /// Whether the fleet was last heard holding a version this record did
-    /// not issue, with no version published (or revoked) since.
+    /// Whether the fleet was heard holding a version this record did not
+    /// issue, and no version numbered past it has been issued since (a
+    /// revocation that only commits the pending version does not count).
     pub fn fleet_ahead(&self) -> bool {
-        self.history
-            .iter()
-            .rev()
-            .find(|e| e.action == FLEET_AHEAD || e.action == "publish" || e.action == "revoke")
-            .is_some_and(|e| e.action == FLEET_AHEAD)
+        let Some(last) = self.history.iter().rposition(|e| e.action == FLEET_AHEAD) else {
+            return false;
+        };
+        let ahead = self.history.iter().filter(|e| e.action == FLEET_AHEAD).flat_map(|e| e.versions.iter()).max();
+        let past = |e: &HistoryEntry| {
+            (e.action == "publish" || e.action == "revoke") && e.versions.iter().any(|n| Some(n) > ahead)
+        };
+        !self.history.iter().skip(last + 1).any(past)
     }
 
     /// Publishes a new version planned to activate at `planned`; returns

@@ -68,6 +68,12 @@ fn a_fleet_ahead_of_the_record_makes_a_rotation_due_once() {
     assert!(!ring.fleet_ahead());
     ring.commit(2_100, 30);
     assert_eq!(ring.due_publication(2_200), None, "one rotation, then the schedule as before");
+    // A revocation that brings no version past the fleet's resolves nothing.
+    ring.record(2_300, FLEET_AHEAD, Cause::Scheduled, "scheduler", String::new(), vec![9]);
+    ring.record(2_400, "revoke", Cause::Emergency, "operator", String::new(), vec![4, 5]);
+    assert!(ring.fleet_ahead(), "5 is not past the fleet's 9");
+    ring.record(2_500, "revoke", Cause::Emergency, "operator", String::new(), vec![5, 10]);
+    assert!(!ring.fleet_ahead(), "the emergency version 10 is");
 }
 
 #[test]
