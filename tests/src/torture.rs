@@ -379,27 +379,31 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
     let mut tick = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
-        // A sidecar that did not answer once this tick is not asked again
-        // until the next: the rest is recorded as unavailable.
-        let mut silent: Vec<String> = Vec::new();
+        // Each request is recorded at the instant it was sent. A sidecar
+        // that did not answer once this tick is not asked again until the
+        // next: the rest is recorded as unavailable at the instant of the
+        // request it did not answer.
+        let mut silent: Vec<(String, f64)> = Vec::new();
         let ask = |instance: &str,
-                   silent: &mut Vec<String>,
+                   silent: &mut Vec<(String, f64)>,
                    socket: &Path,
                    method: &str,
                    path: &str,
                    body: Option<&Value>| {
-            if silent.iter().any(|s| s == instance) {
-                return None;
+            if let Some((_, sent)) = silent.iter().find(|(s, _)| s == instance) {
+                return (None, *sent);
             }
+            let sent = now();
             let answer = quick(socket, method, path, body);
             if answer.is_none() {
-                silent.push(instance.to_string());
+                silent.push((instance.to_string(), sent));
             }
-            answer
+            (answer, sent)
         };
         for (pool, instance, _, socket) in &members {
             for keyring in ["jwt", "hooks"] {
-                let Some((200, view)) = ask(instance, &mut silent, socket, "GET", &format!("/v1/keys/{keyring}"), None)
+                let (Some((200, view)), sent) =
+                    ask(instance, &mut silent, socket, "GET", &format!("/v1/keys/{keyring}"), None)
                 else {
                     continue;
                 };
@@ -416,7 +420,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                 record(
                     &history,
                     Event::View {
-                        t: now(),
+                        t: sent,
                         pool: pool.clone(),
                         instance: instance.clone(),
                         keyring: keyring.into(),
@@ -436,7 +440,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                 let keyring = if (tick / 2 + next_id).is_multiple_of(2) { "jwt" } else { "hooks" };
                 next_id += 1;
                 let body = json!({"claims": {"sub": format!("t{next_id}"), "aud": "fleet"}, "ttl": TTL});
-                let answer =
+                let (answer, sent) =
                     ask(instance, &mut silent, socket, "POST", &format!("/v1/jwt/{keyring}/sign"), Some(&body));
                 let (result, kid, exp) = match &answer {
                     Some((200, signed)) => {
@@ -451,7 +455,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                 record(
                     &history,
                     Event::Sign {
-                        t: now(),
+                        t: sent,
                         pool: pool.clone(),
                         instance: instance.clone(),
                         keyring: keyring.into(),
@@ -470,7 +474,8 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
             for (pool, instance, _, socket) in &members {
                 let body = json!({"token": live.token, "audience": "fleet"});
                 let path = format!("/v1/jwt/{}/verify", live.keyring);
-                let result = match ask(instance, &mut silent, socket, "POST", &path, Some(&body)) {
+                let (answer, sent) = ask(instance, &mut silent, socket, "POST", &path, Some(&body));
+                let result = match answer {
                     Some((200, _)) => "ok".to_string(),
                     Some((status, _)) if status >= 500 => "unavailable".to_string(),
                     Some((_, error)) => error["error"]["code"].as_str().unwrap_or("error").to_string(),
@@ -479,7 +484,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                 record(
                     &history,
                     Event::Verify {
-                        t: now(),
+                        t: sent,
                         pool: pool.clone(),
                         instance: instance.clone(),
                         keyring: live.keyring.clone(),
