@@ -176,6 +176,9 @@ pub struct Params {
     /// The most time a published version may wait for its commit (the
     /// commit timeout, plus the server's periodic call's interval).
     pub commit_bound: f64,
+    /// How long before its recorded instant a request may have been sent
+    /// (the driver's timeout, with slack).
+    pub request_wait: f64,
 }
 
 /// One entry of the coordinator's history of a keyring, as the checker
@@ -292,6 +295,11 @@ fn windows(events: &[Event], kind: &str) -> Vec<(String, f64, f64)> {
     out
 }
 
+/// Whether a window of `target` meets `[from, to]`.
+fn overlaps(windows: &[(String, f64, f64)], target: &str, from: f64, to: f64) -> bool {
+    windows.iter().any(|(w, start, end)| w == target && *start <= to && from < *end)
+}
+
 fn within(windows: &[(String, f64, f64)], target: Option<&str>, t: f64) -> bool {
     windows.iter().any(|(w, start, end)| target.is_none_or(|x| x == w) && *start <= t && t < *end)
 }
@@ -378,7 +386,10 @@ pub fn check(events: &[Event], issued: &[Issued], params: Params) -> Report {
                     continue;
                 }
                 report.verifications += 1;
-                let is_down = within(&down, Some(instance), t) || within(&dead, Some(instance), t);
+                // Recorded when the wait for the answer ended: down at any
+                // moment of that wait is down.
+                let from = t - params.request_wait;
+                let is_down = overlaps(&down, instance, from, t) || overlaps(&dead, instance, from, t);
                 if within(&cluster_down, None, t) && !is_down {
                     report.served_while_cluster_down += 1;
                 }
@@ -694,8 +705,15 @@ mod tests {
         Event::Fault { t, kind: kind.into(), target: target.into(), phase: phase.into() }
     }
 
-    const PARAMS: Params =
-        Params { leeway: 1.0, liveness: 10.0, recovery: 5.0, view_age: 1.0, rotation_floor: 40.0, commit_bound: 100.0 };
+    const PARAMS: Params = Params {
+        leeway: 1.0,
+        liveness: 10.0,
+        recovery: 5.0,
+        view_age: 1.0,
+        rotation_floor: 40.0,
+        commit_bound: 100.0,
+        request_wait: 1.0,
+    };
 
     /// A decision read at `t`, decided at `at` seconds past 2026-12-01T00:00:00Z.
     fn decision(t: f64, seq: u64, at: u64, action: &str, cause: &str, version: u64) -> Event {
@@ -905,6 +923,23 @@ mod tests {
         // A rejection before the revocation is still a violation.
         let early = check(&[sign(100.0, 1, "jwt-v1", 300), verify(105.0, "api-1", 1, "token_signature")], &[], PARAMS);
         assert_eq!(early.violations.len(), 1);
+    }
+
+    #[test]
+    fn a_wait_that_met_a_freeze_is_unavailable_and_one_after_it_is_not() {
+        let events = vec![
+            sign(100.0, 1, "jwt-v1", 300),
+            fault(110.0, "freeze_sidecar", "api-1", "start"),
+            fault(111.5, "freeze_sidecar", "api-1", "end"),
+            // Given up on during the freeze, and (sent during it) just
+            // after it ended: unavailable; two seconds after: a failure.
+            verify(110.3, "api-1", 1, "unavailable"),
+            verify(112.2, "api-1", 1, "unavailable"),
+            verify(114.0, "api-1", 1, "unavailable"),
+        ];
+        let report = check(&events, &[], PARAMS);
+        assert_eq!(report.unavailable_down, 2, "{}", report.render());
+        assert_eq!(rules(&report), ["available"], "{}", report.render());
     }
 
     #[test]

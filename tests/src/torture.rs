@@ -379,10 +379,10 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
     let mut tick = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
-        // Each request is recorded at the instant it was sent. A sidecar
-        // that did not answer once this tick is not asked again until the
-        // next: the rest is recorded as unavailable at the instant of the
-        // request it did not answer.
+        // Each request is recorded at the instant its answer came (or its
+        // wait ended). A sidecar that did not answer once this tick is not
+        // asked again until the next: the rest is recorded as unavailable
+        // at the instant that wait ended, not later.
         let mut silent: Vec<(String, f64)> = Vec::new();
         let ask = |instance: &str,
                    silent: &mut Vec<(String, f64)>,
@@ -390,19 +390,19 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                    method: &str,
                    path: &str,
                    body: Option<&Value>| {
-            if let Some((_, sent)) = silent.iter().find(|(s, _)| s == instance) {
-                return (None, *sent);
+            if let Some((_, done)) = silent.iter().find(|(s, _)| s == instance) {
+                return (None, *done);
             }
-            let sent = now();
             let answer = quick(socket, method, path, body);
+            let done = now();
             if answer.is_none() {
-                silent.push((instance.to_string(), sent));
+                silent.push((instance.to_string(), done));
             }
-            (answer, sent)
+            (answer, done)
         };
         for (pool, instance, _, socket) in &members {
             for keyring in ["jwt", "hooks"] {
-                let (Some((200, view)), sent) =
+                let (Some((200, view)), done) =
                     ask(instance, &mut silent, socket, "GET", &format!("/v1/keys/{keyring}"), None)
                 else {
                     continue;
@@ -420,7 +420,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                 record(
                     &history,
                     Event::View {
-                        t: sent,
+                        t: done,
                         pool: pool.clone(),
                         instance: instance.clone(),
                         keyring: keyring.into(),
@@ -440,7 +440,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                 let keyring = if (tick / 2 + next_id).is_multiple_of(2) { "jwt" } else { "hooks" };
                 next_id += 1;
                 let body = json!({"claims": {"sub": format!("t{next_id}"), "aud": "fleet"}, "ttl": TTL});
-                let (answer, sent) =
+                let (answer, done) =
                     ask(instance, &mut silent, socket, "POST", &format!("/v1/jwt/{keyring}/sign"), Some(&body));
                 let (result, kid, exp) = match &answer {
                     Some((200, signed)) => {
@@ -455,7 +455,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                 record(
                     &history,
                     Event::Sign {
-                        t: sent,
+                        t: done,
                         pool: pool.clone(),
                         instance: instance.clone(),
                         keyring: keyring.into(),
@@ -474,7 +474,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
             for (pool, instance, _, socket) in &members {
                 let body = json!({"token": live.token, "audience": "fleet"});
                 let path = format!("/v1/jwt/{}/verify", live.keyring);
-                let (answer, sent) = ask(instance, &mut silent, socket, "POST", &path, Some(&body));
+                let (answer, done) = ask(instance, &mut silent, socket, "POST", &path, Some(&body));
                 let result = match answer {
                     Some((200, _)) => "ok".to_string(),
                     Some((status, _)) if status >= 500 => "unavailable".to_string(),
@@ -484,7 +484,7 @@ fn drive(members: Vec<(String, String, bool, PathBuf)>, history: History, stop: 
                 record(
                     &history,
                     Event::Verify {
-                        t: sent,
+                        t: done,
                         pool: pool.clone(),
                         instance: instance.clone(),
                         keyring: live.keyring.clone(),
@@ -1014,6 +1014,7 @@ pub fn params() -> Params {
         // A commit comes by the timeout at the latest, decided at the next
         // periodic call or poll; an outage of the cluster adds its length.
         commit_bound: (COMMIT_TIMEOUT + PERIODIC + 15) as f64,
+        request_wait: REQUEST_TIMEOUT.as_secs_f64() + 0.6,
     }
 }
 
