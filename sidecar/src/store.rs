@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwapOption;
-use lockstep_model::bundle::{Bundle, BundleError, BundleKeyring};
+use lockstep_model::bundle::{Bundle, BundleError, BundleKeyring, BundleVersion, held_activation};
 use lockstep_model::version::VersionMeta;
 use lockstep_model::{KeyState, UnixSeconds, key_state};
 use tokio::sync::watch;
@@ -93,16 +93,34 @@ impl Keyring {
 /// A pending one goes on verifying and never signs, so a pool that had not
 /// yet seen its commit still verifies what the others sign with it. A kept
 /// version lasts until its grace would have ended (`grace_period` from
-/// now, or its own expiry if sooner). Bundles without a revocation list
-/// (older plugins) keep nothing. Answers the numbers kept.
+/// now, or its own expiry if sooner). A committed version that a newer
+/// bundle lists committed later, or not at all, keeps the activation held
+/// (see [`held_activation`]). Bundles without a revocation list (older
+/// plugins) keep nothing. Answers the numbers kept.
 fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::collections::BTreeSet<u64> {
     let mut kept = std::collections::BTreeSet::new();
     let (Some(revoked), Some(limits)) = (new.revoked.as_ref(), new.limits.or(old.data.limits)) else {
         return kept;
     };
     let until = now.saturating_add(i64::try_from(limits.grace_period).unwrap_or(i64::MAX));
+    let newer = new.generation > old.data.generation;
     for version in &old.data.versions {
         let meta = &version.meta;
+        let listed = new.versions.iter_mut().find(|v| v.meta.number == meta.number && v.meta.kid == meta.kid);
+        if let Some(listed) = listed
+            && newer
+            && held_activation(meta, &listed.meta)
+        {
+            // Listed again later or uncommitted: the activation held stands,
+            // and the version verifies no longer than either says.
+            let expires_at = match (meta.expires_at, listed.meta.expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            listed.meta = VersionMeta { expires_at, ..meta.clone() };
+            kept.insert(meta.number);
+            continue;
+        }
         let known = new.versions.iter().any(|v| v.meta.number == meta.number || v.meta.kid == meta.kid);
         if known || revoked.contains(&meta.kid) || !meta.verifies_at(now) {
             continue;
@@ -183,11 +201,24 @@ impl Snapshot {
             let mut data = old.data.clone();
             let mut carried = old.carried.clone();
             for version in versions {
+                if !version.meta.verifies_at(now) {
+                    continue;
+                }
+                let same =
+                    |v: &&mut BundleVersion| v.meta.number == version.meta.number && v.meta.kid == version.meta.kid;
+                if let Some(listed) = data.versions.iter_mut().find(same) {
+                    // An activation held against the bundle's.
+                    if held_activation(&version.meta, &listed.meta) {
+                        listed.meta = version.meta;
+                        carried.insert(listed.meta.number);
+                    }
+                    continue;
+                }
                 let known = data
                     .versions
                     .iter()
                     .any(|v| v.meta.number == version.meta.number || v.meta.kid == version.meta.kid);
-                if known || !version.meta.verifies_at(now) {
+                if known {
                     continue;
                 }
                 carried.insert(version.meta.number);
@@ -474,6 +505,52 @@ mod tests {
         let state = ring.state_at(300);
         assert_eq!((state.signing, state.verifying.clone()), (Some(3), vec![3, 4, 5]), "4 verifies what others sign");
         assert_eq!(ring.state_at(300 + 120).verifying, vec![3, 5], "until its grace would have ended");
+    }
+
+    #[test]
+    fn a_restored_bundle_that_commits_a_held_version_later_or_not_at_all_keeps_its_activation() {
+        let ed = KeyType::Ed25519;
+        let store = Store::new("web");
+        // 2 signed from 100, 3 signs from 200.
+        let held = vec![
+            version(ed, 1, Some(0), Some(220)),
+            version(ed, 2, Some(100), Some(900)),
+            version(ed, 3, Some(200), None),
+        ];
+        store.publish(listing(8, held, &[]), 250).expect("good");
+        // Restored to a copy that had 2 pending: it supersedes 2 (verifying
+        // until 1000), numbers past the fleet's 3, and publishes 4.
+        let mut superseded = version(ed, 2, None, Some(1_000));
+        superseded.meta.planned_activation = 100;
+        let mut four = version(ed, 4, None, None);
+        four.meta.planned_activation = 400;
+        let restored = listing(9, vec![version(ed, 1, Some(0), None), superseded, four], &[]);
+        let snapshot = store.publish(restored, 300).expect("taken, not refused");
+        let ring = &snapshot.keyrings["api"];
+        assert_eq!(ring.carried.iter().copied().collect::<Vec<_>>(), vec![2, 3]);
+        let v2 = ring.data.versions.iter().find(|v| v.meta.number == 2).expect("2");
+        assert_eq!((v2.meta.not_before, v2.meta.expires_at), (Some(100), Some(900)), "held activation, earlier expiry");
+        let state = ring.state_at(300);
+        assert_eq!((state.signing, state.verifying.clone()), (Some(3), vec![1, 2, 3, 4]), "never back to 1 or 2");
+        assert_eq!(snapshot.held().iter().map(|h| h.number).collect::<Vec<_>>(), vec![4]);
+        // The signing bound ignores the superseded version's plan.
+        let limits = snapshot.bundle.keyrings["api"].sign_until(300, 0);
+        // (2's plan at 100 would bound it to 300 + 120 - 60.)
+        assert_eq!(limits, Some(300 + 30 + 120 - 60), "a version not yet known is what bounds it");
+        // Through a restart from the cache, 2 keeps what it held.
+        let again = Store::new("web").publish_kept(snapshot.bundle.clone(), snapshot.kept(), 300, 310).expect("cache");
+        let v2 = again.keyrings["api"].data.versions.iter().find(|v| v.meta.number == 2).expect("2");
+        assert_eq!(v2.meta.not_before, Some(100));
+        // The coordinator then commits 4: it takes over as usual.
+        let next = listing(10, vec![version(ed, 1, Some(0), None), version(ed, 4, Some(400), None)], &[]);
+        let later = store.publish(next, 360).expect("accepted");
+        assert_eq!(later.keyrings["api"].state_at(399).signing, Some(3));
+        assert_eq!(later.keyrings["api"].state_at(400).signing, Some(4));
+        // Within one generation the move is still refused.
+        let mut moved = version(ed, 4, Some(500), None);
+        moved.meta.planned_activation = 400;
+        let same = listing(10, vec![version(ed, 1, Some(0), None), moved], &[]);
+        assert!(matches!(store.publish(same, 370), Err(PublishError::Invalid(_))));
     }
 
     #[test]

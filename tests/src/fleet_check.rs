@@ -26,7 +26,8 @@
 //!   failovers and restores): each scheduled rotation happened once, each
 //!   version number was published once and committed at most once in each
 //!   lineage (a restore starts another), and
-//!   each publication was committed or revoked within `Params::commit_bound`.
+//!   each publication was committed, revoked or superseded (the fleet found
+//!   past it after a restore) within `Params::commit_bound`.
 //!
 //! A violation keeps the slice of history around it, so a failed run shows
 //! what happened.
@@ -586,7 +587,7 @@ fn check_decisions(events: &[Event], params: Params, report: &mut Report) {
                     let before = entries[..i]
                         .iter()
                         .rev()
-                        .take_while(|e| e.action != "revoke" && e.action != "fleet-ahead")
+                        .take_while(|e| !matches!(e.action.as_str(), "revoke" | "fleet-ahead" | "supersede"))
                         .find(|e| e.action == "publish");
                     if let Some(before) = before {
                         scheduled.insert((keyring.to_string(), number, entry.at as i64));
@@ -611,7 +612,7 @@ fn check_decisions(events: &[Event], params: Params, report: &mut Report) {
                 let first = !entries[..i].iter().any(|e| e.action == "publish");
                 let settled = first
                     || entries[i + 1..].iter().any(|e| {
-                        matches!(e.action.as_str(), "commit" | "commit-forced" | "revoke")
+                        matches!(e.action.as_str(), "commit" | "commit-forced" | "revoke" | "supersede")
                             && e.versions.contains(&number)
                     });
                 if settled {
@@ -626,7 +627,7 @@ fn check_decisions(events: &[Event], params: Params, report: &mut Report) {
                             number,
                             entry.at,
                             format!(
-                                "{keyring} version {number}, published at {:.0}, was neither committed nor revoked in {:.0} s",
+                                "{keyring} version {number}, published at {:.0}, was neither committed, revoked nor superseded in {:.0} s",
                                 entry.at,
                                 until - entry.at
                             ),
@@ -836,6 +837,14 @@ mod tests {
         ];
         let report = check(&stuck, &[], PARAMS);
         assert_eq!(rules(&report), ["each publication is committed"], "{}", report.render());
+        // Superseded once the fleet was found past it: settled.
+        let superseded = [
+            first.clone(),
+            decision(DAY + 1.0, 2, 0, "publish", "manual", 2),
+            decision(DAY + 20.0, 3, 19, "supersede", "scheduled", 2),
+            decision(DAY + 200.0, 4, 199, "expire", "scheduled", 0),
+        ];
+        assert_eq!(rules(&check(&superseded, &[], PARAMS)), Vec::<&str>::new());
         let short = [
             first.clone(),
             decision(DAY + 1.0, 2, 0, "publish", "manual", 2),

@@ -308,6 +308,39 @@ fn a_foreign_version_never_holds_a_lower_pending_number() {
 }
 
 #[test]
+fn one_pool_alone_cannot_make_a_shared_keyring_give_up_its_pending_version() {
+    let host = host();
+    keyring(&host, "jwt", "ed25519");
+    for pool in ["api", "web"] {
+        ok(host.request(M, "create", &format!("pools/{pool}"), json!({"keyrings": "jwt"})));
+        bundle(&host, pool, "1", "jwt:1", "");
+    }
+    ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    let history = || ok(host.request(M, "read", "history/jwt", Value::Null)).to_string();
+    // One pool's caller says the fleet went on to 7: numbering goes past
+    // it, nothing else moves, however often it says so.
+    for _ in 0..3 {
+        bundle(&host, "web", "1", "jwt:7:jwt-v7-abcd:30", "");
+    }
+    let keys = ok(host.request(M, "read", "keys/jwt", Value::Null));
+    assert_eq!((keys["pending_version"].clone(), keys["latest_version"].clone()), (json!(2), json!(7)), "{keys}");
+    assert!(!history().contains("fleet-ahead") && !history().contains("supersede"), "{}", history());
+    // A generation no fleet can have reached, or past u64: refused.
+    for generation in ["999999999", "18446744073709551615"] {
+        let held = format!("jwt:7:jwt-v7-abcd:{generation}");
+        let refused = host.request(M, "read", "bundle/web", json!({"instance": "1", "held": held}));
+        assert_eq!(refused.status, 400, "{refused:?}");
+        assert!(refused.error.contains("\"held\"") && refused.error.contains("no generation"), "{refused:?}");
+    }
+    // The other pool says so too: that is the fleet, and 2 is given up.
+    bundle(&host, "api", "1", "jwt:7:jwt-v7-abcd:30", "");
+    let keys = ok(host.request(M, "read", "keys/jwt", Value::Null));
+    assert_eq!(keys["pending_version"], Value::Null, "{keys}");
+    assert_eq!(history().matches("\"supersede\"").count(), 1, "{}", history());
+    assert!(ok(host.request(M, "read", "status/jwt", Value::Null))["alerts"].to_string().contains("did not issue"));
+}
+
+#[test]
 fn a_pool_naming_a_keyring_that_does_not_exist_is_written_with_a_warning() {
     let host = host();
     keyring(&host, "jwt", "ed25519");

@@ -228,6 +228,46 @@ fn a_restored_coordinator_hears_from_the_fleet_then_rotates_past_it() {
 }
 
 #[test]
+fn a_fleet_gone_on_past_the_pending_version_supersedes_it() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    poll(&host, "web", "web-1", "jwt:1");
+    ok(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})));
+    assert_eq!(key(&host)["pending_version"], 2);
+    // Storage restored from a copy taken with version 2 pending, after the
+    // fleet went on to version 3: it reports 3, never 2, so 2 would wait
+    // for its commit timeout and block every rotation meanwhile.
+    poll(&host, "web", "web-1", "jwt:3:jwt-v3-abcd:9");
+    let keys = key(&host);
+    assert_eq!(keys["pending_version"], Value::Null, "{keys}");
+    assert_eq!(
+        (version(&keys, 2)["state"].clone(), version(&keys, 2)["committed"].clone()),
+        (json!("grace"), json!(false))
+    );
+    let bundle: Bundle = serde_json::from_value(poll(&host, "web", "web-1", "jwt:3:jwt-v3-abcd:9")).expect("bundle");
+    let v2 = bundle.keyrings["jwt"].versions.iter().find(|v| v.meta.number == 2).expect("2 still verifies");
+    assert!(v2.meta.is_superseded(), "{:?}", v2.meta);
+    assert!(bundle.keyrings["jwt"].generation > 9, "newer than what the fleet holds");
+    host.clock.advance(61);
+    rollback(&host);
+    let keys = key(&host);
+    assert_eq!(keys["pending_version"], 4, "numbered past the fleet's 3: {keys}");
+    assert_eq!(key_state_of(&keys), Some(1), "2 never signs");
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null));
+    let actions: Vec<&str> =
+        history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["create", "publish", "publish", "fleet-ahead", "supersede", "publish"], "{history}");
+    // The fleet takes 4 and it commits as usual.
+    poll(&host, "web", "web-1", "jwt:4");
+    assert_eq!(version(&key(&host), 4)["committed"], true);
+}
+
+fn key_state_of(keys: &Value) -> Option<u64> {
+    keys["signing_version"].as_u64()
+}
+
+#[test]
 fn downtime_gives_one_rotation_not_a_burst() {
     let host = host();
     create_jwt(&host, "hmac-sha256");

@@ -79,6 +79,9 @@ struct Instance {
     /// When two boots last took turns under this id: two live sidecar
     /// processes share it.
     shared_at: Option<i64>,
+    /// Versions it reported that this coordinator did not issue, per
+    /// keyring (memory only: it says so again at every poll).
+    ahead: BTreeMap<String, u64>,
 }
 
 /// A sidecar process that polled under an instance id before the last one.
@@ -91,7 +94,15 @@ struct OtherBoot {
 
 impl Instance {
     fn new(now: i64) -> Self {
-        Self { held: BTreeMap::new(), seen: now, stored: false, boot: None, other: None, shared_at: None }
+        Self {
+            held: BTreeMap::new(),
+            seen: now,
+            stored: false,
+            boot: None,
+            other: None,
+            shared_at: None,
+            ahead: BTreeMap::new(),
+        }
     }
 
     /// Notes the boot id of a poll at `now`. A new boot (a restarted pod)
@@ -305,6 +316,35 @@ impl Fleet {
             }
         }
         Ok(polled)
+    }
+
+    /// Notes, after its poll, the versions an instance reported that this
+    /// coordinator did not issue (none clears what it said before).
+    pub fn reported_ahead(&mut self, pool: &str, instance: &str, ahead: BTreeMap<String, u64>) {
+        if let Some(entry) = self.pools.get_mut(pool).and_then(|p| p.get_mut(instance)) {
+            entry.ahead = ahead;
+        }
+    }
+
+    /// Whether the fleet, not one caller, says it holds a version of
+    /// `keyring` numbered `number` or past it that this coordinator did not
+    /// issue: live instances of two of `pools` say so, or of the only one
+    /// of them with live instances. One pool's sidecars (a wrong or hostile
+    /// caller with that pool's token) cannot alone make a coordinator
+    /// give up a pending version or rotate a keyring other pools share.
+    pub fn corroborated(&self, keyring: &str, number: u64, pools: &BTreeSet<String>, live: Liveness) -> bool {
+        let (mut live_pools, mut saying) = (0, 0);
+        for pool in pools {
+            let members = self.pools.get(pool).into_iter().flat_map(HashMap::values).filter(|i| live.live(i.seen));
+            let (mut any, mut says) = (false, false);
+            for member in members {
+                any = true;
+                says |= member.ahead.get(keyring).is_some_and(|n| *n >= number);
+            }
+            live_pools += usize::from(any);
+            saying += usize::from(says);
+        }
+        saying >= 1 && saying >= live_pools.min(2)
     }
 
     /// Forgets an instance whose record was deleted elsewhere.
@@ -532,6 +572,31 @@ mod tests {
         // Once both hold it, the gate opens; a window later the alert ends.
         assert_eq!(fleet.poll("web", &rings, a, held(&[("jwt", 2)]), at, CAP).expect("room").decide, vec!["jwt"]);
         assert!(!fleet.views("jwt", &web, Liveness::new(800, 600))[0].instances[0].shared);
+    }
+
+    #[test]
+    fn one_pool_alone_cannot_say_the_fleet_is_ahead_of_a_shared_keyring() {
+        let mut fleet = Fleet::default();
+        let rings = vec!["jwt".to_string()];
+        let at = Liveness::new(100, 600);
+        let both = pools(&["api", "web"]);
+        for pool in ["api", "web"] {
+            fleet.poll(pool, &rings, "1".into(), held(&[("jwt", 1)]), at, CAP).expect("room");
+        }
+        fleet.reported_ahead("web", "1", held(&[("jwt", 7)]));
+        assert!(!fleet.corroborated("jwt", 7, &both, at), "web alone, and api is live");
+        assert!(fleet.corroborated("jwt", 7, &pools(&["web"]), at), "a keyring only web lists");
+        fleet.reported_ahead("api", "1", held(&[("jwt", 5)]));
+        assert!(fleet.corroborated("jwt", 5, &both, at), "both pools are past 5");
+        assert!(!fleet.corroborated("jwt", 6, &both, at), "only web says 6 or more");
+        // A pool with no live instance has no say; one reporting nothing
+        // ahead any more withdraws its word.
+        let later = Liveness::new(100 + 601, 600);
+        fleet.poll("web", &rings, "1".into(), held(&[("jwt", 1)]), later, CAP).expect("room");
+        fleet.reported_ahead("web", "1", held(&[("jwt", 7)]));
+        assert!(fleet.corroborated("jwt", 7, &both, later), "api went quiet");
+        fleet.reported_ahead("web", "1", BTreeMap::new());
+        assert!(!fleet.corroborated("jwt", 1, &both, later));
     }
 
     #[test]

@@ -313,6 +313,11 @@ async fn read_records(state: &MountState, storage: &dyn Storage, keys: &[String]
 /// be; a claim beyond it is not a restore but a wrong or hostile caller.
 const MAX_AHEAD: u64 = 10_000;
 
+/// How many generations one version's life takes at most (published,
+/// committed, activated early, expired, revoked, with room): with
+/// [`MAX_AHEAD`], how far past a keyring's generation the fleet's may be.
+const GENERATIONS_PER_VERSION: u64 = 10;
+
 /// A version a sidecar holds that this coordinator did not issue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Foreign {
@@ -352,6 +357,12 @@ async fn check_held(
             )));
         }
         let generation = report.generation.unwrap_or(0);
+        if generation > ring.generation.saturating_add(MAX_AHEAD.saturating_mul(GENERATIONS_PER_VERSION)) {
+            return Err(LogicalError::InvalidRequest(format!(
+                "field \"held\": keyring {name:?} has no generation {generation} (its generation is {})",
+                ring.generation
+            )));
+        }
         match (report.kid, ours) {
             (Some(kid), Some(version)) if version.kid != kid => {
                 foreign.push(Foreign { keyring: name, number: report.number, kid, generation });
@@ -377,23 +388,29 @@ async fn check_held(
     Ok((held, foreign))
 }
 
-/// Records that the fleet holds a version this coordinator did not issue:
-/// numbering continues past it (so no number names two versions), and
+/// Records that a sidecar holds a version this coordinator did not issue:
+/// numbering continues past it (so no number names two versions, whoever
+/// says so). When the fleet says so (`corroborated`, see
+/// [`acks::Fleet::corroborated`]) the generation goes past the fleet's,
 /// history says so, once per version, which `status` turns into an alert
-/// until a newer version is committed.
+/// until a newer version is committed, and a version this copy left
+/// pending is superseded.
 async fn note_foreign(
     state: &MountState,
     storage: &dyn Storage,
     pool: &str,
     instance: &str,
     foreign: &Foreign,
+    corroborated: bool,
 ) -> Result<(), LogicalError> {
     // Until the fleet is back in step this instance says so at every poll:
     // the cached record tells whether it is already noted.
     let known = |ring: &Keyring| {
         foreign.number <= ring.latest
-            && foreign.generation < ring.generation
-            && ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [foreign.number])
+            && (!corroborated
+                || foreign.generation < ring.generation
+                    && ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [foreign.number])
+                    && ring.pending().is_none_or(|p| p.number > foreign.number))
     };
     if ring(state, storage, &foreign.keyring).await?.is_some_and(|c| known(&c.ring)) {
         return Ok(());
@@ -407,6 +424,11 @@ async fn note_foreign(
     if known(&ring) {
         return Ok(());
     }
+    if !corroborated {
+        // Numbers only: one caller's word moves nothing else.
+        ring.latest = foreign.number;
+        return save(state, storage, &ring, Vec::new(), &[]).await;
+    }
     ring.continue_past(foreign.number, foreign.generation);
     let (number, kid) = (foreign.number, &foreign.kid);
     let detail = format!(
@@ -415,12 +437,31 @@ async fn note_foreign(
          pool onto one new version",
         ring.latest
     );
-    ring.record(t, FLEET_AHEAD, Cause::Scheduled, SCHEDULER, detail, vec![number]);
-    tracing::warn!(keyring = %foreign.keyring, version = number, pool, instance, "the fleet holds a version this coordinator did not issue");
+    if !ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [number]) {
+        ring.record(t, FLEET_AHEAD, Cause::Scheduled, SCHEDULER, detail, vec![number]);
+        tracing::warn!(keyring = %foreign.keyring, version = number, pool, instance, "the fleet holds a version this coordinator did not issue");
+    }
+    // The fleet reports its newest version, never the one this copy left
+    // pending: waiting for its acknowledgement would block every rotation
+    // until the commit timeout, and sidecars would refuse a bundle whose
+    // newest version went back.
+    if let Some(superseded) = ring.supersede_pending(number, t) {
+        let detail = format!(
+            "the fleet went on past version {superseded}, which this coordinator's storage left pending: it never \
+             signs here, and the next version is numbered past {}",
+            ring.latest
+        );
+        ring.record(t, SUPERSEDE, Cause::Scheduled, SCHEDULER, detail, vec![superseded]);
+        tracing::warn!(keyring = %foreign.keyring, version = superseded, "pending version superseded by the fleet's");
+    }
     save(state, storage, &ring, Vec::new(), &[]).await
 }
 
 pub use lockstep_model::schedule::FLEET_AHEAD;
+
+/// The history action of a pending version given up because the fleet
+/// went on past it.
+pub const SUPERSEDE: &str = "supersede";
 
 /// Records a poll: what the instance holds and that it was seen. Stores
 /// the record when what it holds changed, and commits what the
@@ -437,17 +478,24 @@ pub async fn record_poll(
 ) -> Result<Option<String>, LogicalError> {
     let instance = caller.instance;
     let (held, foreign) = check_held(state, storage, pool, reported).await?;
-    for foreign in &foreign {
-        if let Err(error) = note_foreign(state, storage, pool_name, instance, foreign).await {
-            tracing::warn!(keyring = %foreign.keyring, %error, "recording a version this coordinator did not issue failed");
-        }
-    }
     ensure_fleet(state, storage).await?;
     let live = Liveness::new(state.now(), config.liveness_window);
     let cap = usize::try_from(config.max_instances_per_pool).unwrap_or(usize::MAX);
+    let ahead = foreign.iter().map(|f| (f.keyring.clone(), f.number)).collect();
     let polled = state
-        .with_fleet(|fleet| fleet.poll(pool_name, &pool.keyrings, caller, held, live, cap))
-        .map_err(|full| LogicalError::InvalidRequest(format!("field \"instance\": {full}")))?;
+        .with_fleet(|fleet| {
+            let polled = fleet.poll(pool_name, &pool.keyrings, caller, held, live, cap)?;
+            fleet.reported_ahead(pool_name, instance, ahead);
+            Ok(polled)
+        })
+        .map_err(|full: acks::PoolFull| LogicalError::InvalidRequest(format!("field \"instance\": {full}")))?;
+    for foreign in &foreign {
+        let pools = pools_listing(state, storage, &foreign.keyring).await?;
+        let corroborated = state.with_fleet(|fleet| fleet.corroborated(&foreign.keyring, foreign.number, &pools, live));
+        if let Err(error) = note_foreign(state, storage, pool_name, instance, foreign, corroborated).await {
+            tracing::warn!(keyring = %foreign.keyring, %error, "recording a version this coordinator did not issue failed");
+        }
+    }
     if let Some(ack) = polled.store {
         // One put, not a transaction: concurrent polls of one instance
         // then never conflict.

@@ -99,7 +99,7 @@ impl BundleKeyring {
         let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
         let unknown = synced.saturating_add(secs(limits.prepublish));
         let pending =
-            self.versions.iter().filter(|v| !v.meta.is_committed()).map(|v| v.meta.planned_activation.max(synced));
+            self.versions.iter().filter(|v| v.meta.is_pending()).map(|v| v.meta.planned_activation.max(synced));
         let earliest = pending.fold(unknown, i64::min);
         let margin = secs(limits.grace_period).saturating_sub(secs(limits.max_token_ttl)).saturating_sub(secs(skew));
         Some(earliest.saturating_add(margin))
@@ -353,16 +353,29 @@ fn check_forward(old: &BundleKeyring, new: &BundleKeyring, now: UnixSeconds) -> 
     if new.generation < old.generation {
         return Err(format!("generation went back from {} to {}", old.generation, new.generation));
     }
+    // A newer generation may drop the newest versions (revoked, or a
+    // coordinator restored from an older copy): the sidecar keeps what was
+    // not revoked (see `Keyring::carry_over` there).
+    let newer = new.generation > old.generation;
     let newest = |k: &BundleKeyring| k.versions.iter().map(|v| v.meta.number).max().unwrap_or(0);
-    if newest(new) < newest(old) {
+    if newest(new) < newest(old) && !newer {
         return Err(format!("newest version went back from {} to {}", newest(old), newest(new)));
     }
     for old_version in old.versions.iter().filter(|v| v.meta.is_committed()) {
         let same = new.versions.iter().find(|v| v.meta.number == old_version.meta.number);
         match same {
             // A committed activation instant is final, except that an
-            // emergency (the signer revoked) brings it forward.
-            Some(v) if v.meta.not_before != old_version.meta.not_before && !brought_forward(old, new, &v.meta) => {
+            // emergency (the signer revoked) brings it forward. A newer
+            // generation that commits it later, or not at all (a restored
+            // coordinator), is taken with the activation the sidecar holds
+            // kept: see `held_activation`.
+            Some(v)
+                if v.meta.not_before != old_version.meta.not_before
+                    && !brought_forward(old, new, &v.meta)
+                    && !(newer
+                        && v.meta.kid == old_version.meta.kid
+                        && held_activation(&old_version.meta, &v.meta)) =>
+            {
                 return Err(format!("version {} changed its activation time", old_version.meta.number));
             }
             Some(v) if v.meta.kid != old_version.meta.kid => {
@@ -377,6 +390,22 @@ fn check_forward(old: &BundleKeyring, new: &BundleKeyring, now: UnixSeconds) -> 
         }
     }
     Ok(())
+}
+
+/// Whether a sidecar that holds `held` committed keeps its activation when
+/// a newer bundle lists the same key as `listed`: committed later or not
+/// at all. Only a coordinator restored from an older copy of its storage
+/// does that, for a version the fleet committed after the copy was made.
+/// The activation the fleet agreed on stands: the version goes on signing
+/// (or having signed) at the pods that hold it, never later and never
+/// from a second instant, so no pool signs with it where another does not
+/// expect it. An activation moved earlier is an emergency's alone.
+pub fn held_activation(held: &VersionMeta, listed: &VersionMeta) -> bool {
+    match (held.not_before, listed.not_before) {
+        (Some(_), None) => true,
+        (Some(ours), Some(theirs)) => theirs > ours,
+        (None, _) => false,
+    }
 }
 
 /// Whether a committed version's activation moved earlier by an emergency

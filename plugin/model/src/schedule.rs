@@ -207,13 +207,44 @@ impl Keyring {
             return false;
         }
         self.latest = self.latest.max(number);
-        self.generation = self.generation.max(generation) + 1;
+        self.generation = self.generation.max(generation).saturating_add(1);
         true
+    }
+
+    /// Gives up the pending version when the fleet holds `number`, a version
+    /// past it or under its number, that this record did not issue: the
+    /// fleet reports its newest, so it will never acknowledge the pending
+    /// one, which would block every rotation until its commit timeout.
+    /// The superseded version never signs. One numbered below the fleet's
+    /// is the one the fleet went on from, which may have signed: it goes on
+    /// verifying for as long as anything can still be signing with it
+    /// (until a version published now, committed at its timeout, has taken
+    /// over and its grace has run). One under the fleet's own number is
+    /// another key, which never signed anything: it leaves at once. Returns
+    /// the superseded number.
+    pub fn supersede_pending(&mut self, number: u64, t: UnixSeconds) -> Option<u64> {
+        let pending = self.pending()?.number;
+        if pending > number {
+            return None;
+        }
+        let policy = self.policy;
+        let until = if pending < number {
+            t.saturating_add(secs(policy.prepublish))
+                .saturating_add(secs(policy.commit_timeout))
+                .saturating_add(secs(policy.grace_period))
+        } else {
+            t
+        };
+        for version in self.versions.iter_mut().filter(|v| v.number == pending) {
+            version.expires_at = Some(until);
+        }
+        self.generation += 1;
+        Some(pending)
     }
 
     /// The published version that is not committed yet, if any (at most one).
     pub fn pending(&self) -> Option<&VersionMeta> {
-        self.versions.iter().find(|v| !v.is_committed() && v.revoked.is_none())
+        self.versions.iter().find(|v| v.is_pending())
     }
 
     /// The newest version that verifies but does not sign yet at `t`:
@@ -221,7 +252,7 @@ impl Keyring {
     pub fn upcoming(&self, t: UnixSeconds) -> Option<&VersionMeta> {
         self.versions
             .iter()
-            .filter(|v| v.verifies_at(t) && v.not_before.is_none_or(|start| start > t))
+            .filter(|v| v.verifies_at(t) && !v.is_superseded() && v.not_before.is_none_or(|start| start > t))
             .max_by_key(|v| v.number)
     }
 

@@ -30,7 +30,8 @@ pub struct VersionMeta {
     /// When it stops signing: the next version's `not_before`.
     pub not_after: Option<UnixSeconds>,
     /// When it stops verifying: `not_after` + grace period, or the
-    /// revocation time.
+    /// revocation time. Set on a version that is not committed, it marks
+    /// one superseded before its commit (see [`VersionMeta::is_superseded`]).
     pub expires_at: Option<UnixSeconds>,
     /// Activated without the normal publication lead, by an emergency
     /// revocation.
@@ -51,7 +52,8 @@ pub enum VersionState {
     Pending,
     /// Signs.
     Active,
-    /// No longer signs; still verifies.
+    /// No longer signs (or, superseded before its commit, never will);
+    /// still verifies.
     Grace,
     /// Past `expires_at`; verifies nothing.
     Expired,
@@ -63,6 +65,19 @@ impl VersionMeta {
     /// Whether it is committed (its `not_before` is final).
     pub fn is_committed(&self) -> bool {
         self.not_before.is_some()
+    }
+
+    /// Whether it was given up before its commit: it never signs, and
+    /// verifies until `expires_at` (a coordinator restored from an older
+    /// copy of its storage supersedes the version its copy left pending
+    /// once it hears that the fleet went on past it).
+    pub fn is_superseded(&self) -> bool {
+        !self.is_committed() && self.revoked.is_none() && self.expires_at.is_some()
+    }
+
+    /// Whether it waits for its commit.
+    pub fn is_pending(&self) -> bool {
+        !self.is_committed() && self.revoked.is_none() && self.expires_at.is_none()
     }
 
     /// Whether it may verify at `t`.
@@ -116,7 +131,7 @@ pub fn version_state(version: &VersionMeta, signing: Option<u64>, t: UnixSeconds
         VersionState::Expired
     } else if signing == Some(version.number) {
         VersionState::Active
-    } else if version.not_before.is_some_and(|start| start <= t) {
+    } else if version.not_before.is_some_and(|start| start <= t) || version.is_superseded() {
         VersionState::Grace
     } else {
         VersionState::Pending

@@ -77,6 +77,52 @@ fn a_fleet_ahead_of_the_record_makes_a_rotation_due_once() {
 }
 
 #[test]
+fn a_fleet_past_the_pending_version_supersedes_it() {
+    let mut ring = keyring();
+    tick(&mut ring, 1_000);
+    // A copy taken with version 2 published, restored after the fleet went
+    // on to version 3.
+    ring.publish("jwt-2".into(), 2_000, 2_000 + 7_200);
+    ring.continue_past(3, 7);
+    let generation = ring.generation;
+    assert_eq!(ring.supersede_pending(3, 3_000), Some(2));
+    assert!(ring.generation > generation, "sidecars must take the change");
+    assert_eq!(ring.pending(), None);
+    let v2 = ring.versions.iter().find(|v| v.number == 2).expect("v2");
+    assert!(v2.is_superseded() && !v2.is_pending());
+    let until = 3_000 + 2 * 3_600 + 3_600 + 4 * 3_600;
+    assert_eq!(v2.expires_at, Some(until), "prepublish + commit timeout + grace");
+    assert_eq!(crate::version::version_state(v2, Some(1), 3_000), crate::version::VersionState::Grace);
+    assert_eq!(ring.supersede_pending(3, 3_001), None, "nothing left to supersede");
+    let state = key_state(&ring.versions, 3_000 + 3 * 3_600);
+    assert_eq!((state.signing, state.verifying.clone()), (Some(1), vec![1, 2]), "2 never signs");
+    assert_eq!(key_state(&ring.versions, until).verifying, vec![1]);
+    // Nothing waits any more: a manual rotation may go ahead, and the
+    // signer's revocation asks for an emergency version, not 2.
+    assert_eq!(ring.upcoming(3_000), None);
+    assert!(ring.check_rotation(None, 3_000).is_ok());
+    let mut revoked = ring.clone();
+    assert_eq!(revoked.revoke(1, 3_000, "test".into()), Ok(RevokeOutcome::NeedsNewVersion));
+    let n = ring.publish("jwt-4".into(), 3_000, 3_000 + 7_200);
+    assert_eq!(n, 4, "past the fleet's 3");
+    assert_eq!(ring.commit(3_100, 30), Some(4), "the new version is the pending one");
+}
+
+#[test]
+fn only_a_pending_version_at_or_below_the_fleets_is_superseded() {
+    let mut ring = keyring();
+    tick(&mut ring, 1_000);
+    ring.publish("jwt-2".into(), 2_000, 2_000 + 7_200);
+    assert_eq!(ring.supersede_pending(1, 3_000), None, "the fleet is behind it");
+    // The fleet holds another key under number 2: ours never signed.
+    assert_eq!(ring.supersede_pending(2, 3_000), Some(2));
+    let v2 = ring.versions.iter().find(|v| v.number == 2).expect("v2");
+    assert_eq!(v2.expires_at, Some(3_000), "it leaves at once");
+    assert_eq!(key_state(&ring.versions, 3_000).verifying, vec![1]);
+    assert_eq!(ring.expire(3_000), vec![2]);
+}
+
+#[test]
 fn downtime_gives_one_rotation_not_a_burst() {
     let mut ring = keyring();
     tick(&mut ring, 0);
