@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use lockstep_model::bundle::BundleVersion;
+use lockstep_model::bundle::{BundleVersion, PoolMode};
 use lockstep_model::version::version_state;
 use lockstep_model::{KeyType, UnixSeconds};
 use serde_json::{Map, Value, json};
@@ -87,13 +87,14 @@ pub fn keyring_view(
     let keyring = keyring(snapshot, name)?;
     let state = keyring.state_at(now);
     let find = |n: u64| keyring.data.versions.iter().find(|v| v.meta.number == n);
+    let show = Shown { options, verify_only: snapshot.bundle.mode == PoolMode::Verify };
     let signing =
-        state.signing.and_then(find).map(|v| version_json(keyring, v, state.signing, now, options)).transpose()?;
+        state.signing.and_then(find).map(|v| version_json(keyring, v, state.signing, now, show)).transpose()?;
     let verifying = state
         .verifying
         .iter()
         .filter_map(|n| find(*n))
-        .map(|v| version_json(keyring, v, state.signing, now, options))
+        .map(|v| version_json(keyring, v, state.signing, now, show))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(json!({
         "keyring": name,
@@ -130,7 +131,8 @@ pub fn version_view(
         return Err(ViewError::Expired { keyring: name.into(), selector: selector.to_string() });
     }
     let signing = keyring.state_at(now).signing;
-    let mut view = version_json(keyring, version, signing, now, options)?;
+    let show = Shown { options, verify_only: snapshot.bundle.mode == PoolMode::Verify };
+    let mut view = version_json(keyring, version, signing, now, show)?;
     view["keyring"] = json!(name);
     view["type"] = json!(keyring.data.key_type);
     Ok(view)
@@ -155,12 +157,20 @@ pub fn jwks(snapshot: &Snapshot, name: &str, now: UnixSeconds) -> Result<Value, 
     Ok(json!({ "keys": keys }))
 }
 
+/// How material is shown: the caller's options, and whether the pool is
+/// verify-only.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    options: ViewOptions,
+    verify_only: bool,
+}
+
 fn version_json(
     keyring: &Keyring,
     version: &BundleVersion,
     signing: Option<u64>,
     now: UnixSeconds,
-    options: ViewOptions,
+    show: Shown,
 ) -> Result<Value, ViewError> {
     let meta = &version.meta;
     Ok(json!({
@@ -171,13 +181,19 @@ fn version_json(
         "not_before": meta.not_before,
         "not_after": meta.not_after,
         "expires_at": meta.expires_at,
-        "material": material(keyring, version, options)?,
+        "material": material(keyring, version, show)?,
     }))
 }
 
-fn material(keyring: &Keyring, version: &BundleVersion, options: ViewOptions) -> Result<Value, ViewError> {
-    let key_type = keyring.data.key_type;
+fn material(keyring: &Keyring, version: &BundleVersion, show: Shown) -> Result<Value, ViewError> {
+    let (options, key_type) = (show.options, keyring.data.key_type);
     let private = version.private_key.as_ref().map(|k| k.expose());
+    if !key_type.is_asymmetric() && show.verify_only {
+        // The sidecar holds the secret to verify, MAC-verify and decrypt
+        // for the pool; handed to apps it would let them sign and encrypt,
+        // which a verify-only pool must not.
+        return Ok(json!({}));
+    }
     if !key_type.is_asymmetric() {
         let secret = private.unwrap_or_default();
         return match options.format {
@@ -297,5 +313,24 @@ mod tests {
         assert!(matches!(jwks(&hmac, "api", 100), Err(ViewError::Unsupported(_))));
         assert!(keyring_view(&hmac, "api", 100, ViewOptions { format: Format::Pem, private: false }).is_err());
         assert!(matches!(keyring_view(&hmac, "nope", 1, ViewOptions::default()), Err(ViewError::UnknownKeyring(_))));
+        assert!(
+            keyring_view(&hmac, "api", 100, ViewOptions::default()).expect("b64")["signing"]["material"]["secret"]
+                .is_string()
+        );
+    }
+
+    #[test]
+    fn a_verify_only_pool_hands_apps_no_symmetric_secret() {
+        for key_type in [KeyType::HmacSha256, KeyType::Aes256Gcm] {
+            let mut snap = snapshot(key_type);
+            snap.bundle.mode = PoolMode::Verify;
+            for format in [Format::Base64, Format::Jwk, Format::Pem] {
+                let view = keyring_view(&snap, "api", 100, ViewOptions { format, private: true }).expect("view");
+                assert_eq!(view["signing"]["material"], json!({}), "{key_type} {format:?}");
+                let one = version_view(&snap, "api", &Selector::Number(2), 100, ViewOptions { format, private: true })
+                    .expect("version");
+                assert_eq!(one["material"], json!({}));
+            }
+        }
     }
 }

@@ -161,6 +161,10 @@ fn a_waiting_poll_returns_within_a_second_of_every_change_to_its_bundle() {
         ok(host.request(M, "update", "keys/jwt/revoke", json!({"version": 1, "reason": "test"})));
     });
     assert_eq!(data["keyrings"]["jwt"]["versions"].as_array().map(Vec::len), Some(1), "{data}");
+    let data = step("policy change", "jwt:2", &|| {
+        ok(host.request(M, "update", "keys/jwt", json!({"max_token_ttl": "30m"})));
+    });
+    assert_eq!(data["keyrings"]["jwt"]["limits"]["max_token_ttl"], 1_800, "{data}");
 
     let (reply, after) = woken_by(&host, "web", "jwt:2", &current, || {
         ok(host.request(M, "delete", "pools/web", Value::Null));

@@ -80,7 +80,40 @@ fn the_shared_error_table_names_only_codes_the_sidecar_answers() {
     for code in codes.keys() {
         assert!(source.contains(&format!("\"{code}\"")), "{code} is in the table but not in the sidecar's sources");
     }
-    assert!(codes.len() >= 50, "{}", codes.len());
+    // And the other way: every code the sources answer is in the table, so
+    // no client falls back to a status's kind for a code it should know.
+    let answered = answered_codes(&source);
+    assert!(answered.len() >= 50, "the scan found only {answered:?}");
+    for code in &answered {
+        assert!(codes.contains_key(code), "the sidecar answers {code}, which the shared table lacks");
+    }
+}
+
+/// The error codes in the sidecar's sources: the literal after
+/// `bad_request(` or after a `StatusCode::…,`, and every literal a
+/// `fn code(&self)` answers.
+fn answered_codes(source: &str) -> std::collections::BTreeSet<String> {
+    let literal = |rest: &str| -> Option<String> {
+        let rest = rest.trim_start().strip_prefix('"')?;
+        let (code, _) = rest.split_once('"')?;
+        code.chars().all(|c| c.is_ascii_lowercase() || c == '_').then(|| code.to_string())
+    };
+    let mut codes = std::collections::BTreeSet::new();
+    for (at, _) in source.match_indices("bad_request(") {
+        codes.extend(literal(&source[at + "bad_request(".len()..]));
+    }
+    for (at, _) in source.match_indices("StatusCode::") {
+        let rest = &source[at + "StatusCode::".len()..];
+        let after = rest.trim_start_matches(|c: char| c.is_ascii_uppercase() || c == '_');
+        codes.extend(after.strip_prefix(',').and_then(literal));
+    }
+    for (at, _) in source.match_indices("fn code(&self) -> &'static str {") {
+        let body = source[at..].split("\n    }\n").next().unwrap_or_default();
+        for (arm, _) in body.match_indices("=> ") {
+            codes.extend(literal(&body[arm + 3..]));
+        }
+    }
+    codes
 }
 
 /// The fenced blocks of `language` in a markdown file.

@@ -503,6 +503,42 @@ fn deletion_needs_deletion_allowed() {
 }
 
 #[test]
+fn a_shortened_prepublish_and_grace_go_on_applying_while_cut_off_sidecars_rely_on_them() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    poll(&host, "web", "web-1", "jwt:1");
+    ok(host.request(M, "update", "keys/jwt", json!({"prepublish": "10m", "grace_period": "2h"})));
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null)).to_string();
+    assert!(history.contains("prepublish 7200s and grace_period 14400s still apply until"), "{history}");
+    // A rotation now is planned two hours ahead, and the version it ends
+    // verifies four hours after: what a sidecar cut off before the change
+    // assumes when it bounds its signing.
+    let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    let keys = key(&host);
+    assert_eq!(between(version(&keys, 2), "created_at", "planned_activation"), 7_200, "{rotated} {keys}");
+    poll(&host, "web", "web-1", "jwt:2");
+    let keys = key(&host);
+    assert_eq!(between(version(&keys, 1), "not_after", "expires_at"), 14_400, "{keys}");
+    // Six hours on, the new values apply.
+    host.clock.advance(6 * HOUR + 60);
+    rollback(&host);
+    host.clock.advance(24 * HOUR);
+    rollback(&host);
+    let keys = key(&host);
+    assert_eq!(between(version(&keys, 3), "created_at", "planned_activation"), 600, "{keys}");
+}
+
+/// Seconds from one of a version's times to another.
+#[track_caller]
+fn between(version: &Value, from: &str, to: &str) -> i64 {
+    let at = |field: &str| {
+        version[field].as_str().and_then(lockstep_tests::fleet_check::unix_seconds).expect("a time") as i64
+    };
+    at(to) - at(from)
+}
+
+#[test]
 fn path_help_documents_every_path_and_field() {
     let host = host();
     let policy = ["rotation_period", "grace_period", "prepublish", "max_token_ttl", "commit_timeout", "retention"];

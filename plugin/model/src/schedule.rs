@@ -96,6 +96,24 @@ pub struct Keyring {
     /// (`jwks/<name>`, without a token). Asymmetric types only.
     #[serde(default)]
     pub public_jwks: bool,
+    /// Longer timings a policy change shortened, still honoured: sidecars
+    /// cut off since before the change bound their signing by the timings
+    /// they last received (see [`crate::bundle::BundleKeyring::sign_until`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honoured: Option<Honoured>,
+}
+
+/// The `prepublish` and `grace_period` a keyring goes on using after a
+/// policy change shortened them, until `until`: by then every sidecar
+/// that synced before the change has passed its signing bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Honoured {
+    /// The longest `prepublish` sidecars may still assume, in seconds.
+    pub prepublish: u64,
+    /// The longest `grace_period` sidecars may still assume, in seconds.
+    pub grace_period: u64,
+    /// When no sidecar can rely on them any more.
+    pub until: UnixSeconds,
 }
 
 /// A rotation request that cannot proceed.
@@ -167,7 +185,36 @@ impl Keyring {
             history_seq: 0,
             idempotency: VecDeque::new(),
             public_jwks: false,
+            honoured: None,
         }
+    }
+
+    /// Sets a new policy at `t`. When it shortens `prepublish` or
+    /// `grace_period`, the longer values go on applying until every sidecar
+    /// that received them could have passed its signing bound (their sum
+    /// after `t`): a pool cut off meanwhile signs, by its bound, with what
+    /// the rest of the fleet goes on verifying.
+    pub fn set_policy(&mut self, policy: Policy, t: UnixSeconds) {
+        let before = (self.prepublish(t), self.grace(t));
+        if policy.prepublish < before.0 || policy.grace_period < before.1 {
+            let until = t.saturating_add(secs(before.0)).saturating_add(secs(before.1));
+            let until = self.honoured.filter(|h| t < h.until).map_or(until, |h| h.until.max(until));
+            self.honoured = Some(Honoured { prepublish: before.0, grace_period: before.1, until });
+        }
+        self.policy = policy;
+    }
+
+    /// The `prepublish` in force at `t`: the policy's, or a longer one a
+    /// change shortened that is still honoured.
+    pub fn prepublish(&self, t: UnixSeconds) -> u64 {
+        let honoured = self.honoured.filter(|h| t < h.until).map_or(0, |h| h.prepublish);
+        self.policy.prepublish.max(honoured)
+    }
+
+    /// The `grace_period` in force at `t` (see [`Keyring::prepublish`]).
+    pub fn grace(&self, t: UnixSeconds) -> u64 {
+        let honoured = self.honoured.filter(|h| t < h.until).map_or(0, |h| h.grace_period);
+        self.policy.grace_period.max(honoured)
     }
 
     /// Records a decision.
@@ -227,11 +274,10 @@ impl Keyring {
         if pending > number {
             return None;
         }
-        let policy = self.policy;
         let until = if pending < number {
-            t.saturating_add(secs(policy.prepublish))
-                .saturating_add(secs(policy.commit_timeout))
-                .saturating_add(secs(policy.grace_period))
+            t.saturating_add(secs(self.prepublish(t)))
+                .saturating_add(secs(self.policy.commit_timeout))
+                .saturating_add(secs(self.grace(t)))
         } else {
             t
         };
@@ -279,12 +325,13 @@ impl Keyring {
             // The fleet holds versions this keyring's record forgot (storage
             // restored from an older copy): a new version, numbered past
             // them, brings every pool onto one version again.
-            return Some(t.saturating_add(secs(self.policy.prepublish)));
+            return Some(t.saturating_add(secs(self.prepublish(t))));
         }
         let rotation = secs(self.policy.rotation_period);
         let start = current.not_before.unwrap_or(t);
-        let due = start.saturating_add(rotation).saturating_sub(secs(self.policy.prepublish));
-        (t >= due).then(|| start.saturating_add(rotation).max(t.saturating_add(secs(self.policy.prepublish))))
+        let prepublish = secs(self.prepublish(t));
+        let due = start.saturating_add(rotation).saturating_sub(prepublish);
+        (t >= due).then(|| start.saturating_add(rotation).max(t.saturating_add(prepublish)))
     }
 
     /// Whether the fleet was heard holding a version this record did not
@@ -370,7 +417,7 @@ impl Keyring {
     /// for the grace period after. Returns the committed number.
     pub fn commit(&mut self, t: UnixSeconds, margin: u64) -> Option<u64> {
         let pending = self.pending()?.number;
-        let grace = secs(self.policy.grace_period);
+        let grace = secs(self.grace(t));
         let previous = self.current().map(|v| v.number);
         let mut activates = t.saturating_add(secs(margin));
         for version in &mut self.versions {

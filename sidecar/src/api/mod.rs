@@ -204,8 +204,41 @@ fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     if !value.is_object() {
         return Err(error::ApiError::bad_request("body_invalid", "request body: expected a JSON object"));
     }
-    serde_json::from_value(value)
-        .map_err(|e| error::ApiError::bad_request("body_invalid", format!("request body: {e}")))
+    let error = match serde_json::from_value::<T>(value.clone()) {
+        Ok(parsed) => return Ok(parsed),
+        Err(error) => error,
+    };
+    Err(error::ApiError::bad_request("body_invalid", format!("request body: {}", describe::<T>(&value, &error))))
+}
+
+/// What is wrong with a body serde refused, naming the field but never
+/// quoting the value (which may be a plaintext or a secret): serde's own
+/// text quotes a string it did not expect.
+fn describe<T: serde::de::DeserializeOwned>(value: &serde_json::Value, error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let text = text.split(" at line ").next().unwrap_or_default();
+    let Some((kind, rest)) = ["invalid type: ", "invalid value: ", "invalid length "]
+        .iter()
+        .find_map(|prefix| text.strip_prefix(prefix).map(|rest| (prefix.trim_end(), rest)))
+    else {
+        return text.to_string();
+    };
+    // "string \"…\", expected u64": keep what was given, not its content.
+    let given = rest.split([' ', ',']).next().unwrap_or_default();
+    let expected = rest.split_once(", expected ").map(|(_, e)| e).unwrap_or("another value");
+    // The field whose removal makes this error go away is the culprit.
+    let culprit = value.as_object().and_then(|fields| {
+        fields.keys().find(|key| {
+            let mut without = fields.clone();
+            without.remove(*key);
+            serde_json::from_value::<T>(serde_json::Value::Object(without)).map_err(|e| e.to_string()).err()
+                != Some(error.to_string())
+        })
+    });
+    match culprit {
+        Some(field) => format!("field {field:?}: {kind} {given}, expected {expected}"),
+        None => format!("{kind} {given}, expected {expected}"),
+    }
 }
 
 /// A JSON response.
@@ -222,6 +255,29 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_body_names_the_field_and_never_quotes_its_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code, reason = "only parsed")]
+        struct Body {
+            ttl: Option<u64>,
+            plaintext: String,
+        }
+        let cases = [
+            (
+                serde_json::json!({"ttl": "s3cr3t-value", "plaintext": "x"}),
+                "field \"ttl\": invalid type: string, expected u64",
+            ),
+            (serde_json::json!({"plaintext": 5}), "field \"plaintext\": invalid type: integer, expected a string"),
+            (serde_json::json!({"ttl": 1}), "missing field `plaintext`"),
+        ];
+        for (body, expected) in cases {
+            let error = parse::<Body>(body).expect_err("refused");
+            assert_eq!(error.message, format!("request body: {expected}"));
+            assert!(!error.message.contains("s3cr3t"));
+        }
+    }
 
     #[tokio::test]
     async fn bind_sets_the_mode_replaces_a_stale_socket_and_spares_other_files() {

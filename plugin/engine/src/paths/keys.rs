@@ -171,15 +171,17 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         )));
     }
     let before = ring.policy;
-    apply_policy(&mut ring.policy, data);
-    ring.policy.validate(&config.fleet()).map_err(invalid)?;
+    let mut policy = ring.policy;
+    apply_policy(&mut policy, data);
+    policy.validate(&config.fleet()).map_err(invalid)?;
+    let t = state.now();
+    ring.set_policy(policy, t);
     if data.is_set("deletion_allowed") {
         ring.deletion_allowed = data.bool("deletion_allowed").unwrap_or(false);
     }
     if let Some(public) = public_jwks(data, ring.key_type)? {
         ring.public_jwks = public;
     }
-    let t = state.now();
     // The policy's timings are in every bundle that carries the keyring.
     if ring.policy != before {
         ring.generation += 1;
@@ -212,6 +214,16 @@ fn policy_change(before: &lockstep_model::Policy, ring: &Keyring) -> String {
         new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {} -> {v}", old[k])).collect();
     changes.push(format!("deletion_allowed: {}", ring.deletion_allowed));
     changes.push(format!("public_jwks: {}", ring.public_jwks));
+    if let Some(h) =
+        ring.honoured.filter(|h| h.prepublish > ring.policy.prepublish || h.grace_period > ring.policy.grace_period)
+    {
+        changes.push(format!(
+            "prepublish {}s and grace_period {}s still apply until {} (sidecars cut off before the change rely on them)",
+            h.prepublish,
+            h.grace_period,
+            time_json(Some(h.until)).as_str().unwrap_or_default()
+        ));
+    }
     changes.join(", ")
 }
 

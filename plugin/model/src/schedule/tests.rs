@@ -123,6 +123,36 @@ fn only_a_pending_version_at_or_below_the_fleets_is_superseded() {
 }
 
 #[test]
+fn a_shortened_prepublish_or_grace_applies_only_once_no_cut_off_sidecar_relies_on_the_old_one() {
+    let mut ring = keyring();
+    tick(&mut ring, 0);
+    // Shortened at 1 000 from 2 h / 4 h to 10 min / 1 h.
+    let short = Policy { prepublish: 600, grace_period: HOUR, ..policy() };
+    ring.set_policy(short, 1_000);
+    let until = 1_000 + 2 * 3_600 + 4 * 3_600;
+    assert_eq!((ring.prepublish(1_000), ring.grace(1_000)), (2 * HOUR, 4 * HOUR));
+    assert_eq!((ring.prepublish(until), ring.grace(until)), (600, HOUR), "then the new ones");
+    // A rotation now is published 2 h ahead, and the signer it ends
+    // verifies 4 h after: what a pool cut off since before 1 000 assumes.
+    ring.record(1_500, FLEET_AHEAD, Cause::Scheduled, "scheduler", String::new(), vec![1]);
+    assert_eq!(ring.due_publication(1_500), Some(1_500 + 2 * 3_600), "planned 2 h ahead, not 10 min");
+    ring.publish("jwt-2".into(), 2_000, 2_000 + 2 * 3_600);
+    ring.commit(2_000, 30);
+    let v1 = ring.versions.iter().find(|v| v.number == 1).expect("v1");
+    assert_eq!(v1.expires_at, Some(2_000 + 2 * 3_600 + 4 * 3_600));
+    // Lengthening needs nothing honoured; shortening again keeps the
+    // longest values and the latest end.
+    ring.set_policy(policy(), until + 1);
+    assert_eq!(ring.prepublish(until + 1), 2 * HOUR);
+    ring.set_policy(short, until + 2);
+    let honoured = ring.honoured.expect("honoured");
+    assert_eq!(
+        (honoured.prepublish, honoured.grace_period, honoured.until),
+        (2 * HOUR, 4 * HOUR, until + 2 + 6 * 3_600)
+    );
+}
+
+#[test]
 fn downtime_gives_one_rotation_not_a_burst() {
     let mut ring = keyring();
     tick(&mut ring, 0);
