@@ -82,7 +82,14 @@ fn bundle(now: i64) -> Bundle {
             .collect();
         keyrings.insert(
             format!("k{k}"),
-            BundleKeyring { key_type, generation: VERSIONS, versions, limits: None, revoked: None },
+            BundleKeyring {
+                key_type,
+                generation: VERSIONS,
+                versions,
+                limits: None,
+                revoked: None,
+                revoked_versions: None,
+            },
         );
     }
     Bundle {

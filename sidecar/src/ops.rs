@@ -45,13 +45,17 @@ pub enum OpError {
     /// A field is not base64.
     #[error("field {0:?} is not base64")]
     NotBase64(&'static str),
-    /// The version is not in the verification set (never issued, expired
-    /// and dropped, or revoked).
+    /// The keyring has no such version: numbered past every version this
+    /// sidecar knows of it.
     #[error("version {0} is not in the verification set")]
     UnknownVersion(u64),
-    /// The version is in the bundle but no longer verifies.
+    /// The version no longer verifies: expired (listed still, or dropped
+    /// from the bundle, as versions older than the oldest listed are).
     #[error("version {0} has expired")]
     Expired(u64),
+    /// The version was revoked.
+    #[error("version {0} was revoked")]
+    Revoked(u64),
     /// The ciphertext does not open (wrong associated data, or altered).
     #[error("the ciphertext does not open with version {0}")]
     DoesNotOpen(u64),
@@ -77,6 +81,7 @@ impl OpError {
             Self::NotBase64(_) => "value_not_base64",
             Self::UnknownVersion(_) => "version_unknown",
             Self::Expired(_) => "version_expired",
+            Self::Revoked(_) => "version_revoked",
             Self::DoesNotOpen(_) => "ciphertext_invalid",
             Self::Mismatch("MAC") => "mac_invalid",
             Self::Mismatch(_) => "signature_invalid",
@@ -119,11 +124,21 @@ fn signing(keyring: &Keyring, now: UnixSeconds) -> Result<(u64, &str), OpError> 
     Ok((number, &meta.meta.kid))
 }
 
-/// A version that verifies at `now`, or why not.
+/// A version that verifies at `now`, or why not: revoked (the bundle lists
+/// it so), expired (listed but past its expiry, or numbered below a listed
+/// version: versions are issued in order and leave by expiring or being
+/// revoked), or unknown (numbered past every version listed).
 fn verifying(keyring: &Keyring, number: u64, now: UnixSeconds) -> Result<&crate::crypto::PreparedKey, OpError> {
-    let listed = keyring.data.versions.iter().any(|v| v.meta.number == number);
     if !keyring.state_at(now).verifying.contains(&number) {
-        return Err(if listed { OpError::Expired(number) } else { OpError::UnknownVersion(number) });
+        let revoked = keyring.data.revoked_versions.as_ref().is_some_and(|r| r.contains(&number));
+        let newest = keyring.data.versions.iter().map(|v| v.meta.number).max().unwrap_or(0);
+        return Err(if revoked {
+            OpError::Revoked(number)
+        } else if (1..=newest).contains(&number) {
+            OpError::Expired(number)
+        } else {
+            OpError::UnknownVersion(number)
+        });
     }
     keyring.keys.get(&number).ok_or(OpError::UnknownVersion(number))
 }
@@ -278,6 +293,62 @@ mod tests {
         // Two encryptions of one plaintext differ (random nonces).
         let again = encrypt(keyring, &counters, b"card 4111", b"order-7", 100).expect("encrypt");
         assert_ne!(again.value, made.value);
+    }
+
+    #[test]
+    fn a_version_gone_from_the_bundle_is_refused_as_revoked_expired_or_unknown() {
+        use crate::store::testdata::{bundle, version};
+        let aes = KeyType::Aes256Gcm;
+        let old = handover(aes);
+        let made = encrypt(&old.keyrings["api"], &Counters::default(), b"x", b"", 100).expect("encrypt");
+        // Version 1 revoked, then 2 and 3 gone as well: 3 revoked, 2 expired.
+        let mut b = bundle("web", vec![("api", aes, 5, vec![version(aes, 4, Some(300), None)])]);
+        if let Some(ring) = b.keyrings.get_mut("api") {
+            ring.revoked_versions = Some(vec![1, 3]);
+        }
+        let snap = crate::store::Snapshot::build("web", b, None, 300).expect("good");
+        let keyring = &snap.keyrings["api"];
+        let two = made.value.replacen("lockstep:v1:", "lockstep:v2:", 1);
+        let three = made.value.replacen("lockstep:v1:", "lockstep:v3:", 1);
+        assert_eq!(decrypt(keyring, &made.value, b"", 310), Err(OpError::Revoked(1)));
+        assert_eq!(decrypt(keyring, &two, b"", 310), Err(OpError::Expired(2)));
+        assert_eq!(decrypt(keyring, &three, b"", 310), Err(OpError::Revoked(3)));
+        assert_eq!(decrypt(keyring, "lockstep:v5:AAAA", b"", 310), Err(OpError::UnknownVersion(5)));
+        assert_eq!(decrypt(keyring, "lockstep:v0:AAAA", b"", 310), Err(OpError::UnknownVersion(0)));
+        assert_eq!(OpError::Revoked(1).code(), "version_revoked");
+    }
+
+    #[test]
+    fn raw_ed25519_signatures_are_rfc_8032s_test_vectors() {
+        let hex = |text: &str| {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+                .collect::<Vec<u8>>()
+        };
+        // RFC 8032, section 7.1, tests 1 and 2: the key as PKCS#8 and SPKI.
+        let vectors = [
+            (
+                "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+                "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+                "",
+                "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+            ),
+            (
+                "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+                "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+                "72",
+                "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+            ),
+        ];
+        for (secret, public, message, expected) in vectors {
+            let pkcs8 = [hex("302e020100300506032b657004220420"), hex(secret)].concat();
+            let spki = [hex("302a300506032b6570032100"), hex(public)].concat();
+            let keyring = crate::store::testdata::one_version(KeyType::Ed25519, pkcs8, Some(spki));
+            let signed = sign(&keyring, &hex(message), 10).expect("sign");
+            assert_eq!(signed.value, hex(expected));
+            assert_eq!(verify(&keyring, &hex(message), &hex(expected), None, 10).map(|d| d.version), Ok(1));
+        }
     }
 
     #[test]

@@ -404,12 +404,41 @@ pub(crate) mod testdata {
         Snapshot::build("web", bundle("web", vec![("api", key_type, 1, versions)]), None, 0).expect("good")
     }
 
+    /// A keyring of one version (signing from 0) with the given material,
+    /// not checked the way bundles are: for known-answer tests whose
+    /// published keys have other sizes than Lockstep issues.
+    pub fn one_version(key_type: KeyType, private: Vec<u8>, public: Option<Vec<u8>>) -> Keyring {
+        use base64::Engine as _;
+        let mut v = version(key_type, 1, Some(0), None);
+        v.private_key = Some(lockstep_model::secret::SecretBytes::new(private));
+        v.public_key = public.map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+        let data = BundleKeyring {
+            key_type,
+            generation: 1,
+            versions: vec![v],
+            limits: None,
+            revoked: None,
+            revoked_versions: None,
+        };
+        prepare("kat", data, std::collections::BTreeSet::new()).expect("material")
+    }
+
     /// A sign-mode bundle for `pool` with the given keyrings.
     pub fn bundle(pool: &str, keyrings: Vec<(&str, KeyType, u64, Vec<BundleVersion>)>) -> Bundle {
         let keyrings: BTreeMap<_, _> = keyrings
             .into_iter()
             .map(|(name, key_type, generation, versions)| {
-                (name.to_string(), BundleKeyring { key_type, generation, versions, limits: None, revoked: None })
+                (
+                    name.to_string(),
+                    BundleKeyring {
+                        key_type,
+                        generation,
+                        versions,
+                        limits: None,
+                        revoked: None,
+                        revoked_versions: None,
+                    },
+                )
             })
             .collect();
         Bundle {

@@ -164,6 +164,16 @@ mod tests {
         let signed = content("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#);
         let signature = STANDARD.encode(hmac::sign(&key, &signed).as_ref());
         assert_eq!(format!("v1,{signature}"), "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        // And through this module's own sign and verify, with that secret
+        // as a keyring's only version.
+        let keyring = crate::store::testdata::one_version(KeyType::HmacSha256, secret, None);
+        let (id, timestamp, payload) = ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#);
+        let headers = sign(&keyring, id, timestamp, payload, timestamp).expect("sign");
+        assert_eq!(headers.signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let received = Headers { id: id.into(), timestamp, signature: headers.signature.clone() };
+        assert_eq!(verify(&keyring, &received, payload, 300, timestamp + 10), Ok(1));
+        let tampered = Headers { signature: "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OF=".into(), ..received };
+        assert_eq!(verify(&keyring, &tampered, payload, 300, timestamp + 10), Err(WebhookError::NoMatch));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The fleet benchmark: a real server with the release plugin, and N
 //! simulated sidecars in this process speaking the real bundle protocol
-//! (`instance`, `held`, `revision`, `wait`). `make bench-fleet` runs it;
-//! docs/performance.md records its figures.
+//! (`instance`, `boot`, `held` as `keyring:version:kid:generation`,
+//! `revision`, `wait`). `make bench-fleet` runs it; docs/performance.md
+//! records its figures.
 //!
 //! For each fleet size it starts a fresh dev server, creates P pools
 //! sharing K keyrings, starts N long-polling instances with a jittered
@@ -214,15 +215,19 @@ impl Fleet {
 /// the highest version of each keyring it received.
 async fn sidecar(bench: Arc<Bench>, fleet: Arc<Fleet>, index: usize, pool: String, wait: u64, interval: u64) {
     let instance = format!("sim-{index}");
-    let mut held: BTreeMap<String, u64> = BTreeMap::new();
+    // As a sidecar process does: a random boot id, and what it holds named
+    // as keyring:version:kid:generation.
+    let boot = format!("{:016x}", fastrand::u64(..));
+    let mut held: BTreeMap<String, Held> = BTreeMap::new();
     let mut revision = String::new();
     loop {
-        let held_text: Vec<String> = held.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        let held_text: Vec<String> =
+            held.iter().map(|(k, h)| format!("{k}:{}:{}:{}", h.number, h.kid, h.generation)).collect();
         let path = format!(
-            "{MOUNT}/bundle/{pool}?instance={instance}&held={}&revision={revision}&wait={wait}s",
+            "{MOUNT}/bundle/{pool}?instance={instance}&boot={boot}&held={}&revision={revision}&wait={wait}s",
             held_text.join(",")
         );
-        if held.get(ROTATED).is_some_and(|&v| v >= fleet.target.load(Ordering::Relaxed)) {
+        if held.get(ROTATED).is_some_and(|h| h.number >= fleet.target.load(Ordering::Relaxed)) {
             let _ = fleet.acked_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
         }
         let answer = bench.get(&path).await;
@@ -235,7 +240,7 @@ async fn sidecar(bench: Arc<Bench>, fleet: Arc<Fleet>, index: usize, pool: Strin
                 held = highest(data);
                 fleet.fetched[index].store(1, Ordering::Relaxed);
                 let target = fleet.target.load(Ordering::Relaxed);
-                if held.get(ROTATED).is_some_and(|&v| v >= target) {
+                if held.get(ROTATED).is_some_and(|h| h.number >= target) {
                     let _ =
                         fleet.held_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
                 }
@@ -259,12 +264,22 @@ fn jitter(base: Duration, percent: u32) -> Duration {
     base - spread + Duration::from_millis(fastrand::u64(0..=u64::try_from(spread.as_millis() * 2).unwrap_or(0)))
 }
 
-fn highest(data: &Value) -> BTreeMap<String, u64> {
+/// The newest version of a keyring a simulated sidecar holds.
+struct Held {
+    number: u64,
+    kid: String,
+    generation: u64,
+}
+
+fn highest(data: &Value) -> BTreeMap<String, Held> {
     let mut held = BTreeMap::new();
     for (name, keyring) in data["keyrings"].as_object().into_iter().flatten() {
-        let top = keyring["versions"].as_array().into_iter().flatten().filter_map(|v| v["number"].as_u64()).max();
-        if let Some(top) = top {
-            held.insert(name.clone(), top);
+        let versions = keyring["versions"].as_array().into_iter().flatten();
+        let top = versions.max_by_key(|v| v["number"].as_u64().unwrap_or(0));
+        if let Some(top) = top.filter(|v| v["number"].is_u64()) {
+            let kid = top["kid"].as_str().unwrap_or_default().to_string();
+            let generation = keyring["generation"].as_u64().unwrap_or(0);
+            held.insert(name.clone(), Held { number: top["number"].as_u64().unwrap_or(0), kid, generation });
         }
     }
     held

@@ -354,9 +354,18 @@ fn a_pool_naming_a_keyring_that_does_not_exist_is_written_with_a_warning() {
     assert!(reply.warnings[0].contains("\"later\" does not exist"), "{reply:?}");
     let bundle = bundle(&host, "web", "web-1", "", "");
     assert!(bundle["keyrings"].get("later").is_none() && bundle["keyrings"]["jwt"].is_object(), "{bundle}");
+    // Reading the pool warns again, and the missing name's status alerts.
+    let read = host.request(M, "read", "pools/web", Value::Null);
+    assert!(read.warnings.iter().any(|w| w.contains("\"later\" does not exist")), "{read:?}");
+    let status = ok(host.request(M, "read", "status/later", Value::Null));
+    assert_eq!((status["exists"].clone(), status["pools"].clone()), (json!(false), json!(["web"])), "{status}");
+    assert!(status["alerts"][0].as_str().is_some_and(|a| a.contains("pools list it (web)")), "{status}");
+    assert_eq!(host.request(M, "read", "status/nothing", Value::Null).status, 404);
     keyring(&host, "later", "hmac-sha256");
     let again = host.request(M, "update", "pools/web", json!({"mode": "sign"}));
     assert!(again.warnings.is_empty(), "{again:?}");
+    assert!(host.request(M, "read", "pools/web", Value::Null).warnings.is_empty());
+    assert_eq!(ok(host.request(M, "read", "status/later", Value::Null))["alerts"], json!([]));
 }
 
 #[test]

@@ -239,13 +239,16 @@ fn bundle_keyring(ring: &Keyring, t: i64) -> BundleKeyring {
         prepublish: policy.prepublish,
         grace_period: policy.grace_period,
     };
-    let revoked = ring.versions.iter().filter(|v| v.revoked.is_some()).map(|v| v.kid.clone()).collect();
+    let revoked_list = ring.versions.iter().filter(|v| v.revoked.is_some());
+    let revoked = revoked_list.clone().map(|v| v.kid.clone()).collect();
+    let revoked_versions = revoked_list.map(|v| v.number).collect();
     BundleKeyring {
         key_type: ring.key_type,
         generation: ring.generation,
         versions,
         limits: Some(limits),
         revoked: Some(revoked),
+        revoked_versions: Some(revoked_versions),
     }
 }
 

@@ -93,8 +93,14 @@ mod tests {
             };
             let version =
                 BundleVersion { meta, private_key: Some(material.private_key), public_key: material.public_key };
-            let keyring =
-                BundleKeyring { key_type, generation: 1, versions: vec![version], limits: None, revoked: None };
+            let keyring = BundleKeyring {
+                key_type,
+                generation: 1,
+                versions: vec![version],
+                limits: None,
+                revoked: None,
+                revoked_versions: None,
+            };
             let keyrings = [("k".to_string(), keyring)].into_iter().collect();
             let bundle = Bundle {
                 format: lockstep_model::bundle::FORMAT,

@@ -69,6 +69,11 @@ pub struct BundleKeyring {
     /// Absent from older plugins (then nothing is kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<Vec<String>>,
+    /// The numbers of those revoked versions, so that a value naming its
+    /// version by number (a ciphertext, a MAC) is refused as revoked, not
+    /// as unknown. Absent from older plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_versions: Option<Vec<u64>>,
 }
 
 /// What bounds signing with a keyring, carried in the bundle.

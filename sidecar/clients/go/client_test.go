@@ -194,6 +194,8 @@ func dispatch(ctx context.Context, c *Client, call string, a map[string]any) (an
 		return c.EncryptBatch(ctx, k, items(a))
 	case "decrypt_batch":
 		return c.DecryptBatch(ctx, k, items(a))
+	case "rewrap_batch":
+		return c.RewrapBatch(ctx, k, items(a))
 	case "mac":
 		return c.MAC(ctx, k, raw(a, "data"))
 	case "mac_verify":

@@ -4,12 +4,40 @@
 use serde_json::{Map, Value, json};
 
 /// One route: method, path, summary, and the JSON body fields it takes
-/// (a trailing `?` marks one it can do without).
+/// (a trailing `?` marks one it can do without); the query parameters of
+/// its path are in [`query`].
 struct Route {
     method: &'static str,
     path: &'static str,
     summary: &'static str,
     body: &'static [&'static str],
+}
+
+/// The query parameters a path takes, with their schemas.
+fn query(path: &str) -> Vec<Value> {
+    let parameter = |name: &str, schema: Value, what: &str| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": what});
+    let format = parameter(
+        "format",
+        json!({"type": "string", "enum": ["base64", "jwk", "pem"]}),
+        "How material is shown (the configured format when absent).",
+    );
+    let private = parameter(
+        "private",
+        json!({"type": "string", "enum": ["true", "false"]}),
+        "Include private keys of asymmetric keyrings (sign pools only).",
+    );
+    match path {
+        "/v1/keys/{keyring}" | "/v1/keys/{keyring}/versions/{version}" | "/v1/keys/{keyring}/kids/{kid}" => {
+            vec![format, private]
+        }
+        "/v1/keys/{keyring}/watch" => vec![
+            parameter("after", json!({"type": "string"}), "The state token held; the answer waits until it changes."),
+            parameter("timeout", json!({"type": "integer", "minimum": 1, "maximum": 300}), "Seconds to wait at most."),
+            format,
+            private,
+        ],
+        _ => Vec::new(),
+    }
 }
 
 const ROUTES: &[Route] = &[
@@ -133,10 +161,19 @@ pub fn document() -> Value {
         if !route.path.starts_with("/v1/") {
             header.clear();
         }
+        let error = json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+            "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}});
+        let answer = if route.path == "/metrics" {
+            json!({"text/plain": {"schema": {"type": "string"}}})
+        } else {
+            json!({"application/json": {"schema": {"type": "object"}}})
+        };
+        let parameters: Vec<Value> = params.into_iter().chain(query(route.path)).chain(header).collect();
         let mut operation = json!({"summary": route.summary,
-                                   "parameters": params.into_iter().chain(header).collect::<Vec<_>>(),
-                                   "responses": {"200": {"description": "OK"}, "default": {"description":
-                                       "A JSON error {\"error\": {\"code\", \"message\"}}"}}});
+                                   "parameters": parameters,
+                                   "responses": {"200": {"description": "OK", "content": answer}, "default": {
+                                       "description": "A JSON error {\"error\": {\"code\", \"message\"}}",
+                                       "content": {"application/json": {"schema": error}}}}});
         if !route.body.is_empty() {
             let name = |f: &&str| f.trim_end_matches('?').to_string();
             let properties: Map<String, Value> = route.body.iter().map(|f| (name(f), schema(&name(f)))).collect();
@@ -172,5 +209,50 @@ mod tests {
         assert_eq!(verify["schema"]["required"], json!(["data", "signature"]), "{verify}");
         assert_eq!(verify["schema"]["properties"]["data"]["format"], "byte", "{verify}");
         assert!(paths["/healthz"]["get"]["parameters"].as_array().is_some_and(Vec::is_empty));
+        let watch: Vec<&str> = paths["/v1/keys/{keyring}/watch"]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query")
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(watch, ["after", "timeout", "format", "private"]);
+        let error = &decrypt["responses"]["default"]["content"]["application/json"]["schema"];
+        assert_eq!(error["properties"]["error"]["required"], json!(["code", "message"]));
+    }
+
+    /// The routes the router serves, read from its match arms: literal
+    /// segments kept, bound ones as `{}`.
+    fn served() -> Vec<(String, String)> {
+        let source = include_str!("router.rs");
+        let mut routes = Vec::new();
+        for line in source.lines().map(str::trim) {
+            let Some(rest) = line.strip_prefix('[') else { continue };
+            let Some((pattern, guard)) = rest.split_once("] if ") else { continue };
+            let method = guard.split_whitespace().next().unwrap_or_default();
+            let segments: Vec<String> = pattern
+                .split(", ")
+                .map(|segment| match segment.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                    Some(literal) => literal.to_string(),
+                    None => "{}".to_string(),
+                })
+                .collect();
+            routes.push((method.to_string(), format!("/{}", segments.join("/"))));
+        }
+        routes.sort();
+        routes
+    }
+
+    #[test]
+    fn the_document_describes_exactly_the_routes_the_router_serves() {
+        let bound = |path: &str| {
+            path.split('/').map(|s| if s.starts_with('{') { "{}" } else { s }).collect::<Vec<_>>().join("/")
+        };
+        let mut described: Vec<(String, String)> =
+            ROUTES.iter().map(|r| (r.method.to_string(), bound(r.path))).collect();
+        described.sort();
+        let served = served();
+        assert!(served.len() >= 20, "the router's arms were not found: {served:?}");
+        assert_eq!(described, served);
     }
 }

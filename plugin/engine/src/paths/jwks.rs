@@ -74,7 +74,7 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
 fn max_age(ring: &Keyring, t: i64) -> i64 {
     let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
     let base = ring.pending().map(|p| p.planned_activation).or_else(|| ring.current().and_then(|c| c.not_before));
-    let publication = base.map(|b| b.saturating_add(secs(ring.policy.rotation_period)) - secs(ring.policy.prepublish));
+    let publication = base.map(|b| b.saturating_add(secs(ring.policy.rotation_period)) - secs(ring.prepublish(t)));
     let expiry = ring.versions.iter().filter_map(|v| v.expires_at).filter(|e| *e > t).min();
     let next = [publication, expiry].into_iter().flatten().min().unwrap_or(t + MAX_AGE_CAP);
     next.saturating_sub(t).clamp(0, MAX_AGE_CAP)
@@ -88,3 +88,35 @@ JWK Set (kid, alg, use). Only for asymmetric keyrings created or updated with \
 public_jwks=true; any other name answers 404. The answer may be cached until \
 the keyring's next publication or expiry (Cache-Control max-age, at most an \
 hour); a revocation takes effect for cached copies when they expire.";
+
+#[cfg(test)]
+mod tests {
+    use lockstep_model::KeyType;
+    use lockstep_model::policy::Policy;
+
+    use super::*;
+
+    #[test]
+    fn a_cached_set_lives_until_the_next_publication_or_expiry_and_an_hour_at_most() {
+        let policy = Policy {
+            rotation_period: 7_200,
+            grace_period: 1_800,
+            prepublish: 3_600,
+            max_token_ttl: 600,
+            commit_timeout: 600,
+            retention: 86_400,
+        };
+        let mut ring = Keyring::new("jwt".into(), KeyType::Ed25519, policy, false);
+        ring.publish("jwt-1".into(), 0, 0);
+        // The next version is published at 7 200 - 3 600.
+        assert_eq!(max_age(&ring, 0), MAX_AGE_CAP, "an hour at most");
+        assert_eq!(max_age(&ring, 3_000), 600, "the next publication");
+        assert_eq!(max_age(&ring, 3_600), 0, "due now");
+        // Version 2 published for 7 200, committed: version 1 expires at
+        // 7 200 + 1 800, the next publication is at 7 200 + 7 200 - 3 600.
+        ring.publish("jwt-2".into(), 3_600, 7_200);
+        ring.commit(3_600, 30);
+        assert_eq!(max_age(&ring, 8_500), 500, "version 1's expiry comes first");
+        assert_eq!(max_age(&ring, 9_500), 1_300, "then the next publication");
+    }
+}

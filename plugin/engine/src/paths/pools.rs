@@ -79,7 +79,20 @@ async fn list(req: &Request) -> Result<Option<Response>, LogicalError> {
 
 async fn read(req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
-    Ok(pool::load(req.storage.as_ref(), name).await?.map(|pool| render(name, &pool)))
+    let Some(pool) = pool::load(req.storage.as_ref(), name).await? else {
+        return Ok(None);
+    };
+    let mut response = render(name, &pool);
+    for keyring in &pool.keyrings {
+        if load_keyring(req.storage.as_ref(), keyring).await?.is_none() {
+            response.warnings.push(missing_warning(keyring));
+        }
+    }
+    Ok(Some(response))
+}
+
+fn missing_warning(keyring: &str) -> String {
+    format!("keyring {keyring:?} does not exist: the pool's bundle leaves it out until it is created")
 }
 
 async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
@@ -101,9 +114,7 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     // written, with a warning.
     for keyring in &pool.keyrings {
         match load_keyring(req.storage.as_ref(), keyring).await? {
-            None => response.warnings.push(format!(
-                "keyring {keyring:?} does not exist: the pool's bundle leaves it out until it is created"
-            )),
+            None => response.warnings.push(missing_warning(keyring)),
             Some(ring) if pool.mode == Mode::Verify && !ring.key_type.is_asymmetric() => {
                 response.warnings.push(coordinator::symmetric_warning(keyring, &[name.to_string()]));
             }

@@ -16,7 +16,8 @@ use crate::acks::PoolView;
 use crate::config::Config;
 use crate::coordinator;
 use crate::state::MountState;
-use crate::storage::require_keyring;
+use crate::storage::load_keyring;
+use vault_plugin_sdk::storage::Storage;
 
 /// The `status/<name>` path.
 pub fn path(state: Arc<MountState>) -> Path {
@@ -33,7 +34,9 @@ pub fn path(state: Arc<MountState>) -> Path {
 async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let storage = req.storage.as_ref();
-    let ring = require_keyring(storage, name).await?;
+    let Some(ring) = load_keyring(storage, name).await? else {
+        return missing(state, storage, name).await;
+    };
     let config = Config::load(storage).await?;
     let t = state.now();
     let fleet = coordinator::fleet_view(state, storage, &config, name, t).await?;
@@ -61,6 +64,26 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         }
     }
     data.insert("alerts".into(), json!(alerts));
+    Ok(Some(Response::with_data(data)))
+}
+
+/// The status of a name no keyring has: an alert when pools list it
+/// (their bundles leave it out), else not found.
+async fn missing(state: &MountState, storage: &dyn Storage, name: &str) -> Result<Option<Response>, LogicalError> {
+    let pools = coordinator::pools_listing(state, storage, name).await?;
+    if pools.is_empty() {
+        return Err(LogicalError::NotFound(format!("keyring {name:?} not found")));
+    }
+    let listing: Vec<&str> = pools.iter().map(String::as_str).collect();
+    let mut data = Map::new();
+    data.insert("name".into(), json!(name));
+    data.insert("exists".into(), json!(false));
+    data.insert("pools".into(), json!(listing));
+    let alert = format!(
+        "keyring {name:?} does not exist, and pools list it ({}): their bundles leave it out until it is created",
+        listing.join(", ")
+    );
+    data.insert("alerts".into(), json!([alert]));
     Ok(Some(Response::with_data(data)))
 }
 

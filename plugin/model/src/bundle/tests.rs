@@ -25,7 +25,14 @@ fn bundle(mode: PoolMode, generation: u64, versions: Vec<BundleVersion>) -> Bund
     let mut keyrings = BTreeMap::new();
     keyrings.insert(
         "session".to_string(),
-        BundleKeyring { key_type: KeyType::HmacSha256, generation, versions, limits: None, revoked: None },
+        BundleKeyring {
+            key_type: KeyType::HmacSha256,
+            generation,
+            versions,
+            limits: None,
+            revoked: None,
+            revoked_versions: None,
+        },
     );
     Bundle { format: FORMAT, pool: "web".into(), mode, revision: revision(mode, &keyrings), server_time: 0, keyrings }
 }
@@ -83,6 +90,7 @@ fn verify_only_pools_never_get_private_keys_of_asymmetric_types() {
             versions: vec![version],
             limits: None,
             revoked: None,
+            revoked_versions: None,
         },
     );
     let mut b = Bundle {

@@ -75,7 +75,7 @@ const CODES_BY_KIND: Record<AnswerKind, string> = {
     "format_invalid format_unsupported headers_too_large keyring_not_signing keyring_wrong_type leeway_invalid " +
     "method_not_allowed private_invalid request_header_missing timeout_invalid token_too_large tolerance_invalid " +
     "ttl_too_long value_malformed value_not_base64 verify_only version_invalid",
-  not_found: "keyring_not_found route_not_found version_expired version_not_found version_unknown",
+  not_found: "keyring_not_found route_not_found version_expired version_not_found version_revoked version_unknown",
   verification_failed:
     "ciphertext_invalid mac_invalid signature_invalid token_alg token_audience token_exp_missing token_expired " +
     "token_issuer token_kid_unknown token_malformed token_not_yet_valid token_signature webhook_header_invalid " +

@@ -58,6 +58,7 @@ const CALLS = {
   rewrap: (c, a) => c.rewrap(a.keyring, a.ciphertext, a.associated_data),
   encrypt_batch: (c, a) => c.encryptBatch(a.keyring, a.items),
   decrypt_batch: (c, a) => c.decryptBatch(a.keyring, a.items),
+  rewrap_batch: (c, a) => c.rewrapBatch(a.keyring, a.items),
   mac: (c, a) => c.mac(a.keyring, a.data),
   mac_verify: (c, a) => c.macVerify(a.keyring, a.data, a.mac),
   sign: (c, a) => c.sign(a.keyring, a.data),
