@@ -221,8 +221,7 @@ async fn sidecar(bench: Arc<Bench>, fleet: Arc<Fleet>, index: usize, pool: Strin
     let mut held: BTreeMap<String, Held> = BTreeMap::new();
     let mut revision = String::new();
     loop {
-        let held_text: Vec<String> =
-            held.iter().map(|(k, h)| format!("{k}:{}:{}:{}", h.number, h.kid, h.generation)).collect();
+        let held_text: Vec<String> = held.iter().map(|(k, h)| h.entry(k)).collect();
         let path = format!(
             "{MOUNT}/bundle/{pool}?instance={instance}&boot={boot}&held={}&revision={revision}&wait={wait}s",
             held_text.join(",")
@@ -269,6 +268,13 @@ struct Held {
     number: u64,
     kid: String,
     generation: u64,
+}
+
+impl Held {
+    /// Its `held` entry: `keyring:version:kid:generation`.
+    fn entry(&self, keyring: &str) -> String {
+        format!("{keyring}:{}:{}:{}", self.number, self.kid, self.generation)
+    }
 }
 
 fn highest(data: &Value) -> BTreeMap<String, Held> {
@@ -430,7 +436,7 @@ async fn hops(opts: &Options) -> (Vec<Hop>, f64) {
     bench.server.write("secret/data/bench", json!({"data": {"value": "x"}})).expect_status(200);
     let full = bench.get(&format!("{MOUNT}/bundle/p0?instance=hop")).await.expect("bundle");
     let revision = full["data"]["revision"].as_str().expect("revision").to_string();
-    let held: Vec<String> = highest(&full["data"]).iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let held: Vec<String> = highest(&full["data"]).iter().map(|(k, h)| h.entry(k)).collect();
     let held = held.join(",");
     // Warm up every path once.
     for path in [format!("{MOUNT}/info"), "secret/data/bench".into()] {
