@@ -203,6 +203,42 @@ fn vault_stopped_keeps_keys_served_and_a_restart_serves_from_the_cache() {
 }
 
 #[test]
+fn a_cut_off_sidecar_stops_signing_at_its_bound_and_verifies_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web"]);
+    // A keyring whose bound comes soon: prepublish 2 s + grace 20 s -
+    // max_token_ttl 10 s - the sidecar's skew 2 s = 10 s after the last sync.
+    let short = json!({"type": "hmac-sha256", "rotation_period": "1h", "prepublish": "2s", "grace_period": "20s",
+                       "max_token_ttl": "10s", "commit_timeout": "30m"});
+    server.write("lockstep/keys/short", short).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt,short"})).expect_status(200);
+    let web = Sidecar::start(
+        dir.path(),
+        "web",
+        &config(dir.path(), &server, "web", &token_auth(dir.path(), &server, "web"), ""),
+    );
+    web.wait_ready();
+    let sign_short = |s: &Sidecar| s.request("POST", "/v1/jwt/short/sign", Some(&json!({"claims": {"sub": "a"}})));
+    let token = sign_short(&web);
+    assert_eq!(token.status, 200, "{:?}", token.body);
+    let token = token.body["token"].clone();
+
+    drop(server);
+    web.wait_until("signing with short refused", 40, |s| sign_short(s).status == 503);
+    let refused = sign_short(&web);
+    assert_eq!(refused.body["error"]["code"], "signing_bound_passed", "{:?}", refused.body);
+    // It verifies on, tells kubelet it is not ready, and says why in metrics;
+    // a keyring whose bound is later still signs.
+    let checked = web.request("POST", "/v1/jwt/short/verify", Some(&json!({"token": token})));
+    assert_eq!((checked.status, checked.body["valid"].clone()), (200, json!(true)), "{:?}", checked.body);
+    assert_eq!(web.get("/readyz").status, 503);
+    let metrics = web.get("/metrics").body;
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.lines().any(|l| l.starts_with("lockstep_sidecar_signing_stopped{keyring=\"short\"} 1")), "{text}");
+    assert_eq!(sign(&web, "the other keyring")["version"], 1);
+}
+
+#[test]
 fn a_revoked_token_leads_to_a_new_approle_login() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server(&["web"]);
