@@ -239,6 +239,8 @@ impl PoolView {
 pub struct Fleet {
     pools: HashMap<String, HashMap<String, Instance>>,
     gates: HashMap<String, Gate>,
+    /// When a keyring last acted on one instance's word, per kind of act.
+    alone: HashMap<(String, &'static str), i64>,
 }
 
 impl Fleet {
@@ -345,6 +347,17 @@ impl Fleet {
             saying += usize::from(says);
         }
         saying >= 1 && saying >= live_pools.min(2)
+    }
+
+    /// Whether `keyring` may do `act` at `t` on one instance's word: not if
+    /// it did within `window` seconds. Counts this time if so.
+    pub fn act_alone(&mut self, keyring: &str, act: &'static str, t: i64, window: i64) -> bool {
+        let last = self.alone.entry((keyring.to_string(), act)).or_insert(i64::MIN);
+        if t.saturating_sub(*last) < window {
+            return false;
+        }
+        *last = t;
+        true
     }
 
     /// Forgets an instance whose record was deleted elsewhere.
@@ -575,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn one_pool_alone_cannot_say_the_fleet_is_ahead_of_a_shared_keyring() {
+    fn one_pool_alone_cannot_say_the_fleet_is_ahead_of_a_shared_keyring_and_acts_alone_once_a_window() {
         let mut fleet = Fleet::default();
         let rings = vec!["jwt".to_string()];
         let at = Liveness::new(100, 600);
@@ -597,6 +610,11 @@ mod tests {
         assert!(fleet.corroborated("jwt", 7, &both, later), "api went quiet");
         fleet.reported_ahead("web", "1", BTreeMap::new());
         assert!(!fleet.corroborated("jwt", 1, &both, later));
+        // Acting on one instance's word: once per window, per keyring and act.
+        assert!(fleet.act_alone("jwt", "generation", 100, 30));
+        assert!(!fleet.act_alone("jwt", "generation", 129, 30));
+        assert!(fleet.act_alone("other", "generation", 129, 30));
+        assert!(fleet.act_alone("jwt", "generation", 130, 30));
     }
 
     #[test]

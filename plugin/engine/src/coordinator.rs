@@ -391,18 +391,24 @@ async fn check_held(
     Ok((held, foreign))
 }
 
-/// Records that a sidecar holds a version this coordinator did not issue:
-/// numbering continues past it (so no number names two versions, whoever
-/// says so). When the fleet says so (`corroborated`, see
-/// [`acks::Fleet::corroborated`]) the generation goes past the fleet's,
-/// history says so, once per version, which `status` turns into an alert
-/// until a newer version is committed, and a version this copy left
-/// pending is superseded.
+/// Records that a sidecar holds a version this coordinator did not issue.
+/// Numbering continues past it, whoever says so, so no number names two
+/// versions. The generation goes past the fleet's (so sidecars take the
+/// next bundle), history says so, once per version (which `status` turns
+/// into an alert until a newer version is committed), and a version this
+/// copy left pending is superseded: when the fleet says so
+/// (`corroborated`, see [`acks::Fleet::corroborated`]), or on one
+/// instance's word, which is how a restore is heard first, no more often
+/// than a poll interval for the generation and twice the commit timeout
+/// for a supersede. So one pool's wrong or hostile caller can make the
+/// fleet fetch its bundle again at most once a poll interval, and delay a
+/// shared keyring's rotation by about a commit timeout, as one that never
+/// acknowledges does.
 async fn note_foreign(
     state: &MountState,
     storage: &dyn Storage,
-    pool: &str,
-    instance: &str,
+    config: &Config,
+    caller: (&str, &str),
     foreign: &Foreign,
     corroborated: bool,
 ) -> Result<(), LogicalError> {
@@ -410,10 +416,9 @@ async fn note_foreign(
     // the cached record tells whether it is already noted.
     let known = |ring: &Keyring| {
         foreign.number <= ring.latest
-            && (!corroborated
-                || foreign.generation < ring.generation
-                    && ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [foreign.number])
-                    && ring.pending().is_none_or(|p| p.number > foreign.number))
+            && foreign.generation < ring.generation
+            && ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [foreign.number])
+            && ring.pending().is_none_or(|p| p.number > foreign.number)
     };
     if ring(state, storage, &foreign.keyring).await?.is_some_and(|c| known(&c.ring)) {
         return Ok(());
@@ -427,28 +432,38 @@ async fn note_foreign(
     if known(&ring) {
         return Ok(());
     }
-    if !corroborated {
-        // Numbers only: one caller's word moves nothing else.
-        ring.latest = foreign.number;
-        return save(state, storage, &ring, Vec::new(), &[]).await;
-    }
-    ring.continue_past(foreign.number, foreign.generation);
     let (number, kid) = (foreign.number, &foreign.kid);
-    let detail = format!(
-        "{pool}/{instance} holds version {number} (kid {kid}), which this coordinator did not issue: its storage may \
-         have been restored from an older copy. Version numbers continue past {}; rotate the keyring to bring every \
-         pool onto one new version",
-        ring.latest
-    );
-    if !ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [number]) {
-        ring.record(t, FLEET_AHEAD, Cause::Scheduled, SCHEDULER, detail, vec![number]);
-        tracing::warn!(keyring = %foreign.keyring, version = number, pool, instance, "the fleet holds a version this coordinator did not issue");
+    let (pool, instance) = caller;
+    let mut changed = ring.continue_numbering_past(number);
+    let recorded = ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [number]);
+    let behind = foreign.generation >= ring.generation;
+    let interval = i64::try_from(config.poll_interval).unwrap_or(i64::MAX);
+    if (behind || !recorded)
+        && (corroborated || state.with_fleet(|f| f.act_alone(&ring.name, "generation", t, interval)))
+    {
+        ring.continue_past(number, foreign.generation);
+        changed = true;
+        if !recorded {
+            let detail = format!(
+                "{pool}/{instance} holds version {number} (kid {kid}), which this coordinator did not issue: its \
+                 storage may have been restored from an older copy. Version numbers continue past {}; the \
+                 coordinator rotates the keyring to bring every pool onto one new version",
+                ring.latest
+            );
+            ring.record(t, FLEET_AHEAD, Cause::Scheduled, SCHEDULER, detail, vec![number]);
+            tracing::warn!(keyring = %foreign.keyring, version = number, pool, instance, "the fleet holds a version this coordinator did not issue");
+        }
     }
     // The fleet reports its newest version, never the one this copy left
     // pending: waiting for its acknowledgement would block every rotation
     // until the commit timeout, and sidecars would refuse a bundle whose
     // newest version went back.
-    if let Some(superseded) = ring.supersede_pending(number, t) {
+    let window = i64::try_from(ring.policy.commit_timeout.saturating_mul(2)).unwrap_or(i64::MAX);
+    let lately = ring.history.iter().any(|e| e.action == SUPERSEDE && t.saturating_sub(e.at) < window);
+    if ring.pending().is_some_and(|p| p.number <= number)
+        && (corroborated || !lately)
+        && let Some(superseded) = ring.supersede_pending(number, t)
+    {
         let detail = format!(
             "the fleet went on past version {superseded}, which this coordinator's storage left pending: it never \
              signs here, and the next version is numbered past {}",
@@ -456,8 +471,12 @@ async fn note_foreign(
         );
         ring.record(t, SUPERSEDE, Cause::Scheduled, SCHEDULER, detail, vec![superseded]);
         tracing::warn!(keyring = %foreign.keyring, version = superseded, "pending version superseded by the fleet's");
+        changed = true;
     }
-    save(state, storage, &ring, Vec::new(), &[]).await
+    if changed {
+        save(state, storage, &ring, Vec::new(), &[]).await?;
+    }
+    Ok(())
 }
 
 pub use lockstep_model::schedule::FLEET_AHEAD;
@@ -495,7 +514,7 @@ pub async fn record_poll(
     for foreign in &foreign {
         let pools = pools_listing(state, storage, &foreign.keyring).await?;
         let corroborated = state.with_fleet(|fleet| fleet.corroborated(&foreign.keyring, foreign.number, &pools, live));
-        if let Err(error) = note_foreign(state, storage, pool_name, instance, foreign, corroborated).await {
+        if let Err(error) = note_foreign(state, storage, config, (pool_name, instance), foreign, corroborated).await {
             tracing::warn!(keyring = %foreign.keyring, %error, "recording a version this coordinator did not issue failed");
         }
     }

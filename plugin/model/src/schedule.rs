@@ -243,6 +243,14 @@ impl Keyring {
         }
     }
 
+    /// Numbering goes on past `number`, leaving the generation as it is.
+    /// Returns whether the latest number moved.
+    pub fn continue_numbering_past(&mut self, number: u64) -> bool {
+        let moved = number > self.latest;
+        self.latest = self.latest.max(number);
+        moved
+    }
+
     /// Numbering goes on past `number`, a version the fleet holds that this
     /// keyring did not issue (its storage was restored from an older copy),
     /// and the generation past `generation`, the one the fleet holds: no
@@ -250,6 +258,7 @@ impl Keyring {
     /// than what the fleet holds, so sidecars take it. Returns whether
     /// anything changed.
     pub fn continue_past(&mut self, number: u64, generation: u64) -> bool {
+        self.continue_numbering_past(number);
         if number <= self.latest && generation < self.generation {
             return false;
         }
