@@ -621,7 +621,7 @@ fn post(sidecar: &Sidecar, path: &str, body: Value) -> Value {
 }
 
 #[test]
-fn ciphertexts_and_webhooks_cross_pools_and_a_rotation() {
+fn ciphertexts_macs_signatures_and_webhooks_cross_pools_and_a_rotation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server(&["web", "api"]);
     let policy = |key_type: &str| {
@@ -647,6 +647,8 @@ fn ciphertexts_and_webhooks_cross_pools_and_a_rotation() {
     let aad = "b3JkZXItNw=="; // "order-7"
     let before = post(&web, "/v1/encrypt/data", json!({"plaintext": secret, "associated_data": aad}));
     assert_eq!(before["version"], 1);
+    let mac = post(&web, "/v1/mac/hooks", json!({"data": secret}));
+    let signed = post(&web, "/v1/sign/jwt", json!({"data": secret}));
 
     // Both keyrings rotate: while the next versions are published but not
     // yet signing, a webhook carries both signatures, and verifies at the
@@ -681,4 +683,26 @@ fn ciphertexts_and_webhooks_cross_pools_and_a_rotation() {
     // The webhook signed during the rotation still verifies after it.
     let late = post(&api, "/v1/webhook/hooks/verify", json!({"payload": secret, "headers": headers}));
     assert_eq!(late["valid"], true, "{late}");
+    // A MAC and a raw signature made at one pool before the rotation check
+    // at the other after it; a rewrap there moves the old ciphertext to
+    // version 2, which the first pool opens.
+    let checked = post(&api, "/v1/mac/hooks/verify", json!({"data": secret, "mac": mac["mac"]}));
+    assert_eq!(checked["version"], 1, "{checked}");
+    let checked = post(&api, "/v1/sign/jwt/verify", json!({"data": secret, "signature": signed["signature"]}));
+    assert_eq!((checked["valid"].clone(), checked["kid"].clone()), (json!(true), signed["kid"].clone()), "{checked}");
+    let rewrapped = post(&api, "/v1/rewrap/data", json!({"ciphertext": before["ciphertext"], "associated_data": aad}));
+    assert_eq!(rewrapped["version"], 2, "{rewrapped}");
+    let opened = post(&web, "/v1/decrypt/data", json!({"ciphertext": rewrapped["ciphertext"], "associated_data": aad}));
+    assert_eq!(opened["plaintext"], json!(secret));
+    // Version 1 revoked: both pools refuse what it made, saying so.
+    let revoked = server.write("lockstep/keys/data/revoke", json!({"version": 1, "reason": "test"}));
+    assert!(revoked.status == 200 || revoked.status == 204, "{revoked:?}");
+    let old = json!({"ciphertext": before["ciphertext"], "associated_data": aad});
+    for sidecar in [&web, &api] {
+        sidecar.wait_until("version 1 refused as revoked", 30, |s| {
+            s.request("POST", "/v1/decrypt/data", Some(&old)).body["error"]["code"] == "version_revoked"
+        });
+    }
+    let refused = api.request("POST", "/v1/decrypt/data", Some(&old));
+    assert_eq!(refused.status, 400, "{refused:?}");
 }
