@@ -127,7 +127,9 @@ fn signing(keyring: &Keyring, now: UnixSeconds) -> Result<(u64, &str), OpError> 
 /// A version that verifies at `now`, or why not: revoked (the bundle lists
 /// it so), expired (listed but past its expiry, or numbered below a listed
 /// version: versions are issued in order and leave by expiring or being
-/// revoked), or unknown (numbered past every version listed).
+/// revoked; a number skipped when numbering went on past a restored
+/// fleet's versions, never issued here, is reported so too), or unknown
+/// (numbered past every version listed).
 fn verifying(keyring: &Keyring, number: u64, now: UnixSeconds) -> Result<&crate::crypto::PreparedKey, OpError> {
     if !keyring.state_at(now).verifying.contains(&number) {
         let revoked = keyring.data.revoked_versions.as_ref().is_some_and(|r| r.contains(&number));

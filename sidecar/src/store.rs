@@ -92,8 +92,11 @@ impl Keyring {
 /// activates, the way every version takes over, in step across the fleet.
 /// A pending one goes on verifying and never signs, so a pool that had not
 /// yet seen its commit still verifies what the others sign with it. A kept
-/// version lasts until its grace would have ended (`grace_period` from
-/// now, or its own expiry if sooner). A committed version that a newer
+/// version that had stopped signing, or never signed, lasts until its
+/// grace would have ended (`grace_period` from now, or its own expiry if
+/// sooner); one still signing lasts until `grace_period` after a newer
+/// version the bundle lists activates, so it never stops verifying, or
+/// signing, before another version takes over. A committed version that a newer
 /// bundle lists committed later, or not at all, keeps the activation held
 /// (see [`held_activation`]). Bundles without a revocation list (older
 /// plugins) keep nothing. Answers the numbers kept.
@@ -102,8 +105,13 @@ fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::
     let (Some(revoked), Some(limits)) = (new.revoked.as_ref(), new.limits.or(old.data.limits)) else {
         return kept;
     };
-    let until = now.saturating_add(i64::try_from(limits.grace_period).unwrap_or(i64::MAX));
+    let grace = i64::try_from(limits.grace_period).unwrap_or(i64::MAX);
+    let until = now.saturating_add(grace);
     let newer = new.generation > old.data.generation;
+    // When the first listed version numbered past `number` activates.
+    let successor = |new: &BundleKeyring, number: u64| {
+        new.versions.iter().filter(|v| v.meta.number > number).filter_map(|v| v.meta.not_before).min()
+    };
     for version in &old.data.versions {
         let meta = &version.meta;
         let listed = new.versions.iter_mut().find(|v| v.meta.number == meta.number && v.meta.kid == meta.kid);
@@ -126,8 +134,16 @@ fn carry_over(old: &Keyring, new: &mut BundleKeyring, now: UnixSeconds) -> std::
             continue;
         }
         let mut version = version.clone();
+        let bound = if meta.is_committed() && meta.not_after.is_none() {
+            successor(new, meta.number).map(|start| start.saturating_add(grace))
+        } else {
+            Some(until)
+        };
         // Kept again by a later bundle, it keeps the bound it was given.
-        version.meta.expires_at = Some(meta.expires_at.map_or(until, |e| e.min(until)));
+        version.meta.expires_at = match (meta.expires_at, bound) {
+            (Some(own), Some(bound)) => Some(own.min(bound)),
+            (own, bound) => own.or(bound),
+        };
         kept.insert(meta.number);
         new.versions.push(version);
     }
@@ -491,8 +507,9 @@ mod tests {
             "the signing version does not go back to 1"
         );
         assert!(ring.keys.contains_key(&3), "with its material");
-        assert_eq!(ring.state_at(300 + 120).verifying, vec![1, 4], "until its grace would have ended");
-        assert_eq!(ring.state_at(300 + 120).signing, Some(1));
+        // It signs on, however long, until a newer version takes over.
+        assert_eq!(ring.state_at(300 + 1_000).verifying, vec![1, 3, 4], "no newer version has activated");
+        assert_eq!(ring.state_at(300 + 1_000).signing, Some(3));
         // What it acknowledges is what the coordinator sent.
         assert_eq!(snapshot.held().iter().map(|h| h.number).collect::<Vec<_>>(), vec![4]);
         // Through a restart from the cache: the kept version comes back.
@@ -500,22 +517,25 @@ mod tests {
         assert_eq!(kept["api"].iter().map(|v| v.meta.number).collect::<Vec<_>>(), vec![3]);
         let restarted = Store::new("web");
         let cached = snapshot.bundle.clone();
-        let again = restarted.publish_kept(cached.clone(), kept.clone(), 300, 310).expect("restored");
+        let again = restarted.publish_kept(cached, kept, 300, 310).expect("restored");
         assert_eq!(again.keyrings["api"].state_at(310).verifying, vec![1, 3, 4]);
         assert_eq!(again.keyrings["api"].state_at(310).signing, Some(3));
-        // Not once its bound has passed.
-        let late = Store::new("web").publish_kept(cached, kept, 300, 300 + 121).expect("restored");
-        assert!(late.keyrings["api"].carried.is_empty());
-        // Carried again by the next bundle, with the same bound.
+        // Version 4 committed to activate at 350: 3 verifies for its grace
+        // after that, and that bound is carried by the next bundles.
         let next = listing(7, vec![version(ed, 1, Some(0), None), version(ed, 4, Some(350), None)], &[]);
         let later = store.publish(next, 360).expect("accepted");
-        assert_eq!(
-            later.keyrings["api"].data.versions.iter().find(|v| v.meta.number == 3).and_then(|v| v.meta.expires_at),
-            Some(420)
-        );
+        let bound = |s: &Snapshot| {
+            s.keyrings["api"].data.versions.iter().find(|v| v.meta.number == 3).and_then(|v| v.meta.expires_at)
+        };
+        assert_eq!(bound(&later), Some(350 + 120));
+        let again = listing(8, vec![version(ed, 1, Some(0), None), version(ed, 4, Some(350), None)], &[]);
+        assert_eq!(bound(&store.publish(again, 370).expect("accepted")), Some(470));
         // The newer version takes over at its activation, as any does.
         assert_eq!(later.keyrings["api"].state_at(349).signing, Some(3));
         assert_eq!(later.keyrings["api"].state_at(360).signing, Some(4));
+        // Not once its bound has passed, after a restart either.
+        let late = Store::new("web").publish_kept(later.bundle.clone(), later.kept(), 360, 471).expect("restored");
+        assert!(late.keyrings["api"].carried.is_empty());
     }
 
     #[test]

@@ -238,6 +238,8 @@ fn a_fleet_gone_on_past_the_pending_version_supersedes_it() {
     // Storage restored from a copy taken with version 2 pending, after the
     // fleet went on to version 3: it reports 3, never 2, so 2 would wait
     // for its commit timeout and block every rotation meanwhile.
+    host.clock.advance(5);
+    host.reload(M);
     poll(&host, "web", "web-1", "jwt:3:jwt-v3-abcd:9");
     let keys = key(&host);
     assert_eq!(keys["pending_version"], Value::Null, "{keys}");

@@ -330,23 +330,15 @@ impl Fleet {
 
     /// Whether the fleet, not one caller, says it holds a version of
     /// `keyring` numbered `number` or past it that this coordinator did not
-    /// issue: live instances of two of `pools` say so, or of the only one
-    /// of them with live instances. One pool's sidecars (a wrong or hostile
-    /// caller with that pool's token) cannot alone make a coordinator
-    /// give up a pending version or rotate a keyring other pools share.
+    /// issue: live instances of two of `pools` say so. One pool's sidecars
+    /// (a wrong or hostile caller with that pool's token) never do, however
+    /// many instance ids it invents, even when it is the only pool.
     pub fn corroborated(&self, keyring: &str, number: u64, pools: &BTreeSet<String>, live: Liveness) -> bool {
-        let (mut live_pools, mut saying) = (0, 0);
-        for pool in pools {
-            let members = self.pools.get(pool).into_iter().flat_map(HashMap::values).filter(|i| live.live(i.seen));
-            let (mut any, mut says) = (false, false);
-            for member in members {
-                any = true;
-                says |= member.ahead.get(keyring).is_some_and(|n| *n >= number);
-            }
-            live_pools += usize::from(any);
-            saying += usize::from(says);
-        }
-        saying >= 1 && saying >= live_pools.min(2)
+        let says = |pool: &String| {
+            let mut members = self.pools.get(pool).into_iter().flat_map(HashMap::values);
+            members.any(|i| live.live(i.seen) && i.ahead.get(keyring).is_some_and(|n| *n >= number))
+        };
+        pools.iter().filter(|p| says(p)).count() >= 2
     }
 
     /// Whether `keyring` may do `act` at `t` on one instance's word: not if
@@ -597,8 +589,10 @@ mod tests {
             fleet.poll(pool, &rings, "1".into(), held(&[("jwt", 1)]), at, CAP).expect("room");
         }
         fleet.reported_ahead("web", "1", held(&[("jwt", 7)]));
-        assert!(!fleet.corroborated("jwt", 7, &both, at), "web alone, and api is live");
-        assert!(fleet.corroborated("jwt", 7, &pools(&["web"]), at), "a keyring only web lists");
+        fleet.poll("web", &rings, "2".into(), held(&[("jwt", 1)]), at, CAP).expect("room");
+        fleet.reported_ahead("web", "2", held(&[("jwt", 7)]));
+        assert!(!fleet.corroborated("jwt", 7, &both, at), "two instances, one pool");
+        assert!(!fleet.corroborated("jwt", 7, &pools(&["web"]), at), "even a keyring only web lists");
         fleet.reported_ahead("api", "1", held(&[("jwt", 5)]));
         assert!(fleet.corroborated("jwt", 5, &both, at), "both pools are past 5");
         assert!(!fleet.corroborated("jwt", 6, &both, at), "only web says 6 or more");
@@ -607,9 +601,9 @@ mod tests {
         let later = Liveness::new(100 + 601, 600);
         fleet.poll("web", &rings, "1".into(), held(&[("jwt", 1)]), later, CAP).expect("room");
         fleet.reported_ahead("web", "1", held(&[("jwt", 7)]));
-        assert!(fleet.corroborated("jwt", 7, &both, later), "api went quiet");
-        fleet.reported_ahead("web", "1", BTreeMap::new());
-        assert!(!fleet.corroborated("jwt", 1, &both, later));
+        assert!(!fleet.corroborated("jwt", 5, &both, later), "api went quiet");
+        fleet.reported_ahead("api", "1", BTreeMap::new());
+        assert!(!fleet.corroborated("jwt", 1, &both, at));
         // Acting on one instance's word: once per window, per keyring and act.
         assert!(fleet.act_alone("jwt", "generation", 100, 30));
         assert!(!fleet.act_alone("jwt", "generation", 129, 30));

@@ -402,7 +402,7 @@ async fn check_held(
 /// than a poll interval for the generation and twice the commit timeout
 /// for a supersede. So one pool's wrong or hostile caller can make the
 /// fleet fetch its bundle again at most once a poll interval, and delay a
-/// shared keyring's rotation by about a commit timeout, as one that never
+/// keyring's rotation by about a commit timeout, as one that never
 /// acknowledges does.
 async fn note_foreign(
     state: &MountState,
@@ -462,7 +462,7 @@ async fn note_foreign(
     let lately = ring.history.iter().any(|e| e.action == SUPERSEDE && t.saturating_sub(e.at) < window);
     if ring.pending().is_some_and(|p| p.number <= number)
         && (corroborated || !lately)
-        && let Some(superseded) = ring.supersede_pending(number, t)
+        && let Some(superseded) = ring.supersede_pending(number, t, state.started())
     {
         let detail = format!(
             "the fleet went on past version {superseded}, which this coordinator's storage left pending: it never \
@@ -512,9 +512,13 @@ pub async fn record_poll(
         })
         .map_err(|full: acks::PoolFull| LogicalError::InvalidRequest(format!("field \"instance\": {full}")))?;
     for foreign in &foreign {
-        let pools = pools_listing(state, storage, &foreign.keyring).await?;
-        let corroborated = state.with_fleet(|fleet| fleet.corroborated(&foreign.keyring, foreign.number, &pools, live));
-        if let Err(error) = note_foreign(state, storage, config, (pool_name, instance), foreign, corroborated).await {
+        let noted = async {
+            let pools = pools_listing(state, storage, &foreign.keyring).await?;
+            let corroborated =
+                state.with_fleet(|fleet| fleet.corroborated(&foreign.keyring, foreign.number, &pools, live));
+            note_foreign(state, storage, config, (pool_name, instance), foreign, corroborated).await
+        };
+        if let Err(error) = noted.await {
             tracing::warn!(keyring = %foreign.keyring, %error, "recording a version this coordinator did not issue failed");
         }
     }

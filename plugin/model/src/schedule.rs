@@ -258,7 +258,6 @@ impl Keyring {
     /// than what the fleet holds, so sidecars take it. Returns whether
     /// anything changed.
     pub fn continue_past(&mut self, number: u64, generation: u64) -> bool {
-        self.continue_numbering_past(number);
         if number <= self.latest && generation < self.generation {
             return false;
         }
@@ -272,18 +271,21 @@ impl Keyring {
     /// fleet reports its newest, so it will never acknowledge the pending
     /// one, which would block every rotation until its commit timeout.
     /// The superseded version never signs. One numbered below the fleet's
-    /// is the one the fleet went on from, which may have signed: it goes on
-    /// verifying for as long as anything can still be signing with it
-    /// (until a version published now, committed at its timeout, has taken
-    /// over and its grace has run). One under the fleet's own number is
-    /// another key, which never signed anything: it leaves at once. Returns
+    /// and published before `since` (the copy's) is the one the fleet went
+    /// on from, which may have signed: it goes on verifying for as long as
+    /// anything can still be signing with it (until a version published
+    /// now, committed at its timeout, has taken over and its grace has
+    /// run). One under the fleet's own number, or published since (by this
+    /// coordinator, after the restore, under a number the fleet may hold
+    /// as another key), never signed anything: it leaves at once. Returns
     /// the superseded number.
-    pub fn supersede_pending(&mut self, number: u64, t: UnixSeconds) -> Option<u64> {
-        let pending = self.pending()?.number;
+    pub fn supersede_pending(&mut self, number: u64, t: UnixSeconds, since: UnixSeconds) -> Option<u64> {
+        let pending = self.pending()?;
+        let (made_here, pending) = (pending.created_at >= since, pending.number);
         if pending > number {
             return None;
         }
-        let until = if pending < number {
+        let until = if pending < number && !made_here {
             t.saturating_add(secs(self.prepublish(t)))
                 .saturating_add(secs(self.policy.commit_timeout))
                 .saturating_add(secs(self.grace(t)))

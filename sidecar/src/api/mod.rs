@@ -215,17 +215,21 @@ fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
 /// quoting the value (which may be a plaintext or a secret): serde's own
 /// text quotes a string it did not expect.
 fn describe<T: serde::de::DeserializeOwned>(value: &serde_json::Value, error: &serde_json::Error) -> String {
+    const MOST: usize = 200;
     let text = error.to_string();
-    let text = text.split(" at line ").next().unwrap_or_default();
+    let text = text.rsplit_once(" at line ").map_or(text.as_str(), |(before, _)| before);
     let Some((kind, rest)) = ["invalid type: ", "invalid value: ", "invalid length "]
         .iter()
         .find_map(|prefix| text.strip_prefix(prefix).map(|rest| (prefix.trim_end(), rest)))
     else {
-        return text.to_string();
+        // Missing or unknown fields: serde names the field, cut short.
+        return text.chars().take(MOST).collect();
     };
-    // "string \"…\", expected u64": keep what was given, not its content.
-    let given = rest.split([' ', ',']).next().unwrap_or_default();
-    let expected = rest.split_once(", expected ").map(|(_, e)| e).unwrap_or("another value");
+    // `string "…", expected u64`: keep what was given, never its content
+    // (quoted in "…" or `…`), and what was expected, which serde writes
+    // last (a value may itself contain ", expected ").
+    let (given, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, "another value"));
+    let given = given.split(['"', '`']).next().unwrap_or_default().trim();
     // The field whose removal makes this error go away is the culprit.
     let culprit = value.as_object().and_then(|fields| {
         fields.keys().find(|key| {
@@ -269,7 +273,15 @@ mod tests {
                 serde_json::json!({"ttl": "s3cr3t-value", "plaintext": "x"}),
                 "field \"ttl\": invalid type: string, expected u64",
             ),
+            (
+                serde_json::json!({"ttl": "hunter2, expected s3cr3t", "plaintext": "x"}),
+                "field \"ttl\": invalid type: string, expected u64",
+            ),
             (serde_json::json!({"plaintext": 5}), "field \"plaintext\": invalid type: integer, expected a string"),
+            (
+                serde_json::json!({"plaintext": 1.5}),
+                "field \"plaintext\": invalid type: floating point, expected a string",
+            ),
             (serde_json::json!({"ttl": 1}), "missing field `plaintext`"),
         ];
         for (body, expected) in cases {

@@ -32,7 +32,11 @@ fn query(path: &str) -> Vec<Value> {
         }
         "/v1/keys/{keyring}/watch" => vec![
             parameter("after", json!({"type": "string"}), "The state token held; the answer waits until it changes."),
-            parameter("timeout", json!({"type": "integer", "minimum": 1, "maximum": 300}), "Seconds to wait at most."),
+            parameter(
+                "timeout",
+                json!({"type": "integer", "minimum": 0}),
+                "Seconds to wait at most (up to the configured socket.max_watch_secs).",
+            ),
             format,
             private,
         ],

@@ -186,7 +186,7 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     if ring.policy != before {
         ring.generation += 1;
     }
-    let detail = policy_change(&before, &ring);
+    let detail = policy_change(&before, &ring, t);
     ring.record(t, "policy", Cause::Manual, req.actor(), detail, vec![]);
     apply(state, req.storage.as_ref(), vec![Write::Put(keyring_key(name), encode(&ring)?)]).await?;
     Ok(Some(render(&ring, t)))
@@ -206,7 +206,7 @@ fn public_jwks(data: &FieldData, key_type: KeyType) -> Result<Option<bool>, Logi
     Ok(Some(public))
 }
 
-fn policy_change(before: &lockstep_model::Policy, ring: &Keyring) -> String {
+fn policy_change(before: &lockstep_model::Policy, ring: &Keyring, t: i64) -> String {
     let (mut old, mut new) = (Map::new(), Map::new());
     policy_json(before, &mut old);
     policy_json(&ring.policy, &mut new);
@@ -214,9 +214,10 @@ fn policy_change(before: &lockstep_model::Policy, ring: &Keyring) -> String {
         new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {} -> {v}", old[k])).collect();
     changes.push(format!("deletion_allowed: {}", ring.deletion_allowed));
     changes.push(format!("public_jwks: {}", ring.public_jwks));
-    if let Some(h) =
-        ring.honoured.filter(|h| h.prepublish > ring.policy.prepublish || h.grace_period > ring.policy.grace_period)
-    {
+    let longer = |h: &lockstep_model::schedule::Honoured| {
+        h.until > t && (h.prepublish > ring.policy.prepublish || h.grace_period > ring.policy.grace_period)
+    };
+    if let Some(h) = ring.honoured.filter(longer) {
         changes.push(format!(
             "prepublish {}s and grace_period {}s still apply until {} (sidecars cut off before the change rely on them)",
             h.prepublish,

@@ -46,7 +46,7 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     let upcoming = ring
         .versions
         .iter()
-        .filter(|v| v.verifies_at(t) && v.not_before.is_none_or(|s| s > t))
+        .filter(|v| v.verifies_at(t) && !v.is_superseded() && v.not_before.is_none_or(|s| s > t))
         .max_by_key(|v| v.number);
     let mut data = Map::new();
     data.insert("name".into(), json!(name));

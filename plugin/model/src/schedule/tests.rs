@@ -85,7 +85,7 @@ fn a_fleet_past_the_pending_version_supersedes_it() {
     ring.publish("jwt-2".into(), 2_000, 2_000 + 7_200);
     ring.continue_past(3, 7);
     let generation = ring.generation;
-    assert_eq!(ring.supersede_pending(3, 3_000), Some(2));
+    assert_eq!(ring.supersede_pending(3, 3_000, 2_500), Some(2));
     assert!(ring.generation > generation, "sidecars must take the change");
     assert_eq!(ring.pending(), None);
     let v2 = ring.versions.iter().find(|v| v.number == 2).expect("v2");
@@ -93,7 +93,7 @@ fn a_fleet_past_the_pending_version_supersedes_it() {
     let until = 3_000 + 2 * 3_600 + 3_600 + 4 * 3_600;
     assert_eq!(v2.expires_at, Some(until), "prepublish + commit timeout + grace");
     assert_eq!(crate::version::version_state(v2, Some(1), 3_000), crate::version::VersionState::Grace);
-    assert_eq!(ring.supersede_pending(3, 3_001), None, "nothing left to supersede");
+    assert_eq!(ring.supersede_pending(3, 3_001, 2_500), None, "nothing left to supersede");
     let state = key_state(&ring.versions, 3_000 + 3 * 3_600);
     assert_eq!((state.signing, state.verifying.clone()), (Some(1), vec![1, 2]), "2 never signs");
     assert_eq!(key_state(&ring.versions, until).verifying, vec![1]);
@@ -113,13 +113,18 @@ fn only_a_pending_version_at_or_below_the_fleets_is_superseded() {
     let mut ring = keyring();
     tick(&mut ring, 1_000);
     ring.publish("jwt-2".into(), 2_000, 2_000 + 7_200);
-    assert_eq!(ring.supersede_pending(1, 3_000), None, "the fleet is behind it");
+    assert_eq!(ring.supersede_pending(1, 3_000, 2_500), None, "the fleet is behind it");
     // The fleet holds another key under number 2: ours never signed.
-    assert_eq!(ring.supersede_pending(2, 3_000), Some(2));
-    let v2 = ring.versions.iter().find(|v| v.number == 2).expect("v2");
+    let mut same = ring.clone();
+    assert_eq!(same.supersede_pending(2, 3_000, 1_500), Some(2));
+    let v2 = same.versions.iter().find(|v| v.number == 2).expect("v2");
     assert_eq!(v2.expires_at, Some(3_000), "it leaves at once");
-    assert_eq!(key_state(&ring.versions, 3_000).verifying, vec![1]);
-    assert_eq!(ring.expire(3_000), vec![2]);
+    assert_eq!(key_state(&same.versions, 3_000).verifying, vec![1]);
+    assert_eq!(same.expire(3_000), vec![2]);
+    // Published by this coordinator since the restore (at 1 500), under a
+    // number the fleet may hold as another key: it leaves at once too.
+    assert_eq!(ring.supersede_pending(5, 3_000, 1_500), Some(2));
+    assert_eq!(ring.versions.iter().find(|v| v.number == 2).and_then(|v| v.expires_at), Some(3_000));
 }
 
 #[test]
