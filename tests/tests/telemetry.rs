@@ -105,6 +105,36 @@ fn the_telemetry_listener_serves_probes_and_metrics_and_never_keys() {
 }
 
 #[test]
+fn a_sidecar_without_a_bundle_fails_the_readiness_probe_and_passes_the_liveness_one() {
+    // Nothing listens at the server's address and there is no cache: the
+    // sidecar runs, serves its socket, and has no keys to serve.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display();
+    std::fs::create_dir_all(dir.path().join("keys")).expect("keys dir");
+    std::fs::write(dir.path().join("keys/web.key"), [7u8; 32]).expect("cache key");
+    std::fs::write(dir.path().join("web.token"), "hvs.not-a-real-token").expect("token");
+    let config = format!(
+        "pool = \"web\"\ninstance = \"web-1\"\n[vault]\naddr = \"http://127.0.0.1:{port}\"\n[auth]\nmethod = \"token\"\n\
+         token_file = \"{d}/web.token\"\n[socket]\npath = \"{d}/web.sock\"\n[cache]\nfile = \"{d}/web.bin\"\n\
+         key_file = \"{d}/keys/web.key\"\n",
+        port = free_port(),
+    );
+    let sidecar = lockstep_tests::sidecar::Sidecar::start(dir.path(), "web", &config);
+    let probe = |live: bool| {
+        let mut command = Command::new(release_sidecar_binary());
+        command.arg("probe").arg("--socket").arg(sidecar.socket());
+        if live {
+            command.arg("--live");
+        }
+        command.output().expect("probe")
+    };
+    let ready = probe(false);
+    assert_eq!(ready.status.code(), Some(4), "{}", String::from_utf8_lossy(&ready.stderr));
+    assert!(String::from_utf8_lossy(&ready.stderr).contains("/readyz answered 503"), "{ready:?}");
+    assert_eq!(probe(true).status.code(), Some(0));
+}
+
+#[test]
 fn probe_call_and_watch_work_against_a_running_sidecar() {
     let fixture = ClientFixture::start();
     assert_eq!(sidecar_cli(&fixture, &["probe"]).0, 0);
