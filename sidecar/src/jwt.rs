@@ -63,7 +63,8 @@ pub enum JwtError {
     /// `max_token_ttl`, whose grace period is what makes it verify.
     #[error("field {field:?}: a lifetime of {asked}s is longer than the keyring's max_token_ttl ({max}s)")]
     TooLong {
-        /// `ttl` or `exp`.
+        /// `ttl` or `exp`, or `iat` when neither was given (the
+        /// lifetime then runs from `iat`, and only `iat` can stretch it).
         field: &'static str,
         /// The lifetime asked for.
         asked: i64,
@@ -180,19 +181,22 @@ fn lifetime(
         Some(max) if asked > i64::try_from(max).unwrap_or(i64::MAX) => Err(JwtError::TooLong { field, asked, max }),
         _ => Ok(()),
     };
-    match (ttl, number(claims, "exp")?) {
+    let (field, exp) = match (ttl, number(claims, "exp")?) {
         (Some(ttl), _) => {
             let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
             too_long("ttl", ttl)?;
-            claims.insert("exp".into(), json!(iat.saturating_add(ttl)));
+            ("ttl", iat.saturating_add(ttl))
         }
-        (None, Some(exp)) => too_long("exp", exp.saturating_sub(now.max(iat)))?,
-        (None, None) => {
-            if let Some(max) = max {
-                claims.insert("exp".into(), json!(iat.saturating_add(i64::try_from(max).unwrap_or(i64::MAX))));
-            }
-        }
-    }
+        (None, Some(exp)) => ("exp", exp),
+        (None, None) => match max {
+            Some(max) => ("iat", iat.saturating_add(i64::try_from(max).unwrap_or(i64::MAX))),
+            None => return Ok(()),
+        },
+    };
+    // Measured from now, whatever `iat` says: an `iat` in the future must
+    // not stretch a token past the keyring's limit.
+    too_long(field, exp.saturating_sub(now))?;
+    claims.insert("exp".into(), json!(exp));
     Ok(())
 }
 

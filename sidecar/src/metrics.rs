@@ -29,6 +29,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    route: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyringLabel {
     keyring: String,
 }
@@ -71,6 +77,7 @@ pub struct Metrics {
     registry: Registry,
     sync_errors: Family<KindLabel, Counter>,
     requests: Family<RequestLabels, Counter>,
+    results: Family<ResultLabels, Counter>,
     bundles_applied: Counter,
     clock_skew: Gauge,
     watches: Gauge,
@@ -92,6 +99,7 @@ impl Default for Metrics {
         let metrics = Self {
             sync_errors: Family::default(),
             requests: Family::default(),
+            results: Family::default(),
             bundles_applied: Counter::default(),
             clock_skew: Gauge::default(),
             watches: Gauge::default(),
@@ -108,6 +116,12 @@ impl Default for Metrics {
         };
         registry.register("sync_errors", "Failed syncs by kind.", metrics.sync_errors.clone());
         registry.register("requests", "Socket API requests by route and status.", metrics.requests.clone());
+        registry.register(
+            "results",
+            "Socket API answers by route and result: ok or the error code; each item of a batch also counts, \
+             under the route with _item.",
+            metrics.results.clone(),
+        );
         registry.register("bundles_applied", "Bundles validated and swapped in.", metrics.bundles_applied.clone());
         registry.register(
             "clock_skew_seconds",
@@ -184,6 +198,11 @@ impl Metrics {
         self.requests.get_or_create(&RequestLabels { route, status }).inc();
     }
 
+    /// Counts an answer of `route` by its result: `ok` or the error code.
+    pub fn result(&self, route: &'static str, result: &'static str) {
+        self.results.get_or_create(&ResultLabels { route, result }).inc();
+    }
+
     /// Local clock minus server clock, seconds.
     pub fn set_clock_skew(&self, seconds: i64) {
         self.clock_skew.set(seconds);
@@ -243,6 +262,7 @@ mod tests {
         metrics.sync_error("unreachable");
         metrics.sync_error("unreachable");
         metrics.request("keys", 200);
+        metrics.result("decrypt", "version_revoked");
         metrics.set_clock_skew(-3);
         store.mark_synced(90);
         let text = metrics.render(&store, &Scrape { now: 100, max_clock_skew: 5, cache_max_age: 600, ready: true });
@@ -250,6 +270,8 @@ mod tests {
             "lockstep_sidecar_sync_errors_total{kind=\"unreachable\"} 2",
             "lockstep_sidecar_sync_errors_total{kind=\"sink\"} 0",
             "lockstep_sidecar_requests_total{route=\"keys\",status=\"200\"} 1",
+            "lockstep_sidecar_results_total{route=\"decrypt\",result=\"version_revoked\"} 1",
+            "# TYPE lockstep_sidecar_results counter",
             "lockstep_sidecar_cache_age_seconds 10",
             "lockstep_sidecar_clock_skew_seconds -3",
             "lockstep_sidecar_last_sync_timestamp_seconds 90",

@@ -516,6 +516,10 @@ async fn tokens_live_no_longer_than_max_token_ttl_and_a_cut_off_sidecar_stops_si
     for (body, code, field) in [
         (json!({"claims": {}, "ttl": 301}), "ttl_too_long", "\"ttl\""),
         (json!({"claims": {"exp": T0 + 1_000}}), "ttl_too_long", "\"exp\""),
+        // An `iat` in the future never stretches a token past the limit.
+        (json!({"claims": {"iat": T0 + 100_000_000}, "ttl": 300}), "ttl_too_long", "\"ttl\""),
+        (json!({"claims": {"iat": T0 + 100_000_000}}), "ttl_too_long", "\"iat\""),
+        (json!({"claims": {"iat": T0 + 100_000_000, "exp": T0 + 100_000_100}}), "ttl_too_long", "\"exp\""),
         (json!({"claims": {"exp": "tomorrow"}}), "claim_not_numeric", "\"exp\""),
         (json!({"claims": {"nbf": "now"}}), "claim_not_numeric", "\"nbf\""),
         (json!({"claims": {"pad": "x".repeat(20_000)}}), "token_too_large", "bytes"),
@@ -640,6 +644,16 @@ async fn encrypt_decrypt_rewrap_mac_and_raw_signatures_through_the_socket() {
     let metrics = sidecar.metrics().await;
     assert!(metrics.contains("requests_total{route=\"encrypt\",status=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("requests_total{route=\"mac_verify\",status=\"401\"} 1"), "{metrics}");
+    // By operation and result: the error code, and each item of a batch.
+    for series in [
+        "results_total{route=\"mac_verify\",result=\"mac_invalid\"} 1",
+        "results_total{route=\"mac_verify\",result=\"ok\"} 1",
+        "results_total{route=\"encrypt\",result=\"keyring_wrong_type\"} 2",
+        "results_total{route=\"decrypt_item\",result=\"version_unknown\"} 1",
+        "results_total{route=\"decrypt_item\",result=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing in\n{metrics}");
+    }
     sidecar.stop().await;
 }
 

@@ -177,6 +177,11 @@ pub struct Params {
     /// The least time between a publication and the scheduled one after
     /// it: the rotation period less the prepublish lead.
     pub rotation_floor: f64,
+    /// The most time between two publications of a keyring while the
+    /// cluster serves: the rotation period, plus the commit timeout (a
+    /// pending version holds the next rotation back) and the server's
+    /// periodic call's interval. Outages (see `cut_off`) add their length.
+    pub rotation_ceiling: f64,
     /// The most time a published version may wait for its commit (the
     /// commit timeout, plus the server's periodic call's interval).
     pub commit_bound: f64,
@@ -226,6 +231,12 @@ pub struct Report {
     pub unavailable_down: usize,
     /// Requests answered while the cluster was down.
     pub served_while_cluster_down: usize,
+    /// Signatures refused by a sidecar that was down (frozen, killed).
+    pub sign_refused_down: usize,
+    /// Signatures refused past the signing bound by a sidecar cut off
+    /// from the coordinator (the cluster down or without a leader, or
+    /// restoring), the documented exception.
+    pub sign_refused_cut_off: usize,
     /// Views of a sidecar's keys checked.
     pub views: usize,
     /// Signatures checked against every other live sidecar's view.
@@ -250,7 +261,7 @@ impl Report {
         let mut out = format!(
             "signed {} tokens; {} verifications within their lifetimes: {} accepted, {} rejected after a revocation \
              (excused), {} excused just after an emergency revocation, {} unavailable while the sidecar was down; {} requests served while the cluster was down; \
-             {} views checked, {} signatures checked against every live sidecar's view; versions issued {:?}; \
+             signatures refused: {} by a sidecar that was down, {} past the signing bound while cut off; {} views checked, {} signatures checked against every live sidecar's view; versions issued {:?}; \
              {} decisions read in {} lineages of the coordinator's history, {} scheduled publications checked, \
              {} publications followed to their commit; {} violations\n",
             self.signed,
@@ -260,6 +271,8 @@ impl Report {
             self.excused_emergency,
             self.unavailable_down,
             self.served_while_cluster_down,
+            self.sign_refused_down,
+            self.sign_refused_cut_off,
             self.views,
             self.held_checks,
             self.issued,
@@ -300,6 +313,16 @@ fn windows(events: &[Event], kind: &str) -> Vec<(String, f64, f64)> {
 }
 
 /// Whether a window of `target` meets `[from, to]`.
+/// When no node could answer: the cluster down, an active node killed
+/// until a new leader serves, a restore; each with a recovery after.
+fn cut_off(events: &[Event], params: Params) -> Vec<(String, f64, f64)> {
+    ["cluster_down", "kill_active", "kill_active_scheduled", "snapshot_restore"]
+        .iter()
+        .flat_map(|kind| windows(events, kind))
+        .map(|(target, start, end)| (target, start, end + params.recovery))
+        .collect()
+}
+
 fn overlaps(windows: &[(String, f64, f64)], target: &str, from: f64, to: f64) -> bool {
     windows.iter().any(|(w, start, end)| w == target && *start <= to && from < *end)
 }
@@ -329,6 +352,7 @@ pub fn check(events: &[Event], issued: &[Issued], params: Params) -> Report {
         .map(|(target, start, end)| (target.clone(), *start, end + params.recovery))
         .collect();
     let cluster_down = windows(&events, "cluster_down");
+    let cut_off = cut_off(&events, params);
     let revoked: Vec<(&str, &str, f64)> = events
         .iter()
         .filter_map(|e| match e {
@@ -389,6 +413,22 @@ pub fn check(events: &[Event], issued: &[Issued], params: Params) -> Report {
                             around: around(&events, t),
                         });
                     }
+                }
+            }
+            Event::Sign { pool, instance, keyring, token, result, .. } if result != "ok" => {
+                let from = t - params.request_wait;
+                if overlaps(&down, instance, from, t) || overlaps(&dead, instance, from, t) {
+                    report.sign_refused_down += 1;
+                } else if result == "signing_bound_passed" && cut_off.iter().any(|(_, s, e)| *s <= t && from < *e) {
+                    report.sign_refused_cut_off += 1;
+                } else {
+                    report.violations.push(Violation {
+                        rule: "signs while up and in reach of the coordinator",
+                        what: format!(
+                            "{pool}/{instance} refused to sign token {token} with {keyring}: {result} at {t:.1}"
+                        ),
+                        around: around(&events, t),
+                    });
                 }
             }
             Event::Verify { pool, instance, token, result, .. } => {
@@ -567,6 +607,7 @@ fn check_decisions(events: &[Event], params: Params, report: &mut Report) {
             report.violations.push(Violation { rule, what, around: around(events, at) });
         }
     };
+    let outages = cut_off(events, params);
     let mut scheduled: std::collections::BTreeSet<(String, u64, i64)> = std::collections::BTreeSet::new();
     let mut followed: std::collections::BTreeSet<(String, u64, i64)> = std::collections::BTreeSet::new();
     for (keyring, lines) in &lineages {
@@ -646,6 +687,31 @@ fn check_decisions(events: &[Event], params: Params, report: &mut Report) {
                     }
                 }
             }
+            // And none was missed: the next publication (or the end of
+            // this line, or of the run) came within the ceiling, plus the
+            // time the cluster could not serve.
+            let mut times: Vec<f64> = published.values().flatten().copied().collect();
+            times.sort_by(f64::total_cmp);
+            let end = line.ended.min(last_read);
+            for (i, from) in times.iter().enumerate() {
+                let to = times.get(i + 1).copied().unwrap_or(end);
+                let lost: f64 = outages.iter().map(|(_, s, e)| (e.min(to) - s.max(*from)).max(0.0)).sum();
+                if to - from > params.rotation_ceiling + lost {
+                    flag(
+                        report,
+                        "each scheduled rotation happens",
+                        keyring,
+                        0,
+                        *from,
+                        format!(
+                            "{keyring} had no publication for {:.0} s after {from:.0}, more than {:.0} s \
+                             (the ceiling, plus {lost:.0} s the cluster could not serve)",
+                            to - from,
+                            params.rotation_ceiling + lost
+                        ),
+                    );
+                }
+            }
             for (number, seen) in &published {
                 if seen.len() > 1 {
                     flag(
@@ -723,6 +789,7 @@ mod tests {
         recovery: 5.0,
         view_age: 1.0,
         rotation_floor: 40.0,
+        rotation_ceiling: 100.0,
         commit_bound: 100.0,
         request_wait: 1.0,
     };
@@ -755,6 +822,39 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_signature_is_excused_only_down_or_cut_off_past_the_bound() {
+        let refused = |t: f64, token: u64, result: &str| match sign(t, token, "jwt-v1", 0) {
+            Event::Sign { t, pool, instance, keyring, token, exp, .. } => {
+                Event::Sign { t, pool, instance, keyring, token, kid: None, exp, result: result.into() }
+            }
+            other => other,
+        };
+        let events = [
+            // Frozen: nothing it answers (or fails to) counts against it.
+            fault(10.0, "freeze_sidecar", "web-1", "start"),
+            refused(12.0, 1, "unavailable"),
+            fault(15.0, "freeze_sidecar", "web-1", "end"),
+            // Cut off past its bound while the cluster is down, and just
+            // after, until it has synced again.
+            fault(20.0, "cluster_down", "cluster", "start"),
+            refused(30.0, 2, "signing_bound_passed"),
+            fault(40.0, "cluster_down", "cluster", "end"),
+            refused(43.0, 3, "signing_bound_passed"),
+        ];
+        let report = check(&events, &[], PARAMS);
+        assert_eq!(rules(&report), Vec::<&str>::new(), "{}", report.render());
+        assert_eq!((report.sign_refused_down, report.sign_refused_cut_off), (1, 2));
+        // Up and in reach: any refusal, even the bound, is a violation, and
+        // so is another code while cut off.
+        for (t, result) in [(60.0, "signing_bound_passed"), (61.0, "unavailable"), (30.0, "no_signing_key")] {
+            let mut broken = events.to_vec();
+            broken.push(refused(t, 9, result));
+            let report = check(&broken, &[], PARAMS);
+            assert_eq!(rules(&report), ["signs while up and in reach of the coordinator"], "{t} {result}");
+        }
+    }
+
+    #[test]
     fn a_scheduled_rotation_done_twice_is_caught_and_one_done_on_time_is_not() {
         let on_time = [
             decision(DAY + 1.0, 1, 0, "publish", "manual", 1),
@@ -783,6 +883,31 @@ mod tests {
             ]);
             assert_eq!(rules(&check(&early, &[], PARAMS)), Vec::<&str>::new(), "after {action}");
         }
+    }
+
+    #[test]
+    fn a_missed_scheduled_rotation_is_caught_unless_the_cluster_was_out() {
+        let steady = [
+            decision(DAY + 1.0, 1, 0, "publish", "manual", 1),
+            decision(DAY + 50.0, 2, 45, "publish", "scheduled", 2),
+            decision(DAY + 55.0, 3, 50, "commit", "scheduled", 2),
+            decision(DAY + 140.0, 4, 135, "publish", "scheduled", 3),
+            decision(DAY + 141.0, 5, 136, "commit", "scheduled", 3),
+        ];
+        let report = check(&steady, &[], PARAMS);
+        assert_eq!(rules(&report), Vec::<&str>::new(), "{}", report.render());
+        // The scheduler stalls: nothing after 135 though the run reads on.
+        let mut stalled = steady.to_vec();
+        stalled.push(decision(DAY + 300.0, 5, 136, "commit", "scheduled", 3));
+        let report = check(&stalled, &[], PARAMS);
+        assert_eq!(rules(&report), ["each scheduled rotation happens"], "{}", report.render());
+        // Unless the cluster could not serve for most of that time.
+        stalled.extend([
+            fault(DAY + 150.0, "cluster_down", "cluster", "start"),
+            fault(DAY + 250.0, "cluster_down", "cluster", "end"),
+        ]);
+        let report = check(&stalled, &[], PARAMS);
+        assert_eq!(rules(&report), Vec::<&str>::new(), "{}", report.render());
     }
 
     #[test]
@@ -839,6 +964,8 @@ mod tests {
 
     #[test]
     fn a_publication_never_committed_is_caught_unless_the_run_or_its_lineage_ended_first() {
+        // Rotations missed meanwhile are another rule's business.
+        let params = Params { rotation_ceiling: f64::INFINITY, ..PARAMS };
         // The first version is active at once: it needs no commit.
         let first = decision(DAY, 1, 0, "publish", "manual", 1);
         let stuck = [
@@ -846,7 +973,7 @@ mod tests {
             decision(DAY + 1.0, 2, 0, "publish", "manual", 2),
             decision(DAY + 200.0, 3, 199, "expire", "scheduled", 0),
         ];
-        let report = check(&stuck, &[], PARAMS);
+        let report = check(&stuck, &[], params);
         assert_eq!(rules(&report), ["each publication is committed"], "{}", report.render());
         // Superseded once the fleet was found past it: settled.
         let superseded = [
@@ -855,14 +982,14 @@ mod tests {
             decision(DAY + 20.0, 3, 19, "supersede", "scheduled", 2),
             decision(DAY + 200.0, 4, 199, "expire", "scheduled", 0),
         ];
-        assert_eq!(rules(&check(&superseded, &[], PARAMS)), Vec::<&str>::new());
+        assert_eq!(rules(&check(&superseded, &[], params)), Vec::<&str>::new());
         let short = [
             first.clone(),
             decision(DAY + 1.0, 2, 0, "publish", "manual", 2),
             decision(DAY + 50.0, 3, 49, "expire", "scheduled", 0),
         ];
-        assert_eq!(rules(&check(&short, &[], PARAMS)), Vec::<&str>::new());
-        assert_eq!(check(&short, &[], PARAMS).publications_followed, 1);
+        assert_eq!(rules(&check(&short, &[], params)), Vec::<&str>::new());
+        assert_eq!(check(&short, &[], params).publications_followed, 1);
         // Lost to a restore 20 s after it was published.
         let lost = [
             first,
@@ -870,7 +997,7 @@ mod tests {
             decision(DAY + 21.0, 2, 20, "publish", "manual", 3),
             decision(DAY + 300.0, 3, 299, "commit", "scheduled", 3),
         ];
-        assert_eq!(rules(&check(&lost, &[], PARAMS)), Vec::<&str>::new());
+        assert_eq!(rules(&check(&lost, &[], params)), Vec::<&str>::new());
     }
 
     fn view(t: f64, instance: &str, kids: &[(u64, &str)]) -> Event {

@@ -34,6 +34,19 @@ const LIVENESS: u64 = 15;
 const MAX_SKEW: u64 = 2;
 /// The skewed sidecar's offset: within `max_clock_skew`.
 const SKEW: &str = "+1.5s";
+
+/// Debian's libfaketime (`make tools` installs it), under the machine's
+/// multiarch library directory.
+fn libfaketime() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .chain([PathBuf::from("/usr/lib/faketime/libfaketime.so.1")])
+        .find(|path| path.exists())
+        .expect("libfaketime.so.1 under /usr/lib (make tools installs faketime)")
+}
 /// Token lifetime asked by the driver (the keyrings' `max_token_ttl` is 20 s).
 const TTL: i64 = 20;
 /// The keyrings' policy (seconds): rotation period, prepublish lead, grace
@@ -617,19 +630,38 @@ impl Fleet {
                 s.get("/v1/keyrings").body["keyrings"].as_array().is_some_and(|k| k.len() == 2)
             });
         }
+        // The skew took: the sidecar measures it against the server's clock
+        // on every sync.
+        let skewed = fleet.members.iter().find(|m| m.skewed).and_then(|m| m.running.as_ref()).expect("web-1");
+        skewed.wait_until("its clock skewed", 60, |s| {
+            s.get("/metrics").body.as_str().is_some_and(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("lockstep_sidecar_clock_skew_seconds "))
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .is_some_and(|skew| skew >= 1)
+            })
+        });
         fault_event(&fleet.history, "skew_sidecar", "web-1", "start");
         fleet
     }
 
     fn start_member(&mut self, i: usize) {
         let member = &mut self.members[i];
-        let command = if member.skewed {
-            let mut command = Command::new("faketime");
-            command.args(["-f", SKEW]).arg(&self.sidecar);
-            command
-        } else {
-            Command::new(&self.sidecar)
-        };
+        // A restart writes a new log: keep the one before it for the scan
+        // for secrets at the end.
+        let log = self.dir.path().join(format!("{}.log", member.instance));
+        if let Ok(text) = std::fs::read(&log) {
+            let earlier = self.dir.path().join(format!("{}.earlier.log", member.instance));
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(earlier).expect("earlier log");
+            file.write_all(&text).expect("keep the log");
+        }
+        let mut command = Command::new(&self.sidecar);
+        if member.skewed {
+            // libfaketime preloaded into the sidecar itself, not the
+            // `faketime` wrapper, which forks: signals and kills must reach
+            // the sidecar's own process.
+            command.env("LD_PRELOAD", libfaketime()).env("FAKETIME", SKEW);
+        }
         member.running = Some(Sidecar::start_command(command, self.dir.path(), &member.instance, &member.config));
     }
 
@@ -898,15 +930,27 @@ impl Fleet {
         Ok(())
     }
 
-    /// Key material every sidecar could reveal, to look for in logs.
+    /// Key material every sidecar could reveal, to look for in logs: taken
+    /// before every fault and at the end, so versions that expire or are
+    /// revoked during the run are looked for too, in base64, base64url and
+    /// hex.
     fn collect_key_material(&mut self) {
-        let Some(signer) = self.members.iter().find(|m| m.signs).and_then(|m| m.running.as_ref()) else { return };
+        let Some(signer) = self.members.iter().filter(|m| m.signs).find_map(|m| m.running.as_ref()) else { return };
         for keyring in ["jwt", "hooks"] {
             let view = signer.get(&format!("/v1/keys/{keyring}?private=true&format=base64")).body;
             for v in view["verifying"].as_array().into_iter().flatten() {
                 for field in ["private_key", "secret"] {
-                    if let Some(material) = v["material"][field].as_str() {
-                        self.secrets.push((format!("{keyring} {field}"), material.to_string()));
+                    let Some(material) = v["material"][field].as_str() else { continue };
+                    let what = format!("{keyring} {} {field}", v["kid"].as_str().unwrap_or("?"));
+                    let mut forms = vec![material.to_string()];
+                    if let Ok(bytes) = STANDARD.decode(material) {
+                        forms.push(URL_SAFE_NO_PAD.encode(&bytes));
+                        forms.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+                    }
+                    for form in forms {
+                        if !self.secrets.iter().any(|(_, known)| *known == form) {
+                            self.secrets.push((what.clone(), form));
+                        }
                     }
                 }
             }
@@ -917,8 +961,10 @@ impl Fleet {
         let mut logs: Vec<(String, String)> =
             self.nodes.iter().enumerate().map(|(i, n)| (format!("node-{} log", i + 1), n.log())).collect();
         for member in &self.members {
-            let path = self.dir.path().join(format!("{}.log", member.instance));
-            logs.push((format!("{} log", member.instance), std::fs::read_to_string(path).unwrap_or_default()));
+            for log in ["log", "earlier.log"] {
+                let path = self.dir.path().join(format!("{}.{log}", member.instance));
+                logs.push((format!("{} {log}", member.instance), std::fs::read_to_string(path).unwrap_or_default()));
+            }
         }
         let mut found = Vec::new();
         for (what, secret) in &self.secrets {
@@ -966,6 +1012,7 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
             lag += start.elapsed() - due;
         }
         println!("t+{:6.1}s  {fault:?}", start.elapsed().as_secs_f64());
+        fleet.collect_key_material();
         fleet.apply(fault);
     }
     std::thread::sleep(Duration::from_secs_f64(plan.settle));
@@ -1011,6 +1058,7 @@ pub fn params() -> Params {
         recovery: 5.0,
         view_age: 0.75,
         rotation_floor: (ROTATION - PREPUBLISH) as f64,
+        rotation_ceiling: (ROTATION + COMMIT_TIMEOUT + PERIODIC + 15) as f64,
         // A commit comes by the timeout at the latest, decided at the next
         // periodic call or poll; an outage of the cluster adds its length.
         commit_bound: (COMMIT_TIMEOUT + PERIODIC + 15) as f64,

@@ -141,33 +141,64 @@ impl Drop for Pods {
     }
 }
 
-/// An overlay of the example for `pool`, as a user would write one, plus
-/// what a single machine needs: the host's network (the server listens on
-/// 127.0.0.1), the local image, and an app container that follows the
+/// The example for `pool` as a user makes it: a copy of the example with
+/// the pool, the image and Vault's address changed in the one place the
+/// kustomization names, under an overlay that adds what a single machine
+/// needs: the host's network (the server listens on 127.0.0.1), the
+/// telemetry port, an instance id, and an app container that follows the
 /// `jwt` keyring with `lockstep-sidecar watch`.
 fn overlay(dir: &Path, pool: &str, server: &Server, telemetry_port: u16) -> String {
-    let base = workspace_root().join("sidecar/deploy/kubernetes");
+    let example = workspace_root().join("sidecar/deploy/kubernetes");
+    let base = dir.join(format!("base-{pool}"));
+    std::fs::create_dir_all(&base).expect("base dir");
+    for entry in std::fs::read_dir(&example).expect("the example") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, base.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let mut kustomization = std::fs::read_to_string(base.join("kustomization.yaml")).expect("kustomization");
+    for (line, value) in [
+        ("      - LOCKSTEP_POOL=checkout", format!("      - LOCKSTEP_POOL={pool}")),
+        (
+            "      - LOCKSTEP_VAULT_ADDR=https://vault.vault.svc:8200",
+            format!("      - LOCKSTEP_VAULT_ADDR={}", server.address()),
+        ),
+        (
+            "    newName: registry.example.com/lockstep/lockstep-sidecar",
+            "    newName: localhost/lockstep-sidecar".into(),
+        ),
+        ("    newTag: 0.1.0", format!("    newTag: \"{}\"", version())),
+    ] {
+        assert_eq!(kustomization.matches(line).count(), 1, "the one place to change, `{line}`, is not one line");
+        kustomization = kustomization.replace(line, &value);
+    }
+    std::fs::write(base.join("kustomization.yaml"), kustomization).expect("kustomization");
+
     let overlay = dir.join(format!("overlay-{pool}"));
     std::fs::create_dir_all(&overlay).expect("overlay dir");
-    // kustomize takes bases by relative path.
-    let up = "../".repeat(overlay.components().count() - 1);
     let kustomization = format!(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {up}{base}\n\
-         configMapGenerator:\n  - name: lockstep-pool\n    behavior: merge\n    literals:\n      - LOCKSTEP_POOL={pool}\n\
-         \x20     - LOCKSTEP_VAULT_ADDR={addr}\n      - LOCKSTEP_AUTH_ROLE=lockstep-{pool}\n\
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base-{pool}\n\
+         configMapGenerator:\n  - name: lockstep-pool\n    behavior: merge\n    literals:\n\
          \x20     - LOCKSTEP_TELEMETRY_ADDR=127.0.0.1:{telemetry_port}\n      - LOCKSTEP_INSTANCE=checkout-{pool}-0\n\
-         images:\n  - name: registry.example.com/lockstep/lockstep-sidecar\n    newName: localhost/lockstep-sidecar\n\
-         \x20   newTag: \"{version}\"\n  - name: lockstep-sidecar\n    newName: localhost/lockstep-sidecar\n    newTag: \"{version}\"\n\
+         images:\n  - name: lockstep-sidecar\n    newName: localhost/lockstep-sidecar\n    newTag: \"{version}\"\n\
          patches:\n  - target:\n      kind: Deployment\n    patch: |-\n      - op: add\n        path: /spec/template/spec/hostNetwork\n\
          \x20       value: true\n      - op: replace\n        path: /spec/template/spec/containers/0/image\n\
          \x20       value: lockstep-sidecar\n      - op: add\n        path: /spec/template/spec/containers/0/args\n\
          \x20       value: [\"watch\", \"jwt\"]\n",
-        base = base.display().to_string().trim_start_matches('/'),
-        addr = server.address(),
         version = version(),
     );
     std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("kustomization");
-    kustomize(&overlay)
+    let rendered = kustomize(&overlay);
+    // The one change reached every place the pool's name belongs.
+    for needle in [
+        format!("LOCKSTEP_POOL: {pool}"),
+        format!("LOCKSTEP_AUTH_ROLE: lockstep-{pool}"),
+        format!("lockstep.dev/pool: {pool}"),
+        format!("image: localhost/lockstep-sidecar:{}", version()),
+    ] {
+        assert!(rendered.contains(&needle), "{needle} missing from the rendered example:\n{rendered}");
+    }
+    assert!(!rendered.contains("lockstep.dev/pool: checkout"), "the example's pool is left:\n{rendered}");
+    rendered
 }
 
 fn logs(container: &str) -> String {

@@ -154,6 +154,9 @@ fn a_sidecar_policy_reads_its_own_bundle_and_nothing_else() {
 
     let bundle = sidecar.read("lockstep/bundle/web?instance=web-1&held=jwt:1").expect_status(200);
     assert_eq!(bundle.data()["pool"], "web");
+    // The wire format's version, which a sidecar checks before it trusts
+    // the rest (docs/sidecar.md, "Compatibility").
+    assert_eq!(bundle.data()["format"], 1, "{:?}", bundle.data().get("format"));
     assert!(bundle.data()["keyrings"]["jwt"]["versions"][0]["private_key"].is_string());
     assert_eq!(sidecar.read("lockstep/bundle/api?instance=x").status, 403);
     assert_eq!(sidecar.read("lockstep/keys/jwt").status, 403);

@@ -111,7 +111,9 @@ pub async fn load<T: DeserializeOwned>(storage: &dyn Storage, key: &str) -> Resu
     let Some(bytes) = storage.get(key).await.map_err(storage_error)? else {
         return Ok(None);
     };
-    let unreadable = |e: String| LogicalError::Internal(format!("stored record {key:?} is unreadable: {e}"));
+    // Named by its kind only: storage keys stay out of answers and logs.
+    let kind = key.split('/').next().unwrap_or_default();
+    let unreadable = |e: String| LogicalError::Internal(format!("a stored {kind} record is unreadable: {e}"));
     let envelope: Envelope<Value> = serde_json::from_slice(&bytes).map_err(|e| unreadable(redacted(&e)))?;
     let record = migrate(envelope.format, envelope.record).map_err(unreadable)?;
     serde_json::from_value(record).map(Some).map_err(|e| unreadable(redacted(&e)))
@@ -247,8 +249,9 @@ mod tests {
         let record = format!(r#"{{"format":1,"record":"{secret}"}}"#);
         storage.put("material/jwt/1", record.into_bytes()).await.expect("put");
         let error = load_material(&storage, "jwt", 1).await.expect_err("wrong shape");
-        assert!(error.to_string().contains("unreadable: Data error"), "{error}");
+        assert!(error.to_string().contains("a stored material record is unreadable: Data error"), "{error}");
         assert!(!error.to_string().contains(secret), "{error}");
+        assert!(!error.to_string().contains("material/jwt"), "the storage key is named: {error}");
         storage.put("material/jwt/2", format!("{secret}!").into_bytes()).await.expect("put");
         let error = load_material(&storage, "jwt", 2).await.expect_err("not json");
         assert!(!error.to_string().contains("c2Vj"), "{error}");

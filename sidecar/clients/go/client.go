@@ -245,17 +245,17 @@ func (c *Client) Keys(ctx context.Context, keyring string, opts KeysOptions) (*K
 	return &out, c.call(ctx, "GET", "/v1/keys/"+seg(keyring)+opts.query(), nil, &out, 0)
 }
 
-// KeyVersion is one version by number.
-func (c *Client) KeyVersion(ctx context.Context, keyring string, number uint64) (*KeyVersion, error) {
+// KeyVersion is one version by number, its material as opts asks.
+func (c *Client) KeyVersion(ctx context.Context, keyring string, number uint64, opts KeysOptions) (*KeyVersion, error) {
 	var out KeyVersion
-	path := "/v1/keys/" + seg(keyring) + "/versions/" + strconv.FormatUint(number, 10)
+	path := "/v1/keys/" + seg(keyring) + "/versions/" + strconv.FormatUint(number, 10) + opts.query()
 	return &out, c.call(ctx, "GET", path, nil, &out, 0)
 }
 
-// KeyByKid is one version by key id.
-func (c *Client) KeyByKid(ctx context.Context, keyring, kid string) (*KeyVersion, error) {
+// KeyByKid is one version by key id, its material as opts asks.
+func (c *Client) KeyByKid(ctx context.Context, keyring, kid string, opts KeysOptions) (*KeyVersion, error) {
 	var out KeyVersion
-	return &out, c.call(ctx, "GET", "/v1/keys/"+seg(keyring)+"/kids/"+seg(kid), nil, &out, 0)
+	return &out, c.call(ctx, "GET", "/v1/keys/"+seg(keyring)+"/kids/"+seg(kid)+opts.query(), nil, &out, 0)
 }
 
 // Watch answers the keys once their state differs from after ("" for at

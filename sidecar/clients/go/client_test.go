@@ -153,6 +153,11 @@ func items(args map[string]any) []BatchItem {
 	return out
 }
 
+func keysOptions(a map[string]any) KeysOptions {
+	private, _ := a["private"].(bool)
+	return KeysOptions{Format: str(a, "format"), Private: private}
+}
+
 // dispatch runs one call of the shared cases with this client's API.
 func dispatch(ctx context.Context, c *Client, call string, a map[string]any) (any, error) {
 	k := str(a, "keyring")
@@ -164,12 +169,11 @@ func dispatch(ctx context.Context, c *Client, call string, a map[string]any) (an
 	case "keyrings":
 		return c.Keyrings(ctx)
 	case "keys":
-		private, _ := a["private"].(bool)
-		return c.Keys(ctx, k, KeysOptions{Format: str(a, "format"), Private: private})
+		return c.Keys(ctx, k, keysOptions(a))
 	case "version":
-		return c.KeyVersion(ctx, k, uint64(num(a, "number")))
+		return c.KeyVersion(ctx, k, uint64(num(a, "number")), keysOptions(a))
 	case "kid":
-		return c.KeyByKid(ctx, k, str(a, "kid"))
+		return c.KeyByKid(ctx, k, str(a, "kid"), keysOptions(a))
 	case "watch":
 		return c.Watch(ctx, k, str(a, "after"), time.Duration(num(a, "timeout"))*time.Second)
 	case "jwks":

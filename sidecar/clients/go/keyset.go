@@ -60,6 +60,35 @@ func (k *KeySet) Current() *Keys {
 	return k.current
 }
 
+// Verifying is the verification set of the last good answer, less any
+// version whose expires_at has passed by this machine's clock: the answer
+// is kept through a sidecar outage, but an expired key never verifies
+// from it.
+func (k *KeySet) Verifying() []KeyVersion {
+	current := k.Current()
+	if current == nil {
+		return nil
+	}
+	now := time.Now().Unix()
+	out := make([]KeyVersion, 0, len(current.Verifying))
+	for _, v := range current.Verifying {
+		if v.ExpiresAt == nil || *v.ExpiresAt > now {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Find is the version of Verifying with this key id, or nil.
+func (k *KeySet) Find(kid string) *KeyVersion {
+	for _, v := range k.Verifying() {
+		if v.Kid == kid {
+			return &v
+		}
+	}
+	return nil
+}
+
 // LastError is the most recent error of the watch (nil after a success).
 func (k *KeySet) LastError() error {
 	k.mu.RLock()

@@ -97,3 +97,32 @@ func TestTheLastGoodStateSurvivesASidecarRestart(t *testing.T) {
 		return len(keys.Current().Verifying) > len(good.Verifying)
 	})
 }
+
+func TestAnExpiredVersionNeverVerifiesFromTheLastGoodAnswer(t *testing.T) {
+	// No sidecar at all: the watch keeps failing, the answer stays.
+	keys := NewKeySet(New(t.TempDir()+"/absent.sock"), "hooks", KeySetOptions{BackoffMin: 50 * time.Millisecond})
+	defer keys.Close()
+	now := time.Now().Unix()
+	past, future := now-1, now+3600
+	keys.mu.Lock()
+	keys.current = &Keys{Keyring: "hooks", Verifying: []KeyVersion{
+		{Version: 1, Kid: "hooks-v1", ExpiresAt: &past},
+		{Version: 2, Kid: "hooks-v2"},
+		{Version: 3, Kid: "hooks-v3", ExpiresAt: &future},
+	}}
+	keys.mu.Unlock()
+	time.Sleep(200 * time.Millisecond)
+	var versions []uint64
+	for _, v := range keys.Verifying() {
+		versions = append(versions, v.Version)
+	}
+	if fmt.Sprint(versions) != "[2 3]" {
+		t.Fatalf("verifying %v, want [2 3]", versions)
+	}
+	if keys.Find("hooks-v1") != nil {
+		t.Fatal("the expired version was found")
+	}
+	if v := keys.Find("hooks-v3"); v == nil || v.Version != 3 {
+		t.Fatalf("hooks-v3: %+v", v)
+	}
+}

@@ -221,9 +221,18 @@ fn aead(state: &ApiState, name: &str, call: &Call, op: Aead) -> Reply {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let route = match op {
+            Aead::Encrypt => "encrypt_item",
+            Aead::Decrypt => "decrypt_item",
+            Aead::Rewrap => "rewrap_item",
+        };
         let results: Vec<Value> = items
             .into_iter()
-            .map(|item| one(item).unwrap_or_else(|e| json!({"error": {"code": e.code(), "message": e.to_string()}})))
+            .map(|item| {
+                let done = one(item);
+                state.ctx.metrics.result(route, done.as_ref().map_or_else(OpError::code, |_| "ok"));
+                done.unwrap_or_else(|e| json!({"error": {"code": e.code(), "message": e.to_string()}}))
+            })
             .collect();
         return Ok(json_response(StatusCode::OK, &json!({"batch": results})));
     }

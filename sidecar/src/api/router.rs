@@ -32,6 +32,7 @@ pub async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Fu
         Ok(()) => dispatch(state, request).await,
         Err(error) => ("other", Err(error)),
     };
+    state.ctx.metrics.result(route, result.as_ref().map_or_else(|e| e.code, |_| "ok"));
     let response = result.unwrap_or_else(ApiError::into_response);
     state.ctx.metrics.request(route, response.status().as_u16());
     response

@@ -59,3 +59,24 @@ def _watch_requests(client):
         if line.startswith("lockstep_sidecar_requests_total") and 'route="watch"' in line:
             total += int(float(line.rsplit(" ", 1)[1]))
     return total
+
+
+def test_an_expired_version_never_verifies_from_the_last_good_answer(tmp_path):
+    from lockstep_client import Client
+
+    now = int(time.time())
+    # No sidecar at all: the watch keeps failing, the answer stays.
+    with KeySet("hooks", Client(str(tmp_path / "absent.sock")), backoff_min=0.05) as keys:
+        with keys._lock:
+            keys._current = {
+                "signing": {"version": 2, "kid": "hooks-v2"},
+                "verifying": [
+                    {"version": 1, "kid": "hooks-v1", "expires_at": now - 1},
+                    {"version": 2, "kid": "hooks-v2", "expires_at": None},
+                    {"version": 3, "kid": "hooks-v3", "expires_at": now + 3600},
+                ],
+            }
+        time.sleep(0.2)
+        assert [v["version"] for v in keys.verifying] == [2, 3]
+        assert keys.find("hooks-v1") is None
+        assert keys.find("hooks-v3")["version"] == 3

@@ -122,6 +122,19 @@ const b64 = (data: Uint8Array): string => {
 };
 const seg = (s: string | number): string => encodeURIComponent(String(s));
 
+/** The material's format and whether private keys come too (sign pools only). */
+export interface KeysOptions {
+  format?: "base64" | "jwk" | "pem" | string;
+  private?: boolean;
+}
+
+function keysQuery(options: KeysOptions): string {
+  const query = new URLSearchParams();
+  if (options.format !== undefined) query.set("format", options.format);
+  if (options.private) query.set("private", "true");
+  return query.toString() ? `?${query}` : "";
+}
+
 function withAad(body: Record<string, unknown>, aad?: Uint8Array): Record<string, unknown> {
   if (aad !== undefined) body.associated_data = b64(aad);
   return body;
@@ -233,20 +246,16 @@ export class Client {
     return this.request("GET", "/v1/keyrings");
   }
 
-  keys(keyring: string, options: { format?: "base64" | "jwk" | "pem" | string; private?: boolean } = {}): Promise<Keys> {
-    const query = new URLSearchParams();
-    if (options.format !== undefined) query.set("format", options.format);
-    if (options.private) query.set("private", "true");
-    const suffix = query.toString() ? `?${query}` : "";
-    return this.request("GET", `/v1/keys/${seg(keyring)}${suffix}`);
+  keys(keyring: string, options: KeysOptions = {}): Promise<Keys> {
+    return this.request("GET", `/v1/keys/${seg(keyring)}${keysQuery(options)}`);
   }
 
-  version(keyring: string, number: number): Promise<KeyVersion> {
-    return this.request("GET", `/v1/keys/${seg(keyring)}/versions/${seg(Math.trunc(number))}`);
+  version(keyring: string, number: number, options: KeysOptions = {}): Promise<KeyVersion> {
+    return this.request("GET", `/v1/keys/${seg(keyring)}/versions/${seg(Math.trunc(number))}${keysQuery(options)}`);
   }
 
-  kid(keyring: string, kid: string): Promise<KeyVersion> {
-    return this.request("GET", `/v1/keys/${seg(keyring)}/kids/${seg(kid)}`);
+  kid(keyring: string, kid: string, options: KeysOptions = {}): Promise<KeyVersion> {
+    return this.request("GET", `/v1/keys/${seg(keyring)}/kids/${seg(kid)}${keysQuery(options)}`);
   }
 
   /** The keys once their `state` differs from `after`, or after `timeout` seconds (default 30). */

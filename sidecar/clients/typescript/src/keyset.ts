@@ -55,8 +55,14 @@ export class KeySet extends EventEmitter {
     return this.keys?.signing ?? null;
   }
 
+  /**
+   * The verification set, less any version whose `expires_at` has passed by
+   * this machine's clock: the last good answer is kept through a sidecar
+   * outage, but an expired key never verifies from it.
+   */
   get verifying(): KeyVersion[] {
-    return this.keys?.verifying ?? [];
+    const now = Date.now() / 1000;
+    return (this.keys?.verifying ?? []).filter((v) => v.expires_at === null || v.expires_at > now);
   }
 
   /** The version of the verification set with this key id. */

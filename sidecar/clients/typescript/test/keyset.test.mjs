@@ -59,3 +59,28 @@ test("the last good state survives a sidecar restart", async () => {
     client.close();
   }
 });
+
+test("an expired version never verifies from the last good answer", async () => {
+  // No sidecar at all: the watch keeps failing, the answer stays.
+  const client = new Client({ socket: "/nonexistent/lockstep-absent.sock" });
+  const keys = new KeySet("hooks", { client, backoffMinMs: 50, backoffMaxMs: 200 });
+  try {
+    const now = Math.floor(Date.now() / 1000);
+    keys.keys = {
+      keyring: "hooks",
+      signing: { version: 2, kid: "hooks-v2" },
+      verifying: [
+        { version: 1, kid: "hooks-v1", expires_at: now - 1 },
+        { version: 2, kid: "hooks-v2", expires_at: null },
+        { version: 3, kid: "hooks-v3", expires_at: now + 3600 },
+      ],
+    };
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(keys.verifying.map((v) => v.version), [2, 3]);
+    assert.equal(keys.find("hooks-v1"), undefined);
+    assert.equal(keys.find("hooks-v3")?.version, 3);
+  } finally {
+    await keys.close();
+    client.close();
+  }
+});

@@ -38,6 +38,15 @@ def _segment(name: str) -> str:
     return quote(str(name), safe="")
 
 
+def _keys_query(format: Optional[str], private: bool) -> str:
+    query = {}
+    if format is not None:
+        query["format"] = format
+    if private:
+        query["private"] = "true"
+    return "?" + urlencode(query) if query else ""
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float):
         super().__init__("sidecar", timeout=timeout)
@@ -169,21 +178,17 @@ class Client:
 
     def keys(self, keyring: str, format: Optional[str] = None, private: bool = False) -> Dict[str, Any]:
         """The signing version and the verification set of ``keyring``."""
-        query = {}
-        if format is not None:
-            query["format"] = format
-        if private:
-            query["private"] = "true"
-        suffix = "?" + urlencode(query) if query else ""
-        return self.request("GET", f"/v1/keys/{_segment(keyring)}{suffix}")
+        return self.request("GET", f"/v1/keys/{_segment(keyring)}{_keys_query(format, private)}")
 
-    def version(self, keyring: str, number: int) -> Dict[str, Any]:
+    def version(self, keyring: str, number: int, format: Optional[str] = None, private: bool = False) -> Dict[str, Any]:
         """One version by number."""
-        return self.request("GET", f"/v1/keys/{_segment(keyring)}/versions/{int(number)}")
+        path = f"/v1/keys/{_segment(keyring)}/versions/{int(number)}"
+        return self.request("GET", path + _keys_query(format, private))
 
-    def kid(self, keyring: str, kid: str) -> Dict[str, Any]:
+    def kid(self, keyring: str, kid: str, format: Optional[str] = None, private: bool = False) -> Dict[str, Any]:
         """One version by key id."""
-        return self.request("GET", f"/v1/keys/{_segment(keyring)}/kids/{_segment(kid)}")
+        path = f"/v1/keys/{_segment(keyring)}/kids/{_segment(kid)}"
+        return self.request("GET", path + _keys_query(format, private))
 
     def watch(self, keyring: str, after: Optional[str] = None, timeout: Optional[int] = None) -> Dict[str, Any]:
         """The keys answer once its ``state`` differs from ``after`` (``changed``), or after ``timeout`` seconds."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 from .client import Client
@@ -71,9 +72,13 @@ class KeySet:
 
     @property
     def verifying(self) -> List[Dict[str, Any]]:
-        """The verification set."""
+        """The verification set, less any version whose ``expires_at`` has
+        passed by this machine's clock: the last good answer is kept through
+        a sidecar outage, but an expired key never verifies from it."""
         current = self.current
-        return list(current.get("verifying", [])) if current else []
+        now = time.time()
+        versions = current.get("verifying", []) if current else []
+        return [v for v in versions if v.get("expires_at") is None or v["expires_at"] > now]
 
     def find(self, kid: str) -> Optional[Dict[str, Any]]:
         """The version of the verification set with this key id."""
