@@ -20,6 +20,7 @@ tools:
 	@missing=""; for pair in $(TOOLS); do \
 	    command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
 	done; \
+	python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; apt-get update -q && apt-get install -y -q $$missing; \
 	fi

@@ -177,6 +177,10 @@ fn restart_only_changed(old: &Config, new: &Config) -> bool {
     old.pool != new.pool
         || old.instance != new.instance
         || old.socket.path != new.socket.path
+        // Set on the socket file and the accept loop when they are made.
+        || old.socket.mode != new.socket.mode
+        || old.socket.group != new.socket.group
+        || old.socket.max_connections != new.socket.max_connections
         || old.cache != new.cache
         || old.telemetry != new.telemetry
 }
@@ -194,7 +198,8 @@ async fn reload_on_sighup(source: Source, configs: watch::Sender<Arc<Config>>, m
         match source.load() {
             Ok(new) if restart_only_changed(&configs.borrow(), &new) => {
                 tracing::error!(
-                    "reload refused: pool, instance, socket.path, [cache] and [telemetry] change only with a restart"
+                    "reload refused: pool, instance, socket.path, socket.mode, socket.group, socket.max_connections, \
+                     [cache] and [telemetry] change only with a restart"
                 );
             }
             Ok(new) => {

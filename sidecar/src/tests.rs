@@ -833,3 +833,21 @@ async fn the_file_sink_follows_key_state_while_vault_is_down_and_after_a_restart
     until("the file written from the cache", || async { read(&file)["signing"]["version"] == 2 }).await;
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn socket_settings_set_when_the_socket_is_made_change_only_with_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    let old = config(dir.path(), &vault);
+    let changed = |edit: fn(&mut Config)| {
+        let mut new = old.clone();
+        edit(&mut new);
+        crate::restart_only_changed(&old, &new)
+    };
+    assert!(changed(|c| c.socket.mode = "0600".into()));
+    assert!(changed(|c| c.socket.group = Some(4242)));
+    assert!(changed(|c| c.socket.max_connections += 1));
+    // What every request reads afresh is applied by a reload.
+    assert!(!changed(|c| c.socket.allowed_uids = vec![4242]));
+    assert!(!changed(|c| c.socket.max_body_bytes += 1));
+}

@@ -653,6 +653,8 @@ fn config_is_validated_and_supplies_defaults_to_new_keyrings() {
     let bad = host.request(M, "update", "config", json!({"poll_interval": "10m"}));
     assert_eq!(bad.status, 400, "{bad:?}");
     assert!(bad.error.contains("\"liveness_window\""), "{bad:?}");
+    let bad = host.request(M, "update", "config", json!({"liveness_window": "2d"}));
+    assert!(bad.status == 400 && bad.error.contains("\"liveness_window\"") && bad.error.contains("a day"), "{bad:?}");
     let bad = host.request(M, "update", "config", json!({"max_clock_skew": "3d"}));
     assert!(bad.status == 400 && bad.error.contains("\"grace_period\""), "the default policy no longer fits: {bad:?}");
     ok(host.request(M, "update", "config", json!({"rotation_period": "7d", "prepublish": "12h"})));

@@ -74,8 +74,9 @@ struct Instance {
     stored: bool,
     /// The boot id of the sidecar process that polled last.
     boot: Option<String>,
-    /// The boot before it, with what it held and when it last polled.
-    other: Option<OtherBoot>,
+    /// The boots before it, latest first (at most [`OTHER_BOOTS`]), with
+    /// what each held and when it last polled.
+    others: Vec<OtherBoot>,
     /// When two boots last took turns under this id: two live sidecar
     /// processes share it.
     shared_at: Option<i64>,
@@ -83,6 +84,10 @@ struct Instance {
     /// keyring (memory only: it says so again at every poll).
     ahead: BTreeMap<String, u64>,
 }
+
+/// How many earlier boots of an instance id are remembered: enough for the
+/// replicas of a Deployment that all share one id to be seen taking turns.
+const OTHER_BOOTS: usize = 8;
 
 /// A sidecar process that polled under an instance id before the last one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,24 +104,27 @@ impl Instance {
             seen: now,
             stored: false,
             boot: None,
-            other: None,
+            others: Vec::new(),
             shared_at: None,
             ahead: BTreeMap::new(),
         }
     }
 
     /// Notes the boot id of a poll at `now`. A new boot (a restarted pod)
-    /// replaces the old one; the old one polling again means two processes
-    /// share the id.
+    /// replaces the old one; an earlier one polling again means two or
+    /// more processes share the id (three replicas taking turns included).
     fn booted(&mut self, boot: &str, now: i64) {
         if self.boot.as_deref() == Some(boot) {
             return;
         }
-        if self.other.as_ref().is_some_and(|o| o.boot == boot) {
+        if let Some(i) = self.others.iter().position(|o| o.boot == boot) {
             self.shared_at = Some(now);
+            self.others.remove(i);
         }
-        let previous = self.boot.replace(boot.to_string());
-        self.other = previous.map(|boot| OtherBoot { boot, held: self.held.clone(), seen: self.seen });
+        if let Some(previous) = self.boot.replace(boot.to_string()) {
+            self.others.insert(0, OtherBoot { boot: previous, held: self.held.clone(), seen: self.seen });
+            self.others.truncate(OTHER_BOOTS);
+        }
     }
 
     /// Whether two processes shared the id within the window.
@@ -124,15 +132,15 @@ impl Instance {
         self.shared_at.is_some_and(|at| live.live(at))
     }
 
-    /// What it holds of `keyring` for the gate: while two processes share
-    /// the id, the lesser of what each reported, so an up-to-date one never
-    /// acknowledges for a stale one.
+    /// What it holds of `keyring` for the gate: while processes share the
+    /// id, the least of what each live one reported, so an up-to-date one
+    /// never acknowledges for a stale one.
     fn holds(&self, keyring: &str, live: Liveness) -> Option<u64> {
         let mine = self.held.get(keyring).copied();
-        match &self.other {
-            Some(other) if self.shared(live) && live.live(other.seen) => mine.min(other.held.get(keyring).copied()),
-            _ => mine,
+        if !self.shared(live) {
+            return mine;
         }
+        self.others.iter().filter(|o| live.live(o.seen)).map(|o| o.held.get(keyring).copied()).fold(mine, Option::min)
     }
 }
 
@@ -577,6 +585,29 @@ mod tests {
         // Once both hold it, the gate opens; a window later the alert ends.
         assert_eq!(fleet.poll("web", &rings, a, held(&[("jwt", 2)]), at, CAP).expect("room").decide, vec!["jwt"]);
         assert!(!fleet.views("jwt", &web, Liveness::new(800, 600))[0].instances[0].shared);
+    }
+
+    #[test]
+    fn three_processes_taking_turns_under_one_id_are_seen_and_the_stalest_holds_the_gate() {
+        let mut fleet = Fleet::default();
+        let rings = vec!["jwt".to_string()];
+        let at = Liveness::new(100, 600);
+        let web = pools(&["web"]);
+        let boot = |b| Caller { instance: "web-1", boot: Some(b) };
+        for b in ["a", "b", "c"] {
+            assert!(!fleet.poll("web", &rings, boot(b), held(&[("jwt", 1)]), at, CAP).expect("room").shared);
+        }
+        // The first comes round again: shared, though it never followed
+        // the one before it directly.
+        assert!(fleet.poll("web", &rings, boot("a"), held(&[("jwt", 1)]), at, CAP).expect("room").shared);
+        // Two of three up to date: the third still holds the gate.
+        fleet.poll("web", &rings, boot("b"), held(&[("jwt", 2)]), at, CAP).expect("room");
+        fleet.poll("web", &rings, boot("a"), held(&[("jwt", 2)]), at, CAP).expect("room");
+        assert_eq!(fleet.lacking("jwt", 2, &web, at), vec!["web/web-1"]);
+        assert_eq!(
+            fleet.poll("web", &rings, boot("c"), held(&[("jwt", 2)]), at, CAP).expect("room").decide,
+            vec!["jwt"]
+        );
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub const DEFAULT_MAX_INSTANCES: u64 = 10_000;
 /// The largest [`Config::max_instances_per_pool`] accepted.
 pub const MAX_INSTANCES_LIMIT: u64 = 1_000_000;
 
+/// The longest liveness window: a day. A sidecar silent for longer is gone;
+/// a longer window would let pods long deleted hold commits and fill their
+/// pool's room for instances.
+pub const MAX_LIVENESS_WINDOW: u64 = 86_400;
+
 fn default_max_instances() -> u64 {
     DEFAULT_MAX_INSTANCES
 }
@@ -98,6 +103,16 @@ impl Config {
                 message: format!(
                     "{}s must be at least twice poll_interval ({}s), or polling sidecars look dead",
                     self.liveness_window, self.poll_interval
+                ),
+            });
+        }
+        if self.liveness_window > MAX_LIVENESS_WINDOW {
+            return Err(PolicyError {
+                field: "liveness_window",
+                message: format!(
+                    "{}s is longer than a day ({MAX_LIVENESS_WINDOW}s): pods long gone would still hold commits and \
+                     their pool's room",
+                    self.liveness_window
                 ),
             });
         }
