@@ -706,3 +706,101 @@ fn ciphertexts_macs_signatures_and_webhooks_cross_pools_and_a_rotation() {
     let refused = api.request("POST", "/v1/decrypt/data", Some(&old));
     assert_eq!(refused.status, 400, "{refused:?}");
 }
+
+/// HMAC-SHA-256 (RFC 2104), written out here so that the webhook check
+/// below shares no code with the sidecar.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().to_vec()
+}
+
+#[test]
+fn the_old_version_expires_everywhere_and_a_webhook_of_the_rotation_verifies_with_either_version() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(&["web", "api"]);
+    // The shortest grace the fleet's timings allow (max_token_ttl 5 s +
+    // poll 5 s + skew 1 s), so version 1 expires within the test.
+    let policy = |key_type: &str| {
+        json!({"type": key_type, "rotation_period": "1h", "prepublish": "6s", "grace_period": "12s",
+               "max_token_ttl": "5s", "commit_timeout": "30m"})
+    };
+    server.write("lockstep/keys/data", policy("aes256-gcm")).expect_status(200);
+    server.write("lockstep/keys/hooks", policy("hmac-sha256")).expect_status(200);
+    for pool in ["web", "api"] {
+        server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "data,hooks"})).expect_status(200);
+    }
+    let start = |pool: &str| {
+        Sidecar::start(dir.path(), pool, &config(dir.path(), &server, pool, &token_auth(dir.path(), &server, pool), ""))
+    };
+    let (web, api) = (start("web"), start("api"));
+    let version_of = |s: &Sidecar, k: &str| s.get(&format!("/v1/keys/{k}")).body["signing"]["version"].clone();
+    for sidecar in [&web, &api] {
+        sidecar.wait_until("data and hooks", 30, |s| version_of(s, "data") == 1 && version_of(s, "hooks") == 1);
+    }
+    let payload = b"{\"event\":\"paid\"}";
+    let secret = STANDARD.encode(payload);
+    let before = post(&web, "/v1/encrypt/data", json!({"plaintext": secret}));
+    let mac = post(&web, "/v1/mac/hooks", json!({"data": secret}));
+
+    for keyring in ["data", "hooks"] {
+        server.write(&format!("lockstep/keys/{keyring}/rotate"), json!({})).expect_status(200);
+    }
+    for sidecar in [&web, &api] {
+        sidecar.wait_until("the next version held", 10, |s| {
+            s.get("/v1/keys/hooks").body["verifying"].as_array().is_some_and(|v| v.len() == 2)
+        });
+    }
+    // Signed during the rotation: one signature per version. A receiver
+    // holding either secret alone (as `whsec_<base64>`, checked here by
+    // the Standard Webhooks algorithm written out above) accepts it.
+    let hook = post(&web, "/v1/webhook/hooks/sign", json!({"payload": secret}));
+    let header = hook["webhook-signature"].as_str().unwrap_or_default().to_string();
+    // Header values: the timestamp is text, as it goes on the wire.
+    let timestamp =
+        hook["webhook-timestamp"].as_str().map_or_else(|| hook["webhook-timestamp"].to_string(), str::to_string);
+    let signed = format!("{}.{timestamp}.", hook["webhook-id"].as_str().unwrap_or_default());
+    let mut content = signed.into_bytes();
+    content.extend_from_slice(payload);
+    let keys = web.get("/v1/keys/hooks?private=true").body;
+    let versions = keys["verifying"].as_array().cloned().unwrap_or_default();
+    assert_eq!(versions.len(), 2, "{keys}");
+    for version in &versions {
+        let key = STANDARD.decode(version["material"]["secret"].as_str().unwrap_or_default()).expect("a secret");
+        let expected = format!("v1,{}", STANDARD.encode(hmac_sha256(&key, &content)));
+        assert!(
+            header.split(' ').any(|part| part == expected),
+            "no signature a receiver holding only version {} accepts: {expected} not in {header}",
+            version["version"]
+        );
+    }
+
+    // Version 1 expires: once its grace is over, both pools refuse what it
+    // made as expired, and the webhook of the rotation still verifies with
+    // version 2 alone.
+    let old = json!({"ciphertext": before["ciphertext"]});
+    for sidecar in [&web, &api] {
+        sidecar.wait_until("version 1 expired", 60, |s| {
+            s.request("POST", "/v1/decrypt/data", Some(&old)).body["error"]["code"] == "version_expired"
+        });
+        let refused =
+            sidecar.request("POST", "/v1/mac/hooks/verify", Some(&json!({"data": secret, "mac": mac["mac"]})));
+        assert_eq!(refused.body["error"]["code"], "version_expired", "{refused:?}");
+        let hooks = sidecar.get("/v1/keys/hooks").body;
+        assert_eq!(hooks["verifying"].as_array().map(Vec::len), Some(1), "{hooks}");
+    }
+    let headers = json!({"webhook-id": hook["webhook-id"], "webhook-timestamp": hook["webhook-timestamp"],
+                         "webhook-signature": hook["webhook-signature"]});
+    let late = post(&api, "/v1/webhook/hooks/verify", json!({"payload": secret, "headers": headers}));
+    assert_eq!((late["valid"].clone(), late["version"].clone()), (json!(true), json!(2)), "{late}");
+}
