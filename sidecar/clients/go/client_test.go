@@ -93,9 +93,34 @@ func lookup(value any, path string) (any, bool) {
 
 // resolve turns a case's argument into what the call takes: refs to saved
 // answers, and bytes for byte arguments.
+// text is a built argument as the call takes it: bytes for a bytes argument.
+func text(s, name string) any {
+	if byteArgs[name] {
+		return []byte(s)
+	}
+	return s
+}
+
 func resolve(t *testing.T, arg any, saved map[string]any, name string) any {
 	switch v := arg.(type) {
 	case map[string]any:
+		if ref, ok := v["ref"].(string); ok && len(v) == 2 && v["segment"] != nil {
+			value, found := lookup(saved, ref)
+			if !found {
+				t.Fatalf("no saved value %s", ref)
+			}
+			return strings.Split(value.(string), ".")[int(v["segment"].(float64))]
+		}
+		if repeat, ok := v["repeat"].(string); ok && len(v) == 2 {
+			return text(strings.Repeat(repeat, int(v["times"].(float64))), name)
+		}
+		if parts, ok := v["join"].([]any); ok && len(v) == 1 {
+			var joined strings.Builder
+			for _, part := range parts {
+				joined.WriteString(resolve(t, part, saved, "").(string))
+			}
+			return text(joined.String(), name)
+		}
 		if ref, ok := v["ref"].(string); ok && len(v) == 1 {
 			value, found := lookup(saved, ref)
 			if !found {

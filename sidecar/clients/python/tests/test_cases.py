@@ -44,7 +44,19 @@ def lookup(value, path):
     return value
 
 
+def _text(text, name):
+    return text.encode() if name in BYTES else text
+
+
 def resolve(arg, saved, name=None):
+    if isinstance(arg, dict) and set(arg) == {"ref", "segment"}:
+        value = lookup(saved, arg["ref"])
+        assert value is not MISSING, f"no saved value {arg['ref']}"
+        return value.split(".")[arg["segment"]]
+    if isinstance(arg, dict) and set(arg) == {"repeat", "times"}:
+        return _text(arg["repeat"] * arg["times"], name)
+    if isinstance(arg, dict) and set(arg) == {"join"}:
+        return _text("".join(resolve(part, saved) for part in arg["join"]), name)
     if isinstance(arg, dict) and set(arg) == {"ref"}:
         value = lookup(saved, arg["ref"])
         assert value is not MISSING, f"no saved value {arg['ref']}"

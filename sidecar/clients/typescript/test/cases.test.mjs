@@ -18,10 +18,20 @@ function lookup(value, path) {
   return value;
 }
 
+// A built argument as the call takes it: bytes for a bytes argument.
+const text = (s, name) => (BYTES.has(name) ? Buffer.from(s, "utf8") : s);
+
 function resolve(arg, saved, name) {
   if (arg && typeof arg === "object" && !Array.isArray(arg)) {
-    const keys = Object.keys(arg);
-    if (keys.length === 1 && keys[0] === "ref") {
+    const keys = Object.keys(arg).sort().join(",");
+    if (keys === "ref,segment") {
+      const value = lookup(saved, arg.ref);
+      assert.notEqual(value, MISSING, `no saved value ${arg.ref}`);
+      return value.split(".")[arg.segment];
+    }
+    if (keys === "repeat,times") return text(arg.repeat.repeat(arg.times), name);
+    if (keys === "join") return text(arg.join.map((part) => resolve(part, saved)).join(""), name);
+    if (keys === "ref") {
       const value = lookup(saved, arg.ref);
       assert.notEqual(value, MISSING, `no saved value ${arg.ref}`);
       return BYTES.has(name) ? Buffer.from(value, "base64") : value;
