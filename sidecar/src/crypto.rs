@@ -325,6 +325,49 @@ mod tests {
     }
 
     #[test]
+    fn hmac_matches_rfc_4231_test_cases_2_to_4_and_6() {
+        let cases: [(Vec<u8>, Vec<u8>, &str); 4] = [
+            (
+                b"Jefe".to_vec(),
+                b"what do ya want for nothing?".to_vec(),
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (vec![0xaa; 20], vec![0xdd; 50], "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"),
+            ((1..=25).collect(), vec![0xcd; 50], "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"),
+            // A key longer than the hash's block: hashed first.
+            (
+                vec![0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+            ),
+        ];
+        for (secret, data, expected) in cases {
+            let key = PreparedKey::prepare(KeyType::HmacSha256, &secret_version(secret)).expect("key");
+            let tag = key.sign(&data).expect("mac");
+            assert_eq!(tag, hex(expected), "{expected}");
+            assert!(key.verify(&data, &tag));
+        }
+    }
+
+    #[test]
+    fn aes_gcm_opens_the_gcm_specifications_test_cases_13_and_14() {
+        // AES-256, a zero key and a zero 96-bit IV: no plaintext (13), and
+        // one zero block (14); IV, then ciphertext and tag, as seal writes.
+        let key = PreparedKey::prepare(KeyType::Aes256Gcm, &secret_version(vec![0; 32])).expect("key");
+        let empty = hex(concat!("000000000000000000000000", "530f8afbc74536b9a963b4f1c4cb738b"));
+        assert_eq!(key.open(&empty, b"").expect("opens").as_slice(), b"");
+        let block = hex(concat!(
+            "000000000000000000000000",
+            "cea7403d4d606b6e074ec5d3baf39d18",
+            "d0d1c8a799996bf0265b98b5d48ab919"
+        ));
+        assert_eq!(key.open(&block, b"").expect("opens").as_slice(), [0u8; 16].as_slice());
+        let mut forged = block.clone();
+        forged[31] ^= 0x80;
+        assert!(key.open(&forged, b"").is_none(), "a forged tag");
+    }
+
+    #[test]
     fn aes_gcm_opens_the_gcm_specifications_test_case_16() {
         // AES-256, 96-bit IV, with associated data (McGrew and Viega, "The
         // Galois/Counter Mode of Operation", test case 16), in the layout
