@@ -65,6 +65,12 @@ kustomize: target/kustomize/kustomize
 target/kustomize/kustomize: tests/kustomize/main.go tests/kustomize/go.mod tests/kustomize/go.sum
 	cd tests/kustomize && go build -o ../../target/kustomize/kustomize .
 
+## Prometheus's own rule-file loader and PromQL parser (tests/promrules),
+## for the test that checks the example alert rules.
+promrules: target/promrules/promrules
+target/promrules/promrules: tests/promrules/main.go tests/promrules/go.mod tests/promrules/go.sum
+	cd tests/promrules && go build -o ../../target/promrules/promrules .
+
 ## The plugin as end-to-end tests run it: built with the `test-clock` feature,
 ## which lets a test move the plugin's clock (see plugin/engine/Cargo.toml).
 ## The ordinary binary is rebuilt afterwards.
@@ -90,7 +96,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Every test: unit tests, then end-to-end tests through the real hosts and server.
-test: build release-sidecar image kustomize test-plugin hosts server pytools clients lint
+test: build release-sidecar image kustomize promrules test-plugin hosts server pytools clients lint
 	$(CARGO) test --workspace
 	# -count=1: the e2e tests build the hosts from source at run time, which
 	# Go's test cache does not see, so a cached pass could hide a change.

@@ -102,6 +102,22 @@ fn the_telemetry_listener_serves_probes_and_metrics_and_never_keys() {
         .expect("write");
     let (ok, report) = check(&broken);
     assert!(!ok && report.contains("lockstep_sidecar_readiness is not in"), "{report}");
+
+    // And they load as Prometheus loads them: its rule-file loader and its
+    // PromQL parser (what `promtool check rules` calls), which refuse an
+    // unknown function the shape check above cannot see.
+    let promrules = |rules: &std::path::Path| {
+        let binary = required_binary("LOCKSTEP_PROMRULES", "promrules/promrules", "make promrules");
+        let out = Command::new(binary).arg(rules).output().expect("run promrules");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let (ok, report) = promrules(&rules);
+    assert!(ok && report.contains("1 groups"), "{report}");
+    std::fs::write(&broken, text.replacen("rate(", "rte(", 1)).expect("write");
+    assert_eq!(check(&broken).0, true, "the shape check passes an unknown function");
+    let (ok, report) = promrules(&broken);
+    assert!(!ok && report.contains("unknown function with name \"rte\""), "{report}");
 }
 
 #[test]
