@@ -138,10 +138,16 @@ fn a_waiting_poll_returns_within_a_second_of_every_change_to_its_bundle() {
         ok(host.request(M, "update", "pools/web", json!({"mode": "verify"})));
     });
     assert_eq!(data["mode"], "verify");
+    let data = step("mode change back", "jwt:1", &|| {
+        ok(host.request(M, "update", "pools/web", json!({"mode": "sign"})));
+    });
+    assert_eq!(data["mode"], "sign");
+    // The keyring list alone changes: that wakes the poll too.
     let data = step("keyring added", "jwt:1", &|| {
-        ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt,mac", "mode": "sign"})));
+        ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt,mac"})));
     });
     assert!(data["keyrings"]["mac"].is_object(), "{data}");
+    assert_eq!(data["mode"], "sign");
     let data = step("keyring removed", "jwt:1,mac:1", &|| {
         ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt"})));
     });
