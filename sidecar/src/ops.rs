@@ -276,6 +276,23 @@ mod tests {
     use crate::store::testdata::handover;
 
     #[test]
+    fn a_version_stops_encrypting_at_its_bound_and_the_next_one_goes_on() {
+        let snap = handover(KeyType::Aes256Gcm);
+        let keyring = &snap.keyrings["api"];
+        let counters = Counters::default();
+        let first = encrypt(keyring, &counters, b"x", b"", 100).expect("encrypt");
+        // As if this sidecar had made all but one of version 1's share.
+        counters.0.lock().expect("counters").insert(first.kid.clone(), MAX_ENCRYPTIONS_PER_VERSION - 1);
+        encrypt(keyring, &counters, b"x", b"", 100).expect("the last one");
+        let refused = encrypt(keyring, &counters, b"x", b"", 100).expect_err("past the bound");
+        assert_eq!((refused.clone(), refused.code()), (OpError::Exhausted(1), "encryption_limit"));
+        assert_eq!(counters.count(&first.kid), MAX_ENCRYPTIONS_PER_VERSION);
+        // What it made still opens; version 2, signing from 200, encrypts.
+        assert!(decrypt(keyring, &first.value, b"", 150).is_ok());
+        assert_eq!(encrypt(keyring, &counters, b"x", b"", 250).expect("version 2").version, 2);
+    }
+
+    #[test]
     fn ciphertexts_name_their_version_and_open_until_it_expires() {
         // Version 1 signs from 0 and expires at 300; version 2 signs from 200.
         let snap = handover(KeyType::Aes256Gcm);
