@@ -49,6 +49,9 @@ pub enum OpError {
     /// sidecar knows of it.
     #[error("version {0} is not in the verification set")]
     UnknownVersion(u64),
+    /// A kid no version in the verification set has (not quoted back).
+    #[error("no version in the verification set has that kid")]
+    UnknownKid,
     /// The version no longer verifies: expired (listed still, or dropped
     /// from the bundle, as versions older than the oldest listed are).
     #[error("version {0} has expired")]
@@ -79,7 +82,7 @@ impl OpError {
             Self::Missing(_) => "field_missing",
             Self::Malformed(_) => "value_malformed",
             Self::NotBase64(_) => "value_not_base64",
-            Self::UnknownVersion(_) => "version_unknown",
+            Self::UnknownVersion(_) | Self::UnknownKid => "version_unknown",
             Self::Expired(_) => "version_expired",
             Self::Revoked(_) => "version_revoked",
             Self::DoesNotOpen(_) => "ciphertext_invalid",
@@ -255,7 +258,7 @@ pub fn verify(
     let candidates: Vec<u64> = match kid {
         Some(kid) => {
             let number = keyring.data.versions.iter().find(|v| v.meta.kid == kid).map(|v| v.meta.number);
-            vec![number.ok_or(OpError::UnknownVersion(0))?]
+            vec![number.ok_or(OpError::UnknownKid)?]
         }
         None => keyring.state_at(now).verifying,
     };
@@ -274,6 +277,14 @@ mod tests {
 
     use super::*;
     use crate::store::testdata::handover;
+
+    #[test]
+    fn a_raw_signature_under_an_unknown_kid_is_refused_without_quoting_it() {
+        let snap = handover(KeyType::Ed25519);
+        let refused =
+            verify(&snap.keyrings["api"], b"x", &[0; 64], Some("kid-from-elsewhere"), 250).expect_err("refused");
+        assert_eq!((refused.code(), refused.to_string().contains("kid-from-elsewhere")), ("version_unknown", false));
+    }
 
     #[test]
     fn a_version_stops_encrypting_at_its_bound_and_the_next_one_goes_on() {
