@@ -30,31 +30,31 @@ pub fn path(state: Arc<MountState>) -> Path {
             "instance",
             FieldType::String,
             "The calling sidecar's instance id (for example its pod name).",
-        ).query())
+        ))
         .field(Field::new(
             "boot",
             FieldType::String,
             "A random id of the calling sidecar process, the same for all its polls: two processes polling under \
              one instance id are detected and warned about.",
-        ).query())
+        ))
         .field(Field::new(
             "revision",
             FieldType::String,
             "The revision the caller holds; unchanged means \"not modified\".",
-        ).query())
+        ))
         .field(Field::new(
             "held",
             FieldType::CommaStringSlice,
             "What the caller holds, as keyring:version:kid:generation entries (the highest version per keyring, \
              its key id, and the keyring's generation; keyring:version is still accepted). This is its acknowledgement: a version activates only once \
              every live pool holds it, and only a matching kid counts.",
-        ).query())
+        ))
         .field(Field::new(
             "wait",
             FieldType::DurationSeconds,
             "When revision is current, wait up to this long (at most 60s) for a change before answering \"not \
              modified\".",
-        ).query())
+        ))
         .operation(
             Operation::Read,
             "Fetch the pool's bundle, or \"not modified\" for a current revision; records the acknowledgement.",

@@ -51,15 +51,12 @@ pub struct Field {
     pub default: Option<Value>,
     /// Whether a write must set it.
     pub required: bool,
-    /// Whether a read takes it, as a query parameter (documented so in
-    /// OpenAPI; other fields belong to the writes).
-    pub query: bool,
 }
 
 impl Field {
     /// A field with no default that is not required.
     pub fn new(name: &'static str, kind: FieldType, description: &'static str) -> Self {
-        Self { name, kind, description, default: None, required: false, query: false }
+        Self { name, kind, description, default: None, required: false }
     }
 
     /// Sets the default.
@@ -71,12 +68,6 @@ impl Field {
     /// Marks the field as required on create.
     pub fn required(mut self) -> Self {
         self.required = true;
-        self
-    }
-
-    /// Marks the field as a read's query parameter.
-    pub fn query(mut self) -> Self {
-        self.query = true;
         self
     }
 }

@@ -96,12 +96,11 @@ fn path_item(path: &Path) -> (String, Value) {
         if let Some(extra) = extra {
             operation["parameters"] = extra;
         }
-        let query: Vec<Value> = body_fields
-            .iter()
-            .filter(|f| f.query)
-            .map(|f| json!({"name": f.name, "description": f.description, "in": "query", "schema": schema(f.kind)}))
-            .collect();
-        if verb == "get" && op.operation == Operation::Read && !query.is_empty() {
+        if verb == "get" && op.operation == Operation::Read && !properties.is_empty() {
+            let query: Vec<Value> = body_fields
+                .iter()
+                .map(|f| json!({"name": f.name, "description": f.description, "in": "query", "schema": schema(f.kind)}))
+                .collect();
             operation["parameters"] = Value::Array(query);
         }
         if verb == "post" && !properties.is_empty() {
