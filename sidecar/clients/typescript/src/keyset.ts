@@ -70,9 +70,14 @@ export class KeySet extends EventEmitter {
     return this.verifying.find((v) => v.kid === kid);
   }
 
-  /** Resolves with the first answer. */
-  ready(): Promise<Keys> {
-    return this.readyPromise;
+  /** Resolves with the first answer; rejects after `timeoutMs` if one is given and none came. */
+  ready(timeoutMs?: number): Promise<Keys> {
+    if (timeoutMs === undefined) return this.readyPromise;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`lockstep: no keys for ${this.keyring} within ${timeoutMs} ms`)), timeoutMs);
+    });
+    return Promise.race([this.readyPromise, late]).finally(() => clearTimeout(timer));
   }
 
   /** Stops the loop. */
