@@ -115,7 +115,7 @@ fn the_telemetry_listener_serves_probes_and_metrics_and_never_keys() {
     let (ok, report) = promrules(&rules);
     assert!(ok && report.contains("1 groups"), "{report}");
     std::fs::write(&broken, text.replacen("rate(", "rte(", 1)).expect("write");
-    assert_eq!(check(&broken).0, true, "the shape check passes an unknown function");
+    assert!(check(&broken).0, "the shape check passes an unknown function");
     let (ok, report) = promrules(&broken);
     assert!(!ok && report.contains("unknown function with name \"rte\""), "{report}");
 }
