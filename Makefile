@@ -13,7 +13,8 @@ CARGO ?= cargo
 # buildah, podman and runc build the images and play the Kubernetes
 # example, faketime skews one sidecar's clock in the fault-injection
 # test); installed from Debian's packages when missing.
-TOOLS := openssl:openssl curl:curl strip:binutils buildah:buildah podman:podman runc:runc faketime:faketime
+TOOLS := openssl:openssl curl:curl strip:binutils buildah:buildah podman:podman runc:runc catatonit:catatonit \
+    newuidmap:uidmap faketime:faketime
 
 ## Install missing command-line tools.
 tools:

@@ -470,13 +470,7 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ConfigError::invalid("vault.addr", "must start with http:// or https://"));
         }
-        if !mount_path_ok(&vault.mount) {
-            return Err(ConfigError::invalid(
-                "vault.mount",
-                "must be a path without leading or trailing '/', of segments of letters, digits, '_', '-' and '.', \
-                 none of them '.' or '..'",
-            ));
-        }
+        check_mount_path("vault.mount", &vault.mount)?;
         if vault.wait_secs > 60 {
             return Err(ConfigError::invalid("vault.wait_secs", "must be between 0 and 60"));
         }
@@ -494,6 +488,9 @@ impl Config {
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let auth = &self.auth;
+        // The login posts the credential there: a path reaching another
+        // mount would hand it to that mount.
+        check_mount_path("auth.mount", &auth.mount_path())?;
         let need = |setting: &str, present: bool| {
             if present {
                 Ok(())
@@ -576,14 +573,23 @@ impl Config {
 
 /// A mount path that names one mount: a `..` segment would reach another
 /// (`../sys`), and the server would route it there.
-fn mount_path_ok(mount: &str) -> bool {
-    !mount.is_empty()
+fn check_mount_path(setting: &str, mount: &str) -> Result<(), ConfigError> {
+    let ok = !mount.is_empty()
         && mount.split('/').all(|segment| {
             !segment.is_empty()
                 && segment != "."
                 && segment != ".."
                 && segment.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        })
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            setting,
+            "must be a path without leading or trailing '/', of segments of letters, digits, '_', '-' and '.', \
+             none of them '.' or '..'",
+        ))
+    }
 }
 
 /// Pool and instance follow the coordinator's name rule: a name it would

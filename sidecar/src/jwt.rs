@@ -35,12 +35,13 @@ pub enum JwtError {
     /// Not three base64url parts of JSON, or too long.
     #[error("token is malformed: {0}")]
     Malformed(&'static str),
-    /// `alg` is not the keyring's algorithm.
-    #[error("token alg {0:?} is not this keyring's algorithm")]
-    WrongAlg(String),
-    /// `kid` names no version that verifies now.
-    #[error("token kid {0:?} is not in the verification set")]
-    UnknownKid(String),
+    /// `alg` is not the keyring's algorithm (named: the token's own is
+    /// the caller's input, never quoted back).
+    #[error("token alg is not this keyring's algorithm ({0})")]
+    WrongAlg(&'static str),
+    /// `kid` names no version that verifies now (not quoted: caller input).
+    #[error("token kid is not in the verification set")]
+    UnknownKid,
     /// The signature does not verify.
     #[error("token signature is invalid")]
     BadSignature,
@@ -53,12 +54,13 @@ pub enum JwtError {
     /// `nbf` is in the future (beyond the leeway).
     #[error("token is not valid before {0}")]
     NotYetValid(i64),
-    /// `aud` does not contain the expected audience.
-    #[error("token audience does not include {0:?}")]
-    Audience(String),
-    /// `iss` is not the expected issuer.
-    #[error("token issuer is not {0:?}")]
-    Issuer(String),
+    /// `aud` does not contain the expected audience (not quoted: an app's
+    /// middleware may pass the message on to whoever sent the token).
+    #[error("token audience does not include the expected one")]
+    Audience,
+    /// `iss` is not the expected issuer (not quoted, likewise).
+    #[error("token issuer is not the expected one")]
+    Issuer,
     /// A lifetime (`ttl`, or `exp` after `iat`) beyond the keyring's
     /// `max_token_ttl`, whose grace period is what makes it verify.
     #[error("field {field:?}: a lifetime of {asked}s is longer than the keyring's max_token_ttl ({max}s)")]
@@ -93,13 +95,13 @@ impl JwtError {
             Self::SignFailed => "sign_failed",
             Self::Malformed(_) => "token_malformed",
             Self::WrongAlg(_) => "token_alg",
-            Self::UnknownKid(_) => "token_kid_unknown",
+            Self::UnknownKid => "token_kid_unknown",
             Self::BadSignature => "token_signature",
             Self::MissingExp => "token_exp_missing",
             Self::Expired(_) => "token_expired",
             Self::NotYetValid(_) => "token_not_yet_valid",
-            Self::Audience(_) => "token_audience",
-            Self::Issuer(_) => "token_issuer",
+            Self::Audience => "token_audience",
+            Self::Issuer => "token_issuer",
             Self::TooLong { .. } => "ttl_too_long",
             Self::NotNumeric(_) => "claim_not_numeric",
             Self::TooLarge => "token_too_large",
@@ -237,8 +239,9 @@ pub fn verify(keyring: &Keyring, token: &str, expect: &Expectations, now: UnixSe
         return Err(JwtError::Malformed("header has crit extensions, none of which are supported"));
     }
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
-    if Some(alg) != keyring.data.key_type.jwt_alg() {
-        return Err(JwtError::WrongAlg(alg.into()));
+    let expected = keyring.data.key_type.jwt_alg();
+    if Some(alg) != expected {
+        return Err(JwtError::WrongAlg(expected.unwrap_or("none")));
     }
     let kid = header.get("kid").and_then(Value::as_str).unwrap_or_default();
     let state = keyring.state_at(now);
@@ -248,7 +251,7 @@ pub fn verify(keyring: &Keyring, token: &str, expect: &Expectations, now: UnixSe
         .iter()
         .filter(|v| v.meta.kid == kid && state.verifying.contains(&v.meta.number))
         .find_map(|v| Some((&v.meta, keyring.keys.get(&v.meta.number)?)))
-        .ok_or_else(|| JwtError::UnknownKid(kid.into()))?;
+        .ok_or(JwtError::UnknownKid)?;
     let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
     let input_len = token.len() - token.rsplit('.').next().map_or(0, str::len) - 1;
     if !key.verify(&token.as_bytes()[..input_len], &sig) {
@@ -294,13 +297,13 @@ fn check_claims(claims: &Map<String, Value>, expect: &Expectations, now: UnixSec
             _ => false,
         };
         if !ok {
-            return Err(JwtError::Audience(audience.clone()));
+            return Err(JwtError::Audience);
         }
     }
     if let Some(issuer) = &expect.issuer
         && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
     {
-        return Err(JwtError::Issuer(issuer.clone()));
+        return Err(JwtError::Issuer);
     }
     Ok(())
 }
@@ -348,7 +351,7 @@ mod tests {
             let expect = Expectations::default();
             assert_eq!(verify(keyring, &old.token, &expect, 250).expect("old verifies in grace").version, 1);
             assert_eq!(verify(keyring, &new.token, &expect, 250).expect("new").claims["sub"], "b");
-            assert_eq!(verify(keyring, &old.token, &expect, 300), Err(JwtError::UnknownKid(old.kid.clone())));
+            assert_eq!(verify(keyring, &old.token, &expect, 300), Err(JwtError::UnknownKid));
         }
     }
 
@@ -363,7 +366,7 @@ mod tests {
         assert_eq!(verify(keyring, &good, &expect, 161), Err(JwtError::Expired(150)));
         assert_eq!(verify(keyring, &good, &expect, 94), Err(JwtError::NotYetValid(105)));
         let aud = token(json!({"exp": 150, "aud": "other", "iss": "me"}));
-        assert_eq!(verify(keyring, &aud, &expect, 100), Err(JwtError::Audience("svc".into())));
+        assert_eq!(verify(keyring, &aud, &expect, 100), Err(JwtError::Audience));
         let no_exp = token(json!({"aud": "svc", "iss": "me"}));
         assert_eq!(verify(keyring, &no_exp, &expect, 100), Err(JwtError::MissingExp));
     }
@@ -394,7 +397,11 @@ mod tests {
         let expect = Expectations::default();
         assert_eq!(verify(keyring, &forged, &expect, 100), Err(JwtError::BadSignature));
         let none = format!("{}.{}.", encode_json(&json!({"alg": "none", "kid": "kid-1-ed25519"})), parts[1]);
-        assert_eq!(verify(keyring, &none, &expect, 100), Err(JwtError::WrongAlg("none".into())));
+        let refused = verify(keyring, &none, &expect, 100);
+        assert_eq!(refused, Err(JwtError::WrongAlg("EdDSA")));
+        // The keyring's algorithm is named; the token's own never is.
+        let message = refused.expect_err("refused").to_string();
+        assert!(message.contains("EdDSA") && !message.contains("none"), "{message}");
         assert!(matches!(verify(keyring, "a.b", &expect, 100), Err(JwtError::Malformed(_))));
         let crit = format!(
             "{}.{}.{}",

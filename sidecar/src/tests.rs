@@ -170,8 +170,10 @@ async fn serves_keys_after_the_first_sync_and_acknowledges_what_it_holds() {
     assert!(boot(&queries[0]).is_some_and(|b| b.len() == "boot=".len() + 16), "{queries:?}");
     assert!(queries.iter().all(|q| boot(q) == boot(&queries[0])), "{queries:?}");
     // After the activation instant, version 2 signs; after v1's expiry it is gone.
+    // (The clock jumps: the next sync, within the long-poll's 2 s, keeps
+    // the sidecar inside its signing bound.)
     clock.set(T0 + 2_000);
-    assert_eq!(sidecar.get("/v1/keys/api").await.1["signing"]["version"], 2);
+    until("version 2 signing", || async { sidecar.get("/v1/keys/api").await.1["signing"]["version"] == 2 }).await;
     clock.set(T0 + 5_000);
     let (_, later) = sidecar.get("/v1/keys/api").await;
     assert_eq!(later["verifying"].as_array().map(Vec::len), Some(1));
@@ -541,9 +543,25 @@ async fn tokens_live_no_longer_than_max_token_ttl_and_a_cut_off_sidecar_stops_si
     let (status, last) = sign(json!({"claims": {"sub": "u"}})).await;
     assert_eq!(status, 200, "still within the bound: {last}");
     let token = last["token"].clone();
+    let (_, keys) = sidecar.get("/v1/keys/api?private=true").await;
+    assert!(keys["signing"]["material"]["private_key"].is_string(), "{keys}");
+    let bound = keys["sign_until"].as_i64().expect("the bound is shown");
+    assert_eq!(bound, T0 + 1_495, "{keys}");
     clock.advance(2);
     let (status, stopped) = sign(json!({"claims": {}})).await;
     assert_eq!((status, stopped["error"]["code"].clone()), (503, json!("signing_bound_passed")), "{stopped}");
+    // Apps that sign with the keys themselves are told to stop too: no
+    // signing version, no private key; the verification set stays, and a
+    // watch that held the earlier state hears of it.
+    let (status, keys) = sidecar.get("/v1/keys/api?private=true").await;
+    assert_eq!((status, keys["signing"].clone()), (200, Value::Null), "{keys}");
+    let verifying = keys["verifying"].as_array().cloned().unwrap_or_default();
+    assert!(!verifying.is_empty() && verifying.iter().all(|v| v["material"]["private_key"].is_null()), "{keys}");
+    let (_, one) = sidecar.get(&format!("/v1/keys/api/versions/{}?private=true", last["version"])).await;
+    assert!(one["material"]["public_key"].is_string() && one["material"]["private_key"].is_null(), "{one}");
+    let earlier = keys["state"].as_str().unwrap_or_default().trim_end_matches(".stopped").to_string();
+    let (_, watched) = sidecar.get(&format!("/v1/keys/api/watch?after={earlier}&timeout=5")).await;
+    assert_eq!((watched["changed"].clone(), watched["signing"].clone()), (json!(true), Value::Null), "{watched}");
     assert_eq!(sidecar.get("/readyz").await.0, 503);
     assert!(sidecar.metrics().await.contains("lockstep_sidecar_signing_stopped{keyring=\"api\"} 1"));
     let (status, verified) = sidecar.call("POST", "/v1/jwt/api/verify", Some(json!({"token": token}))).await;

@@ -47,6 +47,18 @@ pub struct ViewOptions {
     pub format: Format,
     /// Include private keys of asymmetric keyrings.
     pub private: bool,
+    /// The keyring's signing bound in a sign-mode pool (see
+    /// `Store::sign_until`): past it the view names no signing version and
+    /// gives no private key, as the sidecar's own operations refuse to sign.
+    /// Symmetric secrets stay: they are what verifies.
+    pub sign_until: Option<UnixSeconds>,
+}
+
+impl ViewOptions {
+    /// Whether signing has stopped at `now`.
+    fn stopped(&self, now: UnixSeconds) -> bool {
+        self.sign_until.is_some_and(|until| now > until)
+    }
 }
 
 /// A version, by number or kid.
@@ -72,9 +84,11 @@ pub fn keyring<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a Keyring, Vi
     snapshot.keyrings.get(name).ok_or_else(|| ViewError::UnknownKeyring(name.into()))
 }
 
-/// The keyring's state token at `now` (see [`Keyring::state_token`]).
-pub fn state_token(keyring: &Keyring, now: UnixSeconds) -> String {
-    keyring.state_token(now)
+/// The keyring's state token at `now` (see [`Keyring::state_token`]),
+/// marked once signing has stopped at its bound: the view changes then.
+pub fn state_token(keyring: &Keyring, now: UnixSeconds, options: ViewOptions) -> String {
+    let token = keyring.state_token(now);
+    if options.stopped(now) { format!("{token}.stopped") } else { token }
 }
 
 /// The keyring's signing version and verification set at `now`.
@@ -87,9 +101,13 @@ pub fn keyring_view(
     let keyring = keyring(snapshot, name)?;
     let state = keyring.state_at(now);
     let find = |n: u64| keyring.data.versions.iter().find(|v| v.meta.number == n);
-    let show = Shown { options, verify_only: snapshot.bundle.mode == PoolMode::Verify };
-    let signing =
-        state.signing.and_then(find).map(|v| version_json(keyring, v, state.signing, now, show)).transpose()?;
+    let show = Shown::new(snapshot, options, now);
+    let signing = state
+        .signing
+        .filter(|_| !show.stopped)
+        .and_then(find)
+        .map(|v| version_json(keyring, v, state.signing, now, show))
+        .transpose()?;
     let verifying = state
         .verifying
         .iter()
@@ -102,9 +120,10 @@ pub fn keyring_view(
         "alg": keyring.data.key_type.jwt_alg(),
         "pool": snapshot.bundle.pool,
         "revision": snapshot.bundle.revision,
-        "state": keyring.state_token(now),
+        "state": state_token(keyring, now, options),
         "now": now,
         "signing": signing,
+        "sign_until": options.sign_until,
         "verifying": verifying,
     }))
 }
@@ -131,7 +150,7 @@ pub fn version_view(
         return Err(ViewError::Expired { keyring: name.into(), selector: selector.to_string() });
     }
     let signing = keyring.state_at(now).signing;
-    let show = Shown { options, verify_only: snapshot.bundle.mode == PoolMode::Verify };
+    let show = Shown::new(snapshot, options, now);
     let mut view = version_json(keyring, version, signing, now, show)?;
     view["keyring"] = json!(name);
     view["type"] = json!(keyring.data.key_type);
@@ -157,12 +176,19 @@ pub fn jwks(snapshot: &Snapshot, name: &str, now: UnixSeconds) -> Result<Value, 
     Ok(json!({ "keys": keys }))
 }
 
-/// How material is shown: the caller's options, and whether the pool is
-/// verify-only.
+/// How material is shown: the caller's options, whether the pool is
+/// verify-only, and whether signing has stopped at its bound.
 #[derive(Debug, Clone, Copy)]
 struct Shown {
     options: ViewOptions,
     verify_only: bool,
+    stopped: bool,
+}
+
+impl Shown {
+    fn new(snapshot: &Snapshot, options: ViewOptions, now: UnixSeconds) -> Self {
+        Self { options, verify_only: snapshot.bundle.mode == PoolMode::Verify, stopped: options.stopped(now) }
+    }
 }
 
 fn version_json(
@@ -207,6 +233,8 @@ fn material(keyring: &Keyring, version: &BundleVersion, show: Shown) -> Result<V
     if options.private && private.is_none() {
         return Err(ViewError::Unsupported("this pool is verify-only: it holds no private keys".into()));
     }
+    // Past the signing bound the key is not handed out to sign with either.
+    let private = private.filter(|_| !show.stopped);
     let public = version.public_key.as_deref().and_then(|p| STANDARD.decode(p).ok()).unwrap_or_default();
     let mut out = Map::new();
     match options.format {
@@ -297,21 +325,28 @@ mod tests {
     #[test]
     fn formats_and_private_material() {
         let snap = snapshot(KeyType::EcdsaP256);
-        let pem_view =
-            keyring_view(&snap, "api", 100, ViewOptions { format: Format::Pem, private: true }).expect("pem");
+        let pem_view = keyring_view(
+            &snap,
+            "api",
+            100,
+            ViewOptions { format: Format::Pem, private: true, ..ViewOptions::default() },
+        )
+        .expect("pem");
         let material = &pem_view["signing"]["material"];
         assert!(material["public_key"].as_str().is_some_and(|p| p.starts_with("-----BEGIN PUBLIC KEY-----")));
         assert!(material["private_key"].as_str().is_some_and(|p| p.starts_with("-----BEGIN PRIVATE KEY-----")));
         let public_only = keyring_view(&snap, "api", 100, ViewOptions::default()).expect("b64");
         assert!(public_only["signing"]["material"].get("private_key").is_none());
-        let jwk_view =
-            keyring_view(&snap, "api", 100, ViewOptions { format: Format::Jwk, private: false }).expect("jwk");
+        let jwk_view = keyring_view(&snap, "api", 100, ViewOptions { format: Format::Jwk, ..ViewOptions::default() })
+            .expect("jwk");
         assert_eq!(jwk_view["signing"]["material"]["jwk"]["crv"], "P-256");
         let set = jwks(&snap, "api", 100).expect("jwks");
         assert_eq!(set["keys"].as_array().map(Vec::len), Some(3));
         let hmac = snapshot(KeyType::HmacSha256);
         assert!(matches!(jwks(&hmac, "api", 100), Err(ViewError::Unsupported(_))));
-        assert!(keyring_view(&hmac, "api", 100, ViewOptions { format: Format::Pem, private: false }).is_err());
+        assert!(
+            keyring_view(&hmac, "api", 100, ViewOptions { format: Format::Pem, ..ViewOptions::default() }).is_err()
+        );
         assert!(matches!(keyring_view(&hmac, "nope", 1, ViewOptions::default()), Err(ViewError::UnknownKeyring(_))));
         assert!(
             keyring_view(&hmac, "api", 100, ViewOptions::default()).expect("b64")["signing"]["material"]["secret"]
@@ -325,10 +360,18 @@ mod tests {
             let mut snap = snapshot(key_type);
             snap.bundle.mode = PoolMode::Verify;
             for format in [Format::Base64, Format::Jwk, Format::Pem] {
-                let view = keyring_view(&snap, "api", 100, ViewOptions { format, private: true }).expect("view");
+                let view =
+                    keyring_view(&snap, "api", 100, ViewOptions { format, private: true, ..ViewOptions::default() })
+                        .expect("view");
                 assert_eq!(view["signing"]["material"], json!({}), "{key_type} {format:?}");
-                let one = version_view(&snap, "api", &Selector::Number(2), 100, ViewOptions { format, private: true })
-                    .expect("version");
+                let one = version_view(
+                    &snap,
+                    "api",
+                    &Selector::Number(2),
+                    100,
+                    ViewOptions { format, private: true, ..ViewOptions::default() },
+                )
+                .expect("version");
                 assert_eq!(one["material"], json!({}));
             }
         }

@@ -47,10 +47,12 @@ fn check_config_accepts_a_good_file_and_names_the_bad_setting_with_exit_code_3()
     assert_eq!(code, 3, "{message}");
     // A mount path that reaches another mount, and a token file that is not
     // there.
-    for mount in ["../sys", "lockstep/../sys", "a//b"] {
-        let (code, message) = check_config(dir.path(), GOOD, &["--set", &format!("vault.mount={mount}")]);
-        assert_eq!(code, 3, "{mount}: {message}");
-        assert!(message.contains("vault.mount"), "{message}");
+    for setting in ["vault.mount", "auth.mount"] {
+        for mount in ["../sys", "lockstep/../sys", "a//b"] {
+            let (code, message) = check_config(dir.path(), GOOD, &["--set", &format!("{setting}={mount}")]);
+            assert_eq!(code, 3, "{setting}={mount}: {message}");
+            assert!(message.contains(setting), "{message}");
+        }
     }
     let (code, message) = check_config(dir.path(), &GOOD.replace("/run/token", "/nonexistent/token"), &[]);
     assert_eq!(code, 3, "{message}");

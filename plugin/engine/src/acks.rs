@@ -286,9 +286,10 @@ impl Fleet {
             return Err(PoolFull { pool: pool.to_string(), count: members.len() });
         }
         let entry = members.entry(instance.to_string()).or_insert_with(|| Instance::new(live.now));
-        if let Some(boot) = caller.boot {
-            entry.booted(boot, live.now);
-        }
+        // A caller without a boot id (a sidecar older than boot ids, or a
+        // request made by hand) is one process of its own: it cannot slip
+        // between the polls of one that sends an id unseen.
+        entry.booted(caller.boot.unwrap_or_default(), live.now);
         entry.seen = entry.seen.max(live.now);
         let changed = entry.held != held || !entry.stored;
         let mut polled = Polled { shared: entry.shared(live), ..Polled::default() };
@@ -585,6 +586,28 @@ mod tests {
         // Once both hold it, the gate opens; a window later the alert ends.
         assert_eq!(fleet.poll("web", &rings, a, held(&[("jwt", 2)]), at, CAP).expect("room").decide, vec!["jwt"]);
         assert!(!fleet.views("jwt", &web, Liveness::new(800, 600))[0].instances[0].shared);
+    }
+
+    #[test]
+    fn a_caller_without_a_boot_id_under_an_instance_id_in_use_is_another_process() {
+        let mut fleet = Fleet::default();
+        let rings = vec!["jwt".to_string()];
+        let at = Liveness::new(100, 600);
+        let web = pools(&["web"]);
+        let (new, old) = (Caller { instance: "web-1", boot: Some("a") }, Caller { instance: "web-1", boot: None });
+        fleet.poll("web", &rings, old, held(&[("jwt", 1)]), at, CAP).expect("room");
+        assert!(!fleet.poll("web", &rings, new, held(&[("jwt", 1)]), at, CAP).expect("room").shared);
+        // The boot-less one polls again, still stale, and the one with an
+        // id is up to date: the stale one holds the gate.
+        assert!(fleet.poll("web", &rings, old, held(&[("jwt", 1)]), at, CAP).expect("room").shared);
+        assert_eq!(fleet.lacking("jwt", 2, &web, at), vec!["web/web-1"]);
+        assert!(fleet.poll("web", &rings, new, held(&[("jwt", 2)]), at, CAP).expect("room").decide.is_empty());
+        assert_eq!(fleet.lacking("jwt", 2, &web, at), vec!["web/web-1"]);
+        // Boot-less polls alone are one process, as before boot ids.
+        let lone = Caller { instance: "web-2", boot: None };
+        for version in [1, 2] {
+            assert!(!fleet.poll("web", &rings, lone, held(&[("jwt", version)]), at, CAP).expect("room").shared);
+        }
     }
 
     #[test]

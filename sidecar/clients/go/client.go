@@ -195,14 +195,17 @@ type KeyVersion struct {
 
 // Keys is a keyring's signing version and verification set.
 type Keys struct {
-	Keyring   string       `json:"keyring"`
-	Type      string       `json:"type"`
-	Alg       *string      `json:"alg"`
-	Pool      string       `json:"pool"`
-	Revision  string       `json:"revision"`
-	State     string       `json:"state"`
-	Now       int64        `json:"now"`
-	Signing   *KeyVersion  `json:"signing"`
+	Keyring  string      `json:"keyring"`
+	Type     string      `json:"type"`
+	Alg      *string     `json:"alg"`
+	Pool     string      `json:"pool"`
+	Revision string      `json:"revision"`
+	State    string      `json:"state"`
+	Now      int64       `json:"now"`
+	Signing  *KeyVersion `json:"signing"`
+	// SignUntil is when a sign-mode pool's sidecar stops signing if it
+	// hears nothing more from the coordinator; past it Signing is nil.
+	SignUntil *int64       `json:"sign_until"`
 	Verifying []KeyVersion `json:"verifying"`
 	// Changed is set by Watch only.
 	Changed *bool `json:"changed,omitempty"`

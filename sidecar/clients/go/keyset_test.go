@@ -96,6 +96,9 @@ func TestTheLastGoodStateSurvivesASidecarRestart(t *testing.T) {
 	waitFor(t, "the rotation after the restart", 30*time.Second, func() bool {
 		return len(keys.Current().Verifying) > len(good.Verifying)
 	})
+	if err := keys.LastError(); err != nil {
+		t.Fatalf("a success clears the last error, still: %v", err)
+	}
 }
 
 func TestAnExpiredVersionNeverVerifiesFromTheLastGoodAnswer(t *testing.T) {

@@ -10,6 +10,11 @@ import (
 
 type claimsKey struct{}
 
+// maxTokenBytes is the longest token the sidecar verifies; a longer one is
+// refused here, not sent (past the sidecar's body limit it would be an
+// error of the request, not of the token).
+const maxTokenBytes = 16 * 1024
+
 // Claims are the verified claims Middleware put in the request's context.
 func Claims(ctx context.Context) (map[string]any, bool) {
 	claims, ok := ctx.Value(claimsKey{}).(map[string]any)
@@ -27,6 +32,10 @@ func Middleware(c *Client, keyring string, opts VerifyOptions) func(http.Handler
 			token = strings.TrimSpace(token)
 			if !strings.EqualFold(scheme, "bearer") || token == "" {
 				deny(w, http.StatusUnauthorized, "token_missing", "a bearer token is required")
+				return
+			}
+			if len(token) > maxTokenBytes {
+				deny(w, http.StatusUnauthorized, "token_malformed", "the token is longer than 16 KiB")
 				return
 			}
 			verified, err := c.JWTVerify(r.Context(), keyring, token, opts)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -54,6 +55,11 @@ func TestMiddlewareRefusesMissingAndInvalidTokens(t *testing.T) {
 	}
 	status, _, body = get(t, h, "Bearer "+other.Token)
 	if status != 401 || body["error"].(map[string]any)["code"] != "token_audience" {
+		t.Fatalf("%d %v", status, body)
+	}
+	// Longer than the sidecar takes in a request body: refused as a token.
+	status, _, body = get(t, h, "Bearer "+strings.Repeat("a", 70_000))
+	if status != 401 || body["error"].(map[string]any)["code"] != "token_malformed" {
 		t.Fatalf("%d %v", status, body)
 	}
 }

@@ -15,6 +15,8 @@ use super::ApiState;
 use super::error::ApiError;
 use super::json_response;
 use super::router::Call;
+use lockstep_model::bundle::PoolMode;
+
 use crate::config::Format;
 use crate::store::Snapshot;
 use crate::view::{self, Selector, ViewOptions};
@@ -44,7 +46,16 @@ pub fn options(call: &Call) -> Result<ViewOptions, ApiError> {
             return Err(ApiError::bad_request("private_invalid", format!("private {other:?} is not true or false")));
         }
     };
-    Ok(ViewOptions { format, private })
+    Ok(ViewOptions { format, private, sign_until: None })
+}
+
+/// `options` with the keyring's signing bound, when this pool signs.
+fn bounded(state: &ApiState, snapshot: &Snapshot, name: &str, mut options: ViewOptions) -> ViewOptions {
+    if snapshot.bundle.mode == PoolMode::Sign {
+        let skew = state.configs.borrow().vault.max_clock_skew_secs;
+        options.sign_until = state.ctx.store.sign_until(snapshot, name, skew);
+    }
+    options
 }
 
 /// The keyrings of the pool.
@@ -60,7 +71,8 @@ pub fn list(state: &ApiState) -> Reply {
 /// Signing version and verification set.
 pub fn keys(state: &ApiState, name: &str, call: &Call) -> Reply {
     let snapshot = snapshot(state)?;
-    let view = view::keyring_view(&snapshot, name, state.ctx.clock.now(), options(call)?)?;
+    let options = bounded(state, &snapshot, name, options(call)?);
+    let view = view::keyring_view(&snapshot, name, state.ctx.clock.now(), options)?;
     Ok(json_response(StatusCode::OK, &view))
 }
 
@@ -79,13 +91,15 @@ pub fn version_by_kid(state: &ApiState, name: &str, kid: &str, call: &Call) -> R
 
 fn version(state: &ApiState, name: &str, selector: &Selector, call: &Call) -> Reply {
     let snapshot = snapshot(state)?;
-    let view = view::version_view(&snapshot, name, selector, state.ctx.clock.now(), options(call)?)?;
+    let options = bounded(state, &snapshot, name, options(call)?);
+    let view = view::version_view(&snapshot, name, selector, state.ctx.clock.now(), options)?;
     Ok(json_response(StatusCode::OK, &view))
 }
 
 /// Returns the keyring's view as soon as its state token differs from
-/// `after` (a new bundle, or an activation or expiry instant passing), or
-/// after `timeout` seconds with `"changed": false`.
+/// `after` (a new bundle, an activation or expiry instant passing, or the
+/// signing bound passing), or after `timeout` seconds with
+/// `"changed": false`.
 pub async fn watch(state: &ApiState, name: &str, call: &Call) -> Reply {
     let options = options(call)?;
     let max = state.configs.borrow().socket.max_watch_secs;
@@ -106,15 +120,19 @@ pub async fn watch(state: &ApiState, name: &str, call: &Call) -> Reply {
         let snapshot = snapshot(state)?;
         let now = state.ctx.clock.now();
         let keyring = view::keyring(&snapshot, name)?;
-        let token = view::state_token(keyring, now);
+        let options = bounded(state, &snapshot, name, options);
+        let token = view::state_token(keyring, now, options);
         let timed_out = Instant::now() >= deadline;
         if after.as_deref() != Some(token.as_str()) || timed_out {
             let mut body = view::keyring_view(&snapshot, name, now, options)?;
             body["changed"] = json!(after.as_deref() != Some(token.as_str()));
             return Ok(json_response(StatusCode::OK, &body));
         }
-        let wake = keyring
-            .next_change_after(now)
+        let bound = options.sign_until.filter(|until| now <= *until).map(|until| until + 1);
+        let wake = [keyring.next_change_after(now), bound]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|at| Instant::now() + Duration::from_secs(u64::try_from(at - now).unwrap_or(0)))
             .map_or(deadline, |at| at.min(deadline));
         tokio::select! {

@@ -204,7 +204,7 @@ fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     if !value.is_object() {
         return Err(error::ApiError::bad_request("body_invalid", "request body: expected a JSON object"));
     }
-    let error = match serde_json::from_value::<T>(value.clone()) {
+    let error = match <T as serde::Deserialize>::deserialize(&value) {
         Ok(parsed) => return Ok(parsed),
         Err(error) => error,
     };
@@ -214,7 +214,7 @@ fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
 /// What is wrong with a body serde refused, naming the field but never
 /// quoting the value (which may be a plaintext or a secret): serde's own
 /// text quotes a string it did not expect.
-fn describe<T: serde::de::DeserializeOwned>(value: &serde_json::Value, error: &serde_json::Error) -> String {
+pub(crate) fn describe<T: serde::de::DeserializeOwned>(value: &serde_json::Value, error: &serde_json::Error) -> String {
     const MOST: usize = 200;
     let text = error.to_string();
     let text = text.rsplit_once(" at line ").map_or(text.as_str(), |(before, _)| before);
@@ -235,7 +235,7 @@ fn describe<T: serde::de::DeserializeOwned>(value: &serde_json::Value, error: &s
         fields.keys().find(|key| {
             let mut without = fields.clone();
             without.remove(*key);
-            serde_json::from_value::<T>(serde_json::Value::Object(without)).map_err(|e| e.to_string()).err()
+            <T as serde::Deserialize>::deserialize(&serde_json::Value::Object(without)).map_err(|e| e.to_string()).err()
                 != Some(error.to_string())
         })
     });

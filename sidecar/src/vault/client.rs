@@ -187,9 +187,7 @@ impl VaultClient {
             let server_time = data.get("server_time").and_then(Value::as_i64).unwrap_or_default();
             return Ok(BundleReply::NotModified { revision, server_time });
         }
-        let bundle: Bundle =
-            serde_json::from_value(data.clone()).map_err(|e| VaultError::Decode(format!("bundle: {e}")))?;
-        Ok(BundleReply::Bundle(Box::new(bundle)))
+        Ok(BundleReply::Bundle(Box::new(decode_bundle(data)?)))
     }
 
     /// Logs in at `auth/<mount>/login` with `body`.
@@ -228,6 +226,13 @@ fn lease(body: &Value) -> Result<Lease, VaultError> {
 }
 
 /// Sends, reads at most [`MAX_RESPONSE_BYTES`], and maps statuses.
+/// Reads a bundle in place (no copy of its material); an error says what
+/// was wrong without quoting a value from it.
+fn decode_bundle(data: &Value) -> Result<Bundle, VaultError> {
+    <Bundle as serde::Deserialize>::deserialize(data)
+        .map_err(|e| VaultError::Decode(format!("bundle: {}", crate::api::describe::<Bundle>(data, &e))))
+}
+
 async fn send(request: reqwest::RequestBuilder) -> Result<Value, VaultError> {
     let mut response = request.send().await.map_err(|e| VaultError::Unreachable(without_url(&e)))?;
     let status = response.status().as_u16();
@@ -274,4 +279,19 @@ fn without_url(error: &reqwest::Error) -> String {
         source = inner.source();
     }
     if detail.is_empty() { kind.into() } else { format!("{kind}: {detail}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_of_the_wrong_shape_is_refused_naming_the_field_never_its_value() {
+        let data = serde_json::json!({"pool": "web", "format": "s3cret-looking-value"});
+        let Err(VaultError::Decode(message)) = decode_bundle(&data) else {
+            panic!("a text format must be refused");
+        };
+        assert!(message.contains("\"format\"") && message.contains("string"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
 }

@@ -70,14 +70,18 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
 }
 
 /// Seconds until the set may change without a revocation: the next
-/// publication or the next expiry, whichever is sooner, at most an hour.
+/// publication or the next expiry, whichever is sooner, at most an hour,
+/// and never longer than `prepublish`: a manual rotation publishes at any
+/// moment and signs `prepublish` later, so a copy cached before it has
+/// expired by then.
 fn max_age(ring: &Keyring, t: i64) -> i64 {
     let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
     let base = ring.pending().map(|p| p.planned_activation).or_else(|| ring.current().and_then(|c| c.not_before));
     let publication = base.map(|b| b.saturating_add(secs(ring.policy.rotation_period)) - secs(ring.prepublish(t)));
     let expiry = ring.versions.iter().filter_map(|v| v.expires_at).filter(|e| *e > t).min();
     let next = [publication, expiry].into_iter().flatten().min().unwrap_or(t + MAX_AGE_CAP);
-    next.saturating_sub(t).clamp(0, MAX_AGE_CAP)
+    let notice = i64::try_from(ring.prepublish(t)).unwrap_or(MAX_AGE_CAP);
+    next.saturating_sub(t).clamp(0, MAX_AGE_CAP.min(notice))
 }
 
 const HELP_SYNOPSIS: &str = "The public keys of a keyring as a JWK Set, readable without a token when enabled.";
@@ -86,8 +90,10 @@ For verifiers outside the fleet: the public keys of every version that \
 verifies now, including the version published ahead of its activation, as a \
 JWK Set (kid, alg, use). Only for asymmetric keyrings created or updated with \
 public_jwks=true; any other name answers 404. The answer may be cached until \
-the keyring's next publication or expiry (Cache-Control max-age, at most an \
-hour); a revocation takes effect for cached copies when they expire.";
+the keyring's next publication or expiry (Cache-Control max-age), at most an \
+hour and at most the keyring's prepublish time, so that a copy cached before \
+a manual rotation has expired when the new version starts signing; a \
+revocation takes effect for cached copies when they expire.";
 
 #[cfg(test)]
 mod tests {
@@ -118,5 +124,16 @@ mod tests {
         ring.commit(3_600, 30);
         assert_eq!(max_age(&ring, 8_500), 500, "version 1's expiry comes first");
         assert_eq!(max_age(&ring, 9_500), 1_300, "then the next publication");
+    }
+
+    #[test]
+    fn a_cached_set_never_outlives_the_notice_a_manual_rotation_gives() {
+        let policy = Policy { rotation_period: 7_200, grace_period: 1_800, prepublish: 300, ..Policy::default() };
+        let mut ring = Keyring::new("jwt".into(), KeyType::Ed25519, policy, false);
+        ring.publish("jwt-1".into(), 0, 0);
+        // The scheduled publication is at 6 900, but a rotation asked for
+        // at any moment signs 300 s after it publishes.
+        assert_eq!(max_age(&ring, 0), 300);
+        assert_eq!(max_age(&ring, 6_700), 200, "the scheduled publication comes first");
     }
 }

@@ -51,6 +51,7 @@ def test_the_last_good_state_survives_a_sidecar_restart(client, control):
             control("start", "web")
         control("rotate", "jwt")
         wait_for("the rotation after the restart", lambda: len(keys.verifying) > len(good["verifying"]))
+        assert keys.last_error is None, "a success clears the last error"
 
 
 def _watch_requests(client):

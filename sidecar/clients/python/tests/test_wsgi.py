@@ -38,6 +38,9 @@ def test_missing_and_invalid_tokens_are_401(client):
     other = client.jwt_sign("jwt", {"sub": "mallory", "aud": "elsewhere"}, ttl=60)["token"]
     status, _, body = call(middleware, f"Bearer {other}")
     assert status.startswith("401") and body["error"]["code"] == "token_audience"
+    # Longer than the sidecar takes in a request body: refused as a token.
+    status, _, body = call(middleware, "Bearer " + "a" * 70_000)
+    assert status.startswith("401") and body["error"]["code"] == "token_malformed"
 
 
 def test_an_unreachable_sidecar_is_503(tmp_path):

@@ -39,6 +39,11 @@ export interface Keys {
   state: string;
   now: number;
   signing: KeyVersion | null;
+  /**
+   * When a sign-mode pool's sidecar stops signing if it hears nothing more
+   * from the coordinator; past it `signing` is null.
+   */
+  sign_until: number | null;
   verifying: KeyVersion[];
   /** Set by `watch` only. */
   changed?: boolean;

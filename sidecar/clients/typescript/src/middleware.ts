@@ -15,6 +15,12 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Client } from "./client.js";
 import { LockstepError, SidecarUnreachable, Unavailable, VerificationFailed } from "./errors.js";
 
+/**
+ * The longest token the sidecar verifies; a longer one is refused here, not
+ * sent (past the sidecar's body limit it would be an error of the request).
+ */
+const MAX_TOKEN_BYTES = 16 * 1024;
+
 export interface VerifiedRequest extends IncomingMessage {
   lockstepClaims?: Record<string, unknown>;
 }
@@ -29,6 +35,10 @@ export function jwtMiddleware(
     const token = rest.join(" ").trim();
     if (scheme.toLowerCase() !== "bearer" || !token) {
       deny(res, 401, "token_missing", "a bearer token is required");
+      return;
+    }
+    if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) {
+      deny(res, 401, "token_malformed", "the token is longer than 16 KiB");
       return;
     }
     client.jwtVerify(keyring, token, options).then(

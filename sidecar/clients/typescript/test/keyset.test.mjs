@@ -54,6 +54,7 @@ test("the last good state survives a sidecar restart", async () => {
     }
     await control("rotate", "jwt");
     await waitFor("the rotation after the restart", () => keys.verifying.length > good.verifying.length);
+    assert.equal(keys.lastError, null, "a success clears the last error");
   } finally {
     await keys.close();
     client.close();

@@ -37,6 +37,20 @@ test("missing and invalid tokens are 401", async () => {
   assert.deepEqual([other.status, other.body.error.code], [401, "token_audience"]);
 });
 
+// A stand-in response: node's own server refuses headers this long, other
+// servers need not.
+function call(guard, authorization) {
+  return new Promise((done) => {
+    const res = { writeHead(status, headers) { this.status = status; this.headers = headers; return this; }, end(body) { this.body = JSON.parse(body); done(res); } };
+    guard({ headers: { authorization } }, res, () => done(res));
+  });
+}
+
+test("a token longer than the sidecar takes is a 401, not sent", async () => {
+  const res = await call(guard, `Bearer ${"a".repeat(70_000)}`);
+  assert.deepEqual([res.status, res.body.error.code], [401, "token_malformed"]);
+});
+
 test("an unreachable sidecar is 503", async () => {
   const away = jwtMiddleware(new Client({ socket: "/nonexistent/lockstep.sock" }), "jwt");
   const res = { writeHead(status, headers) { this.status = status; this.headers = headers; return this; }, end(body) { this.body = JSON.parse(body); this.done(); } };

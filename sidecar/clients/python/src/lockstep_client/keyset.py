@@ -112,6 +112,7 @@ class KeySet:
                 self._stop.wait(delay * random.uniform(0.5, 1.0))
                 continue
             failures = 0
+            self.last_error = None
             if self._stop.is_set():
                 return
             if answer.get("state") == state:

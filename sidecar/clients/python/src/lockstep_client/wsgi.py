@@ -14,6 +14,10 @@ from typing import Any, Callable, Iterable, Optional
 from .client import Client
 from .errors import LockstepError, SidecarUnreachable, Unavailable, VerificationFailed
 
+# The longest token the sidecar verifies; a longer one is refused here, not
+# sent (past the sidecar's body limit it would be an error of the request).
+MAX_TOKEN_BYTES = 16 * 1024
+
 
 class JWTMiddleware:
     """Wraps a WSGI ``app``; see the module's description."""
@@ -39,6 +43,8 @@ class JWTMiddleware:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return self._deny(start_response, 401, "token_missing", "a bearer token is required")
+        if len(token.strip()) > MAX_TOKEN_BYTES:
+            return self._deny(start_response, 401, "token_malformed", "the token is longer than 16 KiB")
         try:
             answer = self.client.jwt_verify(self.keyring, token.strip(), audience=self.audience, issuer=self.issuer)
         except VerificationFailed as error:
