@@ -307,6 +307,28 @@ fn an_acknowledgement_counts_only_for_a_version_this_coordinator_issued() {
 }
 
 #[test]
+fn a_caller_raising_its_claim_at_every_poll_writes_nothing_and_no_number_is_given_twice() {
+    let host = host();
+    keyring(&host, "jwt", "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    bundle(&host, "web", "web-1", "jwt:1", "");
+    // The first claim is heard at once: that is how a restore is heard.
+    bundle(&host, "web", "liar", "jwt:5:jwt-v5-abcd:1", "");
+    assert_eq!(ok(host.request(M, "read", "keys/jwt", Value::Null))["latest_version"], 5);
+    // Raising it at every poll costs no write (nor a new bundle for the
+    // fleet) until a poll interval has passed.
+    let [_, _, puts, deletes] = storage_ops(&host, || {
+        for n in 6..16 {
+            bundle(&host, "web", "liar", &format!("jwt:{n}:jwt-v{n}-abcd:1"), "");
+        }
+    });
+    assert_eq!((puts, deletes), (0, 0), "ten raised claims write nothing");
+    // Yet a version made now is numbered past every claim.
+    let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    assert_eq!(rotated["version"], 16, "{rotated}");
+}
+
+#[test]
 fn a_foreign_version_never_holds_a_lower_pending_number() {
     // A restored coordinator rotates before any sidecar has told it what
     // the fleet holds: it publishes 2, then hears of a foreign 4 and
@@ -346,16 +368,17 @@ fn one_instance_alone_gives_up_a_shared_keyrings_pending_version_once_a_window()
     let k = keys();
     assert_eq!((k["pending_version"].clone(), k["latest_version"].clone()), (Value::Null, json!(7)), "{k}");
     assert_eq!(history().matches("\"supersede\"").count(), 1, "{}", history());
-    // Its next claim, so soon after, moves numbers only: version 8, made
-    // now, stays pending however often it says so, and the generation
-    // stays, so the fleet does not fetch again at each of its polls.
+    // Its next claim, so soon after, moves numbers in memory only: version
+    // 8, made now, stays pending however often it says so, and the
+    // generation and the stored numbering stay, so the fleet does not
+    // fetch again at each of its polls.
     ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
     let before = generation(&bundle(&host, "api", "1", "jwt:1", ""));
     for _ in 0..3 {
         bundle(&host, "web", "1", &format!("jwt:9:jwt-v9-abcd:{}", before + 5), "");
     }
     let k = keys();
-    assert_eq!((k["pending_version"].clone(), k["latest_version"].clone()), (json!(8), json!(9)), "{k}");
+    assert_eq!((k["pending_version"].clone(), k["latest_version"].clone()), (json!(8), json!(8)), "{k}");
     assert_eq!(generation(&bundle(&host, "api", "1", "jwt:1", "")), before);
     assert_eq!(history().matches("\"supersede\"").count(), 1, "{}", history());
     // A generation no fleet can have reached, or past u64: refused.

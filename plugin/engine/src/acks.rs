@@ -350,6 +350,15 @@ impl Fleet {
         pools.iter().filter(|p| says(p)).count() >= 2
     }
 
+    /// The highest number of `keyring` an instance reported that this
+    /// coordinator did not issue: a new version is numbered past it, so no
+    /// number names two versions, though the claim is written to storage
+    /// only now and then (see `coordinator::note_foreign`).
+    pub fn highest_ahead(&self, keyring: &str) -> Option<u64> {
+        let members = self.pools.values().flat_map(HashMap::values);
+        members.filter_map(|i| i.ahead.get(keyring).copied()).max()
+    }
+
     /// Whether `keyring` may do `act` at `t` on one instance's word: not if
     /// it did within `window` seconds. Counts this time if so.
     pub fn act_alone(&mut self, keyring: &str, act: &'static str, t: i64, window: i64) -> bool {

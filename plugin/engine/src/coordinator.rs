@@ -393,14 +393,18 @@ async fn check_held(
 
 /// Records that a sidecar holds a version this coordinator did not issue.
 /// Numbering continues past it, whoever says so, so no number names two
-/// versions. The generation goes past the fleet's (so sidecars take the
+/// versions: at once in memory (a new version is numbered past what any
+/// instance reported, see `scheduler::publish`), and in storage when the
+/// fleet says so or once a poll interval on one instance's word. The
+/// generation goes past the fleet's (so sidecars take the
 /// next bundle), history says so, once per version (which `status` turns
 /// into an alert until a newer version is committed), and a version this
 /// copy left pending is superseded: when the fleet says so
 /// (`corroborated`, see [`acks::Fleet::corroborated`]), or on one
 /// instance's word, which is how a restore is heard first, no more often
 /// than a poll interval for the generation and twice the commit timeout
-/// for a supersede. So one pool's wrong or hostile caller can make the
+/// for a supersede. So one pool's wrong or hostile caller, raising its
+/// claim at every poll, can make the coordinator write the keyring and the
 /// fleet fetch its bundle again at most once a poll interval, and delay a
 /// keyring's rotation by about a commit timeout, as one that never
 /// acknowledges does.
@@ -434,10 +438,12 @@ async fn note_foreign(
     }
     let (number, kid) = (foreign.number, &foreign.kid);
     let (pool, instance) = caller;
-    let mut changed = ring.continue_numbering_past(number);
+    let interval = i64::try_from(config.poll_interval).unwrap_or(i64::MAX);
+    let mut changed = number > ring.latest
+        && (corroborated || state.with_fleet(|f| f.act_alone(&ring.name, "numbering", t, interval)))
+        && ring.continue_numbering_past(number);
     let recorded = ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [number]);
     let behind = foreign.generation >= ring.generation;
-    let interval = i64::try_from(config.poll_interval).unwrap_or(i64::MAX);
     if (behind || !recorded)
         && (corroborated || state.with_fleet(|f| f.act_alone(&ring.name, "generation", t, interval)))
     {

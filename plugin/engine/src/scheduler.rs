@@ -23,16 +23,26 @@ fn internal(error: keygen::KeygenError) -> LogicalError {
     LogicalError::Internal(error.to_string())
 }
 
+/// Numbering goes on past what the fleet reported that this coordinator
+/// did not issue, whether or not that was written yet.
+fn past_the_fleet(state: &MountState, ring: &mut Keyring) {
+    if let Some(number) = state.with_fleet(|fleet| fleet.highest_ahead(&ring.name)) {
+        ring.continue_numbering_past(number);
+    }
+}
+
 /// Publishes a new version with fresh material; returns its number and
 /// material (the caller writes the material before the keyring).
-pub fn publish(ring: &mut Keyring, t: i64, planned: i64) -> Result<(u64, Material), LogicalError> {
+pub fn publish(state: &MountState, ring: &mut Keyring, t: i64, planned: i64) -> Result<(u64, Material), LogicalError> {
+    past_the_fleet(state, ring);
     let material = keygen::generate(ring.key_type).map_err(internal)?;
     let kid = format!("{}-v{}-{}", ring.name, ring.latest + 1, keygen::random_hex(4).map_err(internal)?);
     Ok((ring.publish(kid, t, planned), material))
 }
 
 /// Publishes and commits a version that signs at once.
-pub fn emergency(ring: &mut Keyring, t: i64) -> Result<(u64, Material), LogicalError> {
+pub fn emergency(state: &MountState, ring: &mut Keyring, t: i64) -> Result<(u64, Material), LogicalError> {
+    past_the_fleet(state, ring);
     let material = keygen::generate(ring.key_type).map_err(internal)?;
     let kid = format!("{}-v{}-{}", ring.name, ring.latest + 1, keygen::random_hex(4).map_err(internal)?);
     Ok((ring.emergency_version(kid, t), material))
@@ -84,7 +94,7 @@ pub async fn run_keyring(
         } else {
             "rotation due"
         };
-        let (number, material) = publish(&mut ring, t, planned)?;
+        let (number, material) = publish(state, &mut ring, t, planned)?;
         ring.record(t, "publish", Cause::Scheduled, SCHEDULER, detail.into(), vec![number]);
         writes.push(put_material(name, number, &material)?);
     }

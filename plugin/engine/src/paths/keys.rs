@@ -137,7 +137,7 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         ring.generation = tombstone.generation + 1;
     }
     ring.record(t, "create", Cause::Manual, req.actor(), format!("type {key_type}"), vec![]);
-    let (number, material) = scheduler::publish(&mut ring, t, t)?;
+    let (number, material) = scheduler::publish(state, &mut ring, t, t)?;
     ring.record(t, "publish", Cause::Manual, req.actor(), "first version, active at once".into(), vec![number]);
     let mut writes = vec![put_material(name, number, &material)?, Write::Put(keyring_key(name), encode(&ring)?)];
     if tombstone.is_some() {

@@ -54,7 +54,7 @@ async fn revoke(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         RevokeOutcome::Revoked => {}
         RevokeOutcome::Replaced(next) => affected.push(next),
         RevokeOutcome::NeedsNewVersion => {
-            let (next, material) = scheduler::emergency(&mut ring, t)?;
+            let (next, material) = scheduler::emergency(state, &mut ring, t)?;
             writes.push(put_material(name, next, &material)?);
             affected.push(next);
         }

@@ -70,7 +70,7 @@ async fn rotate(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     let t = state.now();
     ring.check_rotation(expected, t).map_err(|e| LogicalError::Conflict(e.to_string()))?;
     let planned = t.saturating_add(i64::try_from(ring.prepublish(t)).unwrap_or(i64::MAX));
-    let (number, material) = scheduler::publish(&mut ring, t, planned)?;
+    let (number, material) = scheduler::publish(state, &mut ring, t, planned)?;
     ring.record(t, "publish", Cause::Manual, req.actor(), reason.to_string(), vec![number]);
     if let Some(key) = idempotency_key {
         ring.remember(key.to_string(), number, t);
