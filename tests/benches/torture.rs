@@ -39,8 +39,12 @@ fn main() {
     println!("faults run: {:?}", outcome.executed);
     println!("notes:\n  {}", outcome.notes.join("\n  "));
     println!("secrets in logs: {:?}; converged at the end: {:?}", outcome.leaks, outcome.converged);
+    println!("faults that did not go as they must: {:?}", outcome.unexpected);
     println!("seed {seed}; history, report and timeline in {}", out.display());
-    let failed = !outcome.report.violations.is_empty() || !outcome.leaks.is_empty() || outcome.converged.is_err();
+    let failed = !outcome.report.violations.is_empty()
+        || !outcome.leaks.is_empty()
+        || outcome.converged.is_err()
+        || !outcome.unexpected.is_empty();
     if failed != broken {
         std::process::exit(1);
     }

@@ -272,6 +272,11 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The unseal key, for a server the harness initialised.
+    pub fn unseal_key(&self) -> Option<&str> {
+        self.mode.unseal_key()
+    }
+
     /// The root token.
     pub fn token(&self) -> &str {
         &self.token

@@ -77,6 +77,12 @@ pub enum Fault {
     ManualRotation(&'static str),
     /// Two rotations with the same expected version at once: one wins.
     RacingRotations(&'static str),
+    /// Wait (two minutes at most) until the scheduler's next rotation of
+    /// the keyring is due, then, this many milliseconds later, rotate by
+    /// hand with the version seen before it was due as the expected one:
+    /// the manual rotation or the scheduler's wins, never both (the checker
+    /// sees a scheduled publication too soon after another).
+    RaceScheduled(&'static str, u64),
     /// Rotate, then SIGKILL the active node while the version is pending;
     /// start it again after `secs`.
     KillActiveDuringCommit(&'static str, u64),
@@ -103,6 +109,7 @@ impl Fault {
             Self::SnapshotRestore => "snapshot_restore",
             Self::ManualRotation(_) => "manual_rotation",
             Self::RacingRotations(_) => "racing_rotations",
+            Self::RaceScheduled(..) => "race_scheduled",
             Self::KillActiveDuringCommit(..) => "kill_active",
             Self::KillDuringScheduled(..) => "kill_active_scheduled",
             Self::StopFollower(_) => "stop_follower",
@@ -149,6 +156,7 @@ impl Plan {
         // Frozen past the liveness window: dead to the coordinator.
         at(14.0, Fault::Freeze(long_freeze, LIVENESS + 3, None), &mut rng);
         at(16.0, Fault::RacingRotations("jwt"), &mut rng);
+        at(2.0, Fault::RaceScheduled("hooks", rng.u64(..2_000)), &mut rng);
         at(10.0, Fault::SnapshotRestore, &mut rng);
         // The restored coordinator must issue past what the fleet holds.
         at(4.0, Fault::ManualRotation("jwt"), &mut rng);
@@ -168,7 +176,7 @@ impl Plan {
         let mut round: Vec<usize> = Vec::new();
         while t < end {
             if round.is_empty() {
-                round = (0..10).collect();
+                round = (0..11).collect();
                 rng.shuffle(&mut round);
             }
             let keyring = if rng.bool() { "jwt" } else { "hooks" };
@@ -183,6 +191,9 @@ impl Plan {
                 6 => Fault::Freeze(instance, 5, Some(keyring)),
                 7 => Fault::Freeze(instance, LIVENESS + 3, None),
                 8 => Fault::KillDuringScheduled(keyring, 5 + rng.u64(..6)),
+                // Anywhere within a periodic call after it is due, so
+                // either side may win.
+                10 => Fault::RaceScheduled(keyring, rng.u64(..PERIODIC * 1_000)),
                 _ => {
                     // A snapshot, rotations after it, then the restore.
                     steps.push((t, Fault::SnapshotSave));
@@ -243,6 +254,10 @@ pub struct Outcome {
     pub converged: Result<(), String>,
     /// Notes on the run (race outcomes, restore answers).
     pub notes: Vec<String>,
+    /// What a fault expected of the servers and did not see (two racing
+    /// rotations that did not give one 200 and one 409, a version that was
+    /// not pending when the node was killed, a log that could not be read).
+    pub unexpected: Vec<String>,
     /// The history.
     pub events: Vec<Event>,
     /// The coordinator's final word on each keyring (keys, status and
@@ -523,6 +538,7 @@ struct Fleet {
     history: History,
     snapshot: Option<Vec<u8>>,
     notes: Vec<String>,
+    unexpected: Vec<String>,
     executed: BTreeMap<String, usize>,
     secrets: Vec<(String, String)>,
 }
@@ -562,6 +578,7 @@ impl Fleet {
         let vault = balancer(nodes.iter().map(|n| n.address().trim_start_matches("http://").to_string()).collect());
         let token = active.token().to_string();
         let mut secrets = vec![("root token".to_string(), token.clone())];
+        secrets.extend(active.unseal_key().map(|key| ("unseal key".to_string(), key.to_string())));
         let mut members = Vec::new();
         for (pool, mode) in [("web", "sign"), ("api", "sign"), ("audit", "verify")] {
             ok(
@@ -618,6 +635,7 @@ impl Fleet {
             history: Arc::new(Mutex::new(Vec::new())),
             snapshot: None,
             notes: Vec::new(),
+            unexpected: Vec::new(),
             executed: BTreeMap::new(),
             secrets,
         };
@@ -720,6 +738,27 @@ impl Fleet {
         self.api("GET", &format!("lockstep/keys/{keyring}"), None).body["data"].clone()
     }
 
+    /// When the scheduler's next rotation of `keyring` is due (the active
+    /// version's activation plus the rotation period, less `prepublish`),
+    /// and the latest version before it; waits two minutes at most for a
+    /// keyring with nothing pending.
+    fn next_scheduled(&self, keyring: &str) -> Option<(f64, Value)> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let ring = self.latest(keyring);
+            let active = ring["versions"].as_array().into_iter().flatten().find(|v| v["state"] == "active");
+            let base = active.and_then(|v| v["not_before"].as_str()).and_then(fleet_check::unix_seconds);
+            if ring["pending_version"].is_null()
+                && let (Some(base), Some(period), Some(prepublish)) =
+                    (base, ring["rotation_period"].as_f64(), ring["prepublish"].as_f64())
+            {
+                return Some((base + period - prepublish, ring["latest_version"].clone()));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        None
+    }
+
     fn apply(&mut self, fault: &Fault) {
         let kind = fault.kind();
         *self.executed.entry(kind.to_string()).or_default() += 1;
@@ -775,10 +814,47 @@ impl Fleet {
                     (one.join().unwrap_or(0), two.join().unwrap_or(0))
                 });
                 self.notes.push(format!("racing rotations of {keyring} from version {expected}: {a} and {b}"));
+                if (a.min(b), a.max(b)) != (200, 409) {
+                    self.unexpected
+                        .push(format!("racing rotations of {keyring} answered {a} and {b}, not 200 and 409"));
+                }
+                fault_event(&self.history, kind, keyring, "end");
+            }
+            Fault::RaceScheduled(keyring, after_ms) => {
+                let Some((due, expected)) = self.next_scheduled(keyring) else {
+                    self.notes.push(format!("race with the scheduler on {keyring}: no rotation came due in time"));
+                    return;
+                };
+                let at = due + *after_ms as f64 / 1_000.0;
+                std::thread::sleep(Duration::from_secs_f64((at - now()).max(0.0)));
+                fault_event(&self.history, kind, keyring, "start");
+                let body = json!({"expected_version": expected, "reason": "fault: racing the scheduler"});
+                let reply = self.rotate(keyring, body);
+                let winner = match reply.status {
+                    200 => "the manual rotation won",
+                    409 => "the scheduler won",
+                    _ => "neither answered as a race must",
+                };
+                self.notes.push(format!(
+                    "raced the scheduler's rotation of {keyring} from version {expected}, {after_ms} ms after it was due: \
+                     {winner} ({})",
+                    reply.status
+                ));
+                if !matches!(reply.status, 200 | 409) {
+                    self.unexpected
+                        .push(format!("a rotation racing the scheduler on {keyring} answered {}", reply.status));
+                }
                 fault_event(&self.history, kind, keyring, "end");
             }
             Fault::KillActiveDuringCommit(keyring, secs) => {
                 let reply = self.rotate(keyring, json!({"reason": "fault: pending at the kill"}));
+                let pending = self.latest(keyring)["pending_version"].clone();
+                if reply.status == 200 && pending != reply.body["data"]["version"] {
+                    self.unexpected.push(format!(
+                        "the rotation of {keyring} to {} was not pending at the kill (pending: {pending})",
+                        reply.body["data"]["version"]
+                    ));
+                }
                 let index = self.nodes.iter().position(|n| n.is_running() && n.is_active()).expect("an active node");
                 let node = format!("node-{}", index + 1);
                 fault_event(&self.history, kind, &node, "start");
@@ -957,6 +1033,8 @@ impl Fleet {
         }
     }
 
+    /// Secrets found in the logs; a log that should be there and is not,
+    /// or is empty, is reported too (a scan of nothing finds nothing).
     fn leaks(&self) -> Vec<String> {
         let mut logs: Vec<(String, String)> =
             self.nodes.iter().enumerate().map(|(i, n)| (format!("node-{} log", i + 1), n.log())).collect();
@@ -966,7 +1044,11 @@ impl Fleet {
                 logs.push((format!("{} {log}", member.instance), std::fs::read_to_string(path).unwrap_or_default()));
             }
         }
-        let mut found = Vec::new();
+        let mut found: Vec<String> = logs
+            .iter()
+            .filter(|(log, text)| !log.ends_with("earlier.log") && text.trim().is_empty())
+            .map(|(log, _)| format!("the {log} is missing or empty"))
+            .collect();
         for (what, secret) in &self.secrets {
             for (log, text) in &logs {
                 if secret.len() >= 16 && text.contains(secret.as_str()) {
@@ -1043,6 +1125,7 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
         leaks: fleet.leaks(),
         converged,
         notes: fleet.notes.clone(),
+        unexpected: fleet.unexpected.clone(),
         events,
         final_state,
     }
@@ -1088,6 +1171,21 @@ pub fn timeline(events: &[Event]) -> String {
         }
     }
     rows[1..].sort();
+    // The coordinator's decisions on each keyring, under the cluster.
+    // (A restore brings back positions already seen, with other entries:
+    // both are drawn.)
+    let mut decisions: BTreeSet<(String, u64, String, String, String, u64)> = BTreeSet::new();
+    for e in events {
+        if let Event::Decision { keyring, seq, at, action, cause, versions, .. } = e {
+            let number = versions.first().copied().unwrap_or(0);
+            decisions.insert((keyring.clone(), *seq, at.clone(), action.clone(), cause.clone(), number));
+        }
+    }
+    for keyring in ["hooks", "jwt"] {
+        if decisions.iter().any(|(k, ..)| k == keyring) {
+            rows.insert(1, format!("{keyring} decided"));
+        }
+    }
     let y = |name: &str| top + row * rows.iter().position(|r| r == name).unwrap_or(0) as f64;
     let legend_y = top + row * rows.len() as f64 + 8.0;
     let colours = [
@@ -1100,7 +1198,8 @@ pub fn timeline(events: &[Event]) -> String {
     };
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <text x=\"{left}\" y=\"14\">jwt signing version per sidecar over {:.0} s; faults in grey; rejected verifications as ticks (short: a revoked version); web-1 runs 1.5 s ahead</text>\n",
+         <text x=\"{left}\" y=\"14\">jwt signing version per sidecar over {:.0} s; faults in grey; rejected verifications as ticks (short: a revoked version); web-1 runs 1.5 s ahead</text>\n\
+         <text x=\"{left}\" y=\"26\">decided rows: the coordinator's publications (tall, in the version's colour), commits (short, black), revocations (red), supersedes and fleet-ahead (orange)</text>\n",
         legend_y + 22.0,
         t1 - t0
     );
@@ -1127,6 +1226,21 @@ pub fn timeline(events: &[Event]) -> String {
                 ));
             }
         }
+    }
+    for (keyring, _, at, action, cause, number) in &decisions {
+        let Some(at) = fleet_check::unix_seconds(at).map(|at| at.clamp(t0, t1)) else { continue };
+        let (height, fill) = match action.as_str() {
+            "publish" => (14.0, colour(*number)),
+            "commit" | "commit-forced" => (7.0, "#000"),
+            "revoke" => (14.0, "#d00"),
+            "supersede" | "fleet-ahead" => (14.0, "#f80"),
+            _ => continue,
+        };
+        svg.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.0}\" width=\"3\" height=\"{height}\" fill=\"{fill}\"><title>{keyring} {action} v{number} ({cause})</title></rect>\n",
+            x(at) - 1.5,
+            y(&format!("{keyring} decided")),
+        ));
     }
     versions.sort_unstable();
     let mut at = left;
@@ -1176,6 +1290,7 @@ pub fn timeline(events: &[Event]) -> String {
                         let text = match kind.as_str() {
                             "manual_rotation" => format!("rotate {target}"),
                             "racing_rotations" => format!("race {target}"),
+                            "race_scheduled" => format!("race the scheduler {target}"),
                             "snapshot_save" => "save".to_string(),
                             "snapshot_restore" => "restore".to_string(),
                             other => other.replace('_', " "),

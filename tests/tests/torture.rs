@@ -34,12 +34,14 @@ fn the_fleet_never_disagrees_through_every_kind_of_fault() {
     let context = format!("seed {SEED}\n{}\n{report}\nfinal state:\n{}", plan.describe(), outcome.final_state);
     assert!(outcome.report.violations.is_empty(), "the checker found violations:\n{context}");
     assert!(outcome.leaks.is_empty(), "secrets in logs: {:?}", outcome.leaks);
+    assert!(outcome.unexpected.is_empty(), "faults that did not go as they must:\n{context}\n{:?}", outcome.unexpected);
     assert_eq!(outcome.converged, Ok(()), "the fleet did not converge at the end:\n{context}");
     for kind in [
         "snapshot_save",
         "snapshot_restore",
         "manual_rotation",
         "racing_rotations",
+        "race_scheduled",
         "kill_active",
         "stop_follower",
         "revoke",
