@@ -65,6 +65,62 @@ fn validate(file: &Path, version: &str) -> Output {
     Command::new(validator).args(["--strict", "-k", version]).arg(file).output().expect("run kubernetes-validate")
 }
 
+/// What the Containerfile's final stage `target` sets: user, entrypoint,
+/// command and labels (with its `ARG` defaults put in), for comparing with
+/// the image `make image` builds without it.
+fn containerfile_stage(target: &str) -> Value {
+    let text = std::fs::read_to_string(workspace_root().join("sidecar/deploy/image/Containerfile")).expect("read");
+    // Continuation lines joined, comments dropped.
+    let joined = text.replace("\\\n", " ");
+    let mut lines = joined.lines().map(str::trim).filter(|l| !l.starts_with('#'));
+    let header = format!("FROM scratch AS {target}");
+    assert!(lines.any(|l| l == header), "no `{header}` in the Containerfile");
+    let (mut args, mut out) = (Vec::<(String, String)>::new(), json!({"Labels": {}}));
+    for line in lines.take_while(|l| !l.starts_with("FROM ")) {
+        let (instruction, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = args.iter().fold(rest.to_string(), |r, (k, v)| r.replace(&format!("${{{k}}}"), v));
+        match instruction {
+            "ARG" => {
+                let (k, v) = rest.split_once('=').expect("ARG name=default");
+                args.push((k.to_string(), v.to_string()));
+            }
+            "USER" => out["User"] = json!(rest),
+            "ENTRYPOINT" => out["Entrypoint"] = serde_json::from_str(&rest).expect("ENTRYPOINT in JSON form"),
+            "CMD" => out["Cmd"] = serde_json::from_str(&rest).expect("CMD in JSON form"),
+            "LABEL" => {
+                // key="value" pairs, values quoted.
+                let mut rest = rest.as_str();
+                while let Some((key, after)) = rest.trim_start().split_once("=\"") {
+                    let (value, tail) = after.split_once('"').expect("a closing quote");
+                    out["Labels"][key.trim()] = json!(value);
+                    rest = tail;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_containerfile_and_the_images_built_without_it_agree() {
+    for (target, name) in [("sidecar", "lockstep-sidecar"), ("plugin", "lockstep-plugin")] {
+        let expected = containerfile_stage(target);
+        let inspect = podman(&["image", "inspect", &image(name)]);
+        let built: Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
+        let built = &built[0]["Config"];
+        assert_eq!(built["User"], expected["User"], "{target}: {built}");
+        assert_eq!(built["Entrypoint"], expected["Entrypoint"], "{target}: {built}");
+        assert_eq!(built["Cmd"], expected.get("Cmd").cloned().unwrap_or(Value::Null), "{target}: {built}");
+        let labels = expected["Labels"].as_object().expect("labels");
+        assert!(labels.len() >= 4, "{target}: {expected}");
+        for (key, value) in labels {
+            assert_eq!(&built["Labels"][key], value, "{target}: label {key}: {built}");
+        }
+        assert_eq!(expected["Labels"]["org.opencontainers.image.version"], json!(version()), "{target}: ARG VERSION");
+    }
+}
+
 #[test]
 fn the_images_run_as_a_non_root_user_without_a_shell() {
     let sidecar = image("lockstep-sidecar");
