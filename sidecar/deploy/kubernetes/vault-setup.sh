@@ -16,7 +16,7 @@ set -euo pipefail
 : "${NAMESPACE:?NAMESPACE (of the service account) is required}"
 # The app's service account (serviceaccount.yaml; the example's is
 # "checkout"): named, not guessed from the pool, which may differ.
-: "${SERVICE_ACCOUNT:?SERVICE_ACCOUNT (the app pod's service account, serviceaccount.yaml) is required}"
+: "${SERVICE_ACCOUNT:?SERVICE_ACCOUNT (the service account of the app pod, serviceaccount.yaml) is required}"
 AUTH_MOUNT="${AUTH_MOUNT:-kubernetes}"
 ENGINE_MOUNT="${ENGINE_MOUNT:-lockstep}"
 VAULT="${VAULT_CLI:-vault}"
