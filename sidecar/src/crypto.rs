@@ -395,6 +395,33 @@ mod tests {
     }
 
     #[test]
+    fn ecdsa_p256_verifies_the_rfc_6979_signatures_of_its_key_and_nothing_else() {
+        // RFC 6979, A.2.5: the P-256 key's public half (as the bundle
+        // carries it, SubjectPublicKeyInfo), and its SHA-256 signatures of
+        // "sample" and "test" as r || s, the fixed form JWS uses.
+        let spki = hex(concat!(
+            "3059301306072a8648ce3d020106082a8648ce3d030107034200",
+            "0460fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6",
+            "7903fe1008b8bc99a41ae9e95628bc64f2f1b20c2d7e9f5177a3c294d4462299"
+        ));
+        let version = BundleVersion { meta: meta(1), private_key: None, public_key: Some(STANDARD.encode(spki)) };
+        let key = PreparedKey::prepare(KeyType::EcdsaP256, &version).expect("the public key");
+        let sample = hex(concat!(
+            "efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716",
+            "f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8"
+        ));
+        let test = hex(concat!(
+            "f1abb023518351cd71d881567b1ea663ed3efcf6c5132b354f28d3b0b7d38367",
+            "019f4113742a2b14bd25926b49c649155f267e60d3814b4c0cc84250e46f0083"
+        ));
+        assert!(key.verify(b"sample", &sample) && key.verify(b"test", &test));
+        assert!(!key.verify(b"test", &sample) && !key.verify(b"sample", &test), "each signs its own message");
+        let mut altered = sample.clone();
+        altered[63] ^= 1;
+        assert!(!key.verify(b"sample", &altered));
+    }
+
+    #[test]
     fn every_signing_type_signs_and_verifies() {
         for key_type in [KeyType::HmacSha256, KeyType::Ed25519, KeyType::EcdsaP256, KeyType::Rsa2048] {
             let (private, public) = testkeys::material(key_type);

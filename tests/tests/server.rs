@@ -238,6 +238,8 @@ fn the_servers_openapi_document_lists_every_lockstep_path() {
     let keys = &paths["/lockstep/keys/{name}"];
     assert!(keys["post"]["requestBody"].to_string().contains("rotation_period"), "{keys}");
     assert!(keys["get"].is_object() && keys["delete"].is_object(), "{keys}");
+    let revoke = &paths["/lockstep/keys/{name}/revoke"]["post"]["requestBody"];
+    assert!(revoke.to_string().contains(r#""required":["version","reason"]"#), "{revoke}");
     let bundle = &paths["/lockstep/bundle/{pool}"];
     assert!(bundle["get"]["parameters"].to_string().contains("\"held\""), "{bundle}");
 }

@@ -104,8 +104,14 @@ fn path_item(path: &Path) -> (String, Value) {
             operation["parameters"] = Value::Array(query);
         }
         if verb == "post" && !properties.is_empty() {
-            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema":
-                {"type": "object", "properties": properties}}}});
+            let mut schema = json!({"type": "object", "properties": properties});
+            // As the server's own framework lists them: fields a write must
+            // carry (on create, for a path that creates and updates).
+            let required: Vec<&str> = body_fields.iter().filter(|f| f.required).map(|f| f.name).collect();
+            if !required.is_empty() {
+                schema["required"] = json!(required);
+            }
+            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
         }
         item.insert(verb.into(), operation);
     }

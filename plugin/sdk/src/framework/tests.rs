@@ -37,6 +37,15 @@ fn echo_backend() -> Backend {
     Backend { help: "An engine of things.".into(), paths: vec![path], ..Backend::default() }
 }
 
+#[test]
+fn the_openapi_document_lists_the_fields_a_write_must_carry() {
+    let backend = echo_backend();
+    let document = super::openapi::document(&backend.help, &backend.paths);
+    let body = &document["paths"]["/things/{name}"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["required"], json!(["size"]), "{document}");
+    assert_eq!(body["properties"]["size"]["type"], "integer", "{document}");
+}
+
 #[tokio::test]
 async fn routes_by_pattern_and_captures_fields() {
     let out = echo_backend().handle_request(request(Operation::Read, "things/a.b-c", json!(null))).await;
