@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
+use lockstep_model::bundle::PoolMode;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -15,8 +16,6 @@ use super::ApiState;
 use super::error::ApiError;
 use super::json_response;
 use super::router::Call;
-use lockstep_model::bundle::PoolMode;
-
 use crate::config::Format;
 use crate::store::Snapshot;
 use crate::view::{self, Selector, ViewOptions};

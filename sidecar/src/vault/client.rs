@@ -225,7 +225,6 @@ fn lease(body: &Value) -> Result<Lease, VaultError> {
     })
 }
 
-/// Sends, reads at most [`MAX_RESPONSE_BYTES`], and maps statuses.
 /// Reads a bundle in place (no copy of its material); an error says what
 /// was wrong without quoting a value from it.
 fn decode_bundle(data: &Value) -> Result<Bundle, VaultError> {
@@ -233,6 +232,7 @@ fn decode_bundle(data: &Value) -> Result<Bundle, VaultError> {
         .map_err(|e| VaultError::Decode(format!("bundle: {}", crate::api::describe::<Bundle>(data, &e))))
 }
 
+/// Sends, reads at most [`MAX_RESPONSE_BYTES`], and maps statuses.
 async fn send(request: reqwest::RequestBuilder) -> Result<Value, VaultError> {
     let mut response = request.send().await.map_err(|e| VaultError::Unreachable(without_url(&e)))?;
     let status = response.status().as_u16();
