@@ -307,6 +307,26 @@ fn an_acknowledgement_counts_only_for_a_version_this_coordinator_issued() {
 }
 
 #[test]
+fn a_bundle_of_large_keys_is_built_in_one_buffer() {
+    // The bundle's text is sized from its material up front (the plugin's
+    // debug build asserts it never grew, which would leave a freed copy of
+    // the keys behind): RSA keys, two versions each, in a signing pool.
+    let host = host();
+    let names = ["r1", "r2", "r3"];
+    for name in names {
+        keyring(&host, name, "rsa-2048");
+        ok(host.request(M, "update", &format!("keys/{name}/rotate"), json!({})));
+    }
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": names.join(",")})));
+    let full = bundle(&host, "web", "web-1", "", "");
+    for name in names {
+        let versions = full["keyrings"][name]["versions"].as_array().cloned().unwrap_or_default();
+        assert_eq!(versions.len(), 2, "{name}: {full}");
+        assert!(versions.iter().all(|v| v["private_key"].as_str().is_some_and(|k| k.len() > 1_500)), "{name}");
+    }
+}
+
+#[test]
 fn a_caller_raising_its_claim_at_every_poll_writes_nothing_and_no_number_is_given_twice() {
     let host = host();
     keyring(&host, "jwt", "ed25519");

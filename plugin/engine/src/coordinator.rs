@@ -216,11 +216,22 @@ async fn build(state: &MountState, storage: &dyn Storage, pool: &Pool, t: i64) -
         keyrings.insert(name.clone(), keyring);
     }
     let revision = revision(mode, &keyrings);
-    // Sized up front so the text holding material is not copied around
-    // while it grows.
-    let mut text = Zeroizing::new(Vec::with_capacity(1024 + 8192 * keyrings.len()));
+    // Sized up front from the material it will hold (base64 takes 4 bytes
+    // for 3), so the text holding it is never copied around, leaving a
+    // freed copy behind, while it grows.
+    let material: usize = keyrings
+        .values()
+        .flat_map(|k| &k.versions)
+        .map(|v| {
+            v.private_key.as_ref().map_or(0, |k| k.len().div_ceil(3) * 4) + v.public_key.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    let versions: usize = keyrings.values().map(|k| k.versions.len()).sum();
+    let capacity = 1024 + 1024 * keyrings.len() + 1024 * versions + material;
+    let mut text = Zeroizing::new(Vec::with_capacity(capacity));
     serde_json::to_writer(&mut *text, &keyrings)
         .map_err(|e| LogicalError::Internal(format!("encoding a bundle: {:?} error", e.classify())))?;
+    debug_assert!(text.capacity() == capacity, "a bundle's text outgrew its {capacity} bytes");
     let keyrings = Zeroizing::new(String::from_utf8(std::mem::take(&mut *text)).unwrap_or_default());
     Ok(Answer { revision, mode, keyrings, valid_until })
 }
