@@ -223,6 +223,20 @@ async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_ref
     let big = json!({"claims": {"pad": "x".repeat(70_000)}});
     let (status, error) = sidecar.call("POST", "/v1/jwt/api/sign", Some(big)).await;
     assert_eq!((status, error["error"]["code"].clone()), (413, json!("body_too_large")));
+    // Refused unread, the body cannot be told from a next request: the
+    // answer says the connection ends, so a client's keep-alive pool does
+    // not send its next request into a closed socket.
+    let mut stream = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+    let body = "x".repeat(70_000);
+    let request = format!(
+        "POST /v1/mac/api HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 413") && answer.contains("connection: close"), "{answer}");
     sidecar.stop().await;
 }
 

@@ -18,12 +18,21 @@ pub struct ApiError {
     pub code: &'static str,
     /// What was wrong, naming the parameter or resource.
     pub message: String,
+    /// The request's body was left unread: the connection ends with this
+    /// answer, and says so.
+    pub closes: bool,
 }
 
 impl ApiError {
     /// An error with `status` and `code`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), closes: false }
+    }
+
+    /// This error, answered with `Connection: close`.
+    pub fn closing(mut self) -> Self {
+        self.closes = true;
+        self
     }
 
     /// 400 naming a bad parameter.
@@ -39,7 +48,12 @@ impl ApiError {
     /// The response.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        super::json_response(self.status, &body)
+        let mut response = super::json_response(self.status, &body);
+        if self.closes {
+            let close = hyper::header::HeaderValue::from_static("close");
+            response.headers_mut().insert(hyper::header::CONNECTION, close);
+        }
+        response
     }
 }
 

@@ -160,6 +160,7 @@ async fn prepare(state: &ApiState, request: Request<Incoming>) -> Result<Call, A
             "body_too_large",
             format!("request body is larger than {max} bytes"),
         )
+        .closing()
     };
     let declared =
         request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -172,13 +173,14 @@ async fn prepare(state: &ApiState, request: Request<Incoming>) -> Result<Call, A
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         // The caller hung up (or broke the framing) before the body ended.
-        Ok(Err(_)) => return Err(ApiError::bad_request("body_incomplete", "request body ended early")),
+        Ok(Err(_)) => return Err(ApiError::bad_request("body_incomplete", "request body ended early").closing()),
         Err(_) => {
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
                 format!("request body not received within {}s", timeout.as_secs()),
-            ));
+            )
+            .closing());
         }
     };
     let body = serde_json::from_slice(&bytes)
