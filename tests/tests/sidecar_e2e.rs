@@ -613,6 +613,33 @@ fn an_allow_list_reloaded_on_sighup_applies_to_connections_already_open() {
     assert_eq!(keep_alive_status(&mut open, "/v1/keys/jwt"), 403, "the open connection is refused too");
 }
 
+/// Keyrings `data` (AES) and `hooks` (HMAC) under `policy`, pools `web`
+/// and `api` listing `keyrings`, and a sidecar of each, both holding
+/// version 1 of the two.
+fn aes_and_hmac_pools(
+    dir: &Path,
+    server: &Server,
+    policy: impl Fn(&str) -> Value,
+    keyrings: &str,
+) -> (Sidecar, Sidecar) {
+    server.write("lockstep/keys/data", policy("aes256-gcm")).expect_status(200);
+    server.write("lockstep/keys/hooks", policy("hmac-sha256")).expect_status(200);
+    for pool in ["web", "api"] {
+        server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": keyrings})).expect_status(200);
+    }
+    let start = |pool: &str| Sidecar::start(dir, pool, &config(dir, server, pool, &token_auth(dir, server, pool), ""));
+    let (web, api) = (start("web"), start("api"));
+    for sidecar in [&web, &api] {
+        sidecar.wait_until("data and hooks", 30, |s| version_of(s, "data") == 1 && version_of(s, "hooks") == 1);
+    }
+    (web, api)
+}
+
+/// The version a sidecar signs `keyring` with now.
+fn version_of(sidecar: &Sidecar, keyring: &str) -> Value {
+    sidecar.get(&format!("/v1/keys/{keyring}")).body["signing"]["version"].clone()
+}
+
 /// A POST to a sidecar that must succeed; its answer.
 fn post(sidecar: &Sidecar, path: &str, body: Value) -> Value {
     let reply = sidecar.request("POST", path, Some(&body));
@@ -630,19 +657,7 @@ fn ciphertexts_macs_signatures_and_webhooks_cross_pools_and_a_rotation() {
         json!({"type": key_type, "rotation_period": "1h", "prepublish": "10s", "grace_period": "20m",
                "max_token_ttl": "10m", "commit_timeout": "30m"})
     };
-    server.write("lockstep/keys/data", policy("aes256-gcm")).expect_status(200);
-    server.write("lockstep/keys/hooks", policy("hmac-sha256")).expect_status(200);
-    for pool in ["web", "api"] {
-        server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt,data,hooks"})).expect_status(200);
-    }
-    let start = |pool: &str| {
-        Sidecar::start(dir.path(), pool, &config(dir.path(), &server, pool, &token_auth(dir.path(), &server, pool), ""))
-    };
-    let (web, api) = (start("web"), start("api"));
-    let version_of = |s: &Sidecar, k: &str| s.get(&format!("/v1/keys/{k}")).body["signing"]["version"].clone();
-    for sidecar in [&web, &api] {
-        sidecar.wait_until("data and hooks", 30, |s| version_of(s, "data") == 1 && version_of(s, "hooks") == 1);
-    }
+    let (web, api) = aes_and_hmac_pools(dir.path(), &server, policy, "jwt,data,hooks");
     let secret = "c2VjcmV0IHBheWxvYWQ="; // "secret payload"
     let aad = "b3JkZXItNw=="; // "order-7"
     let before = post(&web, "/v1/encrypt/data", json!({"plaintext": secret, "associated_data": aad}));
@@ -735,19 +750,7 @@ fn the_old_version_expires_everywhere_and_a_webhook_of_the_rotation_verifies_wit
         json!({"type": key_type, "rotation_period": "1h", "prepublish": "6s", "grace_period": "12s",
                "max_token_ttl": "5s", "commit_timeout": "30m"})
     };
-    server.write("lockstep/keys/data", policy("aes256-gcm")).expect_status(200);
-    server.write("lockstep/keys/hooks", policy("hmac-sha256")).expect_status(200);
-    for pool in ["web", "api"] {
-        server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "data,hooks"})).expect_status(200);
-    }
-    let start = |pool: &str| {
-        Sidecar::start(dir.path(), pool, &config(dir.path(), &server, pool, &token_auth(dir.path(), &server, pool), ""))
-    };
-    let (web, api) = (start("web"), start("api"));
-    let version_of = |s: &Sidecar, k: &str| s.get(&format!("/v1/keys/{k}")).body["signing"]["version"].clone();
-    for sidecar in [&web, &api] {
-        sidecar.wait_until("data and hooks", 30, |s| version_of(s, "data") == 1 && version_of(s, "hooks") == 1);
-    }
+    let (web, api) = aes_and_hmac_pools(dir.path(), &server, policy, "data,hooks");
     let payload = b"{\"event\":\"paid\"}";
     let secret = STANDARD.encode(payload);
     let before = post(&web, "/v1/encrypt/data", json!({"plaintext": secret}));
