@@ -635,6 +635,19 @@ fn aes_and_hmac_pools(
     (web, api)
 }
 
+/// Rotates `data` and `hooks`, and waits until both sidecars hold the
+/// next version (published, not yet signing).
+fn rotate_data_and_hooks(server: &Server, sidecars: [&Sidecar; 2]) {
+    for keyring in ["data", "hooks"] {
+        server.write(&format!("lockstep/keys/{keyring}/rotate"), json!({})).expect_status(200);
+    }
+    for sidecar in sidecars {
+        sidecar.wait_until("the next version held", 10, |s| {
+            s.get("/v1/keys/hooks").body["verifying"].as_array().is_some_and(|v| v.len() == 2)
+        });
+    }
+}
+
 /// The version a sidecar signs `keyring` with now.
 fn version_of(sidecar: &Sidecar, keyring: &str) -> Value {
     sidecar.get(&format!("/v1/keys/{keyring}")).body["signing"]["version"].clone()
@@ -668,14 +681,7 @@ fn ciphertexts_macs_signatures_and_webhooks_cross_pools_and_a_rotation() {
     // Both keyrings rotate: while the next versions are published but not
     // yet signing, a webhook carries both signatures, and verifies at the
     // other pool.
-    for keyring in ["data", "hooks"] {
-        server.write(&format!("lockstep/keys/{keyring}/rotate"), json!({})).expect_status(200);
-    }
-    for sidecar in [&web, &api] {
-        sidecar.wait_until("the next version held", 8, |s| {
-            s.get("/v1/keys/hooks").body["verifying"].as_array().is_some_and(|v| v.len() == 2)
-        });
-    }
+    rotate_data_and_hooks(&server, [&web, &api]);
     let hook = post(&web, "/v1/webhook/hooks/sign", json!({"payload": secret}));
     let signatures = hook["webhook-signature"].as_str().unwrap_or_default().split(' ').count();
     assert_eq!(signatures, 2, "one signature per version a receiver may hold: {hook}");
@@ -756,14 +762,7 @@ fn the_old_version_expires_everywhere_and_a_webhook_of_the_rotation_verifies_wit
     let before = post(&web, "/v1/encrypt/data", json!({"plaintext": secret}));
     let mac = post(&web, "/v1/mac/hooks", json!({"data": secret}));
 
-    for keyring in ["data", "hooks"] {
-        server.write(&format!("lockstep/keys/{keyring}/rotate"), json!({})).expect_status(200);
-    }
-    for sidecar in [&web, &api] {
-        sidecar.wait_until("the next version held", 10, |s| {
-            s.get("/v1/keys/hooks").body["verifying"].as_array().is_some_and(|v| v.len() == 2)
-        });
-    }
+    rotate_data_and_hooks(&server, [&web, &api]);
     // Signed during the rotation: one signature per version. A receiver
     // holding either secret alone (as `whsec_<base64>`, checked here by
     // the Standard Webhooks algorithm written out above) accepts it.
