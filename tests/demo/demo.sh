@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # Lockstep's local demo: a dev server on 127.0.0.1 with the plugin
 # registered by SHA-256 and mounted, driven through the ordinary CLI.
-# Run it with `make demo` (which builds the plugin and the server first).
+# Run it with `make demo` (which builds the plugin and installs the server
+# first). The server is OpenBao's pinned release (tests/openbao/releases.tsv)
+# unless DEMO_SERVER=vault (Vault 1.21.1, built from Go modules) or
+# LOCKSTEP_VAULT_BIN names a server binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-VAULT="$(tests/goserver/build.sh target/goserver)"
+if [[ -n "${LOCKSTEP_VAULT_BIN:-}" || "${DEMO_SERVER:-openbao}" == vault ]]; then
+    VAULT="$(tests/goserver/build.sh target/goserver)"
+elif [[ "${DEMO_SERVER:-openbao}" == openbao ]]; then
+    DEFAULT_OPENBAO="$(awk -F'\t' '!/^#/ && NF { print $1; exit }' tests/openbao/releases.tsv)"
+    VAULT="$(tests/openbao/install.sh "$DEFAULT_OPENBAO" target/openbao)"
+else
+    echo "demo: DEMO_SERVER=$DEMO_SERVER: use openbao (the default) or vault" >&2
+    exit 2
+fi
+printf 'demo: server %s: %s\n' "$VAULT" "$("$VAULT" version | head -1)"
 PLUGIN="${LOCKSTEP_PLUGIN_BIN:-target/debug/vault-plugin-secrets-lockstep}"
 SIDECAR="${LOCKSTEP_SIDECAR_BIN:-target/debug/lockstep-sidecar}"
 for bin in "$PLUGIN" "$SIDECAR"; do
@@ -33,6 +45,8 @@ PY
 printf 'plugin_directory = "%s"\n' "$WORK/plugins" > "$WORK/server.hcl"
 
 export VAULT_ADDR="http://127.0.0.1:$PORT" VAULT_TOKEN="demo-root-token" HOME="$WORK"
+# OpenBao's CLI reads BAO_* before VAULT_*: a user's own settings must not win.
+export BAO_ADDR="$VAULT_ADDR" BAO_TOKEN="$VAULT_TOKEN"
 "$VAULT" server -dev -dev-no-store-token -dev-root-token-id="$VAULT_TOKEN" \
     -dev-listen-address="127.0.0.1:$PORT" -config="$WORK/server.hcl" >"$WORK/server.log" 2>&1 &
 SERVER=$!

@@ -57,13 +57,102 @@ pub struct Server {
     tls: Option<TlsListener>,
     /// Times this raft node was started again.
     restarts: u32,
+    /// Where a file audit device writes, for servers that have one.
+    audit_log: Option<PathBuf>,
+    /// The cluster listener's port, the same at every start (a raft node's
+    /// address is in its stored configuration).
+    cluster_port: u16,
     /// The plugin's clock (the server passes its environment to plugins).
     pub clock: TestClock,
 }
 
-/// The server binary: `LOCKSTEP_VAULT_BIN`, else the one `make test` builds.
+/// The server the end-to-end suites run on when `LOCKSTEP_SERVER` is unset.
+pub const DEFAULT_SERVER: &str = "openbao-2.7.2";
+
+/// Whose server a binary is: the two differ in a few documented ways
+/// (`docs/compatibility.md`), which the harness handles here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// OpenBao's release binary (`bao`).
+    OpenBao,
+    /// HashiCorp Vault, built from Go modules (`vault`).
+    Vault,
+}
+
+/// The server binary under test and what it says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerKind {
+    /// The executable.
+    pub bin: PathBuf,
+    /// OpenBao or Vault.
+    pub flavor: Flavor,
+    /// The version it prints, without the leading `v` (`2.7.2`).
+    pub version: String,
+    /// The whole first line of `<bin> version`.
+    pub version_line: String,
+}
+
+impl ServerKind {
+    /// Whether this is OpenBao.
+    pub fn is_openbao(&self) -> bool {
+        self.flavor == Flavor::OpenBao
+    }
+
+    /// `OpenBao 2.7.2` or `Vault 1.21.1`, for messages.
+    pub fn label(&self) -> String {
+        format!("{:?} {}", self.flavor, self.version)
+    }
+}
+
+/// The server binary: `LOCKSTEP_VAULT_BIN` names one outright; otherwise
+/// `LOCKSTEP_SERVER` picks one that `make test` installs or builds:
+/// `openbao-<version>` (a release pinned in `tests/openbao/releases.tsv`,
+/// under `target/openbao/`) or `vault-1.21.1` (built under
+/// `target/goserver/`). Unset, it is [`DEFAULT_SERVER`].
 pub fn server_binary() -> PathBuf {
-    required_binary("LOCKSTEP_VAULT_BIN", "goserver/vault", "tests/goserver/build.sh target/goserver")
+    server_kind().bin.clone()
+}
+
+/// The server under test, asked once per test binary.
+pub fn server_kind() -> &'static ServerKind {
+    static KIND: std::sync::OnceLock<ServerKind> = std::sync::OnceLock::new();
+    KIND.get_or_init(|| identify(&chosen_binary()))
+}
+
+fn chosen_binary() -> PathBuf {
+    if std::env::var_os("LOCKSTEP_VAULT_BIN").is_some() {
+        return required_binary("LOCKSTEP_VAULT_BIN", "", "");
+    }
+    let name = std::env::var("LOCKSTEP_SERVER").unwrap_or_else(|_| DEFAULT_SERVER.to_string());
+    if let Some(version) = name.strip_prefix("openbao-") {
+        let hint = format!("tests/openbao/install.sh {version} target/openbao");
+        return required_binary("LOCKSTEP_VAULT_BIN", &format!("openbao/{version}/bao"), &hint);
+    }
+    if name.starts_with("vault-") {
+        return required_binary("LOCKSTEP_VAULT_BIN", "goserver/vault", "tests/goserver/build.sh target/goserver");
+    }
+    panic!("LOCKSTEP_SERVER={name:?} names no server: use openbao-<version> or vault-<version>");
+}
+
+/// Runs `<bin> version` and reads whose server it is.
+fn identify(bin: &Path) -> ServerKind {
+    let output = Command::new(bin).arg("version").output().unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    let line = String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or_default().trim().to_string();
+    let (flavor, rest) = if let Some(rest) = line.strip_prefix("OpenBao v") {
+        (Flavor::OpenBao, rest)
+    } else if let Some(rest) = line.strip_prefix("Vault v") {
+        (Flavor::Vault, rest)
+    } else {
+        panic!("{} is neither OpenBao nor Vault: `version` printed {line:?}", bin.display());
+    };
+    let version = rest.split_whitespace().next().unwrap_or_default().to_string();
+    if let Ok(name) = std::env::var("LOCKSTEP_SERVER")
+        && std::env::var_os("LOCKSTEP_VAULT_BIN").is_none()
+    {
+        let wanted = name.rsplit('-').next().unwrap_or_default();
+        assert_eq!(version, wanted, "LOCKSTEP_SERVER={name} but {} is version {version}", bin.display());
+    }
+    ServerKind { bin: bin.to_path_buf(), flavor, version, version_line: line }
 }
 
 impl Server {
@@ -74,6 +163,31 @@ impl Server {
         server.spawn();
         server.wait_until_up();
         server
+    }
+
+    /// A dev-mode server with a file audit device at
+    /// [`Server::audit_log`]. OpenBao refuses to enable audit devices
+    /// through the API unless its configuration allows it, and documents
+    /// declaring them in the configuration file instead: that is how this
+    /// one gets it. Vault enables it through `sys/audit`.
+    pub fn dev_audited() -> Self {
+        let mut server = Self::new(Mode::Dev);
+        server.token = "root-token-for-tests".into();
+        server.audit_log = Some(server.dir.path().join("audit.log"));
+        server.spawn();
+        server.wait_until_up();
+        if !server_kind().is_openbao() {
+            let options = json!({"file_path": server.audit_log.as_ref().map(|p| p.display().to_string())});
+            server
+                .request("PUT", "sys/audit/file", Some(json!({"type": "file", "options": options})))
+                .expect_status(204);
+        }
+        server
+    }
+
+    /// The file audit device's log, if the server has one.
+    pub fn audit_log(&self) -> Option<&Path> {
+        self.audit_log.as_deref()
     }
 
     /// A server on file storage, initialised and unsealed here, so tests
@@ -244,6 +358,8 @@ impl Server {
             token: String::new(),
             tls: None,
             restarts: 0,
+            cluster_port: free_port(),
+            audit_log: None,
             clock,
         }
     }
@@ -292,8 +408,14 @@ impl Server {
         let mut command = Command::new(&self.bin);
         match &self.mode {
             Mode::Dev => {
-                std::fs::write(&config, format!("plugin_directory = {:?}\n", plugins.display().to_string()))
-                    .expect("config");
+                let mut text = format!("plugin_directory = {:?}\n", plugins.display().to_string());
+                if let Some(log) = self.audit_log.as_ref().filter(|_| server_kind().is_openbao()) {
+                    text.push_str(&format!(
+                        "audit \"file\" \"file\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+                        log.display().to_string()
+                    ));
+                }
+                std::fs::write(&config, text).expect("config");
                 command.args(["server", "-dev", "-dev-no-store-token"]);
                 command.arg(format!("-dev-root-token-id={}", self.token));
                 command.arg(format!("-dev-listen-address=127.0.0.1:{}", self.port));
@@ -319,14 +441,30 @@ impl Server {
             }
             Mode::Persistent { .. } => {
                 let data = self.dir.path().join("data");
+                std::fs::create_dir_all(&data).expect("data dir");
+                // OpenBao 2 has no file storage; a one-node raft cluster
+                // keeps everything in the same directory instead.
+                let (storage, extra) = if server_kind().is_openbao() {
+                    (
+                        format!(
+                            "storage \"raft\" {{\n  path = {:?}\n  node_id = \"node-1\"\n}}\n",
+                            data.display().to_string()
+                        ),
+                        format!("cluster_addr = \"https://127.0.0.1:{}\"\n", self.cluster_port),
+                    )
+                } else {
+                    (
+                        format!("storage \"file\" {{\n  path = {:?}\n}}\n", data.display().to_string()),
+                        "disable_mlock = true\n".into(),
+                    )
+                };
                 let mut text = format!(
-                    "storage \"file\" {{\n  path = {:?}\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
+                    "{storage}listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
                      cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\napi_addr = \"http://127.0.0.1:{port}\"\nplugin_directory = {:?}\n\
-                     disable_mlock = true\nui = false\n",
-                    data.display().to_string(),
+                     {extra}ui = false\n",
                     plugins.display().to_string(),
                     port = self.port,
-                    cluster = free_port(),
+                    cluster = self.cluster_port,
                 );
                 if let Some(tls) = &self.tls {
                     text.push_str(&format!(
@@ -349,6 +487,8 @@ impl Server {
             .env(clock_var, clock_path)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
+            .env_remove("BAO_ADDR")
+            .env_remove("BAO_TOKEN")
             .env("HOME", self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -510,6 +650,9 @@ impl Server {
             .args(args)
             .env("VAULT_ADDR", self.address())
             .env("VAULT_TOKEN", &self.token)
+            // OpenBao's CLI prefers these when they are set.
+            .env("BAO_ADDR", self.address())
+            .env("BAO_TOKEN", &self.token)
             .env("HOME", self.dir.path())
             .output()
             .expect("run the CLI")

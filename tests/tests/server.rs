@@ -1,11 +1,17 @@
-//! The plugin inside a real server built from Go modules: registered by
+//! The plugin inside a real server (OpenBao's release binary or Vault
+//! built from Go modules, as `LOCKSTEP_SERVER` picks): registered by
 //! SHA-256 and version, mounted, used over HTTP and the CLI, reloaded,
-//! restarted, and driven by the server's own periodic call.
+//! restarted, audited, and driven by the server's own periodic call. The
+//! `smoke_` tests are the subset every server of the matrix runs, the
+//! previous OpenBao minor included; this suite also checks that the matrix
+//! covers every suite that starts a server.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lockstep_tests::plugin_version;
-use lockstep_tests::server::{PLUGIN_FILE, PLUGIN_NAME, Server};
+use lockstep_tests::server::{PLUGIN_FILE, PLUGIN_NAME, Server, server_kind};
+use lockstep_tests::sidecar::Sidecar;
+use lockstep_tests::{plugin_version, workspace_root};
 use serde_json::{Value, json};
 
 fn cli_ok(server: &Server, args: &[&str]) -> String {
@@ -242,4 +248,203 @@ fn the_servers_openapi_document_lists_every_lockstep_path() {
     assert!(revoke.to_string().contains(r#""required":["version","reason"]"#), "{revoke}");
     let bundle = &paths["/lockstep/bundle/{pool}"];
     assert!(bundle["get"]["parameters"].to_string().contains("\"held\""), "{bundle}");
+}
+
+/// A token for `pool`'s sidecars under the project's sidecar policy.
+fn pool_token(server: &Server, pool: &str) -> String {
+    let hcl = std::fs::read_to_string(workspace_root().join("policies/lockstep-sidecar-web.hcl"))
+        .expect("policies/lockstep-sidecar-web.hcl")
+        .replace("lockstep/bundle/web", &format!("lockstep/bundle/{pool}"));
+    server.request("PUT", &format!("sys/policies/acl/sidecar-{pool}"), Some(json!({"policy": hcl}))).expect_status(204);
+    let reply = server
+        .write(
+            "auth/token/create",
+            json!({"policies": [format!("sidecar-{pool}")], "ttl": "1h", "no_default_policy": true}),
+        )
+        .expect_status(200);
+    reply.body["auth"]["client_token"].as_str().expect("a token").to_string()
+}
+
+fn start_sidecar(dir: &Path, server: &Server, pool: &str) -> Sidecar {
+    let token_file = dir.join(format!("{pool}.token"));
+    std::fs::write(&token_file, pool_token(server, pool)).expect("token file");
+    let config = format!(
+        "pool = \"{pool}\"\ninstance = \"{pool}-1\"\n[vault]\naddr = \"{addr}\"\nwait_secs = 5\npoll_interval_secs = 2\n\
+         [auth]\nmethod = \"token\"\ntoken_file = \"{token}\"\n[socket]\npath = \"{dir}/{pool}.sock\"\n",
+        addr = server.address(),
+        token = token_file.display(),
+        dir = dir.display(),
+    );
+    let sidecar = Sidecar::start(dir, pool, &config);
+    sidecar.wait_ready();
+    sidecar
+}
+
+#[test]
+fn smoke_register_mount_rotate_with_cas_and_two_pools_sign_and_verify() {
+    let server = Server::dev();
+    eprintln!("server under test: {}", server_kind().version_line);
+    let sha = lockstep_tests::sha256_file(&server.plugin_dir().join(PLUGIN_FILE));
+    let register = ["plugin", "register", &format!("-sha256={sha}"), &format!("-version={}", plugin_version())];
+    cli_ok(&server, &[&register[..], &[&format!("-command={PLUGIN_FILE}"), "secret", PLUGIN_NAME]].concat());
+    cli_ok(&server, &["secrets", "enable", "-path=lockstep", PLUGIN_NAME]);
+    let fleet =
+        json!({"poll_interval": "5s", "max_clock_skew": "1s", "liveness_window": "30s", "activation_margin": "1s"});
+    server.write("lockstep/config", fleet).expect_status(200);
+    let policy = json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "2s", "grace_period": "20m",
+                        "max_token_ttl": "10m", "commit_timeout": "30m"});
+    server.write("lockstep/keys/jwt", policy).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+    server.write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web = start_sidecar(dir.path(), &server, "web");
+    let edge = start_sidecar(dir.path(), &server, "edge");
+
+    // Compare-and-swap: one rotation from version 1, then a conflict.
+    let rotated = server.write("lockstep/keys/jwt/rotate", json!({"expected_version": 1, "reason": "smoke"}));
+    assert_eq!(rotated.expect_status(200).data()["version"], 2);
+    let conflict = server.write("lockstep/keys/jwt/rotate", json!({"expected_version": 1}));
+    assert_eq!(conflict.status, 409, "{conflict:?}");
+    assert!(conflict.errors().contains("the latest is 2"), "{conflict:?}");
+
+    // Both sidecars take version 2; once it activates the sign pool signs
+    // with it and the verify pool accepts the token.
+    web.wait_until("web signs with version 2", 60, |s| s.get("/v1/keys/jwt").body["signing"]["version"] == 2);
+    let signed = web.request("POST", "/v1/jwt/jwt/sign", Some(&json!({"claims": {"sub": "smoke"}, "ttl": 60})));
+    let token = signed.body["token"].clone();
+    assert_eq!(signed.status, 200, "{signed:?}");
+    let verified = edge.request("POST", "/v1/jwt/jwt/verify", Some(&json!({"token": token})));
+    assert_eq!(
+        (verified.status, &verified.body["valid"], &verified.body["version"]),
+        (200, &json!(true), &json!(2)),
+        "{verified:?}"
+    );
+    let refused = edge.request("POST", "/v1/jwt/jwt/sign", Some(&json!({"claims": {"sub": "x"}, "ttl": 60})));
+    assert_eq!((refused.status, &refused.body["error"]["code"]), (400, &json!("verify_only")), "{refused:?}");
+}
+
+#[test]
+fn policy_fields_left_out_are_derived_to_fit_and_given_ones_are_judged_as_given() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    // What a new user types: the CLI prints the derivations as warnings.
+    let out = server.cli(&["write", "lockstep/keys/hourly", "type=ed25519", "rotation_period=1h"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("commit_timeout was not given and 21600s would not fit: set to 900s"), "{text}");
+    assert!(text.contains("grace_period was not given"), "{text}");
+    let hourly = server.read("lockstep/keys/hourly").expect_status(200);
+    let fields = ["rotation_period", "prepublish", "commit_timeout", "grace_period", "max_token_ttl"];
+    let values: Vec<&Value> = fields.iter().map(|f| &hourly.data()[*f]).collect();
+    assert_eq!(values, [&json!(3_600), &json!(900), &json!(900), &json!(3_660), &json!(3_600)], "{hourly:?}");
+
+    let ten = server.write("lockstep/keys/ten", json!({"type": "hmac-sha256", "rotation_period": "10m"}));
+    let ten = ten.expect_status(200);
+    assert_eq!(ten.body["warnings"].as_array().map(Vec::len), Some(3), "{ten:?}");
+    assert_eq!((&ten.data()["prepublish"], &ten.data()["grace_period"]), (&json!(150), &json!(3_660)));
+    // The derived keyring rotates like any other.
+    server.write("lockstep/keys/ten/rotate", json!({"expected_version": 1})).expect_status(200);
+
+    // Given values are checked as they are, naming the field.
+    for (body, field) in [
+        (json!({"type": "ed25519", "rotation_period": "1h", "commit_timeout": "2h"}), "commit_timeout"),
+        (json!({"type": "ed25519", "rotation_period": "1h", "grace_period": "1m"}), "grace_period"),
+        (json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "1h"}), "prepublish"),
+    ] {
+        let refused = server.write("lockstep/keys/bad", body);
+        assert_eq!(refused.status, 400, "{refused:?}");
+        assert!(refused.errors().contains(&format!("field \"{field}\"")), "{refused:?}");
+    }
+    assert_eq!(server.read("lockstep/keys/bad").status, 404, "nothing half made");
+    // An update keeps the keyring's fields that still fit (20 minutes) and
+    // derives those that no longer do (10 minutes).
+    let updated = server.write("lockstep/keys/hourly", json!({"rotation_period": "20m"})).expect_status(200);
+    assert_eq!((&updated.data()["prepublish"], &updated.body["warnings"]), (&json!(900), &Value::Null), "{updated:?}");
+    let updated = server.write("lockstep/keys/hourly", json!({"rotation_period": "10m"})).expect_status(200);
+    assert_eq!((&updated.data()["prepublish"], &updated.data()["commit_timeout"]), (&json!(150), &json!(150)));
+    assert_eq!(updated.body["warnings"].as_array().map(Vec::len), Some(2), "{updated:?}");
+}
+
+#[test]
+fn the_audit_log_records_lockstep_requests_without_key_material_or_tokens() {
+    let server = Server::dev_audited().with_mounts(&["lockstep"]);
+    let log = server.audit_log().expect("an audit device").to_path_buf();
+    server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+    let token = pool_token(&server, "web");
+    let bundle = server.with_token(&token).read("lockstep/bundle/web?instance=web-1").expect_status(200);
+    let private = bundle.data()["keyrings"]["jwt"]["versions"][0]["private_key"].as_str().expect("private key");
+    server.write("lockstep/keys/jwt/rotate", json!({"expected_version": 1, "reason": "audited"})).expect_status(200);
+
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let entries: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let paths: Vec<&str> = entries.iter().filter_map(|e| e["request"]["path"].as_str()).collect();
+    for path in ["lockstep/keys/jwt", "lockstep/bundle/web", "lockstep/keys/jwt/rotate"] {
+        assert!(paths.contains(&path), "{path} not audited: {paths:?}");
+    }
+    // The server hashes what the plugin answered and who asked.
+    assert!(!text.contains(private), "the bundle's private key is in the audit log");
+    assert!(!text.contains(&token), "the sidecar's token is in the audit log");
+    assert!(!text.contains(server.token()), "the root token is in the audit log");
+}
+
+#[test]
+fn the_openbao_servers_are_the_pinned_releases() {
+    let releases = std::fs::read_to_string(workspace_root().join("tests/openbao/releases.tsv")).expect("releases.tsv");
+    let pinned: Vec<(&str, &str)> = releases
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut cols = l.split('\t');
+            (cols.next().unwrap_or_default(), cols.next().unwrap_or_default())
+        })
+        .collect();
+    assert!(pinned.iter().any(|(v, _)| *v == "2.7.2") && pinned.iter().any(|(v, _)| *v == "2.6.2"), "{pinned:?}");
+    for (version, commit) in &pinned {
+        let bin = lockstep_tests::required_binary(
+            "LOCKSTEP_UNSET_OPENBAO_BIN",
+            &format!("openbao/{version}/bao"),
+            "make openbao",
+        );
+        let out = std::process::Command::new(&bin).arg("version").output().expect("bao version");
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(line.starts_with(&format!("OpenBao v{version} ({commit})")), "{}: {line}", bin.display());
+    }
+    let kind = server_kind();
+    if kind.is_openbao() {
+        let commit = pinned.iter().find(|(v, _)| *v == kind.version).map(|(_, c)| *c);
+        assert!(
+            commit.is_some_and(|c| kind.version_line.contains(c)),
+            "{} is not pinned: {pinned:?}",
+            kind.version_line
+        );
+    }
+}
+
+/// Every suite whose tests start a real server (through the harness's
+/// `server`, `clients` or `torture` modules) runs on every server of the
+/// matrix, so it must be in the Makefile's SERVER_SUITES.
+#[test]
+fn every_suite_that_starts_a_server_runs_on_the_whole_matrix() {
+    let root = workspace_root();
+    let makefile = std::fs::read_to_string(root.join("Makefile")).expect("Makefile");
+    let listed: Vec<&str> = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("SERVER_SUITES := "))
+        .expect("SERVER_SUITES in the Makefile")
+        .split_whitespace()
+        .collect();
+    let mut starting = Vec::new();
+    for entry in std::fs::read_dir(root.join("tests/tests")).expect("tests/tests") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("suite");
+        let uses = ["lockstep_tests::server", "lockstep_tests::clients", "lockstep_tests::torture"];
+        if uses.iter().any(|m| text.contains(m)) {
+            starting.push(path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string());
+        }
+    }
+    starting.sort();
+    let mut sorted: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+    sorted.sort();
+    assert_eq!(sorted, starting, "SERVER_SUITES in the Makefile and the suites that start a server differ");
 }

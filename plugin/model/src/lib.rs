@@ -25,7 +25,7 @@ pub mod secret;
 pub mod version;
 
 pub use keytype::KeyType;
-pub use policy::{Policy, PolicyError};
+pub use policy::{Derived, FleetTimings, Policy, PolicyError, PolicyInput};
 pub use version::{KeyState, VersionMeta, VersionState, key_state};
 
 /// Seconds since the Unix epoch; all times in the model use it.

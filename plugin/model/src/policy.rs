@@ -141,6 +141,111 @@ impl Policy {
     }
 }
 
+/// The policy fields a request sets; `None` for each it leaves out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyInput {
+    /// `rotation_period`, if given.
+    pub rotation_period: Option<u64>,
+    /// `grace_period`, if given.
+    pub grace_period: Option<u64>,
+    /// `prepublish`, if given.
+    pub prepublish: Option<u64>,
+    /// `max_token_ttl`, if given.
+    pub max_token_ttl: Option<u64>,
+    /// `commit_timeout`, if given.
+    pub commit_timeout: Option<u64>,
+    /// `retention`, if given.
+    pub retention: Option<u64>,
+}
+
+/// A field the request left out whose inherited value did not fit the
+/// fields it gave, and the value chosen instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// The field.
+    pub field: &'static str,
+    /// What it would have inherited.
+    pub inherited: u64,
+    /// What it got.
+    pub value: u64,
+    /// The rule that chose the value, for the answer's warning.
+    pub rule: &'static str,
+}
+
+impl std::fmt::Display for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} was not given and {}s would not fit: set to {}s ({})",
+            self.field, self.inherited, self.value, self.rule
+        )
+    }
+}
+
+impl Policy {
+    /// `base` (the mount's default policy, or a keyring's current one) with
+    /// `input` applied, where each field `input` leaves out keeps its
+    /// `base` value if that fits the others and is derived otherwise
+    /// (docs/key-lifecycle.md, "Fields left out"). Given values are kept
+    /// exactly, right or wrong: [`Policy::validate`] judges the result.
+    pub fn fit(base: &Policy, input: &PolicyInput, fleet: &FleetTimings) -> (Policy, Vec<Derived>) {
+        let mut p = *base;
+        let given = [
+            (&mut p.rotation_period, input.rotation_period),
+            (&mut p.grace_period, input.grace_period),
+            (&mut p.prepublish, input.prepublish),
+            (&mut p.max_token_ttl, input.max_token_ttl),
+            (&mut p.commit_timeout, input.commit_timeout),
+            (&mut p.retention, input.retention),
+        ];
+        for (slot, value) in given {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        let mut derived = Vec::new();
+        let mut derive = |field, slot: &mut u64, value: u64, rule| {
+            derived.push(Derived { field, inherited: *slot, value, rule });
+            *slot = value;
+        };
+        let r = p.rotation_period;
+        let wait = fleet.poll_interval.saturating_add(fleet.max_clock_skew);
+        if input.prepublish.is_none() && p.prepublish >= r {
+            derive("prepublish", &mut p.prepublish, (r / 4).max(1), "a quarter of rotation_period");
+        }
+        if input.commit_timeout.is_none() && p.commit_timeout > r {
+            // The forced commit comes no later than the planned activation,
+            // but leaves every sidecar two polls and the margin first.
+            let floor = fleet.poll_interval.saturating_mul(2).saturating_add(fleet.activation_margin);
+            let value = p.prepublish.max(floor).min(r);
+            derive(
+                "commit_timeout",
+                &mut p.commit_timeout,
+                value,
+                "prepublish, at least two poll intervals and the activation margin, at most rotation_period",
+            );
+        }
+        // A bundle holds the signer, the next version and at most this many
+        // rotation periods of versions in their grace period.
+        let most_grace = (crate::bundle::MAX_VERSIONS as u64 - 2).saturating_mul(r);
+        if input.max_token_ttl.is_none() && p.max_token_ttl.saturating_add(wait) > most_grace {
+            let value = p.max_token_ttl.min(r);
+            derive("max_token_ttl", &mut p.max_token_ttl, value, "rotation_period");
+        }
+        let least_grace = p.max_token_ttl.saturating_add(wait);
+        if input.grace_period.is_none() && !(least_grace..=most_grace).contains(&p.grace_period) {
+            let value = least_grace.max(r).min(most_grace);
+            derive(
+                "grace_period",
+                &mut p.grace_period,
+                value,
+                "the longer of rotation_period and max_token_ttl + poll_interval + max_clock_skew",
+            );
+        }
+        (p, derived)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +265,77 @@ mod tests {
         let error = policy.validate(&long).expect_err("margin as long as the rotation");
         assert_eq!(error.field, "rotation_period");
         assert!(error.message.contains("activation_margin (3600s)"), "{error}");
+    }
+
+    fn only_rotation(r: u64) -> PolicyInput {
+        PolicyInput { rotation_period: Some(r), ..PolicyInput::default() }
+    }
+
+    #[test]
+    fn an_hourly_rotation_alone_gets_fields_that_fit_it() {
+        let (policy, derived) = Policy::fit(&Policy::default(), &only_rotation(3_600), &FLEET);
+        assert_eq!(policy.validate(&FLEET), Ok(()));
+        let fields: Vec<_> = derived.iter().map(|d| (d.field, d.inherited, d.value)).collect();
+        // A quarter of an hour ahead, the forced commit no later, a grace
+        // period that covers an hour's tokens plus a poll and the skew.
+        assert_eq!(
+            fields,
+            [("prepublish", 86_400, 900), ("commit_timeout", 21_600, 900), ("grace_period", 172_800, 3_660)]
+        );
+        assert_eq!((policy.max_token_ttl, policy.retention), (3_600, Policy::default().retention));
+        assert!(
+            derived[1].to_string().starts_with("commit_timeout was not given and 21600s would not fit: set to 900s")
+        );
+    }
+
+    #[test]
+    fn a_ten_minute_rotation_keeps_an_hour_of_tokens_in_grace() {
+        let (policy, derived) = Policy::fit(&Policy::default(), &only_rotation(600), &FLEET);
+        assert_eq!(policy.validate(&FLEET), Ok(()));
+        assert_eq!((policy.prepublish, policy.commit_timeout, policy.grace_period), (150, 150, 3_660));
+        assert_eq!(derived.len(), 3, "{derived:?}");
+    }
+
+    #[test]
+    fn a_one_minute_rotation_shortens_the_token_lifetime_too() {
+        let (policy, derived) = Policy::fit(&Policy::default(), &only_rotation(60), &FLEET);
+        assert_eq!(policy.validate(&FLEET), Ok(()));
+        assert!(derived.iter().any(|d| d.field == "max_token_ttl" && d.value == 60), "{derived:?}");
+        // Two polls and the margin come before a forced commit, capped by the period.
+        assert_eq!((policy.commit_timeout, policy.grace_period), (60, 120));
+    }
+
+    #[test]
+    fn given_fields_are_kept_exactly_and_judged_as_they_are() {
+        let input = PolicyInput { commit_timeout: Some(7_200), ..only_rotation(3_600) };
+        let (policy, derived) = Policy::fit(&Policy::default(), &input, &FLEET);
+        assert_eq!(policy.commit_timeout, 7_200);
+        assert!(derived.iter().all(|d| d.field != "commit_timeout"), "{derived:?}");
+        assert_eq!(policy.validate(&FLEET).expect_err("too long").field, "commit_timeout");
+        let input = PolicyInput { grace_period: Some(60), ..only_rotation(3_600) };
+        let (policy, _) = Policy::fit(&Policy::default(), &input, &FLEET);
+        assert_eq!(policy.validate(&FLEET).expect_err("too short").field, "grace_period");
+    }
+
+    #[test]
+    fn fields_that_fit_are_inherited_unchanged() {
+        let (policy, derived) = Policy::fit(&Policy::default(), &PolicyInput::default(), &FLEET);
+        assert_eq!((policy, derived), (Policy::default(), vec![]));
+        let (policy, derived) = Policy::fit(&Policy::default(), &only_rotation(7 * 86_400), &FLEET);
+        assert_eq!(derived, vec![]);
+        assert_eq!(policy, Policy { rotation_period: 7 * 86_400, ..Policy::default() });
+    }
+
+    #[test]
+    fn fitted_policies_are_valid_over_the_whole_range() {
+        for r in [2, 10, 59, 60, 61, 119, 600, 3_599, 3_600, 86_400, 30 * 86_400, MAX_DURATION] {
+            for fleet in [FLEET, FleetTimings { poll_interval: 1, max_clock_skew: 0, activation_margin: 1 }] {
+                let (policy, derived) = Policy::fit(&Policy::default(), &only_rotation(r), &fleet);
+                // A period within the activation margin is the given field's fault.
+                let expected = if r <= fleet.activation_margin { Err("rotation_period") } else { Ok(()) };
+                assert_eq!(policy.validate(&fleet).map_err(|e| e.field), expected, "r={r} {fleet:?} {derived:?}");
+            }
+        }
     }
 
     #[test]

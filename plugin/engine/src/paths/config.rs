@@ -6,7 +6,7 @@ use serde_json::{Map, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, handler, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::{apply_policy, invalid, policy_fields, policy_json, storage_error};
+use super::{fit_policy, invalid, policy_fields, policy_json, storage_error};
 use crate::config::{Config, KEY};
 use crate::coordinator::apply;
 use crate::state::MountState;
@@ -82,7 +82,13 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     if let Some(most) = data.is_set("max_instances_per_pool").then(|| data.int("max_instances_per_pool")).flatten() {
         config.max_instances_per_pool = u64::try_from(most).unwrap_or(0);
     }
-    apply_policy(&mut config.default_policy, data);
+    // Default-policy fields are fitted only when the request sets one: new
+    // fleet timings alone never change the default policy behind the
+    // operator's back; they are refused if it no longer fits.
+    let mut derived = Vec::new();
+    if policy_fields().iter().any(|field| data.is_set(field.name)) {
+        (config.default_policy, derived) = fit_policy(&config.default_policy, data, &config.fleet());
+    }
     config.validate().map_err(invalid)?;
     // New fleet timings must still fit every existing keyring's policy (a
     // longer poll interval needs a longer grace period, say).
@@ -96,7 +102,9 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     }
     apply(state, req.storage.as_ref(), vec![Write::Put(KEY.into(), encode(&config)?)]).await?;
     tracing::info!(actor = req.actor(), "mount config updated");
-    Ok(Some(render(&config)))
+    let mut response = render(&config);
+    response.warnings.extend(derived);
+    Ok(Some(response))
 }
 
 fn render(config: &Config) -> Response {

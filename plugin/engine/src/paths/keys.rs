@@ -12,7 +12,7 @@ use vault_plugin_sdk::framework::{
 };
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::{apply_policy, check_name, invalid, policy_fields, policy_json, storage_error, time_json};
+use super::{check_name, fit_policy, invalid, policy_fields, policy_json, storage_error, time_json};
 use crate::config::Config;
 use crate::coordinator::{self, apply};
 use crate::scheduler;
@@ -117,8 +117,7 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     // checked against this keyring (and this keyring against it).
     let _config_guard = state.config_lock().read().await;
     let config = Config::load(req.storage.as_ref()).await?;
-    let mut policy = config.default_policy;
-    apply_policy(&mut policy, data);
+    let (policy, derived) = fit_policy(&config.default_policy, data, &config.fleet());
     policy.validate(&config.fleet()).map_err(invalid)?;
     let lock = state.keyring_lock(name);
     let _guard = lock.lock().await;
@@ -146,6 +145,7 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     apply(state, req.storage.as_ref(), writes).await?;
     tracing::info!(keyring = name, key_type = %key_type, actor = req.actor(), "keyring created");
     let mut response = render(&ring, t);
+    response.warnings.extend(derived);
     if !key_type.is_asymmetric() {
         let verify = coordinator::verify_pools_listing(state, req.storage.as_ref(), name).await?;
         if !verify.is_empty() {
@@ -171,8 +171,7 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         )));
     }
     let before = ring.policy;
-    let mut policy = ring.policy;
-    apply_policy(&mut policy, data);
+    let (policy, derived) = fit_policy(&ring.policy, data, &config.fleet());
     policy.validate(&config.fleet()).map_err(invalid)?;
     let t = state.now();
     ring.set_policy(policy, t);
@@ -189,7 +188,9 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     let detail = policy_change(&before, &ring, t);
     ring.record(t, "policy", Cause::Manual, req.actor(), detail, vec![]);
     apply(state, req.storage.as_ref(), vec![Write::Put(keyring_key(name), encode(&ring)?)]).await?;
-    Ok(Some(render(&ring, t)))
+    let mut response = render(&ring, t);
+    response.warnings.extend(derived);
+    Ok(Some(response))
 }
 
 /// `public_jwks` as the request sets it; only asymmetric keys have
@@ -295,4 +296,9 @@ once every live pool holds it (or commit_timeout has passed), stops signing when
 the next version activates, and stays valid for verification for grace_period \
 after that; then its material is destroyed. Reading a keyring shows every live \
 version with its state (pending, active, grace, expired, revoked) and times, \
-never key material. The type cannot change. Delete requires deletion_allowed.";
+never key material. The type cannot change. Delete requires deletion_allowed. \
+Policy fields left out of a write come from the mount's default policy (on \
+create) or the keyring's current one (on update) when they fit the fields \
+given; a field that would not fit is derived from them instead, and the \
+answer's warnings say which and why (docs/key-lifecycle.md). Fields given are \
+checked as they are.";

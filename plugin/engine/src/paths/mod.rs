@@ -11,7 +11,7 @@ pub mod keys_rotate;
 pub mod pools;
 pub mod status;
 
-use lockstep_model::{Policy, PolicyError};
+use lockstep_model::{FleetTimings, Policy, PolicyError, PolicyInput};
 use serde_json::{Map, Value, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType};
 use vault_plugin_sdk::logical::LogicalError;
@@ -100,21 +100,21 @@ pub(crate) fn policy_fields() -> Vec<Field> {
     ]
 }
 
-/// Sets the policy fields the request names.
-pub(crate) fn apply_policy(policy: &mut Policy, data: &FieldData) {
-    let fields: [(&str, &mut u64); 6] = [
-        ("rotation_period", &mut policy.rotation_period),
-        ("grace_period", &mut policy.grace_period),
-        ("prepublish", &mut policy.prepublish),
-        ("max_token_ttl", &mut policy.max_token_ttl),
-        ("commit_timeout", &mut policy.commit_timeout),
-        ("retention", &mut policy.retention),
-    ];
-    for (name, slot) in fields {
-        if let Some(value) = data.is_set(name).then(|| data.duration_secs(name)).flatten() {
-            *slot = value;
-        }
-    }
+/// `base` with the policy fields the request names; fields it leaves out
+/// keep `base`'s values where they fit and are derived where they do not
+/// ([`Policy::fit`]), with a warning for the answer per derived field.
+pub(crate) fn fit_policy(base: &Policy, data: &FieldData, fleet: &FleetTimings) -> (Policy, Vec<String>) {
+    let given = |name: &str| data.is_set(name).then(|| data.duration_secs(name)).flatten();
+    let input = PolicyInput {
+        rotation_period: given("rotation_period"),
+        grace_period: given("grace_period"),
+        prepublish: given("prepublish"),
+        max_token_ttl: given("max_token_ttl"),
+        commit_timeout: given("commit_timeout"),
+        retention: given("retention"),
+    };
+    let (policy, derived) = Policy::fit(base, &input, fleet);
+    (policy, derived.iter().map(ToString::to_string).collect())
 }
 
 /// The policy as response fields.
