@@ -176,6 +176,34 @@ pub fn rsa_key_pair(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("jwt-public.pem")).expect("public key")
 }
 
+/// A self-signed CA certificate (PEM) made in `dir`, to give the
+/// `kubernetes` auth method as the cluster's CA. The stand-in cluster
+/// speaks plain HTTP, so no connection checks it, but OpenBao refuses a
+/// configuration without one once the server's own CA is switched off.
+pub fn cluster_ca_pem(dir: &Path) -> String {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "cluster-ca.key",
+            "-out",
+            "cluster-ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=cluster-ca",
+        ],
+        dir,
+    );
+    std::fs::read_to_string(dir.join("cluster-ca.pem")).expect("CA certificate")
+}
+
 /// An RS256 JWT with `claims`, signed with `dir/jwt-private.pem`.
 pub fn rs256_jwt(dir: &Path, claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string());

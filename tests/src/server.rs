@@ -436,6 +436,11 @@ impl Server {
                     plugins.display().to_string(),
                     port = self.port,
                 );
+                // OpenBao's standbys serve reads themselves by default; the
+                // engine supports standbys that forward every request (as
+                // Vault's do), which OpenBao's clusters get with this
+                // setting (docs/compatibility.md, "High availability").
+                let text = if server_kind().is_openbao() { text + "disable_standby_reads = true\n" } else { text };
                 std::fs::write(&config, text).expect("config");
                 command.arg("server");
             }

@@ -10,7 +10,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lockstep_tests::kube::{FakeKubernetes, ServiceAccount, rs256_jwt, rsa_key_pair, service_account_jwt};
+use lockstep_tests::kube::{
+    FakeKubernetes, ServiceAccount, cluster_ca_pem, rs256_jwt, rsa_key_pair, service_account_jwt,
+};
 use lockstep_tests::server::Server;
 use lockstep_tests::sidecar::{Sidecar, socket_request, sync_errors};
 use lockstep_tests::workspace_root;
@@ -257,7 +259,11 @@ fn a_kubernetes_login_is_reviewed_by_the_cluster_and_rereads_the_rotated_token()
     let cluster = FakeKubernetes::start(account.clone());
     server.write("sys/auth/kubernetes", json!({"type": "kubernetes"})).expect_status(204);
     server
-        .write("auth/kubernetes/config", json!({"kubernetes_host": cluster.address(), "disable_local_ca_jwt": true}))
+        .write(
+            "auth/kubernetes/config",
+            json!({"kubernetes_host": cluster.address(), "disable_local_ca_jwt": true,
+                   "kubernetes_ca_cert": cluster_ca_pem(dir.path())}),
+        )
         .expect_status(204);
     let role = json!({"bound_service_account_names": [account.name], "bound_service_account_namespaces": [account.namespace],
                       "token_policies": ["sidecar-web"], "token_no_default_policy": true, "token_ttl": "1h"});
