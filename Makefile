@@ -149,14 +149,14 @@ openbao-default:
 ## The fleet benchmark (docs/performance.md): the release plugin in a real
 ## server, thousands of simulated sidecars. BENCH_ARGS passes options, for
 ## example BENCH_ARGS="--sizes 1000 --plain 0".
-bench-fleet: server
+bench-fleet: server openbao
 	$(CARGO) build --release -p lockstep-plugin
 	LOCKSTEP_PLUGIN_BIN=$(CURDIR)/target/release/vault-plugin-secrets-lockstep \
 	    $(CARGO) bench -p lockstep-tests --bench fleet -- $(BENCH_ARGS)
 
 ## The sidecar's encrypt, decrypt, MAC and raw signatures beside Transit on
 ## one real server (docs/performance.md). BENCH_ARGS="--secs 5" by default.
-bench-ops: server
+bench-ops: server openbao
 	$(CARGO) build --release -p lockstep-plugin -p lockstep-sidecar
 	LOCKSTEP_PLUGIN_BIN=$(CURDIR)/target/release/vault-plugin-secrets-lockstep \
 	LOCKSTEP_SIDECAR_BIN=$(CURDIR)/target/release/lockstep-sidecar \
@@ -164,14 +164,14 @@ bench-ops: server
 
 ## The client libraries' per-call cost over the raw socket request, in each
 ## language (docs/performance.md). BENCH_ARGS="--secs 3" by default.
-bench-clients: release-sidecar server pytools clients
+bench-clients: release-sidecar server openbao pytools clients
 	$(CARGO) bench -p lockstep-tests --bench clients -- $(BENCH_ARGS)
 
 ## The fault-injection fleet run, long form (docs/fleet-testing.md): a
 ## random seed unless TORTURE_ARGS="--seed N"; "--minutes M" (default 4;
 ## 0 is the short plan make test runs); "--broken" runs the plugin with the
 ## gate switched off, which must fail the checker.
-torture: release-sidecar server tools test-plugin
+torture: release-sidecar server openbao tools test-plugin
 	$(CARGO) build --release -p lockstep-plugin
 	$(CARGO) bench -p lockstep-tests --bench torture -- $(TORTURE_ARGS)
 

@@ -237,6 +237,19 @@ async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_ref
     let _ = stream.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 413") && answer.contains("connection: close"), "{answer}");
+    // A body several socket buffers long is read to its end before the 413
+    // goes out: the client finishes writing it, then reads the answer,
+    // rather than meeting a closed socket mid-write.
+    let mut stream = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+    let body = "x".repeat(900_000);
+    let request = format!(
+        "POST /v1/mac/api HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("the whole body is taken");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("the answer");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer));
     sidecar.stop().await;
 }
 

@@ -329,6 +329,9 @@ fn the_example_plays_as_pods_against_a_real_server() {
     let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status();
 
     // The server side, with the example's own script and the real CLI.
+    // The cluster's CA, as KUBERNETES_CA_CERT (written by cluster_ca_pem).
+    lockstep_tests::kube::cluster_ca_pem(dir.path());
+    let ca = dir.path().join("cluster-ca.pem");
     for pool in ["web", "api"] {
         let out = Command::new(workspace_root().join("sidecar/deploy/kubernetes/vault-setup.sh"))
             .envs([
@@ -337,6 +340,7 @@ fn the_example_plays_as_pods_against_a_real_server() {
                 ("SERVICE_ACCOUNT", "checkout"),
                 ("KUBERNETES_HOST", cluster.address()),
                 ("DISABLE_LOCAL_CA_JWT", "1"),
+                ("KUBERNETES_CA_CERT", &ca.display().to_string()),
                 ("VAULT_ADDR", &server.address()),
                 ("VAULT_TOKEN", server.token()),
             ])

@@ -31,7 +31,8 @@ if ! grep -q "\"$AUTH_MOUNT/\"" <<<"$mounts"; then
 fi
 if [ -n "${KUBERNETES_HOST:-}" ]; then
     # In a cluster, the server's own service account reviews tokens; set
-    # KUBERNETES_CA_CERT (a file) for a server outside it.
+    # KUBERNETES_CA_CERT (a file) for a server outside it. OpenBao refuses
+    # DISABLE_LOCAL_CA_JWT without KUBERNETES_CA_CERT.
     args=("kubernetes_host=$KUBERNETES_HOST")
     if [ -n "${KUBERNETES_CA_CERT:-}" ]; then
         args+=("kubernetes_ca_cert=@$KUBERNETES_CA_CERT")

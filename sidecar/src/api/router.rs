@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
@@ -143,6 +143,29 @@ where
     (route, prepare(state, request).await.and_then(|call| handler(state, call)))
 }
 
+/// How much of a body over the cap is read and thrown away before the 413
+/// goes out: a client still writing it would otherwise meet a closed
+/// socket mid-write and report that instead of the answer. Bigger bodies
+/// (by their declared length, or once this much has come) are cut off.
+const DRAIN_MAX: usize = 1024 * 1024;
+
+/// Reads a body of at most `max` bytes; `seen` counts every byte that came,
+/// so a caller can tell an over-long body from a broken one. One over `max`
+/// is drained up to [`DRAIN_MAX`] and answers `Err`, as does a broken one.
+async fn read_body(mut body: Incoming, max: usize, seen: &mut usize) -> Result<Bytes, ()> {
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| ())?.into_data() else { continue };
+        *seen = seen.saturating_add(data.len());
+        if *seen <= max {
+            kept.extend_from_slice(&data);
+        } else if *seen > max.max(DRAIN_MAX) {
+            return Err(());
+        }
+    }
+    if *seen > max { Err(()) } else { Ok(Bytes::from(kept)) }
+}
+
 /// Checks the guard header, parses the query, reads a capped JSON body.
 async fn prepare(state: &ApiState, request: Request<Incoming>) -> Result<Call, ApiError> {
     if request.headers().get(GUARD_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
@@ -164,16 +187,17 @@ async fn prepare(state: &ApiState, request: Request<Incoming>) -> Result<Call, A
     };
     let declared =
         request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
+    if declared.is_some_and(|n| n > max.max(DRAIN_MAX)) {
         return Err(too_large());
     }
     let timeout = Duration::from_secs(state.configs.borrow().socket.body_timeout_secs);
-    let read = tokio::time::timeout(timeout, Limited::new(request.into_body(), max).collect()).await;
+    let mut seen = 0;
+    let read = tokio::time::timeout(timeout, read_body(request.into_body(), max, &mut seen)).await;
     let bytes = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Ok(bytes)) => bytes,
+        _ if seen > max => return Err(too_large()),
         // The caller hung up (or broke the framing) before the body ended.
-        Ok(Err(_)) => return Err(ApiError::bad_request("body_incomplete", "request body ended early").closing()),
+        Ok(Err(())) => return Err(ApiError::bad_request("body_incomplete", "request body ended early").closing()),
         Err(_) => {
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
