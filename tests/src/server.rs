@@ -145,7 +145,8 @@ fn identify(bin: &Path) -> ServerKind {
     } else {
         panic!("{} is neither OpenBao nor Vault: `version` printed {line:?}", bin.display());
     };
-    let version = rest.split_whitespace().next().unwrap_or_default().to_string();
+    // `OpenBao v2.7.2 (commit), …` or `Vault v1.21.1, built …`.
+    let version = rest.split([' ', ',']).next().unwrap_or_default().to_string();
     if let Ok(name) = std::env::var("LOCKSTEP_SERVER")
         && std::env::var_os("LOCKSTEP_VAULT_BIN").is_none()
     {
