@@ -103,21 +103,6 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-/// The plugin process: a child of the server running the plugin binary.
-fn plugin_pid(server: u32) -> u32 {
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let parent = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if parent == Some(server) && stat.contains("(vault-plugin-se") {
-            return pid;
-        }
-    }
-    panic!("no plugin process under server {server}")
-}
-
 /// Server and plugin, measured together.
 #[derive(Debug, Clone, Copy)]
 struct Procs {
@@ -156,7 +141,7 @@ impl Bench {
             let body = json!({"keyrings": keyrings.join(","), "mode": if p % 2 == 0 { "sign" } else { "verify" }});
             server.write(&format!("{MOUNT}/pools/p{p}"), body).expect_status(200);
         }
-        let procs = Procs { plugin: plugin_pid(procs.server), ..procs };
+        let procs = Procs { plugin: lockstep_tests::server::plugin_pid(procs.server), ..procs };
         let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().expect("client");
         Self { server, procs, http, base, token }
     }

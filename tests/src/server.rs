@@ -134,6 +134,22 @@ fn chosen_binary() -> PathBuf {
     panic!("LOCKSTEP_SERVER={name:?} names no server: use openbao-<version> or vault-<version>");
 }
 
+/// The plugin process: a child of the server `server` running the plugin
+/// binary (whose name the kernel cuts to 15 bytes).
+pub fn plugin_pid(server: u32) -> u32 {
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(server) && stat.contains("(vault-plugin-se") {
+            return pid;
+        }
+    }
+    panic!("no plugin process under server {server}")
+}
+
 /// Runs `<bin> version` and reads whose server it is.
 fn identify(bin: &Path) -> ServerKind {
     let output = Command::new(bin).arg("version").output().unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
@@ -288,7 +304,8 @@ impl Server {
         std::fs::copy(binary, self.plugin_dir().join(PLUGIN_FILE)).expect("copy the plugin");
     }
 
-    /// Kills a raft node at once (SIGKILL): no step-down, no flush.
+    /// Kills the server at once (SIGKILL): no step-down, no flush, no
+    /// word to its plugins.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

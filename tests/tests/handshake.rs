@@ -1,4 +1,5 @@
-//! The binary started by hand explains itself and fails.
+//! The binary started by hand explains itself and fails; `--version`
+//! says what it is and how to register it.
 
 use std::process::Command;
 
@@ -25,4 +26,18 @@ fn a_host_offering_only_the_legacy_protocol_is_refused() {
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
     assert!(String::from_utf8_lossy(&output.stderr).contains("speaks only version 5"));
+}
+
+#[test]
+fn version_prints_the_version_the_checksum_and_the_register_command() {
+    let binary = lockstep_tests::plugin_binary();
+    let output = Command::new(&binary).arg("--version").output().expect("run the plugin");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let version = lockstep_tests::plugin_version();
+    let sha256 = lockstep_tests::sha256_file(&binary);
+    assert!(stdout.starts_with(&format!("vault-plugin-secrets-lockstep {version}\nsha256 {sha256}\n")), "{stdout}");
+    let register =
+        format!("plugin register -sha256={sha256} -version={version} -command=vault-plugin-secrets-lockstep");
+    assert!(stdout.contains(&register), "{stdout}");
 }

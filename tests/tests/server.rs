@@ -448,3 +448,23 @@ fn every_suite_that_starts_a_server_runs_on_the_whole_matrix() {
     sorted.sort();
     assert_eq!(sorted, starting, "SERVER_SUITES in the Makefile and the suites that start a server differ");
 }
+
+#[test]
+fn the_plugin_exits_when_its_server_is_killed() {
+    let mut server = Server::dev_with_mounts(&["lockstep"]);
+    server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
+    let plugin = lockstep_tests::server::plugin_pid(server.pid().expect("running"));
+    server.kill();
+    // Gone, or a zombie waiting for its new parent to reap it.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{plugin}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() {
+        assert!(Instant::now() < deadline, "plugin {plugin} still runs 10 s after its server was killed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,5 +1,6 @@
 //! The plugin binary the server starts. Run by hand, it explains how to
-//! register it and exits with status 1.
+//! register it and exits with status 1; `--version` prints the version,
+//! its SHA-256 and the register command.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +9,18 @@ use lockstep_plugin::{VERSION, backend, clock};
 use vault_plugin_sdk::{ServeError, ServeOptions, serve};
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).is_some_and(|a| a == "--version" || a == "version") {
+        return match std::env::current_exe().and_then(std::fs::read) {
+            Ok(binary) => {
+                print!("{}", lockstep_plugin::version_text(&binary));
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("lockstep: cannot read this executable to checksum it: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     vault_plugin_sdk::log::init("lockstep");
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,

@@ -88,6 +88,10 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The server that started the plugin is gone (killed, or crashed)
+    /// without asking it to stop.
+    #[error("the server that started the plugin (pid {0}) is gone")]
+    HostGone(u32),
 }
 
 /// Serves the plugin until the host shuts it down.
@@ -136,12 +140,28 @@ pub async fn serve(factory: BackendFactory, options: ServeOptions) -> Result<(),
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
         () = shutdown.notified() => {}
+        host = host_gone(std::os::unix::process::parent_id()) => return Err(ServeError::HostGone(host)),
     }
     // Keep serving briefly so the reply to Shutdown reaches the host; it
     // kills the process two seconds after asking.
     let _ = tokio::time::timeout(Duration::from_millis(200), &mut server).await;
     drop(socket);
     Ok(())
+}
+
+/// Resolves once the process that started the plugin has gone: the plugin
+/// is then a child of another process (init, or a subreaper). A host killed
+/// with SIGKILL never sends Shutdown, and a plugin left running would keep
+/// key material in memory with no server to answer to. Checked once a
+/// second: one cheap system call.
+async fn host_gone(host: u32) -> u32 {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != host {
+            return host;
+        }
+    }
 }
 
 /// The host's process group gets Ctrl-C when an operator stops the server
