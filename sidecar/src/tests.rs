@@ -755,6 +755,14 @@ async fn the_socket_api_describes_itself_and_every_described_route_exists() {
             assert_ne!(answer["error"]["code"], "method_not_allowed", "{method} {path}");
         }
     }
+    // A path that names no route is a 404, dot segments included; a route
+    // asked with a method it does not take is a 405.
+    for path in ["/v1/keys/../../etc/passwd", "/v1/keys/./hooks", "/v1/keys/hooks/versions/1/x", "/v1/jwks/a/b"] {
+        let (status, answer) = sidecar.get(path).await;
+        assert_eq!((status, answer["error"]["code"].clone()), (404, json!("route_not_found")), "{path}");
+    }
+    let (status, answer) = sidecar.call("POST", "/v1/keys/hooks", Some(json!({}))).await;
+    assert_eq!((status, answer["error"]["code"].clone()), (405, json!("method_not_allowed")));
     sidecar.stop().await;
 }
 

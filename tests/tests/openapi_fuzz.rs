@@ -1,7 +1,8 @@
 //! Schemathesis, driven by the two OpenAPI documents Lockstep serves, fuzzes
 //! the plugin through the real server and the sidecar through its socket:
 //! a bounded, seeded run of every operation with valid and invalid input,
-//! where any 5xx answer or a crash fails the test.
+//! where any 5xx answer or a crash fails the test. First each document must
+//! pass openapi-spec-validator, the standard check of OpenAPI 3.0.
 //!
 //! Schemathesis speaks TCP; the sidecar answers on a Unix socket only, so
 //! the test bridges one to the other (the sidecar still sees a local peer
@@ -26,11 +27,15 @@ fn schemathesis() -> PathBuf {
     required_binary("LOCKSTEP_SCHEMATHESIS", "pyenv/bin/schemathesis", "make pytools")
 }
 
-/// Runs schemathesis on `spec` against `base`; panics with its report
-/// unless every check passed.
+/// Runs openapi-spec-validator on `spec`, then schemathesis against
+/// `base`; panics with their reports unless every check passed.
 fn fuzz(dir: &Path, name: &str, spec: &Value, base: &str, headers: &[String]) {
     let spec_file = dir.join(format!("{name}.openapi.json"));
     std::fs::write(&spec_file, spec.to_string()).expect("write the document");
+    let validator = required_binary("LOCKSTEP_OPENAPI_VALIDATOR", "pyenv/bin/openapi-spec-validator", "make pytools");
+    let out = Command::new(validator).arg(&spec_file).output().expect("run openapi-spec-validator");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the {name} API's OpenAPI document is not valid OpenAPI 3.0:\n{report}");
     let har_file = dir.join(format!("{name}.har"));
     let mut command = Command::new(schemathesis());
     command

@@ -182,9 +182,12 @@ pub fn document() -> Value {
             let name = |f: &&str| f.trim_end_matches('?').to_string();
             let properties: Map<String, Value> = route.body.iter().map(|f| (name(f), schema(&name(f)))).collect();
             let required: Vec<String> = route.body.iter().filter(|f| !f.ends_with('?')).map(name).collect();
-            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema":
-                {"type": "object", "properties": properties, "required": required,
-                 "additionalProperties": false}}}});
+            let mut body = json!({"type": "object", "properties": properties, "additionalProperties": false});
+            // OpenAPI 3.0 wants at least one name in a `required` list.
+            if !required.is_empty() {
+                body["required"] = json!(required);
+            }
+            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": body}}});
         }
         item[route.method] = operation;
     }
@@ -208,7 +211,7 @@ mod tests {
         assert_eq!(decrypt["parameters"][0]["name"], "keyring");
         let body = &decrypt["requestBody"]["content"]["application/json"]["schema"];
         assert!(body["properties"]["ciphertext"]["pattern"].is_string(), "{decrypt}");
-        assert_eq!(body["required"], json!([]), "{decrypt}");
+        assert!(body.get("required").is_none(), "no empty list: {decrypt}");
         let verify = &paths["/v1/sign/{keyring}/verify"]["post"]["requestBody"]["content"]["application/json"];
         assert_eq!(verify["schema"]["required"], json!(["data", "signature"]), "{verify}");
         assert_eq!(verify["schema"]["properties"]["data"]["format"], "byte", "{verify}");

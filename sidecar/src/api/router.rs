@@ -67,6 +67,9 @@ async fn dispatch(
     let get = method == Method::GET;
     let post = method == Method::POST;
     match segments.as_slice() {
+        // Dot segments name nothing here: no route resolves them, and a
+        // request that uses them is probing, not calling.
+        segments if segments.iter().any(|s| matches!(*s, "." | "..")) => ("other", Err(no_route(&path))),
         ["healthz"] if get => ("healthz", Ok(health::healthz())),
         ["readyz"] if get => ("readyz", Ok(health::readyz(state))),
         ["metrics"] if get => ("metrics", Ok(health::metrics(state))),
@@ -114,8 +117,11 @@ async fn dispatch(
             guarded("webhook_verify", state, request, |s, c| ops::webhook_verify(s, name, &c)).await
         }
         ["healthz" | "readyz" | "metrics"]
-        | ["v1", "keyrings" | "jwks" | "openapi.json", ..]
-        | ["v1", "keys", ..]
+        | ["v1", "keyrings" | "openapi.json"]
+        | ["v1", "jwks", _]
+        | ["v1", "keys", _]
+        | ["v1", "keys", _, "versions" | "kids", _]
+        | ["v1", "keys", _, "watch"]
         | ["v1", "jwt", _, "sign" | "verify"]
         | ["v1", "encrypt" | "decrypt" | "rewrap" | "mac" | "sign", _]
         | ["v1", "mac" | "sign", _, "verify"]
@@ -127,8 +133,12 @@ async fn dispatch(
                 format!("{method} is not allowed on {path}"),
             )),
         ),
-        _ => ("other", Err(ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("no route {path}")))),
+        _ => ("other", Err(no_route(&path))),
     }
+}
+
+fn no_route(path: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("no route {path}"))
 }
 
 async fn guarded<F>(
