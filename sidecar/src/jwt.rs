@@ -76,6 +76,15 @@ pub enum JwtError {
     /// A time claim that is not a number.
     #[error("claim {0:?} must be a number of seconds since the epoch")]
     NotNumeric(&'static str),
+    /// A lifetime no token could be valid in (already expired, never
+    /// valid, before 1970), or `exp` and `ttl` both given.
+    #[error("field {field:?}: {why}")]
+    Lifetime {
+        /// `ttl`, `exp`, `nbf` or `iat`.
+        field: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The token would be larger than this sidecar verifies.
     #[error("the signed token would be larger than {MAX_TOKEN_BYTES} bytes")]
     TooLarge,
@@ -104,6 +113,7 @@ impl JwtError {
             Self::Issuer => "token_issuer",
             Self::TooLong { .. } => "ttl_too_long",
             Self::NotNumeric(_) => "claim_not_numeric",
+            Self::Lifetime { .. } => "lifetime_invalid",
             Self::TooLarge => "token_too_large",
             Self::BoundPassed(_) => "signing_bound_passed",
         }
@@ -175,9 +185,19 @@ fn lifetime(
         // NumericDate may have a fraction (RFC 7519, section 2).
         Some(value) => value.as_f64().map(|f| Some(f.floor() as i64)).ok_or(JwtError::NotNumeric(name)),
     };
+    let invalid = |field, why| Err(JwtError::Lifetime { field, why });
     let iat = number(claims, "iat")?.unwrap_or(now);
+    if iat < 0 {
+        return invalid("iat", "a time before 1970");
+    }
     claims.insert("iat".into(), json!(iat));
-    number(claims, "nbf")?;
+    let nbf = number(claims, "nbf")?;
+    if ttl == Some(0) {
+        return invalid("ttl", "must be at least one second");
+    }
+    if ttl.is_some() && claims.contains_key("exp") {
+        return invalid("exp", "give exp or ttl, not both");
+    }
     let max = keyring.data.limits.map(|l| l.max_token_ttl);
     let too_long = |field, asked: i64| match max {
         Some(max) if asked > i64::try_from(max).unwrap_or(i64::MAX) => Err(JwtError::TooLong { field, asked, max }),
@@ -198,6 +218,14 @@ fn lifetime(
     // Measured from now, whatever `iat` says: an `iat` in the future must
     // not stretch a token past the keyring's limit.
     too_long(field, exp.saturating_sub(now))?;
+    if exp <= now {
+        // `field` is what set `exp`: the claim, or `iat` when a lifetime
+        // ran from an `iat` so far back that it has already ended.
+        return invalid(if field == "exp" { "exp" } else { "iat" }, "the token would already be expired");
+    }
+    if nbf.is_some_and(|nbf| nbf >= exp) {
+        return invalid("nbf", "not before exp: the token would never be valid");
+    }
     claims.insert("exp".into(), json!(exp));
     Ok(())
 }

@@ -551,6 +551,14 @@ async fn tokens_live_no_longer_than_max_token_ttl_and_a_cut_off_sidecar_stops_si
         (json!({"claims": {"iat": T0 + 100_000_000, "exp": T0 + 100_000_100}}), "ttl_too_long", "\"exp\""),
         (json!({"claims": {"exp": "tomorrow"}}), "claim_not_numeric", "\"exp\""),
         (json!({"claims": {"nbf": "now"}}), "claim_not_numeric", "\"nbf\""),
+        // Lifetimes no token is valid in, and a caller's exp beside a ttl.
+        (json!({"claims": {}, "ttl": 0}), "lifetime_invalid", "\"ttl\""),
+        (json!({"claims": {"exp": T0 - 1}}), "lifetime_invalid", "\"exp\""),
+        (json!({"claims": {"exp": T0}}), "lifetime_invalid", "\"exp\""),
+        (json!({"claims": {"iat": T0 - 1_000}, "ttl": 300}), "lifetime_invalid", "\"iat\""),
+        (json!({"claims": {"nbf": T0 + 200}, "ttl": 100}), "lifetime_invalid", "\"nbf\""),
+        (json!({"claims": {"iat": -1}}), "lifetime_invalid", "\"iat\""),
+        (json!({"claims": {"exp": T0 + 100}, "ttl": 100}), "lifetime_invalid", "\"exp\""),
         (json!({"claims": {"pad": "x".repeat(20_000)}}), "token_too_large", "bytes"),
     ] {
         let (status, refused) = sign(body).await;
@@ -732,6 +740,10 @@ async fn webhooks_are_signed_with_every_version_a_receiver_may_hold_and_verified
     clock.advance(301);
     let (status, late) = verify(headers, payload).await;
     assert_eq!((status, late["error"]["code"].clone()), (401, json!("webhook_timestamp")));
+    let body = json!({"payload": payload, "timestamp": -1});
+    let (status, refused) = sidecar.call("POST", "/v1/webhook/api/sign", Some(body)).await;
+    assert_eq!((status, refused["error"]["code"].clone()), (400, json!("timestamp_invalid")), "{refused}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("\"timestamp\"")), "{refused}");
     sidecar.stop().await;
 }
 

@@ -55,6 +55,7 @@ func readJSON(t *testing.T, path string, out any) {
 
 type step struct {
 	Call    string         `json:"call"`
+	Wait    float64        `json:"wait_secs"`
 	Pool    string         `json:"pool"`
 	Args    map[string]any `json:"args"`
 	Save    string         `json:"save"`
@@ -113,6 +114,9 @@ func resolve(t *testing.T, arg any, saved map[string]any, name string) any {
 		}
 		if repeat, ok := v["repeat"].(string); ok && len(v) == 2 {
 			return text(strings.Repeat(repeat, int(v["times"].(float64))), name)
+		}
+		if offset, ok := v["now_plus"].(float64); ok && len(v) == 1 {
+			return float64(time.Now().Unix()) + offset
 		}
 		if parts, ok := v["join"].([]any); ok && len(v) == 1 {
 			var joined strings.Builder
@@ -274,6 +278,7 @@ func TestSharedCases(t *testing.T) {
 		t.Run(tc.Name, func(t *testing.T) {
 			saved := map[string]any{}
 			for i, s := range tc.Steps {
+				time.Sleep(time.Duration(s.Wait * float64(time.Second)))
 				c := sign
 				if s.Pool == "verify" {
 					c = verify

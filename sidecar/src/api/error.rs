@@ -76,6 +76,7 @@ impl From<JwtError> for ApiError {
             | JwtError::VerifyOnly
             | JwtError::TooLong { .. }
             | JwtError::NotNumeric(_)
+            | JwtError::Lifetime { .. }
             | JwtError::TooLarge => StatusCode::BAD_REQUEST,
             JwtError::BoundPassed(_) => StatusCode::SERVICE_UNAVAILABLE,
             JwtError::NoSigningKey => StatusCode::CONFLICT,

@@ -82,7 +82,11 @@ pub fn webhook_sign(state: &ApiState, name: &str, call: &Call) -> Reply {
     let payload = ops::base64("payload", &request.payload)?;
     let now = state.ctx.clock.now();
     let id = request.id.unwrap_or_else(|| format!("msg_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
-    let headers = webhook::sign(keyring, &id, request.timestamp.unwrap_or(now), &payload, now)?;
+    let timestamp = request.timestamp.unwrap_or(now);
+    if timestamp < 0 {
+        return Err(ApiError::bad_request("timestamp_invalid", "field \"timestamp\": a time before 1970"));
+    }
+    let headers = webhook::sign(keyring, &id, timestamp, &payload, now)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"webhook-id": headers.id, "webhook-timestamp": headers.timestamp.to_string(),

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import time
 
 import pytest
 
@@ -55,6 +56,8 @@ def resolve(arg, saved, name=None):
         return value.split(".")[arg["segment"]]
     if isinstance(arg, dict) and set(arg) == {"repeat", "times"}:
         return _text(arg["repeat"] * arg["times"], name)
+    if isinstance(arg, dict) and set(arg) == {"now_plus"}:
+        return int(time.time()) + arg["now_plus"]
     if isinstance(arg, dict) and set(arg) == {"join"}:
         return _text("".join(resolve(part, saved) for part in arg["join"]), name)
     if isinstance(arg, dict) and set(arg) == {"ref"}:
@@ -79,6 +82,7 @@ def test_case(case, client, verify_client):
     saved = {}
     for index, step in enumerate(case["steps"]):
         where = f"step {index} ({step['call']})"
+        time.sleep(step.get("wait_secs", 0))
         target = verify_client if step.get("pool") == "verify" else client
         args = resolve(step.get("args", {}), saved)
         call = getattr(target, step["call"])

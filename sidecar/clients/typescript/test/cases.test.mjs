@@ -30,6 +30,7 @@ function resolve(arg, saved, name) {
       return value.split(".")[arg.segment];
     }
     if (keys === "repeat,times") return text(arg.repeat.repeat(arg.times), name);
+    if (keys === "now_plus") return Math.floor(Date.now() / 1000) + arg.now_plus;
     if (keys === "join") return text(arg.join.map((part) => resolve(part, saved)).join(""), name);
     if (keys === "ref") {
       const value = lookup(saved, arg.ref);
@@ -89,6 +90,7 @@ for (const c of cases) {
     const saved = {};
     for (const [index, step] of c.steps.entries()) {
       const where = `step ${index} (${step.call})`;
+      if (step.wait_secs) await new Promise((done) => setTimeout(done, step.wait_secs * 1000));
       const call = CALLS[step.call];
       assert.ok(call, `no call ${step.call} in this client`);
       const client = step.pool === "verify" ? verify : sign;
