@@ -17,6 +17,44 @@ use crate::store::Store;
 /// The content type of [`Metrics::render`]'s answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The content type of [`to_classic`]'s answer: Prometheus's text format.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a scraper's `Accept` header takes OpenMetrics (any range of it
+/// with a quality above zero); otherwise it gets the classic text format,
+/// which every Prometheus-compatible scraper reads.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.into_iter().flat_map(|a| a.split(',')).any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let openmetrics = parts.next().is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"));
+        let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f64>().ok()) == Some(0.0));
+        openmetrics && !refused
+    })
+}
+
+/// [`Metrics::render`]'s OpenMetrics text in the classic text format: a
+/// counter family is named as its samples are (`…_total`), and the lines
+/// the classic format does not have (`# UNIT`, `# EOF`) are left out. Only
+/// for this registry's own output, whose families are counters and gauges.
+pub fn to_classic(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
@@ -114,57 +152,57 @@ impl Default for Metrics {
             scrape: Mutex::new(()),
             registry: Registry::default(),
         };
-        registry.register("sync_errors", "Failed syncs by kind.", metrics.sync_errors.clone());
-        registry.register("requests", "Socket API requests by route and status.", metrics.requests.clone());
+        registry.register("sync_errors", "Failed syncs by kind", metrics.sync_errors.clone());
+        registry.register("requests", "Socket API requests by route and status", metrics.requests.clone());
         registry.register(
             "results",
             "Socket API answers by route and result: ok or the error code; each item of a batch also counts, \
-             under the route with _item.",
+             under the route with _item",
             metrics.results.clone(),
         );
-        registry.register("bundles_applied", "Bundles validated and swapped in.", metrics.bundles_applied.clone());
+        registry.register("bundles_applied", "Bundles validated and swapped in", metrics.bundles_applied.clone());
         registry.register(
             "clock_skew_seconds",
-            "Local clock minus Vault's, at the last sync.",
+            "Local clock minus Vault's, at the last sync",
             metrics.clock_skew.clone(),
         );
-        registry.register("watches_in_flight", "Watch long-polls waiting.", metrics.watches.clone());
+        registry.register("watches_in_flight", "Watch long-polls waiting", metrics.watches.clone());
         registry.register(
             "keyring_signing_version",
-            "Version that signs now, per keyring (0: none).",
+            "Version that signs now, per keyring (0: none)",
             metrics.signing_version.clone(),
         );
         registry.register(
             "signing_stopped",
-            "1 when this sidecar no longer signs with the keyring: cut off from the coordinator past the signing bound.",
+            "1 when this sidecar no longer signs with the keyring: cut off from the coordinator past the signing bound",
             metrics.signing_stopped.clone(),
         );
         registry.register(
             "last_sync_timestamp_seconds",
-            "Unix time of the last successful sync (0: never).",
+            "Unix time of the last successful sync (0: never)",
             metrics.last_sync.clone(),
         );
         registry.register(
             "cache_age_seconds",
-            "Seconds since the last successful sync (-1: never).",
+            "Seconds since the last successful sync (-1: never)",
             metrics.cache_age.clone(),
         );
         registry.register(
             "signing_bound_timestamp_seconds",
-            "Unix time after which this sidecar stops signing with the keyring unless a bundle arrives (0: no bound).",
+            "Unix time after which this sidecar stops signing with the keyring unless a bundle arrives (0: no bound)",
             metrics.signing_bound.clone(),
         );
         registry.register(
             "cache_max_age_seconds",
-            "cache.max_age_secs: readiness turns false beyond.",
+            "cache.max_age_secs: readiness turns false beyond",
             metrics.cache_max_age.clone(),
         );
         registry.register(
             "max_clock_skew_seconds",
-            "vault.max_clock_skew_secs: the skew warned about.",
+            "vault.max_clock_skew_secs: the skew warned about",
             metrics.max_clock_skew.clone(),
         );
-        registry.register("ready", "1 when /readyz answers 200.", metrics.ready.clone());
+        registry.register("ready", "1 when /readyz answers 200", metrics.ready.clone());
         for kind in SYNC_ERROR_KINDS {
             let _created = metrics.sync_errors.get_or_create(&KindLabel { kind });
         }
@@ -284,6 +322,28 @@ mod tests {
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        // The library ends each help text with a period; ours add none.
+        assert!(text.lines().filter(|l| l.starts_with("# HELP ")).all(|l| !l.ends_with("..")), "{text}");
+        let classic = to_classic(&text);
+        for line in [
+            "# HELP lockstep_sidecar_requests_total Socket API requests by route and status.",
+            "# TYPE lockstep_sidecar_requests_total counter",
+            "lockstep_sidecar_requests_total{route=\"keys\",status=\"200\"} 1",
+            "# TYPE lockstep_sidecar_cache_age_seconds gauge",
+        ] {
+            assert!(classic.lines().any(|l| l == line), "{line} missing in\n{classic}");
+        }
+        assert!(!classic.contains("# EOF") && !classic.contains("# TYPE lockstep_sidecar_requests counter"));
+    }
+
+    #[test]
+    fn a_scraper_gets_openmetrics_only_when_it_asks() {
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(wants_openmetrics(Some("application/OpenMetrics-text")));
+        for classic in [None, Some("text/plain"), Some("*/*"), Some("application/openmetrics-text; q=0, text/plain")] {
+            assert!(!wants_openmetrics(classic), "{classic:?}");
         }
     }
 }

@@ -1,7 +1,8 @@
 // Checks Prometheus rule files as Prometheus loads them: the file's shape,
 // every rule's fields, and every expression parsed by Prometheus's own
 // PromQL parser (model/rulefmt, which promtool's `check rules` calls).
-// Prints one line per file; exits 1 naming each error.
+// Prints one line per file; exits 1 naming each error. `promrules metrics
+// CONTENT-TYPE FILE` checks a scrape instead (metrics.go).
 package main
 
 import (
@@ -15,8 +16,11 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "metrics" {
+		os.Exit(checkMetrics(os.Args[2], os.Args[3]))
+	}
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: promrules RULES.yaml...")
+		fmt.Fprintln(os.Stderr, "usage: promrules RULES.yaml... | promrules metrics CONTENT-TYPE SCRAPE")
 		os.Exit(2)
 	}
 	failed := false

@@ -14,12 +14,17 @@ use lockstep_tests::{free_port, required_binary, workspace_root};
 use serde_json::{Value, json};
 
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    http_with(addr, method, path, body, "")
+}
+
+/// [`http`] with `headers` (each ending in CRLF) added to the request.
+fn http_with(addr: &str, method: &str, path: &str, body: &str, headers: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect the telemetry listener");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: pod\r\nX-Lockstep-Request: 1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("send");
@@ -41,6 +46,23 @@ fn sidecar_cli(fixture: &ClientFixture, args: &[&str]) -> (i32, String, String) 
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
+/// Runs `promrules metrics` on a scrape: Prometheus's own parser for the
+/// answer's content type, and for the classic format promtool's linter.
+fn check_scrape(head: &str, body: &str) {
+    let content_type = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim()))
+        .expect("a content type");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("scrape.txt");
+    std::fs::write(&file, body).expect("write the scrape");
+    let checker = required_binary("LOCKSTEP_PROMRULES", "promrules/promrules", "make promrules");
+    let out = Command::new(checker).args(["metrics", content_type]).arg(&file).output().expect("run promrules");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{content_type}: {report}\n{body}");
+    assert!(report.contains(" samples parsed as "), "{report}");
+}
+
 #[test]
 fn the_telemetry_listener_serves_probes_and_metrics_and_never_keys() {
     let port = free_port();
@@ -50,9 +72,19 @@ fn the_telemetry_listener_serves_probes_and_metrics_and_never_keys() {
     let (status, _, ready) = http(&addr, "GET", "/readyz", "");
     assert_eq!(status, 200, "{ready}");
     assert_eq!(serde_json::from_str::<Value>(&ready).expect("JSON")["ready"], true);
-    let (status, head, metrics) = http(&addr, "GET", "/metrics", "");
+    // What Prometheus asks for by default: OpenMetrics first.
+    let accept = "Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3\r\n";
+    let (status, head, metrics) = http_with(&addr, "GET", "/metrics", "", accept);
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    check_scrape(&head, &metrics);
+    // A scraper that does not ask for OpenMetrics gets the classic text
+    // format, which promtool's linter passes.
+    let (status, head, classic) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    assert!(classic.contains("# TYPE lockstep_sidecar_requests_total counter"), "{classic}");
+    check_scrape(&head, &classic);
     for line in [
         "lockstep_sidecar_ready 1",
         "# TYPE lockstep_sidecar_bundles_applied counter",

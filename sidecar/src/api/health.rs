@@ -43,7 +43,7 @@ pub fn readyz(state: &ApiState) -> Response<Full<Bytes>> {
 }
 
 /// The metrics, OpenMetrics text.
-pub fn metrics(state: &ApiState) -> Response<Full<Bytes>> {
+pub fn metrics(state: &ApiState, accept: Option<&str>) -> Response<Full<Bytes>> {
     // Readiness borrows the configuration itself: never while a borrow is
     // held here (a reload waiting to write would deadlock the nested read).
     let ready = readiness(state).0;
@@ -53,9 +53,12 @@ pub fn metrics(state: &ApiState) -> Response<Full<Bytes>> {
     };
     let scrape = crate::metrics::Scrape { now: state.ctx.clock.now(), max_clock_skew, cache_max_age, ready };
     let text = state.ctx.metrics.render(&state.ctx.store, &scrape);
+    let (text, content_type) = if crate::metrics::wants_openmetrics(accept) {
+        (text, crate::metrics::CONTENT_TYPE)
+    } else {
+        (crate::metrics::to_classic(&text), crate::metrics::CLASSIC_CONTENT_TYPE)
+    };
     let mut response = Response::new(Full::new(Bytes::from(text)));
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     response
 }

@@ -72,7 +72,7 @@ async fn dispatch(
         segments if segments.iter().any(|s| matches!(*s, "." | "..")) => ("other", Err(no_route(&path))),
         ["healthz"] if get => ("healthz", Ok(health::healthz())),
         ["readyz"] if get => ("readyz", Ok(health::readyz(state))),
-        ["metrics"] if get => ("metrics", Ok(health::metrics(state))),
+        ["metrics"] if get => ("metrics", Ok(health::metrics(state, accept(&request)))),
         ["v1", "keyrings"] if get => guarded("keyrings", state, request, |s, _| keys::list(s)).await,
         ["v1", "openapi.json"] if get => {
             guarded("openapi", state, request, |_, _| {
@@ -135,6 +135,10 @@ async fn dispatch(
         ),
         _ => ("other", Err(no_route(&path))),
     }
+}
+
+fn accept(request: &Request<Incoming>) -> Option<&str> {
+    request.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok())
 }
 
 fn no_route(path: &str) -> ApiError {

@@ -65,7 +65,10 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
                 let response = match (request.method(), request.uri().path()) {
                     (&Method::GET, "/healthz") => health::healthz(),
                     (&Method::GET, "/readyz") => health::readyz(&state),
-                    (&Method::GET, "/metrics") => health::metrics(&state),
+                    (&Method::GET, "/metrics") => {
+                        let accept = request.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok());
+                        health::metrics(&state, accept)
+                    }
                     (_, "/healthz" | "/readyz" | "/metrics") => {
                         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is served here")
                             .into_response()
