@@ -69,7 +69,7 @@ target/kustomize/kustomize: tests/kustomize/main.go tests/kustomize/go.mod tests
 ## Prometheus's own rule-file loader and PromQL parser (tests/promrules),
 ## for the test that checks the example alert rules.
 promrules: target/promrules/promrules
-target/promrules/promrules: tests/promrules/main.go tests/promrules/go.mod tests/promrules/go.sum
+target/promrules/promrules: $(wildcard tests/promrules/*.go) tests/promrules/go.mod tests/promrules/go.sum
 	cd tests/promrules && go build -o ../../target/promrules/promrules .
 
 ## The plugin as end-to-end tests run it: built with the `test-clock` feature,
