@@ -196,4 +196,25 @@ mod tests {
         let snap = handover(KeyType::EcdsaP256);
         assert!(matches!(sign(&snap.keyrings["api"], "m", 0, b"", 0), Err(WebhookError::WrongType(_))));
     }
+
+    /// What docs/sidecar.md tells a receiver outside Lockstep: the `v1a`
+    /// key is the raw Ed25519 public key, the last 32 bytes of the version's
+    /// `public_key` (DER SubjectPublicKeyInfo), and the signature is over
+    /// `<id>.<timestamp>.<payload>`.
+    #[test]
+    fn an_outside_receiver_verifies_v1a_with_the_raw_public_key() {
+        use aws_lc_rs::encoding::AsDer as _;
+        use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).expect("key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pair");
+        let spki = pair.public_key().as_der().expect("der").as_ref().to_vec();
+        let keyring =
+            crate::store::testdata::one_version(KeyType::Ed25519, pkcs8.as_ref().to_vec(), Some(spki.clone()));
+        let headers = sign(&keyring, "msg_1", 1_700_000_000, b"{\"a\":1}", 1_700_000_000).expect("sign");
+        let signature = headers.signature.strip_prefix("v1a,").map(|b| STANDARD.decode(b).expect("base64"));
+        let raw = &spki[spki.len() - 32..];
+        assert_eq!(raw, pair.public_key().as_ref(), "the DER ends with the raw key");
+        let receiver = UnparsedPublicKey::new(&ED25519, raw);
+        assert!(receiver.verify(b"msg_1.1700000000.{\"a\":1}", &signature.expect("a v1a signature")).is_ok());
+    }
 }
