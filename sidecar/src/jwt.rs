@@ -42,6 +42,10 @@ pub enum JwtError {
     /// `kid` names no version that verifies now (not quoted: caller input).
     #[error("token kid is not in the verification set")]
     UnknownKid,
+    /// `kid` names a version revoked in an emergency: what it signed is
+    /// refused everywhere.
+    #[error("token kid names a revoked version")]
+    Revoked,
     /// The signature does not verify.
     #[error("token signature is invalid")]
     BadSignature,
@@ -105,6 +109,7 @@ impl JwtError {
             Self::Malformed(_) => "token_malformed",
             Self::WrongAlg(_) => "token_alg",
             Self::UnknownKid => "token_kid_unknown",
+            Self::Revoked => "token_revoked",
             Self::BadSignature => "token_signature",
             Self::MissingExp => "token_exp_missing",
             Self::Expired(_) => "token_expired",
@@ -279,7 +284,10 @@ pub fn verify(keyring: &Keyring, token: &str, expect: &Expectations, now: UnixSe
         .iter()
         .filter(|v| v.meta.kid == kid && state.verifying.contains(&v.meta.number))
         .find_map(|v| Some((&v.meta, keyring.keys.get(&v.meta.number)?)))
-        .ok_or(JwtError::UnknownKid)?;
+        .ok_or_else(|| {
+            let revoked = keyring.data.revoked.as_ref().is_some_and(|kids| kids.iter().any(|k| k == kid));
+            if revoked { JwtError::Revoked } else { JwtError::UnknownKid }
+        })?;
     let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
     let input_len = token.len() - token.rsplit('.').next().map_or(0, str::len) - 1;
     if !key.verify(&token.as_bytes()[..input_len], &sig) {
@@ -381,6 +389,29 @@ mod tests {
             assert_eq!(verify(keyring, &new.token, &expect, 250).expect("new").claims["sub"], "b");
             assert_eq!(verify(keyring, &old.token, &expect, 300), Err(JwtError::UnknownKid));
         }
+    }
+
+    #[test]
+    fn a_token_of_a_revoked_version_is_refused_as_revoked() {
+        use crate::store::testdata::{bundle, version};
+        let ed = KeyType::Ed25519;
+        let old = sign(&snapshot(ed).keyrings["api"], claims(json!({"sub": "a"})), Some(100), 100).expect("sign");
+        // Version 1 revoked: gone from the bundle, its kid listed as revoked.
+        let mut b = bundle("web", vec![("api", ed, 5, vec![version(ed, 2, Some(100), None)])]);
+        if let Some(ring) = b.keyrings.get_mut("api") {
+            ring.revoked = Some(vec![old.kid.clone()]);
+        }
+        let snap = crate::store::Snapshot::build("web", b, None, 150).expect("good");
+        let expect = Expectations::default();
+        assert_eq!(verify(&snap.keyrings["api"], &old.token, &expect, 150), Err(JwtError::Revoked));
+        assert_eq!(JwtError::Revoked.code(), "token_revoked");
+        // A kid nobody issued is still unknown, not revoked.
+        let forged = old.token.replacen(
+            &old.token[..old.token.find('.').unwrap_or(0)],
+            &encode_json(&json!({"alg": "EdDSA", "typ": "JWT", "kid": "api-v9-00000000"})),
+            1,
+        );
+        assert_eq!(verify(&snap.keyrings["api"], &forged, &expect, 150), Err(JwtError::UnknownKid));
     }
 
     #[test]

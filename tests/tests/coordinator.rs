@@ -313,6 +313,9 @@ fn a_retried_rotation_with_the_same_idempotency_key_rotates_once() {
     let refused = host.request(M, "update", "keys/jwt/rotate", json!({}));
     assert_eq!(refused.status, 409);
     assert!(refused.error.contains("version 2 is already published"), "{refused:?}");
+    // The planned instant reads as the API shows times, the one keys/jwt lists.
+    let planned = key(&host)["versions"][1]["planned_activation"].as_str().unwrap_or_default().to_string();
+    assert!(planned.ends_with('Z') && refused.error.contains(&format!("(planned at {planned})")), "{refused:?}");
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let entries = history["entries"].as_array().cloned().unwrap_or_default();
     let last = entries.iter().rev().find(|e| e["action"] == "publish").cloned().unwrap_or_default();

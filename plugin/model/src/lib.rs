@@ -30,3 +30,22 @@ pub use version::{KeyState, VersionMeta, VersionState, key_state};
 
 /// Seconds since the Unix epoch; all times in the model use it.
 pub type UnixSeconds = i64;
+
+/// An instant as people read it everywhere the API shows one, answers and
+/// error messages alike: RFC 3339 in UTC (`2026-12-06T14:34:30Z`).
+pub fn rfc3339(t: UnixSeconds) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{t} seconds after the Unix epoch"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn instants_read_as_rfc3339() {
+        assert_eq!(super::rfc3339(1_796_565_799), "2026-12-06T14:03:19Z");
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(i64::MAX), format!("{} seconds after the Unix epoch", i64::MAX));
+    }
+}

@@ -129,7 +129,8 @@ pub enum RotateError {
     },
     /// A version is already published and waiting to activate.
     #[error(
-        "version {pending} is already published and waits to activate (planned at {planned}); rotate again after it activates, or revoke"
+        "version {pending} is already published and waits to activate (planned at {}); rotate again after it activates, or revoke",
+        crate::rfc3339(*.planned)
     )]
     AlreadyPending {
         /// The pending version.

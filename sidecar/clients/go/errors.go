@@ -64,7 +64,7 @@ var kindOfCode = func() map[string]Kind {
 		KindNotFound: "keyring_not_found route_not_found version_expired version_not_found version_revoked version_unknown",
 		KindVerificationFailed: "ciphertext_invalid mac_invalid signature_invalid token_alg token_audience " +
 			"token_exp_missing token_expired token_issuer token_kid_unknown token_malformed token_not_yet_valid " +
-			"token_signature webhook_header_invalid webhook_signature_invalid webhook_timestamp",
+			"token_revoked token_signature webhook_header_invalid webhook_signature_invalid webhook_timestamp",
 		KindForbidden:   "peer_not_allowed",
 		KindUnavailable: "encryption_limit no_signing_key not_ready signing_bound_passed",
 		KindInternal:    "operation_failed sign_failed",

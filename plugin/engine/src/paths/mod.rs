@@ -127,12 +127,9 @@ pub(crate) fn policy_json(policy: &Policy, out: &mut Map<String, Value>) {
     out.insert("retention".into(), json!(policy.retention));
 }
 
-/// RFC 3339 for a time in seconds, `null` for none.
+/// RFC 3339 for a time in seconds, `null` for none (or one before 1970).
 pub(crate) fn time_json(t: Option<i64>) -> Value {
-    match t.and_then(|t| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(t).ok()?))) {
-        Some(at) => Value::String(crate::clock::rfc3339(at)),
-        None => Value::Null,
-    }
+    t.filter(|t| *t >= 0).map_or(Value::Null, |t| Value::String(lockstep_model::rfc3339(t)))
 }
 
 #[cfg(test)]

@@ -77,8 +77,8 @@ CODES = {
     "not_found": "keyring_not_found route_not_found version_expired version_not_found version_revoked version_unknown",
     "verification_failed": (
         "ciphertext_invalid mac_invalid signature_invalid token_alg token_audience token_exp_missing token_expired "
-        "token_issuer token_kid_unknown token_malformed token_not_yet_valid token_signature webhook_header_invalid "
-        "webhook_signature_invalid webhook_timestamp"
+        "token_issuer token_kid_unknown token_malformed token_not_yet_valid token_revoked token_signature "
+        "webhook_header_invalid webhook_signature_invalid webhook_timestamp"
     ),
     "forbidden": "peer_not_allowed",
     "unavailable": "encryption_limit no_signing_key not_ready signing_bound_passed",
