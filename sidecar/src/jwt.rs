@@ -62,6 +62,10 @@ pub enum JwtError {
     /// middleware may pass the message on to whoever sent the token).
     #[error("token audience does not include the expected one")]
     Audience,
+    /// The token names an audience and the caller named none: it is
+    /// refused unless the caller opts out (`ignore_audience`).
+    #[error("token names an audience: give this service's (audience), or set ignore_audience to accept any")]
+    AudienceUnnamed,
     /// `iss` is not the expected issuer (not quoted, likewise).
     #[error("token issuer is not the expected one")]
     Issuer,
@@ -114,7 +118,7 @@ impl JwtError {
             Self::MissingExp => "token_exp_missing",
             Self::Expired(_) => "token_expired",
             Self::NotYetValid(_) => "token_not_yet_valid",
-            Self::Audience => "token_audience",
+            Self::Audience | Self::AudienceUnnamed => "token_audience",
             Self::Issuer => "token_issuer",
             Self::TooLong { .. } => "ttl_too_long",
             Self::NotNumeric(_) => "claim_not_numeric",
@@ -242,6 +246,11 @@ pub struct Expectations {
     pub leeway: u64,
     /// Required audience, if any.
     pub audience: Option<String>,
+    /// Whether a token's `aud` is accepted unchecked when no audience is
+    /// given; otherwise a token that names an audience is refused then
+    /// (RFC 7519, section 4.1.3: a verifier not among the token's audiences
+    /// must reject it).
+    pub ignore_audience: bool,
     /// Required issuer, if any.
     pub issuer: Option<String>,
 }
@@ -326,15 +335,19 @@ fn check_claims(claims: &Map<String, Value>, expect: &Expectations, now: UnixSec
     {
         return Err(JwtError::NotYetValid(nbf));
     }
-    if let Some(audience) = &expect.audience {
-        let ok = match claims.get("aud") {
-            Some(Value::String(aud)) => aud == audience,
-            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
-            _ => false,
-        };
-        if !ok {
-            return Err(JwtError::Audience);
+    match (&expect.audience, claims.get("aud")) {
+        (Some(audience), aud) => {
+            let ok = match aud {
+                Some(Value::String(aud)) => aud == audience,
+                Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
+                _ => false,
+            };
+            if !ok {
+                return Err(JwtError::Audience);
+            }
         }
+        (None, Some(_)) if !expect.ignore_audience => return Err(JwtError::AudienceUnnamed),
+        (None, _) => {}
     }
     if let Some(issuer) = &expect.issuer
         && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
@@ -415,11 +428,36 @@ mod tests {
     }
 
     #[test]
+    fn a_token_that_names_an_audience_needs_the_caller_to_name_one_or_opt_out() {
+        let snap = snapshot(KeyType::Ed25519);
+        let keyring = &snap.keyrings["api"];
+        let token = sign(keyring, claims(json!({"sub": "a", "aud": ["svc", "other"]})), Some(100), 100).expect("sign");
+        let check = |audience: Option<&str>, ignore_audience| {
+            let expect =
+                Expectations { audience: audience.map(Into::into), ignore_audience, ..Expectations::default() };
+            verify(keyring, &token.token, &expect, 100).map(|v| v.version)
+        };
+        assert_eq!(check(None, false), Err(JwtError::AudienceUnnamed));
+        assert_eq!(JwtError::AudienceUnnamed.code(), "token_audience");
+        assert_eq!(check(Some("svc"), false), Ok(1));
+        assert_eq!(check(Some("nobody"), false), Err(JwtError::Audience));
+        assert_eq!(check(None, true), Ok(1));
+        // A token without an audience needs nothing named.
+        let plain = sign(keyring, claims(json!({"sub": "a"})), Some(100), 100).expect("sign");
+        assert!(verify(keyring, &plain.token, &Expectations::default(), 100).is_ok());
+    }
+
+    #[test]
     fn claims_are_checked_with_leeway() {
         let snap = snapshot(KeyType::Ed25519);
         let keyring = &snap.keyrings["api"];
         let token = |c: Value| sign(keyring, claims(c), None, 100).expect("sign").token;
-        let expect = Expectations { leeway: 10, audience: Some("svc".into()), issuer: Some("me".into()) };
+        let expect = Expectations {
+            leeway: 10,
+            audience: Some("svc".into()),
+            issuer: Some("me".into()),
+            ignore_audience: false,
+        };
         let good = token(json!({"exp": 150, "nbf": 105, "aud": ["x", "svc"], "iss": "me"}));
         assert!(verify(keyring, &good, &expect, 100).is_ok());
         assert_eq!(verify(keyring, &good, &expect, 161), Err(JwtError::Expired(150)));

@@ -315,8 +315,11 @@ func (c *Client) JWTSign(ctx context.Context, keyring string, claims map[string]
 
 // VerifyOptions are the checks beyond signature and lifetime.
 type VerifyOptions struct {
-	Audience string
-	Issuer   string
+	// Audience this service is: a token that names audiences must name it,
+	// unless IgnoreAudience accepts any (RFC 7519, section 4.1.3).
+	Audience       string
+	IgnoreAudience bool
+	Issuer         string
 	// Leeway on exp and nbf, seconds (nil for the sidecar's).
 	Leeway *int64
 }
@@ -341,6 +344,9 @@ func (c *Client) JWTVerify(ctx context.Context, keyring, token string, opts Veri
 	}
 	if opts.Leeway != nil {
 		body["leeway"] = *opts.Leeway
+	}
+	if opts.IgnoreAudience {
+		body["ignore_audience"] = true
 	}
 	var out VerifiedJWT
 	return &out, c.call(ctx, "POST", "/v1/jwt/"+seg(keyring)+"/verify", body, &out, 0)

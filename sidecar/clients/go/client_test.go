@@ -211,7 +211,7 @@ func dispatch(ctx context.Context, c *Client, call string, a map[string]any) (an
 		claims, _ := a["claims"].(map[string]any)
 		return c.JWTSign(ctx, k, claims, num(a, "ttl"))
 	case "jwt_verify":
-		opts := VerifyOptions{Audience: str(a, "audience"), Issuer: str(a, "issuer")}
+		opts := VerifyOptions{Audience: str(a, "audience"), Issuer: str(a, "issuer"), IgnoreAudience: a["ignore_audience"] == true}
 		if _, ok := a["leeway"]; ok {
 			leeway := num(a, "leeway")
 			opts.Leeway = &leeway

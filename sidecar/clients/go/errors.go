@@ -56,11 +56,11 @@ func (e *Error) Unwrap() error { return e.Kind }
 // (tests/testdata/client-errors.json).
 var kindOfCode = func() map[string]Kind {
 	byKind := map[Kind]string{
-		KindInvalidRequest: "batch_invalid body_incomplete body_invalid body_timeout body_too_large claim_not_numeric " +
-			"field_missing format_invalid format_unsupported headers_too_large keyring_not_signing " +
-			"keyring_wrong_type leeway_invalid lifetime_invalid method_not_allowed private_invalid " +
-			"request_header_missing timeout_invalid timestamp_invalid token_too_large tolerance_invalid " +
-			"ttl_too_long value_malformed value_not_base64 verify_only version_invalid",
+		KindInvalidRequest: "audience_invalid batch_invalid body_incomplete body_invalid body_timeout body_too_large " +
+			"claim_not_numeric field_missing format_invalid format_unsupported headers_too_large " +
+			"keyring_not_signing keyring_wrong_type leeway_invalid lifetime_invalid method_not_allowed " +
+			"private_invalid request_header_missing timeout_invalid timestamp_invalid token_too_large " +
+			"tolerance_invalid ttl_too_long value_malformed value_not_base64 verify_only version_invalid",
 		KindNotFound: "keyring_not_found route_not_found version_expired version_not_found version_revoked version_unknown",
 		KindVerificationFailed: "ciphertext_invalid mac_invalid signature_invalid token_alg token_audience " +
 			"token_exp_missing token_expired token_issuer token_kid_unknown token_malformed token_not_yet_valid " +

@@ -36,6 +36,8 @@ struct VerifyRequest {
     issuer: Option<String>,
     #[serde(default)]
     leeway: Option<u64>,
+    #[serde(default)]
+    ignore_audience: bool,
 }
 
 /// Signs `claims` with the active version (`kid` in the header).
@@ -75,7 +77,15 @@ pub fn verify(state: &ApiState, name: &str, call: &Call) -> Reply {
             format!("leeway {leeway} is over {} seconds", jwt::MAX_LEEWAY_SECS),
         ));
     }
-    let expect = Expectations { leeway, audience: request.audience, issuer: request.issuer };
+    if request.ignore_audience && request.audience.is_some() {
+        return Err(ApiError::bad_request("audience_invalid", "give audience or ignore_audience, not both"));
+    }
+    let expect = Expectations {
+        leeway,
+        audience: request.audience,
+        issuer: request.issuer,
+        ignore_audience: request.ignore_audience,
+    };
     let verified = jwt::verify(keyring, &request.token, &expect, state.ctx.clock.now())?;
     Ok(json_response(
         StatusCode::OK,

@@ -78,7 +78,7 @@ const ROUTES: &[Route] = &[
         method: "post",
         path: "/v1/jwt/{keyring}/verify",
         summary: "Verify a JWT.",
-        body: &["token", "audience?", "issuer?", "leeway?"],
+        body: &["token", "audience?", "issuer?", "leeway?", "ignore_audience?"],
     },
     Route { method: "get", path: "/v1/jwks/{keyring}", summary: "The verification set as a JWK Set.", body: &[] },
     Route {
@@ -130,6 +130,7 @@ fn schema(field: &str) -> Value {
     match field {
         "ttl" | "leeway" | "timestamp" | "tolerance" => json!({"type": "integer", "minimum": 0}),
         "claims" | "headers" => json!({"type": "object"}),
+        "ignore_audience" => json!({"type": "boolean"}),
         "plaintext" | "associated_data" | "data" | "signature" | "payload" => {
             json!({"type": "string", "format": "byte"})
         }

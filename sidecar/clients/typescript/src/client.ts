@@ -286,12 +286,15 @@ export class Client {
   }
 
   /** Verifies a token; an invalid one throws `VerificationFailed`. */
+  /** A token that names audiences must name `audience`, unless `ignoreAudience` accepts any (RFC 7519, 4.1.3). */
   jwtVerify(
     keyring: string,
     token: string,
-    options: { audience?: string; issuer?: string; leeway?: number } = {},
+    options: { audience?: string; issuer?: string; leeway?: number; ignoreAudience?: boolean } = {},
   ): Promise<VerifiedJwt> {
-    return this.request("POST", `/v1/jwt/${seg(keyring)}/verify`, { token, ...options });
+    const { audience, issuer, leeway, ignoreAudience } = options;
+    const body = { token, audience, issuer, leeway, ignore_audience: ignoreAudience || undefined };
+    return this.request("POST", `/v1/jwt/${seg(keyring)}/verify`, body);
   }
 
   encrypt(keyring: string, plaintext: Uint8Array, associatedData?: Uint8Array): Promise<Sealed> {

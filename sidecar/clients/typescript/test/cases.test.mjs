@@ -63,7 +63,13 @@ const CALLS = {
   watch: (c, a) => c.watch(a.keyring, { after: a.after, timeout: a.timeout }),
   jwks: (c, a) => c.jwks(a.keyring),
   jwt_sign: (c, a) => c.jwtSign(a.keyring, a.claims, { ttl: a.ttl }),
-  jwt_verify: (c, a) => c.jwtVerify(a.keyring, a.token, { audience: a.audience, issuer: a.issuer, leeway: a.leeway }),
+  jwt_verify: (c, a) =>
+    c.jwtVerify(a.keyring, a.token, {
+      audience: a.audience,
+      issuer: a.issuer,
+      leeway: a.leeway,
+      ignoreAudience: a.ignore_audience,
+    }),
   encrypt: (c, a) => c.encrypt(a.keyring, a.plaintext, a.associated_data),
   decrypt: (c, a) => c.decrypt(a.keyring, a.ciphertext, a.associated_data),
   rewrap: (c, a) => c.rewrap(a.keyring, a.ciphertext, a.associated_data),

@@ -223,12 +223,18 @@ class Client:
         audience: Optional[str] = None,
         issuer: Optional[str] = None,
         leeway: Optional[int] = None,
+        ignore_audience: bool = False,
     ) -> Dict[str, Any]:
-        """Verifies ``token``: ``{"valid": True, "claims", "kid", "version"}``, else :class:`VerificationFailed`."""
+        """Verifies ``token``: ``{"valid": True, "claims", "kid", "version"}``, else :class:`VerificationFailed`.
+
+        A token that names an audience is refused unless ``audience`` is one of
+        them, or ``ignore_audience`` accepts any (RFC 7519, section 4.1.3)."""
         body: Dict[str, Any] = {"token": token}
         for name, value in (("audience", audience), ("issuer", issuer), ("leeway", leeway)):
             if value is not None:
                 body[name] = value
+        if ignore_audience:
+            body["ignore_audience"] = True
         return self.request("POST", f"/v1/jwt/{_segment(keyring)}/verify", body)
 
     # -- encryption ------------------------------------------------------

@@ -68,11 +68,11 @@ KINDS = {cls.kind: cls for cls in (InvalidRequest, NotFound, VerificationFailed,
 # Every code the socket API answers, by kind (tests/testdata/client-errors.json).
 CODES = {
     "invalid_request": (
-        "batch_invalid body_incomplete body_invalid body_timeout body_too_large claim_not_numeric "
-        "field_missing format_invalid format_unsupported headers_too_large keyring_not_signing "
-        "keyring_wrong_type leeway_invalid lifetime_invalid method_not_allowed private_invalid "
-        "request_header_missing timeout_invalid timestamp_invalid token_too_large tolerance_invalid "
-        "ttl_too_long value_malformed value_not_base64 verify_only version_invalid"
+        "audience_invalid batch_invalid body_incomplete body_invalid body_timeout body_too_large "
+        "claim_not_numeric field_missing format_invalid format_unsupported headers_too_large "
+        "keyring_not_signing keyring_wrong_type leeway_invalid lifetime_invalid method_not_allowed "
+        "private_invalid request_header_missing timeout_invalid timestamp_invalid token_too_large "
+        "tolerance_invalid ttl_too_long value_malformed value_not_base64 verify_only version_invalid"
     ),
     "not_found": "keyring_not_found route_not_found version_expired version_not_found version_revoked version_unknown",
     "verification_failed": (
