@@ -226,31 +226,29 @@ async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_ref
     // Refused unread, the body cannot be told from a next request: the
     // answer says the connection ends, so a client's keep-alive pool does
     // not send its next request into a closed socket.
-    let mut stream = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
-    let body = "x".repeat(70_000);
-    let request = format!(
-        "POST /v1/mac/api HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let answer = post_whole(&sidecar.socket, "/v1/mac/api", 70_000).await.to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 413") && answer.contains("connection: close"), "{answer}");
     // A body several socket buffers long is read to its end before the 413
     // goes out: the client finishes writing it, then reads the answer,
     // rather than meeting a closed socket mid-write.
-    let mut stream = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
-    let body = "x".repeat(900_000);
+    let answer = post_whole(&sidecar.socket, "/v1/mac/api", 900_000).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    sidecar.stop().await;
+}
+
+/// Writes a POST with a body of `size` bytes whole (failing if the sidecar
+/// stops reading it first), then reads the answer to its end.
+async fn post_whole(socket: &std::path::Path, path: &str, size: usize) -> String {
+    let mut stream = tokio::net::UnixStream::connect(socket).await.expect("connect");
+    let body = "x".repeat(size);
     let request = format!(
-        "POST /v1/mac/api HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+        "POST {path} HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {size}\r\n\r\n{body}"
     );
-    stream.write_all(request.as_bytes()).await.expect("the whole body is taken");
+    stream.write_all(request.as_bytes()).await.expect("the whole request is taken");
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.expect("the answer");
-    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer));
-    sidecar.stop().await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
