@@ -155,7 +155,8 @@ impl Syncer {
         let snapshot = self.ctx.store.publish(*bundle, now)?;
         self.ctx.store.mark_synced(now);
         self.ctx.metrics.bundle_applied();
-        tracing::info!(revision = %snapshot.bundle.revision, held = ?snapshot.held(), "bundle swapped in");
+        let held: Vec<String> = snapshot.held().iter().map(|h| format!("{} v{}", h.keyring, h.number)).collect();
+        tracing::info!(revision = %snapshot.bundle.revision, held = %held.join(", "), "bundle swapped in");
         if let Some(cache) = &self.cache
             && let Err(error) = cache.save_kept(&snapshot.bundle, &snapshot.kept(), now)
         {

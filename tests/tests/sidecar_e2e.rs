@@ -490,7 +490,9 @@ fn json_logs_are_one_object_per_line_with_level_and_no_secrets() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{log}");
-    assert!(lines.iter().any(|l| l["fields"]["message"] == "bundle swapped in"), "{log}");
+    // What a person reads: the keyrings and versions held, not a Debug dump.
+    let swapped = lines.iter().find(|l| l["fields"]["message"] == "bundle swapped in").expect("a swap logged");
+    assert_eq!(swapped["fields"]["held"], "jwt v1", "{log}");
     let token = std::fs::read_to_string(dir.path().join("web.token")).expect("token");
     assert!(!log.contains(token.trim()), "the token leaked into the log");
 }
