@@ -228,6 +228,27 @@ fn a_restored_coordinator_hears_from_the_fleet_then_rotates_past_it() {
 }
 
 #[test]
+fn reports_of_versions_the_coordinator_did_not_issue_make_one_alert_that_counts_them() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    poll(&host, "web", "web-1", "jwt:1");
+    // Three claims, a poll interval apart, each of a newer version.
+    for n in [20, 30, 40] {
+        poll(&host, "web", "web-1", &format!("jwt:{n}:jwt-v{n}-abcd:{n}"));
+        host.clock.advance(31);
+    }
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    let alerts: Vec<&str> = status["alerts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let ahead: Vec<&&str> = alerts.iter().filter(|a| a.contains("did not issue")).collect();
+    assert_eq!(ahead.len(), 1, "{alerts:?}");
+    assert!(ahead[0].contains(": 3 reports from ") && ahead[0].contains("naming versions up to 40"), "{alerts:?}");
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null));
+    let reports = history["entries"].as_array().into_iter().flatten().filter(|e| e["action"] == "fleet-ahead");
+    assert_eq!(reports.count(), 3, "{history}");
+}
+
+#[test]
 fn a_fleet_gone_on_past_the_pending_version_supersedes_it() {
     let host = host();
     create_jwt(&host, "ed25519");

@@ -128,16 +128,7 @@ fn alerts(ring: &Keyring, upcoming: Option<&VersionMeta>, fleet: &[PoolView], t:
             ));
         }
     }
-    for entry in ring.history.iter().filter(|e| e.action == coordinator::FLEET_AHEAD) {
-        // Until a version published after it is committed, the fleet may
-        // still sign with a key this coordinator does not have.
-        let published_after = ring.history.iter().filter(|p| p.action == "publish" && p.seq > entry.seq);
-        let committed = |n: &u64| ring.versions.iter().any(|v| v.number == *n && v.is_committed());
-        let resolved = published_after.flat_map(|p| p.versions.iter()).any(committed);
-        if !resolved {
-            alerts.push(format!("the fleet holds versions this coordinator did not issue: {}", entry.detail));
-        }
-    }
+    alerts.extend(fleet_ahead(ring));
     for pool in fleet {
         for instance in pool.instances.iter().filter(|i| i.shared) {
             alerts.push(format!(
@@ -157,6 +148,35 @@ fn alerts(ring: &Keyring, upcoming: Option<&VersionMeta>, fleet: &[PoolView], t:
         }
     }
     alerts
+}
+
+/// One alert for every report that the fleet holds versions this
+/// coordinator did not issue and that is not resolved yet (until a version
+/// published after it is committed, the fleet may still sign with a key
+/// this coordinator does not have): how many, from when to when, the
+/// highest version named, and the latest report's words.
+fn fleet_ahead(ring: &Keyring) -> Option<String> {
+    let committed = |n: &u64| ring.versions.iter().any(|v| v.number == *n && v.is_committed());
+    let unresolved: Vec<_> = ring
+        .history
+        .iter()
+        .filter(|e| e.action == coordinator::FLEET_AHEAD)
+        .filter(|e| {
+            let published_after = ring.history.iter().filter(|p| p.action == "publish" && p.seq > e.seq);
+            !published_after.flat_map(|p| p.versions.iter()).any(committed)
+        })
+        .collect();
+    let (first, last) = (unresolved.first()?, unresolved.last()?);
+    let highest = unresolved.iter().flat_map(|e| e.versions.iter()).max().copied().unwrap_or_default();
+    Some(format!(
+        "the fleet holds versions this coordinator did not issue: {} report{} from {} to {}, naming versions up to \
+         {highest}; the latest: {}",
+        unresolved.len(),
+        if unresolved.len() == 1 { "" } else { "s" },
+        time_json(Some(first.at)).as_str().unwrap_or_default(),
+        time_json(Some(last.at)).as_str().unwrap_or_default(),
+        last.detail
+    ))
 }
 
 /// Pools at 90 % or more of the instance cap: new instances will soon be
