@@ -467,7 +467,7 @@ async fn note_foreign(
                  coordinator rotates the keyring to bring every pool onto one new version",
                 ring.latest
             );
-            ring.record(t, FLEET_AHEAD, Cause::Scheduled, SCHEDULER, detail, vec![number]);
+            ring.record_fleet_report(t, &format!("{pool}/{instance}"), detail, number);
             tracing::warn!(keyring = %foreign.keyring, version = number, pool, instance, "the fleet holds a version this coordinator did not issue");
         }
     }

@@ -21,6 +21,10 @@ pub const FLEET_AHEAD: &str = "fleet-ahead";
 
 /// History entries kept per keyring (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 256;
+/// `fleet-ahead` entries kept per keyring, one per claimant: reports of
+/// versions the fleet holds are coalesced and bounded on their own, so no
+/// number of them pushes other entries out of the history.
+pub const FLEET_REPORTS_KEPT: usize = 16;
 /// Idempotency keys remembered per keyring.
 pub const IDEMPOTENCY_LIMIT: usize = 64;
 /// Records of destroyed versions kept per keyring, whatever the retention.
@@ -55,6 +59,22 @@ pub struct HistoryEntry {
     pub detail: String,
     /// The versions affected.
     pub versions: Vec<u64>,
+    /// For a `fleet-ahead` entry, every report its claimant made: it is
+    /// one entry however often the claimant reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<FleetReports>,
+}
+
+/// The reports one claimant (`pool/instance`) made of versions the fleet
+/// holds that the keyring did not issue, coalesced into one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetReports {
+    /// Who reported: `pool/instance`.
+    pub claimant: String,
+    /// How many reports were recorded.
+    pub count: u64,
+    /// When the first was.
+    pub first_at: UnixSeconds,
 }
 
 /// A remembered idempotency key and what it produced.
@@ -237,10 +257,34 @@ impl Keyring {
             actor: actor.into(),
             detail,
             versions,
+            reports: None,
         };
         self.history.push_back(entry);
         while self.history.len() > HISTORY_LIMIT {
             self.history.pop_front();
+        }
+    }
+
+    /// Records that `claimant` (`pool/instance`) reports holding version
+    /// `number`, which this keyring did not issue: its earlier entry, if
+    /// any, is replaced by one at the end of the history that counts every
+    /// report and keeps the highest number claimed. At most
+    /// [`FLEET_REPORTS_KEPT`] claimants are kept (the one heard from
+    /// longest ago goes first), so reports never evict other entries.
+    pub fn record_fleet_report(&mut self, at: UnixSeconds, claimant: &str, detail: String, number: u64) {
+        let mine = |e: &HistoryEntry| e.reports.as_ref().is_some_and(|r| r.claimant == claimant);
+        let earlier = self.history.iter().position(mine).and_then(|i| self.history.remove(i));
+        let (count, first_at, highest) = earlier
+            .and_then(|e| Some((e.reports?, e.versions.iter().max().copied().unwrap_or(0))))
+            .map_or((1, at, number), |(r, n)| (r.count.saturating_add(1), r.first_at, n.max(number)));
+        self.record(at, FLEET_AHEAD, Cause::Scheduled, "scheduler", detail, vec![highest]);
+        if let Some(entry) = self.history.back_mut() {
+            entry.reports = Some(FleetReports { claimant: claimant.into(), count, first_at });
+        }
+        while self.history.iter().filter(|e| e.action == FLEET_AHEAD).count() > FLEET_REPORTS_KEPT {
+            if let Some(oldest) = self.history.iter().position(|e| e.action == FLEET_AHEAD) {
+                self.history.remove(oldest);
+            }
         }
     }
 

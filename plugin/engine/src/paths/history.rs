@@ -26,7 +26,7 @@ async fn read(req: &Request, data: &FieldData) -> Result<Option<Response>, Logic
         .history
         .iter()
         .map(|e| {
-            json!({
+            let mut entry = json!({
                 "seq": e.seq,
                 "at": time_json(Some(e.at)),
                 "action": e.action,
@@ -34,7 +34,12 @@ async fn read(req: &Request, data: &FieldData) -> Result<Option<Response>, Logic
                 "actor": e.actor,
                 "detail": e.detail,
                 "versions": e.versions,
-            })
+            });
+            if let Some(r) = &e.reports {
+                entry["reports"] =
+                    json!({"claimant": r.claimant, "count": r.count, "first_at": time_json(Some(r.first_at))});
+            }
+            entry
         })
         .collect();
     let mut out = Map::new();
@@ -49,4 +54,8 @@ Each entry says what happened (create, publish, commit, commit-forced, \
 revoke, policy, expire), when, why (scheduled, manual, emergency), who (the \
 request's display name, or the scheduler) with the operator's reason, and the \
 versions affected. Entries are append-only with increasing seq; the oldest \
-are dropped past 256 entries.";
+are dropped past 256 entries. Reports that the fleet holds versions this \
+coordinator did not issue (fleet-ahead) are one entry per claimant \
+(pool/instance), moved to the end at each report with its count, its first \
+time and the highest version claimed, and at most 16 claimants are kept: \
+however many reports arrive, they never push other entries out.";

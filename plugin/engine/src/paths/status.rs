@@ -166,14 +166,17 @@ fn fleet_ahead(ring: &Keyring) -> Option<String> {
             !published_after.flat_map(|p| p.versions.iter()).any(committed)
         })
         .collect();
-    let (first, last) = (unresolved.first()?, unresolved.last()?);
+    let last = unresolved.last()?;
+    let first = unresolved.iter().map(|e| e.reports.as_ref().map_or(e.at, |r| r.first_at)).min().unwrap_or(last.at);
+    let count: u64 = unresolved.iter().map(|e| e.reports.as_ref().map_or(1, |r| r.count)).sum();
     let highest = unresolved.iter().flat_map(|e| e.versions.iter()).max().copied().unwrap_or_default();
     Some(format!(
-        "the fleet holds versions this coordinator did not issue: {} report{} from {} to {}, naming versions up to \
-         {highest}; the latest: {}",
+        "the fleet holds versions this coordinator did not issue: {count} report{} by {} claimant{} from {} to {}, \
+         naming versions up to {highest}; the latest: {}",
+        if count == 1 { "" } else { "s" },
         unresolved.len(),
         if unresolved.len() == 1 { "" } else { "s" },
-        time_json(Some(first.at)).as_str().unwrap_or_default(),
+        time_json(Some(first)).as_str().unwrap_or_default(),
         time_json(Some(last.at)).as_str().unwrap_or_default(),
         last.detail
     ))

@@ -485,3 +485,41 @@ fn numbering_continues_past_a_version_the_fleet_holds() {
     assert_eq!((ring.latest, ring.generation), (3, generation + 10));
     assert_eq!(ring.publish("k4".into(), 10, 20), 4, "the next version is past the fleet's");
 }
+
+#[test]
+fn fleet_reports_never_push_other_entries_out_of_the_history() {
+    let mut ring = keyring();
+    ring.record(0, "create", Cause::Manual, "alice", "type ed25519".into(), vec![]);
+    ring.record(1, "revoke", Cause::Emergency, "alice", "leaked in a log".into(), vec![1]);
+    // A thousand reports: from one claimant with ever higher numbers, then
+    // from forty claimants.
+    for i in 0..1_000u64 {
+        ring.record_fleet_report(10 + i as i64, "audit/a-1", format!("report {i}"), 2 + i);
+    }
+    for c in 0..40u64 {
+        ring.record_fleet_report(2_000 + c as i64, &format!("audit/x-{c}"), "report".into(), 5);
+    }
+    let actions: Vec<&str> = ring.history.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(&actions[..2], ["create", "revoke"], "{actions:?}");
+    assert_eq!(ring.history.len(), 2 + FLEET_REPORTS_KEPT);
+    // The newest claimants are kept, one entry each; the busy one, heard
+    // from longest ago, went first.
+    let claimants: Vec<&str> =
+        ring.history.iter().filter_map(|e| e.reports.as_ref()).map(|r| r.claimant.as_str()).collect();
+    assert_eq!(claimants.first(), Some(&"audit/x-24"));
+    assert_eq!(claimants.last(), Some(&"audit/x-39"));
+}
+
+#[test]
+fn one_claimants_reports_are_one_entry_with_their_count_and_highest_number() {
+    let mut ring = keyring();
+    ring.record_fleet_report(10, "web/web-1", "first".into(), 7);
+    ring.record(11, "publish", Cause::Scheduled, "scheduler", "next".into(), vec![8]);
+    ring.record_fleet_report(20, "web/web-1", "second".into(), 5);
+    let last = ring.history.back().expect("an entry");
+    assert_eq!((last.action.as_str(), last.detail.as_str(), &last.versions), ("fleet-ahead", "second", &vec![7]));
+    let reports = last.reports.clone().expect("coalesced");
+    assert_eq!((reports.claimant.as_str(), reports.count, reports.first_at), ("web/web-1", 2, 10));
+    // Moved past the publish: it is the newest report the scheduler sees.
+    assert_eq!(ring.history.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["publish", "fleet-ahead"]);
+}
