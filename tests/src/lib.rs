@@ -37,8 +37,20 @@ fn target_dir() -> PathBuf {
 /// A binary the tests need: from `var` if set, else `default` under
 /// `target/`; panics with how to build it when it is missing.
 pub fn required_binary(var: &str, default: &str, build_hint: &str) -> PathBuf {
-    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| target_dir().join(default));
-    assert!(path.is_file(), "{} not found ({var} unset or wrong); build it with `{build_hint}`", path.display());
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(path) => {
+            assert!(path.is_file(), "{} not found ({var} is wrong); build it with `{build_hint}`", path.display());
+            path
+        }
+        None => built_binary(default, build_hint),
+    }
+}
+
+/// `path` under `target/`, where the project's own build puts it; panics
+/// with how to build it when it is missing.
+pub fn built_binary(path: &str, build_hint: &str) -> PathBuf {
+    let path = target_dir().join(path);
+    assert!(path.is_file(), "{} not found; build it with `{build_hint}`", path.display());
     path
 }
 

@@ -84,6 +84,21 @@ impl Policy {
                 return fail(field, format!("{value}s is longer than the maximum of {MAX_DURATION}s (10 years)"));
             }
         }
+        // A token of a second, a poll and the skew must fit in the grace
+        // periods of the versions one bundle keeps; a shorter rotation
+        // leaves no grace_period that is both long and short enough.
+        let most_grace = (crate::bundle::MAX_VERSIONS as u64 - 2).saturating_mul(self.rotation_period);
+        let least_grace = fleet.poll_interval.saturating_add(fleet.max_clock_skew).saturating_add(1);
+        if least_grace > most_grace {
+            return fail(
+                "rotation_period",
+                format!(
+                    "{}s is too short for the mount's poll_interval ({}s) and max_clock_skew ({}s): a grace period \
+                     covering them is longer than the {most_grace}s of versions a bundle keeps",
+                    self.rotation_period, fleet.poll_interval, fleet.max_clock_skew
+                ),
+            );
+        }
         if self.prepublish >= self.rotation_period {
             return fail(
                 "prepublish",
@@ -336,6 +351,15 @@ mod tests {
                 assert_eq!(policy.validate(&fleet).map_err(|e| e.field), expected, "r={r} {fleet:?} {derived:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_rotation_too_short_for_the_fleet_timings_is_the_rotations_fault() {
+        let slow = FleetTimings { poll_interval: 600, max_clock_skew: 60, activation_margin: 1 };
+        let (policy, derived) = Policy::fit(&Policy::default(), &only_rotation(20), &slow);
+        let error = policy.validate(&slow).expect_err("no grace fits");
+        assert_eq!(error.field, "rotation_period", "{error} {derived:?}");
+        assert!(error.message.contains("poll_interval (600s)"), "{error}");
     }
 
     #[test]

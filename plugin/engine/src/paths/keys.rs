@@ -12,7 +12,7 @@ use vault_plugin_sdk::framework::{
 };
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::{check_name, fit_policy, invalid, policy_fields, policy_json, storage_error, time_json};
+use super::{check_name, fit_policy, policy_fields, policy_json, storage_error, time_json, validate_fitted};
 use crate::config::Config;
 use crate::coordinator::{self, apply};
 use crate::scheduler;
@@ -118,7 +118,7 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     let _config_guard = state.config_lock().read().await;
     let config = Config::load(req.storage.as_ref()).await?;
     let (policy, derived) = fit_policy(&config.default_policy, data, &config.fleet());
-    policy.validate(&config.fleet()).map_err(invalid)?;
+    validate_fitted(&policy, &config.fleet(), &derived)?;
     let lock = state.keyring_lock(name);
     let _guard = lock.lock().await;
     if load_keyring(req.storage.as_ref(), name).await?.is_some() {
@@ -172,7 +172,7 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     }
     let before = ring.policy;
     let (policy, derived) = fit_policy(&ring.policy, data, &config.fleet());
-    policy.validate(&config.fleet()).map_err(invalid)?;
+    validate_fitted(&policy, &config.fleet(), &derived)?;
     let t = state.now();
     ring.set_policy(policy, t);
     if data.is_set("deletion_allowed") {

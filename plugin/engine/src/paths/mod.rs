@@ -117,6 +117,21 @@ pub(crate) fn fit_policy(base: &Policy, data: &FieldData, fleet: &FleetTimings) 
     (policy, derived.iter().map(ToString::to_string).collect())
 }
 
+/// Checks a policy [`fit_policy`] made; an error in a field that was
+/// derived says so, since the caller never set it.
+pub(crate) fn validate_fitted(policy: &Policy, fleet: &FleetTimings, derived: &[String]) -> Result<(), LogicalError> {
+    policy.validate(fleet).map_err(|e| {
+        let was_derived = derived.iter().any(|d| d.starts_with(&format!("{} was not given", e.field)));
+        match was_derived {
+            true => LogicalError::InvalidRequest(format!(
+                "{e} ({} was not given, and no value of it fits the fields given)",
+                e.field
+            )),
+            false => invalid(e),
+        }
+    })
+}
+
 /// The policy as response fields.
 pub(crate) fn policy_json(policy: &Policy, out: &mut Map<String, Value>) {
     out.insert("rotation_period".into(), json!(policy.rotation_period));
