@@ -20,16 +20,26 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// The content type of [`to_classic`]'s answer: Prometheus's text format.
 pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Whether a scraper's `Accept` header takes OpenMetrics (any range of it
-/// with a quality above zero); otherwise it gets the classic text format,
-/// which every Prometheus-compatible scraper reads.
+/// Whether a scraper's `Accept` header prefers OpenMetrics: its quality
+/// is above zero and at least that of the classic text format (`text/plain`,
+/// `text/*` or `*/*`). Otherwise the scraper gets the classic format, which
+/// every Prometheus-compatible scraper reads.
 pub fn wants_openmetrics(accept: Option<&str>) -> bool {
-    accept.into_iter().flat_map(|a| a.split(',')).any(|range| {
+    let (mut openmetrics, mut classic) = (0.0_f64, 0.0_f64);
+    for range in accept.into_iter().flat_map(|a| a.split(',')) {
         let mut parts = range.split(';').map(str::trim);
-        let openmetrics = parts.next().is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"));
-        let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f64>().ok()) == Some(0.0));
-        openmetrics && !refused
-    })
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, q)| q.trim().parse::<f64>().unwrap_or(0.0));
+        match media.as_str() {
+            "application/openmetrics-text" => openmetrics = openmetrics.max(quality),
+            "text/plain" | "text/*" | "*/*" => classic = classic.max(quality),
+            _ => {}
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= classic
 }
 
 /// [`Metrics::render`]'s OpenMetrics text in the classic text format: a
@@ -342,7 +352,15 @@ mod tests {
         let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
         assert!(wants_openmetrics(Some(prometheus)));
         assert!(wants_openmetrics(Some("application/OpenMetrics-text")));
-        for classic in [None, Some("text/plain"), Some("*/*"), Some("application/openmetrics-text; q=0, text/plain")] {
+        assert!(wants_openmetrics(Some("text/plain; q=0.2, application/openmetrics-text; Q = 0.9")));
+        for classic in [
+            None,
+            Some("text/plain"),
+            Some("*/*"),
+            Some("application/openmetrics-text; q=0, text/plain"),
+            Some("application/openmetrics-text;Q=0"),
+            Some("text/plain;q=1, application/openmetrics-text;q=0.1"),
+        ] {
             assert!(!wants_openmetrics(classic), "{classic:?}");
         }
     }

@@ -223,9 +223,10 @@ async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_ref
     let big = json!({"claims": {"pad": "x".repeat(70_000)}});
     let (status, error) = sidecar.call("POST", "/v1/jwt/api/sign", Some(big)).await;
     assert_eq!((status, error["error"]["code"].clone()), (413, json!("body_too_large")));
-    // Refused unread, the body cannot be told from a next request: the
-    // answer says the connection ends, so a client's keep-alive pool does
-    // not send its next request into a closed socket.
+    // Refused, the connection is not used again (a body past the drain
+    // bound is left unread and cannot be told from a next request): the
+    // answer says it ends, so a client's keep-alive pool does not send its
+    // next request into a closed socket.
     let answer = post_whole(&sidecar.socket, "/v1/mac/api", 70_000).await.to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 413") && answer.contains("connection: close"), "{answer}");
     // A body several socket buffers long is read to its end before the 413
@@ -233,6 +234,15 @@ async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_ref
     // rather than meeting a closed socket mid-write.
     let answer = post_whole(&sidecar.socket, "/v1/mac/api", 900_000).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A client that waits for "100 Continue" is refused before it sends.
+    let mut stream = tokio::net::UnixStream::connect(&sidecar.socket).await.expect("connect");
+    let head = "POST /v1/mac/api HTTP/1.1\r\nHost: x\r\nX-Lockstep-Request: 1\r\nExpect: 100-continue\r\n\
+                Content-Length: 100000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("write the head");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413") && !answer.contains("100 Continue"), "{answer}");
     sidecar.stop().await;
 }
 

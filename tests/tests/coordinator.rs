@@ -242,14 +242,14 @@ fn reports_of_versions_the_coordinator_did_not_issue_make_one_alert_that_counts_
     let alerts: Vec<&str> = status["alerts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let ahead: Vec<&&str> = alerts.iter().filter(|a| a.contains("did not issue")).collect();
     assert_eq!(ahead.len(), 1, "{alerts:?}");
-    assert!(ahead[0].contains(": 3 reports by 1 claimant from ") && ahead[0].contains("up to 40"), "{alerts:?}");
+    assert!(ahead[0].contains(": 3 reports recorded from 1 claimant, ") && ahead[0].contains("up to 40"), "{alerts:?}");
     // In the history: one entry for the claimant, counting its reports.
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let reports: Vec<&Value> =
         history["entries"].as_array().into_iter().flatten().filter(|e| e["action"] == "fleet-ahead").collect();
     assert_eq!(reports.len(), 1, "{history}");
     assert_eq!((&reports[0]["reports"]["claimant"], &reports[0]["reports"]["count"]), (&json!("web/web-1"), &json!(3)));
-    assert_eq!(reports[0]["versions"], json!([40]), "{history}");
+    assert_eq!(reports[0]["versions"], json!([20, 30, 40]), "{history}");
 }
 
 #[test]

@@ -408,8 +408,9 @@ async fn check_held(
 /// instance reported, see `scheduler::publish`), and in storage when the
 /// fleet says so or once a poll interval on one instance's word. The
 /// generation goes past the fleet's (so sidecars take the
-/// next bundle), history says so, once per version (which `status` turns
-/// into an alert until a newer version is committed), and a version this
+/// next bundle), history says so, once per version claimed, in the
+/// claimant's one coalesced entry (which `status` turns into an alert
+/// until a newer version is committed), and a version this
 /// copy left pending is superseded: when the fleet says so
 /// (`corroborated`, see [`acks::Fleet::corroborated`]), or on one
 /// instance's word, which is how a restore is heard first, no more often
@@ -432,7 +433,7 @@ async fn note_foreign(
     let known = |ring: &Keyring| {
         foreign.number <= ring.latest
             && foreign.generation < ring.generation
-            && ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [foreign.number])
+            && ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions.contains(&foreign.number))
             && ring.pending().is_none_or(|p| p.number > foreign.number)
     };
     if ring(state, storage, &foreign.keyring).await?.is_some_and(|c| known(&c.ring)) {
@@ -453,7 +454,7 @@ async fn note_foreign(
     let mut changed = number > ring.latest
         && (corroborated || state.with_fleet(|f| f.act_alone(&ring.name, "numbering", t, interval)))
         && ring.continue_numbering_past(number);
-    let recorded = ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions == [number]);
+    let recorded = ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions.contains(&number));
     let behind = foreign.generation >= ring.generation;
     if (behind || !recorded)
         && (corroborated || state.with_fleet(|f| f.act_alone(&ring.name, "generation", t, interval)))

@@ -41,15 +41,16 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The version reported to the server; registration must use the same.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 
-/// What `--version` prints for an executable whose bytes are `binary`: the
-/// version, its SHA-256, and the commands that register and mount exactly
-/// this binary (the server checks the checksum at every start).
-pub fn version_text(binary: &[u8]) -> String {
+/// What `--version` prints for an executable whose bytes are `binary` and
+/// whose file name is `command`: the version, its SHA-256, and the commands
+/// that register and mount exactly this binary (the server checks the
+/// checksum at every start).
+pub fn version_text(binary: &[u8], command: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, binary);
     let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!(
-        "vault-plugin-secrets-lockstep {VERSION}\nsha256 {sha256}\n\nRegister it (bao for OpenBao, vault for Vault), then mount it:\n  \
-         vault plugin register -sha256={sha256} -version={VERSION} -command=vault-plugin-secrets-lockstep secret lockstep\n  \
+        "{command} {VERSION}\nsha256 {sha256}\n\nRegister it (bao for OpenBao, vault for Vault), then mount it:\n  \
+         vault plugin register -sha256={sha256} -version={VERSION} -command={command} secret lockstep\n  \
          vault secrets enable -path=lockstep -plugin-version={VERSION} lockstep\n"
     )
 }

@@ -19,12 +19,18 @@ use crate::{KeyType, Policy, UnixSeconds};
 /// record did not issue.
 pub const FLEET_AHEAD: &str = "fleet-ahead";
 
-/// History entries kept per keyring (oldest dropped first).
+/// History entries kept per keyring besides fleet reports (oldest dropped
+/// first).
 pub const HISTORY_LIMIT: usize = 256;
 /// `fleet-ahead` entries kept per keyring, one per claimant: reports of
 /// versions the fleet holds are coalesced and bounded on their own, so no
 /// number of them pushes other entries out of the history.
 pub const FLEET_REPORTS_KEPT: usize = 16;
+/// `fleet-ahead` entries kept per pool: one pool's callers, however many
+/// instance ids they use, cannot push other pools' reports out.
+pub const FLEET_REPORTS_PER_POOL: usize = 4;
+/// Version numbers one claimant's entry keeps (the highest).
+pub const FLEET_NUMBERS_KEPT: usize = 16;
 /// Idempotency keys remembered per keyring.
 pub const IDEMPOTENCY_LIMIT: usize = 64;
 /// Records of destroyed versions kept per keyring, whatever the retention.
@@ -248,6 +254,21 @@ impl Keyring {
         detail: String,
         versions: Vec<u64>,
     ) {
+        self.push_entry(at, action, cause, actor, detail, versions, None);
+        self.trim_history();
+    }
+
+    #[allow(clippy::too_many_arguments)] // an entry's fields, in order
+    fn push_entry(
+        &mut self,
+        at: UnixSeconds,
+        action: &str,
+        cause: Cause,
+        actor: &str,
+        detail: String,
+        versions: Vec<u64>,
+        reports: Option<FleetReports>,
+    ) {
         self.history_seq += 1;
         let entry = HistoryEntry {
             seq: self.history_seq,
@@ -257,33 +278,56 @@ impl Keyring {
             actor: actor.into(),
             detail,
             versions,
-            reports: None,
+            reports,
         };
         self.history.push_back(entry);
-        while self.history.len() > HISTORY_LIMIT {
-            self.history.pop_front();
-        }
+    }
+
+    /// Keeps [`HISTORY_LIMIT`] entries besides the fleet reports, which
+    /// are bounded on their own: a report never pushes another entry out.
+    fn trim_history(&mut self) {
+        self.drop_oldest_while(|e| e.action != FLEET_AHEAD, HISTORY_LIMIT);
     }
 
     /// Records that `claimant` (`pool/instance`) reports holding version
     /// `number`, which this keyring did not issue: its earlier entry, if
-    /// any, is replaced by one at the end of the history that counts every
-    /// report and keeps the highest number claimed. At most
-    /// [`FLEET_REPORTS_KEPT`] claimants are kept (the one heard from
-    /// longest ago goes first), so reports never evict other entries.
+    /// any, is replaced by one at the end of the history that counts the
+    /// reports recorded and keeps the numbers claimed (the highest
+    /// [`FLEET_NUMBERS_KEPT`]). At most [`FLEET_REPORTS_PER_POOL`] claimants
+    /// of one pool and [`FLEET_REPORTS_KEPT`] in all are kept (those heard
+    /// from longest ago go first), and they go before any other entry, so
+    /// reports never push other entries out of the history.
     pub fn record_fleet_report(&mut self, at: UnixSeconds, claimant: &str, detail: String, number: u64) {
         let mine = |e: &HistoryEntry| e.reports.as_ref().is_some_and(|r| r.claimant == claimant);
         let earlier = self.history.iter().position(mine).and_then(|i| self.history.remove(i));
-        let (count, first_at, highest) = earlier
-            .and_then(|e| Some((e.reports?, e.versions.iter().max().copied().unwrap_or(0))))
-            .map_or((1, at, number), |(r, n)| (r.count.saturating_add(1), r.first_at, n.max(number)));
-        self.record(at, FLEET_AHEAD, Cause::Scheduled, "scheduler", detail, vec![highest]);
-        if let Some(entry) = self.history.back_mut() {
-            entry.reports = Some(FleetReports { claimant: claimant.into(), count, first_at });
+        let (count, first_at, mut numbers) = match earlier.and_then(|e| Some((e.reports?, e.versions))) {
+            Some((r, numbers)) => (r.count.saturating_add(1), r.first_at, numbers),
+            None => (1, at, Vec::new()),
+        };
+        if !numbers.contains(&number) {
+            numbers.push(number);
+            numbers.sort_unstable();
         }
-        while self.history.iter().filter(|e| e.action == FLEET_AHEAD).count() > FLEET_REPORTS_KEPT {
-            if let Some(oldest) = self.history.iter().position(|e| e.action == FLEET_AHEAD) {
-                self.history.remove(oldest);
+        let excess = numbers.len().saturating_sub(FLEET_NUMBERS_KEPT);
+        numbers.drain(..excess);
+        let reports = FleetReports { claimant: claimant.into(), count, first_at };
+        self.push_entry(at, FLEET_AHEAD, Cause::Scheduled, "scheduler", detail, numbers, Some(reports));
+        let pool = claimant.split_once('/').map_or(claimant, |(pool, _)| pool);
+        let of_pool = |e: &HistoryEntry| {
+            e.reports.as_ref().is_some_and(|r| r.claimant.split_once('/').is_some_and(|(p, _)| p == pool))
+        };
+        self.drop_oldest_while(of_pool, FLEET_REPORTS_PER_POOL);
+        self.drop_oldest_while(|e| e.action == FLEET_AHEAD, FLEET_REPORTS_KEPT);
+        self.trim_history();
+    }
+
+    /// Drops the oldest entries that `which` selects until at most `keep`
+    /// are left.
+    fn drop_oldest_while(&mut self, which: impl Fn(&HistoryEntry) -> bool, keep: usize) {
+        while self.history.iter().filter(|e| which(e)).count() > keep {
+            match self.history.iter().position(&which) {
+                Some(oldest) => drop(self.history.remove(oldest)),
+                None => break,
             }
         }
     }

@@ -96,6 +96,8 @@ pub enum ServeError {
 
 /// Serves the plugin until the host shuts it down.
 pub async fn serve(factory: BackendFactory, options: ServeOptions) -> Result<(), ServeError> {
+    // Read first: the host may die during the handshake.
+    let host = std::os::unix::process::parent_id();
     let env = HostEnv::from_process()?;
     let identity = Identity::generate()?;
     let host_cert = tls::parse_host_certificate(&env.client_cert_pem)?;
@@ -140,7 +142,7 @@ pub async fn serve(factory: BackendFactory, options: ServeOptions) -> Result<(),
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
         () = shutdown.notified() => {}
-        host = host_gone(std::os::unix::process::parent_id()) => return Err(ServeError::HostGone(host)),
+        host = host_gone(host) => return Err(ServeError::HostGone(host)),
     }
     // Keep serving briefly so the reply to Shutdown reaches the host; it
     // kills the process two seconds after asking.
@@ -153,7 +155,8 @@ pub async fn serve(factory: BackendFactory, options: ServeOptions) -> Result<(),
 /// is then a child of another process (init, or a subreaper). A host killed
 /// with SIGKILL never sends Shutdown, and a plugin left running would keep
 /// key material in memory with no server to answer to. Checked once a
-/// second: one cheap system call.
+/// second: one cheap system call. (A wrapper between the server and the
+/// plugin that forks rather than execs is the parent watched instead.)
 async fn host_gone(host: u32) -> u32 {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -201,7 +201,13 @@ async fn prepare(state: &ApiState, request: Request<Incoming>) -> Result<Call, A
     };
     let declared =
         request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max.max(DRAIN_MAX)) {
+    // A client that waits for "100 Continue" sends nothing more when
+    // refused at once, so nothing needs draining.
+    let expects_continue = request
+        .headers()
+        .get(hyper::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if declared.is_some_and(|n| n > max && (n > DRAIN_MAX || expects_continue)) {
         return Err(too_large());
     }
     let timeout = Duration::from_secs(state.configs.borrow().socket.body_timeout_secs);
@@ -209,7 +215,9 @@ async fn prepare(state: &ApiState, request: Request<Incoming>) -> Result<Call, A
     let read = tokio::time::timeout(timeout, read_body(request.into_body(), max, &mut seen)).await;
     let bytes = match read {
         Ok(Ok(bytes)) => bytes,
-        _ if seen > max => return Err(too_large()),
+        // Over the cap, by what came or by what it declared: a 413 whether
+        // the rest came, stalled or was cut off.
+        _ if seen > max || declared.is_some_and(|n| n > max) => return Err(too_large()),
         // The caller hung up (or broke the framing) before the body ended.
         Ok(Err(())) => return Err(ApiError::bad_request("body_incomplete", "request body ended early").closing()),
         Err(_) => {

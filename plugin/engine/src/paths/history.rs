@@ -55,7 +55,8 @@ revoke, policy, expire), when, why (scheduled, manual, emergency), who (the \
 request's display name, or the scheduler) with the operator's reason, and the \
 versions affected. Entries are append-only with increasing seq; the oldest \
 are dropped past 256 entries. Reports that the fleet holds versions this \
-coordinator did not issue (fleet-ahead) are one entry per claimant \
-(pool/instance), moved to the end at each report with its count, its first \
-time and the highest version claimed, and at most 16 claimants are kept: \
-however many reports arrive, they never push other entries out.";
+coordinator did not issue (fleet-ahead) are kept apart from those 256: one \
+entry per claimant (pool/instance), moved to the end at each report recorded, \
+with their count, the first time and the versions claimed, at most 4 \
+claimants per pool and 16 in all. However many reports arrive, they never \
+push other entries out.";

@@ -171,8 +171,8 @@ fn fleet_ahead(ring: &Keyring) -> Option<String> {
     let count: u64 = unresolved.iter().map(|e| e.reports.as_ref().map_or(1, |r| r.count)).sum();
     let highest = unresolved.iter().flat_map(|e| e.versions.iter()).max().copied().unwrap_or_default();
     Some(format!(
-        "the fleet holds versions this coordinator did not issue: {count} report{} by {} claimant{} from {} to {}, \
-         naming versions up to {highest}; the latest: {}",
+        "the fleet holds versions this coordinator did not issue: {count} report{} recorded from {} claimant{}, \
+         {} to {}, naming versions up to {highest}; the latest: {}",
         if count == 1 { "" } else { "s" },
         unresolved.len(),
         if unresolved.len() == 1 { "" } else { "s" },

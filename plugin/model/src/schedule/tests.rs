@@ -499,15 +499,46 @@ fn fleet_reports_never_push_other_entries_out_of_the_history() {
     for c in 0..40u64 {
         ring.record_fleet_report(2_000 + c as i64, &format!("audit/x-{c}"), "report".into(), 5);
     }
+    // Other pools' reports, then forty more from the audit pool.
+    for pool in ["web", "api", "batch", "edge"] {
+        ring.record_fleet_report(3_000, &format!("{pool}/a-1"), "report".into(), 5);
+    }
+    for c in 40..80u64 {
+        ring.record_fleet_report(4_000 + c as i64, &format!("audit/x-{c}"), "report".into(), 5);
+    }
     let actions: Vec<&str> = ring.history.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(&actions[..2], ["create", "revoke"], "{actions:?}");
-    assert_eq!(ring.history.len(), 2 + FLEET_REPORTS_KEPT);
-    // The newest claimants are kept, one entry each; the busy one, heard
-    // from longest ago, went first.
+    // One pool keeps its newest four claimants and pushes no other pool's out.
     let claimants: Vec<&str> =
         ring.history.iter().filter_map(|e| e.reports.as_ref()).map(|r| r.claimant.as_str()).collect();
-    assert_eq!(claimants.first(), Some(&"audit/x-24"));
-    assert_eq!(claimants.last(), Some(&"audit/x-39"));
+    assert_eq!(
+        claimants,
+        ["web/a-1", "api/a-1", "batch/a-1", "edge/a-1", "audit/x-76", "audit/x-77", "audit/x-78", "audit/x-79"]
+    );
+    // The busy claimant kept only its highest numbers.
+    assert!(ring.history.len() <= 2 + FLEET_REPORTS_KEPT);
+}
+
+#[test]
+fn a_full_history_drops_fleet_reports_before_anything_else() {
+    let mut ring = keyring();
+    ring.record(0, "create", Cause::Manual, "alice", "type ed25519".into(), vec![]);
+    for n in 1..HISTORY_LIMIT as u64 {
+        ring.record(n as i64, "publish", Cause::Scheduled, "scheduler", "next".into(), vec![n]);
+    }
+    assert_eq!(ring.history.len(), HISTORY_LIMIT);
+    ring.record_fleet_report(1_000, "web/w-1", "report".into(), 9_999);
+    ring.record_fleet_report(1_001, "web/w-1", "report".into(), 9_998);
+    // The history was full: the report is kept beside it, pushing nothing
+    // out, and a second one from the same claimant replaces the first.
+    assert_eq!(ring.history.len(), HISTORY_LIMIT + 1);
+    assert_eq!(ring.history.front().map(|e| e.action.as_str()), Some("create"));
+    assert_eq!(ring.history.iter().filter(|e| e.action == FLEET_AHEAD).count(), 1);
+    assert_eq!(ring.history.back().map(|e| e.versions.clone()), Some(vec![9_998, 9_999]));
+    // The next decision drops the oldest decision, not the report.
+    ring.record(2_000, "publish", Cause::Scheduled, "scheduler", "next".into(), vec![300]);
+    assert_eq!(ring.history.front().map(|e| e.action.as_str()), Some("publish"));
+    assert_eq!(ring.history.iter().filter(|e| e.action == FLEET_AHEAD).count(), 1);
 }
 
 #[test]
@@ -517,7 +548,7 @@ fn one_claimants_reports_are_one_entry_with_their_count_and_highest_number() {
     ring.record(11, "publish", Cause::Scheduled, "scheduler", "next".into(), vec![8]);
     ring.record_fleet_report(20, "web/web-1", "second".into(), 5);
     let last = ring.history.back().expect("an entry");
-    assert_eq!((last.action.as_str(), last.detail.as_str(), &last.versions), ("fleet-ahead", "second", &vec![7]));
+    assert_eq!((last.action.as_str(), last.detail.as_str(), &last.versions), ("fleet-ahead", "second", &vec![5, 7]));
     let reports = last.reports.clone().expect("coalesced");
     assert_eq!((reports.claimant.as_str(), reports.count, reports.first_at), ("web/web-1", 2, 10));
     // Moved past the publish: it is the newest report the scheduler sees.

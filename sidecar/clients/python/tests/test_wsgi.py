@@ -43,6 +43,14 @@ def test_missing_and_invalid_tokens_are_401(client):
     assert status.startswith("401") and body["error"]["code"] == "token_malformed"
 
 
+def test_a_token_with_an_audience_needs_one_named_or_ignored(client):
+    token = client.jwt_sign("jwt", {"sub": "alice", "aud": "api"}, ttl=60)["token"]
+    status, _, body = call(JWTMiddleware(app, "jwt", client), f"Bearer {token}")
+    assert status.startswith("401") and body["error"]["code"] == "token_audience"
+    status, _, body = call(JWTMiddleware(app, "jwt", client, ignore_audience=True), f"Bearer {token}")
+    assert (status, body) == ("200 OK", {"hello": "alice"})
+
+
 def test_an_unreachable_sidecar_is_503(tmp_path):
     middleware = JWTMiddleware(app, "jwt", Client(str(tmp_path / "gone.sock")))
     status, _, body = call(middleware, "Bearer a.b.c")

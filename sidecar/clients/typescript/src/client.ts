@@ -285,8 +285,11 @@ export class Client {
     return this.request("POST", `/v1/jwt/${seg(keyring)}/sign`, body);
   }
 
-  /** Verifies a token; an invalid one throws `VerificationFailed`. */
-  /** A token that names audiences must name `audience`, unless `ignoreAudience` accepts any (RFC 7519, 4.1.3). */
+  /**
+   * Verifies a token; an invalid one throws `VerificationFailed`. A token that
+   * names audiences must name `audience`, unless `ignoreAudience` accepts any
+   * (RFC 7519, 4.1.3).
+   */
   jwtVerify(
     keyring: string,
     token: string,

@@ -28,7 +28,7 @@ export interface VerifiedRequest extends IncomingMessage {
 export function jwtMiddleware(
   client: Client,
   keyring: string,
-  options: { audience?: string; issuer?: string } = {},
+  options: { audience?: string; issuer?: string; ignoreAudience?: boolean } = {},
 ): (req: VerifiedRequest, res: ServerResponse, next: (err?: unknown) => void) => void {
   return (req, res, next) => {
     const [scheme, ...rest] = (req.headers.authorization ?? "").split(" ");

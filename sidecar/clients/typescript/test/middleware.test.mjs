@@ -46,6 +46,15 @@ function call(guard, authorization) {
   });
 }
 
+test("a token with an audience needs one named or ignored", async () => {
+  const { token } = await client.jwtSign("jwt", { sub: "alice", aud: "api" }, { ttl: 60 });
+  const unnamed = await call(jwtMiddleware(client, "jwt"), `Bearer ${token}`);
+  assert.deepEqual([unnamed.status, unnamed.body.error.code], [401, "token_audience"]);
+  const req = { headers: { authorization: `Bearer ${token}` } };
+  await new Promise((done, fail) => jwtMiddleware(client, "jwt", { ignoreAudience: true })(req, { writeHead: fail }, done));
+  assert.equal(req.lockstepClaims.sub, "alice");
+});
+
 test("a token longer than the sidecar takes is a 401, not sent", async () => {
   const res = await call(guard, `Bearer ${"a".repeat(70_000)}`);
   assert.deepEqual([res.status, res.body.error.code], [401, "token_malformed"]);

@@ -1,7 +1,9 @@
 """WSGI middleware that lets only requests with a valid bearer JWT through.
 
 The sidecar verifies each token (signature, ``exp``/``nbf``, the keyring's
-verification set, and ``audience``/``issuer`` when given); the claims land
+verification set, ``issuer`` when given, and the audience: a token that
+names audiences needs ``audience`` among them, or ``ignore_audience``);
+the claims land
 in ``environ["lockstep.claims"]``. A missing or invalid token gets a 401
 with ``WWW-Authenticate``; a sidecar that cannot answer, a 503.
 """
@@ -30,12 +32,14 @@ class JWTMiddleware:
         audience: Optional[str] = None,
         issuer: Optional[str] = None,
         environ_key: str = "lockstep.claims",
+        ignore_audience: bool = False,
     ):
         self.app = app
         self.keyring = keyring
         self.client = client or Client()
         self.audience = audience
         self.issuer = issuer
+        self.ignore_audience = ignore_audience
         self.environ_key = environ_key
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -46,7 +50,13 @@ class JWTMiddleware:
         if len(token.strip()) > MAX_TOKEN_BYTES:
             return self._deny(start_response, 401, "token_malformed", "the token is longer than 16 KiB")
         try:
-            answer = self.client.jwt_verify(self.keyring, token.strip(), audience=self.audience, issuer=self.issuer)
+            answer = self.client.jwt_verify(
+                self.keyring,
+                token.strip(),
+                audience=self.audience,
+                issuer=self.issuer,
+                ignore_audience=self.ignore_audience,
+            )
         except VerificationFailed as error:
             return self._deny(start_response, 401, error.code, error.message)
         except (Unavailable, SidecarUnreachable) as error:
