@@ -254,21 +254,6 @@ impl Keyring {
         detail: String,
         versions: Vec<u64>,
     ) {
-        self.push_entry(at, action, cause, actor, detail, versions, None);
-        self.trim_history();
-    }
-
-    #[allow(clippy::too_many_arguments)] // an entry's fields, in order
-    fn push_entry(
-        &mut self,
-        at: UnixSeconds,
-        action: &str,
-        cause: Cause,
-        actor: &str,
-        detail: String,
-        versions: Vec<u64>,
-        reports: Option<FleetReports>,
-    ) {
         self.history_seq += 1;
         let entry = HistoryEntry {
             seq: self.history_seq,
@@ -278,9 +263,10 @@ impl Keyring {
             actor: actor.into(),
             detail,
             versions,
-            reports,
+            reports: None,
         };
         self.history.push_back(entry);
+        self.trim_history();
     }
 
     /// Keeps [`HISTORY_LIMIT`] entries besides the fleet reports, which
@@ -310,8 +296,11 @@ impl Keyring {
         }
         let excess = numbers.len().saturating_sub(FLEET_NUMBERS_KEPT);
         numbers.drain(..excess);
-        let reports = FleetReports { claimant: claimant.into(), count, first_at };
-        self.push_entry(at, FLEET_AHEAD, Cause::Scheduled, "scheduler", detail, numbers, Some(reports));
+        // A fleet report never counts towards the limit `record` trims to.
+        self.record(at, FLEET_AHEAD, Cause::Scheduled, "scheduler", detail, numbers);
+        if let Some(entry) = self.history.back_mut() {
+            entry.reports = Some(FleetReports { claimant: claimant.into(), count, first_at });
+        }
         let pool = claimant.split_once('/').map_or(claimant, |(pool, _)| pool);
         let of_pool = |e: &HistoryEntry| {
             e.reports.as_ref().is_some_and(|r| r.claimant.split_once('/').is_some_and(|(p, _)| p == pool))
