@@ -199,7 +199,7 @@ fn after_a_reload_pools_not_yet_seen_are_waited_for_one_liveness_window() {
 }
 
 #[test]
-fn a_restored_coordinator_hears_from_the_fleet_then_rotates_past_it() {
+fn a_restored_coordinator_hears_from_the_fleet_and_numbers_its_next_version_past_it_without_rotating_early() {
     let host = host();
     create_jwt(&host, "ed25519");
     ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
@@ -209,22 +209,36 @@ fn a_restored_coordinator_hears_from_the_fleet_then_rotates_past_it() {
     // issued.
     host.clock.advance(HOUR);
     host.reload(M);
+    let answer = poll(&host, "web", "web-1", "jwt:2:jwt-v2-abcd:7");
+    assert!(answer["keyrings"]["jwt"]["generation"].as_u64() > Some(7), "the fleet takes the next bundle: {answer}");
+    host.clock.advance(61);
     rollback(&host);
-    assert_eq!(key(&host)["pending_version"], Value::Null, "no number before the fleet has spoken");
-    poll(&host, "web", "web-1", "jwt:2:jwt-v2-abcd:7");
-    host.clock.advance(30);
-    rollback(&host);
-    assert_eq!(key(&host)["pending_version"], Value::Null, "still within two poll intervals");
-    host.clock.advance(31);
-    rollback(&host);
-    // The coordinator rotates of itself, to bring every pool onto one
-    // version again: numbered past the fleet's version 2.
+    // The report decides nothing: no rotation before its time.
     let keys = key(&host);
-    assert_eq!(keys["pending_version"], 3, "{keys}");
+    assert_eq!((keys["pending_version"].clone(), keys["latest_version"].clone()), (Value::Null, json!(1)), "{keys}");
+    // The next version, whoever makes it, is numbered past the fleet's 2.
+    let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})));
+    assert_eq!(rotated["version"], 3, "{rotated}");
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let actions: Vec<&str> =
         history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
     assert_eq!(actions, ["create", "publish", "fleet-ahead", "publish"], "{history}");
+}
+
+#[test]
+fn a_report_far_ahead_moves_no_number_and_the_next_version_gets_the_next_one() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    // 17 ahead: one past the bound. Then 17 exactly at the bound (1 + 16).
+    poll(&host, "web", "web-1", "jwt:18:jwt-v18-abcd:3");
+    let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    assert_eq!(rotated["version"], 2, "{rotated}");
+    poll(&host, "web", "web-2", "jwt:18:jwt-v18-abcd:3");
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    assert!(status["alerts"].to_string().contains("renumber past_version=18"), "{status}");
+    let keys = key(&host);
+    assert_eq!(keys["latest_version"], 2, "{keys}");
 }
 
 #[test]
@@ -253,7 +267,7 @@ fn reports_of_versions_the_coordinator_did_not_issue_make_one_alert_that_counts_
 }
 
 #[test]
-fn a_fleet_gone_on_past_the_pending_version_supersedes_it() {
+fn a_pending_version_the_fleet_went_past_is_given_up_only_by_an_operators_renumber() {
     let host = host();
     create_jwt(&host, "ed25519");
     ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
@@ -261,30 +275,48 @@ fn a_fleet_gone_on_past_the_pending_version_supersedes_it() {
     ok(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})));
     assert_eq!(key(&host)["pending_version"], 2);
     // Storage restored from a copy taken with version 2 pending, after the
-    // fleet went on to version 3: it reports 3, never 2, so 2 would wait
-    // for its commit timeout and block every rotation meanwhile.
+    // fleet went on to version 3: it reports 3, never 2.
     host.clock.advance(5);
     host.reload(M);
     poll(&host, "web", "web-1", "jwt:3:jwt-v3-abcd:9");
+    host.clock.advance(61);
+    rollback(&host);
     let keys = key(&host);
-    assert_eq!(keys["pending_version"], Value::Null, "{keys}");
+    assert_eq!((keys["pending_version"].clone(), keys["latest_version"].clone()), (json!(2), json!(2)), "{keys}");
+    // The operator's decision, checked against what was reported.
+    let renumber = |past: u64, reason: &str| {
+        host.request(M, "update", "keys/jwt/renumber", json!({"past_version": past, "reason": reason}))
+    };
+    for (past, reason, says) in [
+        (2, "restore", "is not past the keyring's latest version (2)"),
+        (4, "restore", "the highest reported is 3"),
+        (3, " ", "missing required field \"reason\""),
+    ] {
+        let refused = renumber(past, reason);
+        assert_eq!(refused.status, 400, "{refused:?}");
+        assert!(refused.error.contains(says), "{refused:?}");
+    }
+    assert_eq!(key(&host)["pending_version"], 2, "a refused decision changes nothing");
+    let decided = ok(renumber(3, "storage restored from last night's snapshot"));
     assert_eq!(
-        (version(&keys, 2)["state"].clone(), version(&keys, 2)["committed"].clone()),
-        (json!("grace"), json!(false))
+        (&decided["superseded_version"], &decided["published_version"], &decided["latest_version"]),
+        (&json!(2), &json!(4), &json!(4)),
+        "{decided}"
     );
+    let keys = key(&host);
+    assert_eq!(keys["pending_version"], 4, "numbered past the fleet's 3: {keys}");
+    assert_eq!(key_state_of(&keys), Some(1), "2 never signs");
     let bundle: Bundle = serde_json::from_value(poll(&host, "web", "web-1", "jwt:3:jwt-v3-abcd:9")).expect("bundle");
     let v2 = bundle.keyrings["jwt"].versions.iter().find(|v| v.meta.number == 2).expect("2 still verifies");
     assert!(v2.meta.is_superseded(), "{:?}", v2.meta);
     assert!(bundle.keyrings["jwt"].generation > 9, "newer than what the fleet holds");
-    host.clock.advance(61);
-    rollback(&host);
-    let keys = key(&host);
-    assert_eq!(keys["pending_version"], 4, "numbered past the fleet's 3: {keys}");
-    assert_eq!(key_state_of(&keys), Some(1), "2 never signs");
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
-    let actions: Vec<&str> =
-        history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["create", "publish", "publish", "fleet-ahead", "supersede", "publish"], "{history}");
+    let entries: Vec<&Value> = history["entries"].as_array().into_iter().flatten().collect();
+    let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["create", "publish", "publish", "fleet-ahead", "renumber", "supersede", "publish"], "{history}");
+    let decision = entries[4];
+    assert_eq!((&decision["cause"], &decision["versions"]), (&json!("manual"), &json!([3])), "{history}");
+    assert!(decision["detail"].as_str().is_some_and(|d| d.contains("last night's snapshot")), "{history}");
     // The fleet takes 4 and it commits as usual.
     poll(&host, "web", "web-1", "jwt:4");
     assert_eq!(version(&key(&host), 4)["committed"], true);

@@ -82,7 +82,17 @@ struct Instance {
     shared_at: Option<i64>,
     /// Versions it reported that this coordinator did not issue, per
     /// keyring (memory only: it says so again at every poll).
-    ahead: BTreeMap<String, u64>,
+    ahead: BTreeMap<String, Claim>,
+}
+
+/// A version an instance reported that this coordinator did not issue: its
+/// number and the keyring's generation in the bundle it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The version's number.
+    pub number: u64,
+    /// The generation of the bundle that listed it.
+    pub generation: u64,
 }
 
 /// How many earlier boots of an instance id are remembered: enough for the
@@ -331,32 +341,25 @@ impl Fleet {
 
     /// Notes, after its poll, the versions an instance reported that this
     /// coordinator did not issue (none clears what it said before).
-    pub fn reported_ahead(&mut self, pool: &str, instance: &str, ahead: BTreeMap<String, u64>) {
+    pub fn reported_ahead(&mut self, pool: &str, instance: &str, ahead: BTreeMap<String, Claim>) {
         if let Some(entry) = self.pools.get_mut(pool).and_then(|p| p.get_mut(instance)) {
             entry.ahead = ahead;
         }
     }
 
-    /// Whether the fleet, not one caller, says it holds a version of
-    /// `keyring` numbered `number` or past it that this coordinator did not
-    /// issue: live instances of two of `pools` say so. One pool's sidecars
-    /// (a wrong or hostile caller with that pool's token) never do, however
-    /// many instance ids it invents, even when it is the only pool.
-    pub fn corroborated(&self, keyring: &str, number: u64, pools: &BTreeSet<String>, live: Liveness) -> bool {
-        let says = |pool: &String| {
-            let mut members = self.pools.get(pool).into_iter().flat_map(HashMap::values);
-            members.any(|i| live.live(i.seen) && i.ahead.get(keyring).is_some_and(|n| *n >= number))
-        };
-        pools.iter().filter(|p| says(p)).count() >= 2
+    /// What instances reported of `keyring` that this coordinator did not
+    /// issue, whoever they are: memory only, and never more than a report.
+    pub fn claims<'a>(&'a self, keyring: &'a str) -> impl Iterator<Item = Claim> + 'a {
+        self.pools.values().flat_map(HashMap::values).filter_map(move |i| i.ahead.get(keyring).copied())
     }
 
     /// The highest number of `keyring` an instance reported that this
-    /// coordinator did not issue: a new version is numbered past it, so no
-    /// number names two versions, though the claim is written to storage
-    /// only now and then (see `coordinator::note_foreign`).
-    pub fn highest_ahead(&self, keyring: &str) -> Option<u64> {
-        let members = self.pools.values().flat_map(HashMap::values);
-        members.filter_map(|i| i.ahead.get(keyring).copied()).max()
+    /// coordinator did not issue, among those at most `ceiling`: a new
+    /// version is numbered past it, so no number names two versions, and
+    /// a claim further ahead moves nothing (see
+    /// [`lockstep_model::schedule::FLEET_NUMBERING_BOUND`]).
+    pub fn highest_ahead(&self, keyring: &str, ceiling: u64) -> Option<u64> {
+        self.claims(keyring).map(|c| c.number).filter(|n| *n <= ceiling).max()
     }
 
     /// Whether `keyring` may do `act` at `t` on one instance's word: not if
@@ -643,30 +646,22 @@ mod tests {
     }
 
     #[test]
-    fn one_pool_alone_cannot_say_the_fleet_is_ahead_of_a_shared_keyring_and_acts_alone_once_a_window() {
+    fn numbering_follows_only_claims_within_the_ceiling_and_acting_alone_is_once_a_window() {
         let mut fleet = Fleet::default();
         let rings = vec!["jwt".to_string()];
         let at = Liveness::new(100, 600);
-        let both = pools(&["api", "web"]);
-        for pool in ["api", "web"] {
-            fleet.poll(pool, &rings, "1".into(), held(&[("jwt", 1)]), at, CAP).expect("room");
+        let claim = |number| BTreeMap::from([("jwt".to_string(), Claim { number, generation: 9 })]);
+        for instance in ["1", "2"] {
+            fleet.poll("web", &rings, instance.into(), held(&[("jwt", 1)]), at, CAP).expect("room");
         }
-        fleet.reported_ahead("web", "1", held(&[("jwt", 7)]));
-        fleet.poll("web", &rings, "2".into(), held(&[("jwt", 1)]), at, CAP).expect("room");
-        fleet.reported_ahead("web", "2", held(&[("jwt", 7)]));
-        assert!(!fleet.corroborated("jwt", 7, &both, at), "two instances, one pool");
-        assert!(!fleet.corroborated("jwt", 7, &pools(&["web"]), at), "even a keyring only web lists");
-        fleet.reported_ahead("api", "1", held(&[("jwt", 5)]));
-        assert!(fleet.corroborated("jwt", 5, &both, at), "both pools are past 5");
-        assert!(!fleet.corroborated("jwt", 6, &both, at), "only web says 6 or more");
-        // A pool with no live instance has no say; one reporting nothing
-        // ahead any more withdraws its word.
-        let later = Liveness::new(100 + 601, 600);
-        fleet.poll("web", &rings, "1".into(), held(&[("jwt", 1)]), later, CAP).expect("room");
-        fleet.reported_ahead("web", "1", held(&[("jwt", 7)]));
-        assert!(!fleet.corroborated("jwt", 5, &both, later), "api went quiet");
-        fleet.reported_ahead("api", "1", BTreeMap::new());
-        assert!(!fleet.corroborated("jwt", 1, &both, at));
+        assert_eq!(fleet.highest_ahead("jwt", 20), None);
+        fleet.reported_ahead("web", "1", claim(7));
+        fleet.reported_ahead("web", "2", claim(9_999));
+        assert_eq!(fleet.highest_ahead("jwt", 20), Some(7), "the far claim moves nothing");
+        assert_eq!(fleet.highest_ahead("jwt", 6), None);
+        assert_eq!(fleet.claims("jwt").map(|c| c.number).max(), Some(9_999), "but it is heard");
+        fleet.reported_ahead("web", "1", BTreeMap::new());
+        assert_eq!(fleet.highest_ahead("jwt", 20), None, "a claim withdrawn");
         // Acting on one instance's word: once per window, per keyring and act.
         assert!(fleet.act_alone("jwt", "generation", 100, 30));
         assert!(!fleet.act_alone("jwt", "generation", 129, 30));

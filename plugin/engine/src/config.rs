@@ -30,6 +30,10 @@ pub struct Config {
     /// misconfigured fleet cannot grow the server's memory without bound.
     #[serde(default = "default_max_instances")]
     pub max_instances_per_pool: u64,
+    /// History entries each keyring keeps besides the coalesced reports of
+    /// versions this coordinator did not issue (oldest dropped first).
+    #[serde(default = "default_history_entries")]
+    pub history_entries: u64,
 }
 
 /// The default of [`Config::max_instances_per_pool`].
@@ -46,6 +50,14 @@ fn default_max_instances() -> u64 {
     DEFAULT_MAX_INSTANCES
 }
 
+/// The fewest [`Config::history_entries`] accepted: enough for a keyring's
+/// last few rotations with their commits, expiries and revocations.
+pub const MIN_HISTORY_ENTRIES: u64 = 32;
+
+fn default_history_entries() -> u64 {
+    lockstep_model::schedule::HISTORY_LIMIT as u64
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -55,6 +67,7 @@ impl Default for Config {
             activation_margin: 30,
             default_policy: Policy::default(),
             max_instances_per_pool: DEFAULT_MAX_INSTANCES,
+            history_entries: default_history_entries(),
         }
     }
 }
@@ -97,6 +110,13 @@ impl Config {
                 message: format!("{} is not between 1 and {MAX_INSTANCES_LIMIT}", self.max_instances_per_pool),
             });
         }
+        let most = lockstep_model::schedule::HISTORY_MAX as u64;
+        if !(MIN_HISTORY_ENTRIES..=most).contains(&self.history_entries) {
+            return Err(PolicyError {
+                field: "history_entries",
+                message: format!("{} is not between {MIN_HISTORY_ENTRIES} and {most}", self.history_entries),
+            });
+        }
         if self.liveness_window < 2 * self.poll_interval {
             return Err(PolicyError {
                 field: "liveness_window",
@@ -117,6 +137,11 @@ impl Config {
             });
         }
         self.default_policy.validate(&self.fleet())
+    }
+
+    /// How many history entries a keyring keeps besides fleet reports.
+    pub fn history_kept(&self) -> usize {
+        usize::try_from(self.history_entries).unwrap_or(usize::MAX)
     }
 
     /// The stored config, or the defaults.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use lockstep_model::KeyType;
 use lockstep_model::bundle::{BundleKeyring, BundleVersion, FORMAT, Limits, PoolMode, revision};
-use lockstep_model::schedule::{Cause, Keyring};
+use lockstep_model::schedule::{Cause, FLEET_NUMBERING_BOUND, Keyring};
 use serde_json::json;
 use vault_plugin_sdk::logical::{EncodedData, LogicalError, Response};
 use vault_plugin_sdk::storage::Storage;
@@ -38,8 +38,9 @@ pub async fn apply(state: &MountState, storage: &dyn Storage, writes: Vec<Write>
     result
 }
 
-/// Stores a changed keyring: new material first, then the record, then
-/// the deletion of destroyed material.
+/// Stores a changed keyring: new material first, then the record (its
+/// history trimmed to the mount's `history_entries`), then the deletion of
+/// destroyed material.
 pub async fn save(
     state: &MountState,
     storage: &dyn Storage,
@@ -47,8 +48,16 @@ pub async fn save(
     new_material: Vec<Write>,
     destroyed: &[u64],
 ) -> Result<(), LogicalError> {
+    let kept = config(state, storage).await?.history_kept();
+    let record = if ring.history_beyond(kept) {
+        let mut trimmed = ring.clone();
+        trimmed.keep_history(kept);
+        encode(&trimmed)?
+    } else {
+        encode(ring)?
+    };
     let mut writes = new_material;
-    writes.push(Write::Put(keyring_key(&ring.name), encode(ring)?));
+    writes.push(Write::Put(keyring_key(&ring.name), record));
     writes.extend(destroyed.iter().map(|n| Write::Delete(material_key(&ring.name, *n))));
     apply(state, storage, writes).await
 }
@@ -403,98 +412,91 @@ async fn check_held(
 }
 
 /// Records that a sidecar holds a version this coordinator did not issue.
-/// Numbering continues past it, whoever says so, so no number names two
-/// versions: at once in memory (a new version is numbered past what any
-/// instance reported, see `scheduler::publish`), and in storage when the
-/// fleet says so or once a poll interval on one instance's word. The
-/// generation goes past the fleet's (so sidecars take the
-/// next bundle), history says so, once per version claimed, in the
-/// claimant's one coalesced entry (which `status` turns into an alert
-/// until a newer version is committed), and a version this
-/// copy left pending is superseded: when the fleet says so
-/// (`corroborated`, see [`acks::Fleet::corroborated`]), or on one
-/// instance's word, which is how a restore is heard first, no more often
-/// than a poll interval for the generation and twice the commit timeout
-/// for a supersede. So one pool's wrong or hostile caller, raising its
-/// claim at every poll, can make the coordinator write the keyring and the
-/// fleet fetch its bundle again at most once a poll interval, and delay a
-/// keyring's rotation by about a commit timeout, as one that never
-/// acknowledges does.
+/// A report informs; it decides nothing an operator would have to undo,
+/// whoever sends it and however often:
+///
+/// * it counts for nothing towards a commit (see [`check_held`]);
+/// * the claimant's one coalesced `fleet-ahead` history entry says so,
+///   written at most once a poll interval per pool and keyring, and
+///   `status` turns those entries into one alert;
+/// * a claim at most [`FLEET_NUMBERING_BOUND`] past the latest number
+///   moves, in memory only, the number the next version gets (see
+///   `scheduler::publish`), and once a poll interval per keyring the
+///   generation past the highest such claim's (bounded likewise), so that
+///   the fleet takes the next bundle.
+///
+/// No pending version is given up, no rotation is made due, and the stored
+/// numbering stays: past the bound, or to give up a pending version, an
+/// operator decides (`keys/<name>/renumber`).
 async fn note_foreign(
     state: &MountState,
     storage: &dyn Storage,
     config: &Config,
     caller: (&str, &str),
     foreign: &Foreign,
-    corroborated: bool,
 ) -> Result<(), LogicalError> {
-    // Until the fleet is back in step this instance says so at every poll:
-    // the cached record tells whether it is already noted.
-    let known = |ring: &Keyring| {
-        foreign.number <= ring.latest
-            && foreign.generation < ring.generation
-            && ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions.contains(&foreign.number))
-            && ring.pending().is_none_or(|p| p.number > foreign.number)
+    let (pool, instance) = caller;
+    let claimant = format!("{pool}/{instance}");
+    let number = foreign.number;
+    let within = |ring: &Keyring| number <= ring.latest.saturating_add(FLEET_NUMBERING_BOUND);
+    let recorded = |ring: &Keyring| {
+        ring.history
+            .iter()
+            .any(|e| e.reports.as_ref().is_some_and(|r| r.claimant == claimant) && e.versions.contains(&number))
     };
-    if ring(state, storage, &foreign.keyring).await?.is_some_and(|c| known(&c.ring)) {
+    let behind = |ring: &Keyring| within(ring) && foreign.generation >= ring.generation;
+    // Until the fleet is back in step this instance says so at every poll:
+    // the cached record tells whether there is anything left to note.
+    if ring(state, storage, &foreign.keyring).await?.is_some_and(|c| recorded(&c.ring) && !behind(&c.ring)) {
         return Ok(());
     }
+    let t = state.now();
+    let interval = i64::try_from(config.poll_interval).unwrap_or(i64::MAX);
     let lock = state.keyring_lock(&foreign.keyring);
     let _guard = lock.lock().await;
     let Some(mut ring) = load_keyring(storage, &foreign.keyring).await? else {
         return Ok(());
     };
-    let t = state.now();
-    if known(&ring) {
-        return Ok(());
+    let mut changed = false;
+    if behind(&ring) && state.with_fleet(|f| f.act_alone(&ring.name, "generation", t, interval)) {
+        // Past every claim within the bound, not only this one: a caller
+        // that polls first cannot keep the fleet's own claim from counting.
+        let (ceiling, cap) = (ring.latest.saturating_add(FLEET_NUMBERING_BOUND), generation_cap(&ring));
+        let claimed = state.with_fleet(|f| {
+            f.claims(&ring.name).filter(|c| c.number <= ceiling).map(|c| c.generation.min(cap)).max()
+        });
+        changed |= ring.continue_generation_past(claimed.unwrap_or(0).max(foreign.generation.min(cap)));
     }
-    let (number, kid) = (foreign.number, &foreign.kid);
-    let (pool, instance) = caller;
-    let interval = i64::try_from(config.poll_interval).unwrap_or(i64::MAX);
-    let mut changed = number > ring.latest
-        && (corroborated || state.with_fleet(|f| f.act_alone(&ring.name, "numbering", t, interval)))
-        && ring.continue_numbering_past(number);
-    let recorded = ring.history.iter().any(|e| e.action == FLEET_AHEAD && e.versions.contains(&number));
-    let behind = foreign.generation >= ring.generation;
-    if (behind || !recorded)
-        && (corroborated || state.with_fleet(|f| f.act_alone(&ring.name, "generation", t, interval)))
-    {
-        ring.continue_past(number, foreign.generation);
-        changed = true;
-        if !recorded {
-            let detail = format!(
-                "{pool}/{instance} holds version {number} (kid {kid}), which this coordinator did not issue: its \
-                 storage may have been restored from an older copy. Version numbers continue past {}; the \
-                 coordinator rotates the keyring to bring every pool onto one new version",
-                ring.latest
-            );
-            ring.record_fleet_report(t, &format!("{pool}/{instance}"), detail, number);
-            tracing::warn!(keyring = %foreign.keyring, version = number, pool, instance, "the fleet holds a version this coordinator did not issue");
-        }
-    }
-    // The fleet reports its newest version, never the one this copy left
-    // pending: waiting for its acknowledgement would block every rotation
-    // until the commit timeout, and sidecars would refuse a bundle whose
-    // newest version went back.
-    let window = i64::try_from(ring.policy.commit_timeout.saturating_mul(2)).unwrap_or(i64::MAX);
-    let lately = ring.history.iter().any(|e| e.action == SUPERSEDE && t.saturating_sub(e.at) < window);
-    if ring.pending().is_some_and(|p| p.number <= number)
-        && (corroborated || !lately)
-        && let Some(superseded) = ring.supersede_pending(number, t, state.started())
-    {
+    let report_key = format!("{}/{pool}", ring.name);
+    if !recorded(&ring) && state.with_fleet(|f| f.act_alone(&report_key, "report", t, interval)) {
+        let next = if within(&ring) {
+            format!("the next version is numbered past {number}")
+        } else {
+            format!(
+                "that is more than {FLEET_NUMBERING_BOUND} past the latest version ({}), so numbering stays as it is \
+                 until an operator decides (keys/{}/renumber)",
+                ring.latest, ring.name
+            )
+        };
         let detail = format!(
-            "the fleet went on past version {superseded}, which this coordinator's storage left pending: it never \
-             signs here, and the next version is numbered past {}",
-            ring.latest
+            "{claimant} holds version {number} (kid {}), which this coordinator did not issue: its storage may have \
+             been restored from an older copy, or the caller reports falsely; {next}",
+            foreign.kid
         );
-        ring.record(t, SUPERSEDE, Cause::Scheduled, SCHEDULER, detail, vec![superseded]);
-        tracing::warn!(keyring = %foreign.keyring, version = superseded, "pending version superseded by the fleet's");
+        ring.record_fleet_report(t, &claimant, detail, number);
+        tracing::warn!(keyring = %foreign.keyring, version = number, pool, instance, "a sidecar reports a version this coordinator did not issue");
         changed = true;
     }
     if changed {
         save(state, storage, &ring, Vec::new(), &[]).await?;
     }
     Ok(())
+}
+
+/// The highest generation a report may move `ring`'s to: as far as a fleet
+/// can have gone in [`FLEET_NUMBERING_BOUND`] versions.
+fn generation_cap(ring: &Keyring) -> u64 {
+    ring.generation.saturating_add(FLEET_NUMBERING_BOUND.saturating_mul(GENERATIONS_PER_VERSION))
 }
 
 pub use lockstep_model::schedule::FLEET_AHEAD;
@@ -521,7 +523,8 @@ pub async fn record_poll(
     ensure_fleet(state, storage).await?;
     let live = Liveness::new(state.now(), config.liveness_window);
     let cap = usize::try_from(config.max_instances_per_pool).unwrap_or(usize::MAX);
-    let ahead = foreign.iter().map(|f| (f.keyring.clone(), f.number)).collect();
+    let ahead =
+        foreign.iter().map(|f| (f.keyring.clone(), acks::Claim { number: f.number, generation: f.generation })).collect();
     let polled = state
         .with_fleet(|fleet| {
             let polled = fleet.poll(pool_name, &pool.keyrings, caller, held, live, cap)?;
@@ -530,13 +533,7 @@ pub async fn record_poll(
         })
         .map_err(|full: acks::PoolFull| LogicalError::InvalidRequest(format!("field \"instance\": {full}")))?;
     for foreign in &foreign {
-        let noted = async {
-            let pools = pools_listing(state, storage, &foreign.keyring).await?;
-            let corroborated =
-                state.with_fleet(|fleet| fleet.corroborated(&foreign.keyring, foreign.number, &pools, live));
-            note_foreign(state, storage, config, (pool_name, instance), foreign, corroborated).await
-        };
-        if let Err(error) = noted.await {
+        if let Err(error) = note_foreign(state, storage, config, (pool_name, instance), foreign).await {
             tracing::warn!(keyring = %foreign.keyring, %error, "recording a version this coordinator did not issue failed");
         }
     }

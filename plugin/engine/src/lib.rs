@@ -74,6 +74,7 @@ pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
             paths::keys::list_path(),
             paths::keys_rotate::path(state.clone()),
             paths::keys_revoke::path(state.clone()),
+            paths::keys_renumber::path(state.clone()),
             paths::keys::path(state.clone()),
             paths::pools::list_path(),
             paths::pools::path(state.clone()),

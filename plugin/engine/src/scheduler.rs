@@ -9,7 +9,7 @@
 //! or its commit timeout has passed (the decision is the coordinator's).
 //! One keyring's failure never stops the others; the next run retries.
 
-use lockstep_model::schedule::{Cause, Keyring};
+use lockstep_model::schedule::{Cause, FLEET_NUMBERING_BOUND, Keyring};
 use vault_plugin_sdk::logical::LogicalError;
 use vault_plugin_sdk::storage::Storage;
 
@@ -24,9 +24,12 @@ fn internal(error: keygen::KeygenError) -> LogicalError {
 }
 
 /// Numbering goes on past what the fleet reported that this coordinator
-/// did not issue, whether or not that was written yet.
+/// did not issue, up to [`FLEET_NUMBERING_BOUND`] past the latest number:
+/// no number names two versions after a restore, and no report moves the
+/// numbering further (an operator's `renumber` does).
 fn past_the_fleet(state: &MountState, ring: &mut Keyring) {
-    if let Some(number) = state.with_fleet(|fleet| fleet.highest_ahead(&ring.name)) {
+    let ceiling = ring.latest.saturating_add(FLEET_NUMBERING_BOUND);
+    if let Some(number) = state.with_fleet(|fleet| fleet.highest_ahead(&ring.name, ceiling)) {
         ring.continue_numbering_past(number);
     }
 }
@@ -89,13 +92,8 @@ pub async fn run_keyring(
     }
     let mut writes = Vec::new();
     if let Some(planned) = ring.due_publication(t).filter(|_| settled(state, config, t)) {
-        let detail = if ring.fleet_ahead() {
-            "the fleet holds versions this record did not issue: a new version brings every pool onto one"
-        } else {
-            "rotation due"
-        };
         let (number, material) = publish(state, &mut ring, t, planned)?;
-        ring.record(t, "publish", Cause::Scheduled, SCHEDULER, detail.into(), vec![number]);
+        ring.record(t, "publish", Cause::Scheduled, SCHEDULER, "rotation due".into(), vec![number]);
         writes.push(put_material(name, number, &material)?);
     }
     coordinator::try_commit(state, storage, config, &mut ring, t, Cause::Scheduled, SCHEDULER).await?;

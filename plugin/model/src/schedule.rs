@@ -20,8 +20,16 @@ use crate::{KeyType, Policy, UnixSeconds};
 pub const FLEET_AHEAD: &str = "fleet-ahead";
 
 /// History entries kept per keyring besides fleet reports (oldest dropped
-/// first).
+/// first), unless the mount's `history_entries` says otherwise.
 pub const HISTORY_LIMIT: usize = 256;
+/// The most history entries a keyring may keep besides fleet reports: the
+/// largest `history_entries` accepted.
+pub const HISTORY_MAX: usize = 2_000;
+/// How far past a keyring's latest number the fleet's reports alone may
+/// move its numbering: a new version is numbered past a reported version
+/// at most this far ahead, never past one further. A restore that left
+/// the fleet further ahead waits for an operator's `renumber`.
+pub const FLEET_NUMBERING_BOUND: u64 = 16;
 /// `fleet-ahead` entries kept per keyring, one per claimant: reports of
 /// versions the fleet holds are coalesced and bounded on their own, so no
 /// number of them pushes other entries out of the history.
@@ -269,10 +277,23 @@ impl Keyring {
         self.trim_history();
     }
 
-    /// Keeps [`HISTORY_LIMIT`] entries besides the fleet reports, which
+    /// Keeps [`HISTORY_MAX`] entries besides the fleet reports, which
     /// are bounded on their own: a report never pushes another entry out.
+    /// The mount's setting trims further when the keyring is stored (see
+    /// [`Keyring::keep_history`]).
     fn trim_history(&mut self) {
-        self.drop_oldest_while(|e| e.action != FLEET_AHEAD, HISTORY_LIMIT);
+        self.drop_oldest_while(|e| e.action != FLEET_AHEAD, HISTORY_MAX);
+    }
+
+    /// Whether more than `keep` entries besides the fleet reports are held.
+    pub fn history_beyond(&self, keep: usize) -> bool {
+        self.history.iter().filter(|e| e.action != FLEET_AHEAD).count() > keep
+    }
+
+    /// Drops the oldest entries besides the fleet reports until `keep` are
+    /// left.
+    pub fn keep_history(&mut self, keep: usize) {
+        self.drop_oldest_while(|e| e.action != FLEET_AHEAD, keep);
     }
 
     /// Records that `claimant` (`pool/instance`) reports holding version
@@ -327,6 +348,16 @@ impl Keyring {
         let moved = number > self.latest;
         self.latest = self.latest.max(number);
         moved
+    }
+
+    /// The generation goes past `generation`, one the fleet holds, so the
+    /// next bundle is newer than what it holds. Returns whether it moved.
+    pub fn continue_generation_past(&mut self, generation: u64) -> bool {
+        if generation < self.generation {
+            return false;
+        }
+        self.generation = generation.saturating_add(1);
+        true
     }
 
     /// Numbering goes on past `number`, a version the fleet holds that this
@@ -410,12 +441,6 @@ impl Keyring {
             // Nothing signs yet: the first version is due at once.
             return Some(t);
         };
-        if self.fleet_ahead() {
-            // The fleet holds versions this keyring's record forgot (storage
-            // restored from an older copy): a new version, numbered past
-            // them, brings every pool onto one version again.
-            return Some(t.saturating_add(secs(self.prepublish(t))));
-        }
         let rotation = secs(self.policy.rotation_period);
         let start = current.not_before.unwrap_or(t);
         let prepublish = secs(self.prepublish(t));

@@ -42,6 +42,12 @@ pub fn path(state: Arc<MountState>) -> Path {
             "The most sidecar instances one pool may have (default 10000). A poll from a new instance beyond it \
              is refused; status warns when a pool nears it. Instances unseen for twice liveness_window are \
              forgotten and free their place.",
+        ))
+        .field(Field::new(
+            "history_entries",
+            FieldType::Int,
+            "How many history entries each keyring keeps (default 256, 32 to 2000), oldest dropped first; reports \
+             of versions the coordinator did not issue are coalesced and kept apart, so they never push these out.",
         ));
     for field in policy_fields() {
         path = path.field(field);
@@ -82,6 +88,9 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     if let Some(most) = data.is_set("max_instances_per_pool").then(|| data.int("max_instances_per_pool")).flatten() {
         config.max_instances_per_pool = u64::try_from(most).unwrap_or(0);
     }
+    if let Some(kept) = data.is_set("history_entries").then(|| data.int("history_entries")).flatten() {
+        config.history_entries = u64::try_from(kept).unwrap_or(0);
+    }
     // Default-policy fields are fitted only when the request sets one: new
     // fleet timings alone never change the default policy behind the
     // operator's back; they are refused if it no longer fits.
@@ -114,6 +123,7 @@ fn render(config: &Config) -> Response {
     data.insert("liveness_window".into(), json!(config.liveness_window));
     data.insert("activation_margin".into(), json!(config.activation_margin));
     data.insert("max_instances_per_pool".into(), json!(config.max_instances_per_pool));
+    data.insert("history_entries".into(), json!(config.history_entries));
     policy_json(&config.default_policy, &mut data);
     Response::with_data(data)
 }

@@ -187,7 +187,7 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     }
     let detail = policy_change(&before, &ring, t);
     ring.record(t, "policy", Cause::Manual, req.actor(), detail, vec![]);
-    apply(state, req.storage.as_ref(), vec![Write::Put(keyring_key(name), encode(&ring)?)]).await?;
+    coordinator::save(state, req.storage.as_ref(), &ring, Vec::new(), &[]).await?;
     let mut response = render(&ring, t);
     response.warnings.extend(derived);
     Ok(Some(response))

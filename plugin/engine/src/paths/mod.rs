@@ -6,6 +6,7 @@ pub mod history;
 pub mod info;
 pub mod jwks;
 pub mod keys;
+pub mod keys_renumber;
 pub mod keys_revoke;
 pub mod keys_rotate;
 pub mod pools;

@@ -172,13 +172,16 @@ fn fleet_ahead(ring: &Keyring) -> Option<String> {
     let highest = unresolved.iter().flat_map(|e| e.versions.iter()).max().copied().unwrap_or_default();
     Some(format!(
         "the fleet holds versions this coordinator did not issue: {count} report{} recorded from {} claimant{}, \
-         {} to {}, naming versions up to {highest}; the latest: {}",
+         {} to {}, naming versions up to {highest}; the latest: {}. Reports decide nothing: if this server's \
+         storage was restored from an older copy, accept them with keys/{}/renumber past_version={highest} and a \
+         reason; if not, a sidecar token is in the wrong hands",
         if count == 1 { "" } else { "s" },
         unresolved.len(),
         if unresolved.len() == 1 { "" } else { "s" },
         time_json(Some(first)).as_str().unwrap_or_default(),
         time_json(Some(last.at)).as_str().unwrap_or_default(),
-        last.detail
+        last.detail,
+        ring.name
     ))
 }
 

@@ -53,26 +53,29 @@ fn first_version_signs_at_once_and_the_next_is_published_ahead() {
 }
 
 #[test]
-fn a_fleet_ahead_of_the_record_makes_a_rotation_due_once() {
+fn a_fleet_report_never_makes_a_rotation_due() {
     let mut ring = keyring();
     tick(&mut ring, 1_000);
     assert_eq!(ring.due_publication(2_000), None);
-    // The fleet holds a version 4 this record never issued.
-    ring.continue_past(4, 9);
-    ring.record(2_000, FLEET_AHEAD, Cause::Scheduled, "scheduler", String::new(), vec![4]);
+    // The fleet says it holds a version 4 this record never issued: the
+    // alert is up, and the schedule stays as it was.
+    ring.record_fleet_report(2_000, "web/w-1", "report".into(), 4);
     assert!(ring.fleet_ahead());
-    assert_eq!(ring.due_publication(2_000), Some(2_000 + 2 * 3_600), "planned prepublish ahead");
-    let n = ring.publish("jwt-5".into(), 2_000, 2_000 + 7_200);
-    ring.record(2_000, "publish", Cause::Scheduled, "scheduler", String::new(), vec![n]);
-    assert_eq!(n, 5, "past the fleet's 4");
+    assert_eq!(ring.due_publication(2_000), None, "a report decides nothing");
+    let due = ring.current().and_then(|v| v.not_before).expect("signing") + 24 * 3_600 - 2 * 3_600;
+    assert_eq!(ring.due_publication(due - 1), None);
+    assert!(ring.due_publication(due).is_some(), "the rotation comes when it was planned");
+    // A version numbered past the report resolves it.
+    ring.continue_numbering_past(4);
+    let n = ring.publish("jwt-5".into(), due, due + 7_200);
+    ring.record(due, "publish", Cause::Scheduled, "scheduler", String::new(), vec![n]);
+    assert_eq!(n, 5);
     assert!(!ring.fleet_ahead());
-    ring.commit(2_100, 30);
-    assert_eq!(ring.due_publication(2_200), None, "one rotation, then the schedule as before");
     // A revocation that brings no version past the fleet's resolves nothing.
-    ring.record(2_300, FLEET_AHEAD, Cause::Scheduled, "scheduler", String::new(), vec![9]);
-    ring.record(2_400, "revoke", Cause::Emergency, "operator", String::new(), vec![4, 5]);
+    ring.record_fleet_report(due + 300, "web/w-1", "report".into(), 9);
+    ring.record(due + 400, "revoke", Cause::Emergency, "operator", String::new(), vec![4, 5]);
     assert!(ring.fleet_ahead(), "5 is not past the fleet's 9");
-    ring.record(2_500, "revoke", Cause::Emergency, "operator", String::new(), vec![5, 10]);
+    ring.record(due + 500, "revoke", Cause::Emergency, "operator", String::new(), vec![5, 10]);
     assert!(!ring.fleet_ahead(), "the emergency version 10 is");
 }
 
@@ -139,8 +142,7 @@ fn a_shortened_prepublish_or_grace_applies_only_once_no_cut_off_sidecar_relies_o
     assert_eq!((ring.prepublish(until), ring.grace(until)), (600, HOUR), "then the new ones");
     // A rotation now is published 2 h ahead, and the signer it ends
     // verifies 4 h after: what a pool cut off since before 1 000 assumes.
-    ring.record(1_500, FLEET_AHEAD, Cause::Scheduled, "scheduler", String::new(), vec![1]);
-    assert_eq!(ring.due_publication(1_500), Some(1_500 + 2 * 3_600), "planned 2 h ahead, not 10 min");
+    assert_eq!(ring.prepublish(1_500), 2 * HOUR, "a rotation at 1 500 is planned 2 h ahead, not 10 min");
     ring.publish("jwt-2".into(), 2_000, 2_000 + 2 * 3_600);
     ring.commit(2_000, 30);
     let v1 = ring.versions.iter().find(|v| v.number == 1).expect("v1");
@@ -326,8 +328,17 @@ fn history_and_idempotency_are_bounded() {
         ring.record(i, "policy", Cause::Manual, "alice", String::new(), vec![]);
         ring.remember(format!("k{i}"), 1, i);
     }
+    // Kept whole until stored, then trimmed to the mount's setting.
+    assert_eq!(ring.history.len(), HISTORY_LIMIT + 10);
+    assert!(ring.history_beyond(HISTORY_LIMIT) && !ring.history_beyond(HISTORY_LIMIT + 10));
+    ring.keep_history(HISTORY_LIMIT);
     assert_eq!(ring.history.len(), HISTORY_LIMIT);
     assert_eq!(ring.history.front().map(|e| e.seq), Some(11));
+    // Whatever the setting, never more than the largest it accepts.
+    for i in 0..HISTORY_MAX as i64 {
+        ring.record(i, "policy", Cause::Manual, "alice", String::new(), vec![]);
+    }
+    assert_eq!(ring.history.len(), HISTORY_MAX);
     assert_eq!(ring.idempotency.len(), IDEMPOTENCY_LIMIT);
 }
 
@@ -529,6 +540,7 @@ fn a_full_history_drops_fleet_reports_before_anything_else() {
     assert_eq!(ring.history.len(), HISTORY_LIMIT);
     ring.record_fleet_report(1_000, "web/w-1", "report".into(), 9_999);
     ring.record_fleet_report(1_001, "web/w-1", "report".into(), 9_998);
+    ring.keep_history(HISTORY_LIMIT);
     // The history was full: the report is kept beside it, pushing nothing
     // out, and a second one from the same claimant replaces the first.
     assert_eq!(ring.history.len(), HISTORY_LIMIT + 1);
@@ -537,6 +549,7 @@ fn a_full_history_drops_fleet_reports_before_anything_else() {
     assert_eq!(ring.history.back().map(|e| e.versions.clone()), Some(vec![9_998, 9_999]));
     // The next decision drops the oldest decision, not the report.
     ring.record(2_000, "publish", Cause::Scheduled, "scheduler", "next".into(), vec![300]);
+    ring.keep_history(HISTORY_LIMIT);
     assert_eq!(ring.history.front().map(|e| e.action.as_str()), Some("publish"));
     assert_eq!(ring.history.iter().filter(|e| e.action == FLEET_AHEAD).count(), 1);
 }
