@@ -113,7 +113,7 @@ fn scheduled_rotation_waits_for_every_live_pool_then_switches() {
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let actions: Vec<&str> =
         history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["create", "publish", "publish", "commit", "expire"], "{history}");
+    assert_eq!(actions, ["create", "publish", "pool", "pool", "publish", "commit", "expire"], "{history}");
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn a_restored_coordinator_hears_from_the_fleet_and_numbers_its_next_version_past
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let actions: Vec<&str> =
         history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["create", "publish", "fleet-ahead", "publish"], "{history}");
+    assert_eq!(actions, ["create", "publish", "pool", "fleet-ahead", "publish"], "{history}");
 }
 
 #[test]
@@ -313,13 +313,65 @@ fn a_pending_version_the_fleet_went_past_is_given_up_only_by_an_operators_renumb
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let entries: Vec<&Value> = history["entries"].as_array().into_iter().flatten().collect();
     let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["create", "publish", "publish", "fleet-ahead", "renumber", "supersede", "publish"], "{history}");
-    let decision = entries[4];
+    let expected = ["create", "publish", "pool", "publish", "fleet-ahead", "renumber", "supersede", "publish"];
+    assert_eq!(actions, expected, "{history}");
+    let decision = entries[5];
     assert_eq!((&decision["cause"], &decision["versions"]), (&json!("manual"), &json!([3])), "{history}");
     assert!(decision["detail"].as_str().is_some_and(|d| d.contains("last night's snapshot")), "{history}");
     // The fleet takes 4 and it commits as usual.
     poll(&host, "web", "web-1", "jwt:4");
     assert_eq!(version(&key(&host), 4)["committed"], true);
+}
+
+#[test]
+fn pool_changes_are_in_the_history_of_each_keyring_they_open_or_close_and_its_length_is_a_setting() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "keys/other", json!({"type": "ed25519"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt,other"})));
+    ok(host.request(M, "update", "pools/web", json!({"mode": "verify"})));
+    ok(host.request(M, "update", "pools/web", json!({"keyrings": "other"})));
+    ok(host.request(M, "delete", "pools/web", Value::Null));
+    let details = |keyring: &str| -> Vec<String> {
+        let history = ok(host.request(M, "read", &format!("history/{keyring}"), Value::Null));
+        let entries = history["entries"].as_array().cloned().unwrap_or_default();
+        entries
+            .iter()
+            .filter(|e| e["action"] == "pool")
+            .filter_map(|e| e["detail"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        details("jwt"),
+        [
+            "pool web may fetch it now, in mode sign",
+            "pool web fetches it in mode verify now, not sign",
+            "pool web no longer fetches it"
+        ]
+    );
+    assert_eq!(
+        details("other"),
+        [
+            "pool web may fetch it now, in mode sign",
+            "pool web fetches it in mode verify now, not sign",
+            "pool web no longer fetches it"
+        ]
+    );
+    // How many entries a keyring keeps is the mount's setting.
+    for (kept, says) in [(31, "not between 32 and 2000"), (2_001, "not between 32 and 2000"), (-1, "not between")] {
+        let refused = host.request(M, "update", "config", json!({"history_entries": kept}));
+        assert_eq!(refused.status, 400, "{refused:?}");
+        assert!(refused.error.contains("\"history_entries\"") && refused.error.contains(says), "{refused:?}");
+    }
+    assert_eq!(ok(host.request(M, "read", "config", Value::Null))["history_entries"], 256);
+    ok(host.request(M, "update", "config", json!({"history_entries": 32})));
+    for i in 0..40 {
+        ok(host.request(M, "update", "keys/jwt", json!({"grace_period": format!("{}h", 4 + i % 2)})));
+    }
+    let history = ok(host.request(M, "read", "history/jwt", Value::Null));
+    let entries = history["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 32, "{history}");
+    assert!(entries.iter().all(|e| e["action"] == "policy"), "the oldest went first: {history}");
 }
 
 fn key_state_of(keys: &Value) -> Option<u64> {

@@ -227,6 +227,7 @@ fn the_servers_openapi_document_lists_every_lockstep_path() {
         "/lockstep/keys/{name}",
         "/lockstep/keys/{name}/rotate",
         "/lockstep/keys/{name}/revoke",
+        "/lockstep/keys/{name}/renumber",
         "/lockstep/pools/",
         "/lockstep/pools/{name}",
         "/lockstep/bundle/{pool}",
@@ -246,6 +247,8 @@ fn the_servers_openapi_document_lists_every_lockstep_path() {
     assert!(keys["get"].is_object() && keys["delete"].is_object(), "{keys}");
     let revoke = &paths["/lockstep/keys/{name}/revoke"]["post"]["requestBody"];
     assert!(revoke.to_string().contains(r#""required":["version","reason"]"#), "{revoke}");
+    let renumber = &paths["/lockstep/keys/{name}/renumber"]["post"]["requestBody"];
+    assert!(renumber.to_string().contains(r#""required":["past_version","reason"]"#), "{renumber}");
     let bundle = &paths["/lockstep/bundle/{pool}"];
     assert!(bundle["get"]["parameters"].to_string().contains("\"held\""), "{bundle}");
 }
@@ -465,4 +468,79 @@ fn the_plugin_exits_when_its_server_is_killed() {
         assert!(Instant::now() < deadline, "plugin {plugin} still runs 10 s after its server was killed");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The threat model's "cannot" for a stolen sidecar token: a caller holding
+/// only a verify pool's bundle read sends 1,000 hostile reports (numbers
+/// far ahead, forged kids under known numbers, many instance ids). They
+/// move no number, give up no pending version, change no plan and push no
+/// decision out of the history; status shows one alert.
+#[test]
+fn a_thousand_hostile_reports_through_a_verify_pools_token_change_nothing_an_operator_relies_on() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt"})).expect_status(200);
+    server.write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
+    let poll = |client: &lockstep_tests::server::Client, pool: &str, instance: &str, held: &str| {
+        client.read(&format!("lockstep/bundle/{pool}?instance={instance}&held={held}"))
+    };
+    // The record an operator relies on: a rotation, a revocation with its
+    // incident reason, and a version pending now.
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "quarterly"})).expect_status(200);
+    server.read("lockstep/bundle/web?instance=web-1&held=jwt:2").expect_status(200);
+    server.read("lockstep/bundle/edge?instance=edge-1&held=jwt:2").expect_status(200);
+    server
+        .write("lockstep/keys/jwt/revoke", json!({"version": 1, "reason": "INC-4711: key copied"}))
+        .expect_status(200);
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "next"})).expect_status(200);
+    let keys_before = server.read("lockstep/keys/jwt").expect_status(200).data().clone();
+    assert_eq!(keys_before["pending_version"], 3, "{keys_before}");
+    let decisions = |server: &Server| -> Vec<Value> {
+        let history = server.read("lockstep/history/jwt").expect_status(200);
+        history.data()["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["action"] != "fleet-ahead")
+            .cloned()
+            .collect()
+    };
+    let before = decisions(&server);
+    let actions: Vec<&str> = before.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["create", "publish", "pool", "pool", "publish", "commit", "revoke", "publish"], "{before:?}");
+    let without_generation = |keys: &Value| {
+        let mut keys = keys.clone();
+        keys.as_object_mut().map(|k| k.remove("generation"));
+        keys
+    };
+
+    let attacker = server.with_token(&pool_token(&server, "edge"));
+    assert_eq!(attacker.read("lockstep/keys/jwt").status, 403, "the token reads its pool's bundle only");
+    let generation = keys_before["generation"].as_u64().expect("generation");
+    for i in 0..1_000u64 {
+        let held = match i % 3 {
+            0 => format!("jwt:{}:made-up-{i}:{}", 20 + i * 7, generation + 1),
+            1 => format!("jwt:{}:made-up-{i}:{}", 9_000 + i, generation),
+            _ => format!("jwt:2:forged-{i}:{}", generation + 2),
+        };
+        let reply = poll(&attacker, "edge", &format!("edge-{}", i % 97), &held);
+        assert_eq!(reply.status, 200, "claim {i}: {reply:?}");
+    }
+
+    let keys_after = server.read("lockstep/keys/jwt").expect_status(200).data().clone();
+    assert_eq!(without_generation(&keys_after), without_generation(&keys_before), "numbers, pending version and plan");
+    assert_eq!(decisions(&server), before, "every decision kept, as it was");
+    let history = server.read("lockstep/history/jwt").expect_status(200);
+    let reports: Vec<&Value> =
+        history.data()["entries"].as_array().into_iter().flatten().filter(|e| e["action"] == "fleet-ahead").collect();
+    assert!(!reports.is_empty() && reports.len() <= 4, "coalesced, at most 4 for one pool: {reports:?}");
+    assert!(reports.iter().all(|r| r["reports"]["claimant"].as_str().is_some_and(|c| c.starts_with("edge/"))));
+    let status = server.read("lockstep/status/jwt").expect_status(200);
+    let alerts: Vec<&str> =
+        status.data()["alerts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert_eq!(alerts.iter().filter(|a| a.contains("did not issue")).count(), 1, "{alerts:?}");
+    // The operator settles the pending version and rotates: the next number.
+    server.write("lockstep/keys/jwt/revoke", json!({"version": 3, "reason": "superseded by hand"})).expect_status(200);
+    let rotated = server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the drill"})).expect_status(200);
+    assert_eq!(rotated.data()["version"], 4, "{rotated:?}");
 }

@@ -362,6 +362,12 @@ impl Fleet {
         self.claims(keyring).map(|c| c.number).filter(|n| *n <= ceiling).max()
     }
 
+    /// Whether `keyring` may do `act` at `t` on one instance's word, as
+    /// [`Fleet::act_alone`] answers, without counting this time.
+    pub fn may_act_alone(&self, keyring: &str, act: &'static str, t: i64, window: i64) -> bool {
+        self.alone.get(&(keyring.to_string(), act)).is_none_or(|last| t.saturating_sub(*last) >= window)
+    }
+
     /// Whether `keyring` may do `act` at `t` on one instance's word: not if
     /// it did within `window` seconds. Counts this time if so.
     pub fn act_alone(&mut self, keyring: &str, act: &'static str, t: i64, window: i64) -> bool {
@@ -663,7 +669,9 @@ mod tests {
         fleet.reported_ahead("web", "1", BTreeMap::new());
         assert_eq!(fleet.highest_ahead("jwt", 20), None, "a claim withdrawn");
         // Acting on one instance's word: once per window, per keyring and act.
+        assert!(fleet.may_act_alone("jwt", "generation", 100, 30));
         assert!(fleet.act_alone("jwt", "generation", 100, 30));
+        assert!(!fleet.may_act_alone("jwt", "generation", 129, 30));
         assert!(!fleet.act_alone("jwt", "generation", 129, 30));
         assert!(fleet.act_alone("other", "generation", 129, 30));
         assert!(fleet.act_alone("jwt", "generation", 130, 30));

@@ -48,6 +48,15 @@ pub async fn save(
     new_material: Vec<Write>,
     destroyed: &[u64],
 ) -> Result<(), LogicalError> {
+    let mut writes = new_material;
+    writes.push(ring_write(state, storage, ring).await?);
+    writes.extend(destroyed.iter().map(|n| Write::Delete(material_key(&ring.name, *n))));
+    apply(state, storage, writes).await
+}
+
+/// The write that stores `ring`, its history trimmed to the mount's
+/// `history_entries`.
+pub async fn ring_write(state: &MountState, storage: &dyn Storage, ring: &Keyring) -> Result<Write, LogicalError> {
     let kept = config(state, storage).await?.history_kept();
     let record = if ring.history_beyond(kept) {
         let mut trimmed = ring.clone();
@@ -56,10 +65,7 @@ pub async fn save(
     } else {
         encode(ring)?
     };
-    let mut writes = new_material;
-    writes.push(Write::Put(keyring_key(&ring.name), record));
-    writes.extend(destroyed.iter().map(|n| Write::Delete(material_key(&ring.name, *n))));
-    apply(state, storage, writes).await
+    Ok(Write::Put(keyring_key(&ring.name), record))
 }
 
 /// The mount's config, from the cache.
@@ -445,13 +451,20 @@ async fn note_foreign(
             .any(|e| e.reports.as_ref().is_some_and(|r| r.claimant == claimant) && e.versions.contains(&number))
     };
     let behind = |ring: &Keyring| within(ring) && foreign.generation >= ring.generation;
-    // Until the fleet is back in step this instance says so at every poll:
-    // the cached record tells whether there is anything left to note.
-    if ring(state, storage, &foreign.keyring).await?.is_some_and(|c| recorded(&c.ring) && !behind(&c.ring)) {
-        return Ok(());
-    }
     let t = state.now();
     let interval = i64::try_from(config.poll_interval).unwrap_or(i64::MAX);
+    let report_key = format!("{}/{pool}", foreign.keyring);
+    // Until the fleet is back in step this instance says so at every poll:
+    // the cached record and the rate of writes tell whether there is
+    // anything to note now, without storage or the keyring's lock.
+    let nothing_to_do = |ring: &Keyring| {
+        let report = !recorded(ring) && state.with_fleet(|f| f.may_act_alone(&report_key, "report", t, interval));
+        let generation = behind(ring) && state.with_fleet(|f| f.may_act_alone(&ring.name, "generation", t, interval));
+        !report && !generation
+    };
+    if ring(state, storage, &foreign.keyring).await?.is_none_or(|c| nothing_to_do(&c.ring)) {
+        return Ok(());
+    }
     let lock = state.keyring_lock(&foreign.keyring);
     let _guard = lock.lock().await;
     let Some(mut ring) = load_keyring(storage, &foreign.keyring).await? else {
@@ -462,12 +475,10 @@ async fn note_foreign(
         // Past every claim within the bound, not only this one: a caller
         // that polls first cannot keep the fleet's own claim from counting.
         let (ceiling, cap) = (ring.latest.saturating_add(FLEET_NUMBERING_BOUND), generation_cap(&ring));
-        let claimed = state.with_fleet(|f| {
-            f.claims(&ring.name).filter(|c| c.number <= ceiling).map(|c| c.generation.min(cap)).max()
-        });
+        let claimed = state
+            .with_fleet(|f| f.claims(&ring.name).filter(|c| c.number <= ceiling).map(|c| c.generation.min(cap)).max());
         changed |= ring.continue_generation_past(claimed.unwrap_or(0).max(foreign.generation.min(cap)));
     }
-    let report_key = format!("{}/{pool}", ring.name);
     if !recorded(&ring) && state.with_fleet(|f| f.act_alone(&report_key, "report", t, interval)) {
         let next = if within(&ring) {
             format!("the next version is numbered past {number}")
@@ -523,8 +534,10 @@ pub async fn record_poll(
     ensure_fleet(state, storage).await?;
     let live = Liveness::new(state.now(), config.liveness_window);
     let cap = usize::try_from(config.max_instances_per_pool).unwrap_or(usize::MAX);
-    let ahead =
-        foreign.iter().map(|f| (f.keyring.clone(), acks::Claim { number: f.number, generation: f.generation })).collect();
+    let ahead = foreign
+        .iter()
+        .map(|f| (f.keyring.clone(), acks::Claim { number: f.number, generation: f.generation }))
+        .collect();
     let polled = state
         .with_fleet(|fleet| {
             let polled = fleet.poll(pool_name, &pool.keyrings, caller, held, live, cap)?;

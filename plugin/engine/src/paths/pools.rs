@@ -1,8 +1,10 @@
 //! `pools/<name>`: which keyrings a pool of services may fetch, and whether
 //! it may sign with them or only verify.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use lockstep_model::schedule::Cause;
 use serde_json::{Map, json};
 use vault_plugin_sdk::framework::{
     Field, FieldData, FieldType, Path, existence_check, handler, name_segment, stateful,
@@ -106,8 +108,17 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     if data.is_set("mode") || existing.is_none() {
         pool.mode = Mode::parse(data.str("mode").unwrap_or("sign"))?;
     }
-    let write = Write::Put(pool::key(name), encode(&pool)?);
-    coordinator::apply(state, req.storage.as_ref(), vec![write]).await?;
+    let mut writes = vec![Write::Put(pool::key(name), encode(&pool)?)];
+    let (storage, t) = (req.storage.as_ref(), state.now());
+    let changes = access_changes(name, existing.as_ref(), Some(&pool));
+    let locks: Vec<_> = changes.keys().map(|keyring| state.keyring_lock(keyring)).collect();
+    let mut guards = Vec::with_capacity(locks.len());
+    for lock in &locks {
+        guards.push(lock.lock().await);
+    }
+    writes.extend(record_access(state, storage, req.actor(), t, changes).await?);
+    coordinator::apply(state, storage, writes).await?;
+    drop(guards);
     tracing::info!(pool = name, actor = req.actor(), "pool written");
     let mut response = render(name, &pool);
     // As the server does for a policy naming paths that do not exist yet:
@@ -126,8 +137,59 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
 
 async fn delete(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
-    coordinator::apply(state, req.storage.as_ref(), vec![Write::Delete(pool::key(name))]).await?;
+    let storage = req.storage.as_ref();
+    let existing = pool::load(storage, name).await?;
+    let changes = access_changes(name, existing.as_ref(), None);
+    let locks: Vec<_> = changes.keys().map(|keyring| state.keyring_lock(keyring)).collect();
+    let mut guards = Vec::with_capacity(locks.len());
+    for lock in &locks {
+        guards.push(lock.lock().await);
+    }
+    let mut writes = vec![Write::Delete(pool::key(name))];
+    writes.extend(record_access(state, storage, req.actor(), state.now(), changes).await?);
+    coordinator::apply(state, storage, writes).await?;
+    drop(guards);
     Ok(None)
+}
+
+/// What changes, per keyring, in who may fetch it when pool `name` goes
+/// from `before` to `after`: the words for its history. Sorted by keyring,
+/// which is also the order their locks are taken in.
+fn access_changes(name: &str, before: Option<&Pool>, after: Option<&Pool>) -> BTreeMap<String, String> {
+    let listed = |pool: Option<&Pool>, keyring: &str| pool.filter(|p| p.has(keyring)).map(|p| p.mode);
+    let all = before.into_iter().chain(after).flat_map(|p| p.keyrings.iter().cloned()).collect::<BTreeSet<_>>();
+    let mut changes = BTreeMap::new();
+    for keyring in all {
+        let said = match (listed(before, &keyring), listed(after, &keyring)) {
+            (None, Some(mode)) => format!("pool {name} may fetch it now, in mode {}", mode.as_str()),
+            (Some(_), None) => format!("pool {name} no longer fetches it"),
+            (Some(old), Some(new)) if old != new => {
+                format!("pool {name} fetches it in mode {} now, not {}", new.as_str(), old.as_str())
+            }
+            _ => continue,
+        };
+        changes.insert(keyring, said);
+    }
+    changes
+}
+
+/// Records each change in the history of its keyring (those that exist),
+/// under the keyring's lock, which the caller holds; answers the writes.
+async fn record_access(
+    state: &MountState,
+    storage: &dyn vault_plugin_sdk::storage::Storage,
+    actor: &str,
+    t: i64,
+    changes: BTreeMap<String, String>,
+) -> Result<Vec<Write>, LogicalError> {
+    let mut writes = Vec::new();
+    for (keyring, said) in changes {
+        if let Some(mut ring) = load_keyring(storage, &keyring).await? {
+            ring.record(t, "pool", Cause::Manual, actor, said, Vec::new());
+            writes.push(coordinator::ring_write(state, storage, &ring).await?);
+        }
+    }
+    Ok(writes)
 }
 
 fn keyrings(data: &FieldData) -> Result<Vec<String>, LogicalError> {
