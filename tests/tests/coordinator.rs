@@ -374,6 +374,30 @@ fn pool_changes_are_in_the_history_of_each_keyring_they_open_or_close_and_its_le
     assert!(entries.iter().all(|e| e["action"] == "policy"), "the oldest went first: {history}");
 }
 
+#[test]
+fn alerts_stay_one_per_condition_and_short_however_many_instances_there_are() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    let instances: Vec<String> = (0..25).map(|i| format!("web-{i:02}")).collect();
+    for instance in &instances {
+        // Two processes taking turns under each id.
+        for boot in ["a", "b", "a"] {
+            ok(host.request(M, "read", "bundle/web", json!({"instance": instance, "boot": boot, "held": "jwt:1"})));
+        }
+    }
+    ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    let alerts: Vec<&str> = status["alerts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let lacking = alerts.iter().find(|a| a.contains("not yet held by")).expect("the gate's alert");
+    assert!(lacking.ends_with("web/web-09 and 15 more"), "{lacking}");
+    let shared = alerts.iter().find(|a| a.contains("two sidecar processes")).expect("one alert for the pool");
+    assert!(shared.starts_with("25 instances of pool web are used by two sidecar processes"), "{shared}");
+    assert!(shared.ends_with("web/web-09 and 15 more"), "{shared}");
+    assert_eq!(status["upcoming"]["not_held_by"].as_array().map(Vec::len), Some(25), "the full list is in the data");
+}
+
 fn key_state_of(keys: &Value) -> Option<u64> {
     keys["signing_version"].as_u64()
 }

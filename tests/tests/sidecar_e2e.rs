@@ -557,7 +557,7 @@ fn two_sidecars_sharing_an_instance_id_are_detected_and_warned() {
     second.wait_until("version 1 signing", 30, |s| signing_version(s) == 1);
     let shared = |server: &Server| {
         let status = server.read("lockstep/status/jwt").expect_status(200);
-        status.data()["alerts"].to_string().contains("instance web/web-1 is used by two sidecar processes")
+        status.data()["alerts"].to_string().contains("one instance of pool web is used by two sidecar processes")
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     while !shared(&server) {

@@ -36,6 +36,10 @@ fn the_fleet_never_disagrees_through_every_kind_of_fault() {
     assert!(outcome.leaks.is_empty(), "secrets in logs: {:?}", outcome.leaks);
     assert!(outcome.unexpected.is_empty(), "faults that did not go as they must:\n{context}\n{:?}", outcome.unexpected);
     assert_eq!(outcome.converged, Ok(()), "the fleet did not converge at the end:\n{context}");
+    // The operator's procedure after the restore: the reports are accepted
+    // by an explicit decision, which the server took.
+    let renumbered = outcome.notes.iter().filter(|n| n.starts_with("renumber ") && n.ends_with(": 200")).count();
+    assert!(renumbered >= 1, "no renumber after the restore: {:?}", outcome.notes);
     for kind in [
         "snapshot_save",
         "snapshot_restore",

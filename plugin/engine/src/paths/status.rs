@@ -124,17 +124,22 @@ fn alerts(ring: &Keyring, upcoming: Option<&VersionMeta>, fleet: &[PoolView], t:
                 v.number,
                 time_json(Some(when)).as_str().unwrap_or_default(),
                 time_json(Some(deadline)).as_str().unwrap_or_default(),
-                lacking.join(", ")
+                some_of(&lacking)
             ));
         }
     }
     alerts.extend(fleet_ahead(ring));
     for pool in fleet {
-        for instance in pool.instances.iter().filter(|i| i.shared) {
+        let shared: Vec<String> =
+            pool.instances.iter().filter(|i| i.shared).map(|i| format!("{}/{}", pool.pool, i.instance)).collect();
+        if !shared.is_empty() {
             alerts.push(format!(
-                "instance {}/{} is used by two sidecar processes at once: each pod needs its own instance id, and \
-                 until then the instance counts as holding the lesser of what the two report",
-                pool.pool, instance.instance
+                "{} of pool {} {} used by two sidecar processes at once: each pod needs its own instance id, and \
+                 until then such an instance counts as holding the lesser of what the two report: {}",
+                if shared.len() == 1 { "one instance".to_string() } else { format!("{} instances", shared.len()) },
+                pool.pool,
+                if shared.len() == 1 { "is" } else { "are" },
+                some_of(&shared)
             ));
         }
     }
@@ -149,6 +154,19 @@ fn alerts(ring: &Keyring, upcoming: Option<&VersionMeta>, fleet: &[PoolView], t:
     }
     alerts
 }
+
+/// Names in an alert: the first [`NAMED`], then how many more (the full
+/// lists are in the answer's `pools` and `upcoming`), so that an alert
+/// stays short however many instances there are.
+fn some_of(names: &[String]) -> String {
+    match names.len().checked_sub(NAMED) {
+        Some(more) if more > 0 => format!("{} and {more} more", names[..NAMED].join(", ")),
+        _ => names.join(", "),
+    }
+}
+
+/// How many names an alert lists.
+const NAMED: usize = 10;
 
 /// One alert for every report that the fleet holds versions this
 /// coordinator did not issue and that is not resolved yet (until a version
