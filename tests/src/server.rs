@@ -506,11 +506,14 @@ impl Server {
         command.arg(format!("-config={}", config.display()));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let (clock_var, clock_path) = self.clock.env();
+        // The server's own address in its environment, as the official
+        // images and Helm charts set it: plugins inherit it, and Lockstep's
+        // probes it to learn of a seal or step-down (plugin/sdk/src/drain.rs).
         let child = command
             .env(clock_var, clock_path)
-            .env_remove("VAULT_ADDR")
+            .env("VAULT_ADDR", self.address())
             .env_remove("VAULT_TOKEN")
-            .env_remove("BAO_ADDR")
+            .env("BAO_ADDR", self.address())
             .env_remove("BAO_TOKEN")
             .env("HOME", self.dir.path())
             .stdin(Stdio::null())

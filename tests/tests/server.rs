@@ -544,3 +544,112 @@ fn a_thousand_hostile_reports_through_a_verify_pools_token_change_nothing_an_ope
     let rotated = server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the drill"})).expect_status(200);
     assert_eq!(rotated.data()["version"], 4, "{rotated:?}");
 }
+
+/// Starts a long-poll on `server` that would wait 30 s (nothing changes),
+/// in `scope`; answers its reply (none if the connection failed, as it may
+/// when the server shuts down) and how long it took.
+fn long_poll<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    server: &'s Server,
+) -> std::thread::ScopedJoinHandle<'s, (Option<lockstep_tests::Reply>, Duration)> {
+    let first = server.read("lockstep/bundle/web?instance=web-1").expect_status(200);
+    let revision = first.data()["revision"].as_str().expect("a revision").to_string();
+    let path = format!("lockstep/bundle/web?instance=web-1&revision={revision}&wait=30");
+    let handle = scope.spawn(move || {
+        let started = Instant::now();
+        let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.read(&path))).ok();
+        (reply, started.elapsed())
+    });
+    // Well into its wait.
+    std::thread::sleep(Duration::from_secs(2));
+    handle
+}
+
+fn waiting_fleet(server: &Server) {
+    server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+}
+
+/// Whether process `pid` has ended (exited, or exited and not yet reaped).
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+}
+
+/// The server waits for every request in flight before it seals or shuts
+/// down, and gives the plugin no word of it: a long-poll waiting 30 s would
+/// hold the seal, and every request behind it, for that long. The plugin
+/// probes the server's health endpoint (its address from the environment
+/// the server passes on), which stops answering at once, and ends its
+/// waits. Bounds here are a third of the wait, so that a regression fails.
+#[test]
+fn a_waiting_long_poll_holds_up_neither_a_seal_nor_a_shutdown() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    waiting_fleet(&server);
+    std::thread::scope(|scope| {
+        let poll = long_poll(scope, &server);
+        let started = Instant::now();
+        let sealing = scope.spawn(|| server.write("sys/seal", json!({})));
+        std::thread::sleep(Duration::from_millis(300));
+        // An unrelated request sent while the seal waits.
+        let unrelated = server.read("sys/mounts");
+        let unrelated_took = started.elapsed();
+        let sealed = sealing.join().expect("seal thread");
+        let seal_took = started.elapsed();
+        assert!(sealed.status < 300, "{sealed:?}");
+        let (reply, waited) = poll.join().expect("poll thread");
+        let reply = reply.expect("an answer");
+        assert!(seal_took < Duration::from_secs(10), "the seal took {seal_took:?}");
+        assert!(
+            unrelated_took < Duration::from_secs(10),
+            "an unrelated request waited {unrelated_took:?}: {unrelated:?}"
+        );
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.data()["not_modified"], true, "{reply:?}");
+        assert!(waited < Duration::from_secs(12), "the poll waited {waited:?}");
+        assert!(server.log().contains("the server is draining"), "the plugin saw the seal coming");
+    });
+
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    waiting_fleet(&server);
+    let pid = server.pid().expect("a running server");
+    std::thread::scope(|scope| {
+        let poll = long_poll(scope, &server);
+        let started = Instant::now();
+        let term = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+        assert!(term.success());
+        while !ended(pid) && started.elapsed() < Duration::from_secs(40) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "SIGTERM took {took:?} to stop the server");
+        let (_, waited) = poll.join().expect("poll thread");
+        assert!(waited < Duration::from_secs(12), "the poll waited {waited:?}");
+    });
+}
+
+/// The same on a raft cluster's active node: a step-down waits for the
+/// requests in flight, and the long-poll ends at once.
+#[test]
+fn a_waiting_long_poll_does_not_hold_up_a_step_down() {
+    let (first, second) = Server::raft_pair();
+    let first = first.with_mounts(&["lockstep"]);
+    waiting_fleet(&first);
+    std::thread::scope(|scope| {
+        let poll = long_poll(scope, &first);
+        let started = Instant::now();
+        first.request("PUT", "sys/step-down", None).expect_status(204);
+        std::thread::sleep(Duration::from_millis(300));
+        let unrelated = first.read("auth/token/lookup-self");
+        let unrelated_took = started.elapsed();
+        second.wait_active(60);
+        let took = started.elapsed();
+        assert!(
+            unrelated_took < Duration::from_secs(10),
+            "an unrelated request waited {unrelated_took:?}: {unrelated:?}"
+        );
+        assert!(took < Duration::from_secs(15), "the other node took over after {took:?}");
+        let (reply, waited) = poll.join().expect("poll thread");
+        assert!(waited < Duration::from_secs(12), "the poll waited {waited:?}: {reply:?}");
+    });
+}

@@ -23,6 +23,7 @@
 //! [`framework::Backend`] for each mount.
 
 pub mod broker;
+pub mod drain;
 pub mod framework;
 pub mod handshake;
 pub mod log;

@@ -96,6 +96,11 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         Some(response)
     };
     let known = data.str("revision").unwrap_or_default();
+    // While the server drains for a seal, a step-down or a shutdown, a
+    // waiting poll would hold it up: answer at once instead.
+    let drain = vault_plugin_sdk::drain::drain();
+    let wait = if drain.draining() { 0 } else { wait };
+    let mut waiting = (wait > 0).then(|| drain.waiting());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
         // Subscribe before looking, so a change made while the answer is
@@ -116,9 +121,20 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         if nap.is_zero() {
             return Ok(warned(not_modified(pool_name, &answer.revision, t)));
         }
-        // Woken by a change or the time: look again.
-        if let Ok(Err(_)) = tokio::time::timeout(nap, changes.changed()).await {
-            tokio::time::sleep(nap).await;
+        // Woken by a change or the time: look again. Drained: answer now.
+        let drained = async {
+            match waiting.as_mut() {
+                Some(waiting) => waiting.drained().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = drained => return Ok(warned(not_modified(pool_name, &answer.revision, t))),
+            changed = tokio::time::timeout(nap, changes.changed()) => {
+                if let Ok(Err(_)) = changed {
+                    tokio::time::sleep(nap).await;
+                }
+            }
         }
     }
 }
