@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-bins openbao test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-ops bench-clients torture
+.PHONY: demo demo-bins openbao test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-drain bench-ops bench-clients torture
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin,
@@ -154,6 +154,14 @@ bench-fleet: server openbao
 	$(CARGO) build --release -p lockstep-plugin
 	LOCKSTEP_PLUGIN_BIN=$(CURDIR)/target/release/vault-plugin-secrets-lockstep \
 	    $(CARGO) bench -p lockstep-tests --bench fleet -- $(BENCH_ARGS)
+
+## How much longer a seal, a SIGTERM and a step-down take with long-polling
+## sidecars, with and without the plugin's probe (docs/performance.md).
+## BENCH_ARGS="--n 1000 --wait 30" by default.
+bench-drain: server openbao
+	$(CARGO) build --release -p lockstep-plugin
+	LOCKSTEP_PLUGIN_BIN=$(CURDIR)/target/release/vault-plugin-secrets-lockstep \
+	    $(CARGO) bench -p lockstep-tests --bench drain -- $(BENCH_ARGS)
 
 ## The sidecar's encrypt, decrypt, MAC and raw signatures beside Transit on
 ## one real server (docs/performance.md). BENCH_ARGS="--secs 5" by default.

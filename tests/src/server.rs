@@ -66,6 +66,18 @@ pub struct Server {
     pub clock: TestClock,
 }
 
+/// Whether servers started from now on get their own address in their
+/// environment (`BAO_ADDR`, `VAULT_ADDR`), as the official images set it;
+/// on by default. The drain benchmark turns it off to measure a plugin
+/// that cannot probe its server.
+static OWN_ADDRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Sets whether servers started from now on get their own address in their
+/// environment (see [`OWN_ADDRESS`]).
+pub fn pass_own_address(on: bool) {
+    OWN_ADDRESS.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The server the end-to-end suites run on when `LOCKSTEP_SERVER` is unset.
 pub const DEFAULT_SERVER: &str = "openbao-2.7.2";
 
@@ -416,7 +428,7 @@ impl Server {
         &self.token
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}/v1/{}", self.address(), path.trim_start_matches('/'))
     }
 
@@ -509,11 +521,14 @@ impl Server {
         // The server's own address in its environment, as the official
         // images and Helm charts set it: plugins inherit it, and Lockstep's
         // probes it to learn of a seal or step-down (plugin/sdk/src/drain.rs).
+        if OWN_ADDRESS.load(std::sync::atomic::Ordering::SeqCst) {
+            command.env("VAULT_ADDR", self.address()).env("BAO_ADDR", self.address());
+        } else {
+            command.env_remove("VAULT_ADDR").env_remove("BAO_ADDR").env_remove("LOCKSTEP_SERVER_ADDR");
+        }
         let child = command
             .env(clock_var, clock_path)
-            .env("VAULT_ADDR", self.address())
             .env_remove("VAULT_TOKEN")
-            .env("BAO_ADDR", self.address())
             .env_remove("BAO_TOKEN")
             .env("HOME", self.dir.path())
             .stdin(Stdio::null())

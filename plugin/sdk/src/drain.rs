@@ -16,14 +16,15 @@
 //! of `sys/leader` whose answer changes, or that gets no answer within
 //! [`STALLED`], is the signal: handlers that wait select on
 //! [`Waiting::drained`] and answer at once, the requests in flight end,
-//! and the server proceeds. For [`WINDOW`] after a signal,
-//! [`Drain::draining`] is true and handlers should not start to wait.
+//! and the server proceeds. Until the probe is answered promptly again (at
+//! most [`WINDOW`]), [`Drain::draining`] is true and handlers should not
+//! start to wait; so a server merely slow for a moment costs one early
+//! answer per waiting poll, not a burst of polls.
 //!
 //! The probe runs only while a handler waits, one request at a time, every
 //! [`PERIOD`]. Its address comes from the environment the server passes on
 //! to its plugins: `LOCKSTEP_SERVER_ADDR`, else `BAO_ADDR`, else
-//! `VAULT_ADDR` (each node's own address: the official Helm charts set
-//! `VAULT_ADDR`/`BAO_ADDR` to the node's local listener). For `https`, the
+//! `VAULT_ADDR`, each set per node to that node's own listener. For `https`, the
 //! CA comes from `LOCKSTEP_SERVER_CACERT`, `BAO_CACERT` or `VAULT_CACERT`.
 //! The probe carries no token and reads nothing but timing. Without an
 //! address, no probe runs, and waits are bounded only by their own length.
@@ -41,7 +42,7 @@ use tokio::sync::watch;
 pub const PERIOD: Duration = Duration::from_millis(500);
 /// A probe unanswered for this long means the server is draining.
 pub const STALLED: Duration = Duration::from_millis(1_000);
-/// How long after a signal handlers answer without waiting.
+/// The longest handlers answer without waiting after a signal.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
 /// Where and how to probe the server.
@@ -171,6 +172,10 @@ impl Drain {
                 Ok(status) => {
                     if last.is_some_and(|was| was != status) {
                         self.signal("its sys/leader answer changed");
+                    } else if answered_before && started.elapsed() < STALLED {
+                        // Answering promptly, as before: whatever slowed it
+                        // has passed, and waits may resume.
+                        self.until.store(i64::MIN, Ordering::Release);
                     }
                     last = Some(status);
                     answered_before = true;
