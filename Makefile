@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-bins openbao test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-drain bench-ops bench-clients torture
+.PHONY: demo demo-bins openbao static test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-drain bench-ops bench-clients torture
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin,
@@ -15,7 +15,7 @@ CARGO ?= cargo
 # example, faketime skews one sidecar's clock in the fault-injection
 # test); installed from Debian's packages when missing.
 TOOLS := openssl:openssl curl:curl strip:binutils buildah:buildah podman:podman runc:runc catatonit:catatonit \
-    newuidmap:uidmap faketime:faketime
+    newuidmap:uidmap faketime:faketime musl-gcc:musl-tools
 
 ## Install missing command-line tools.
 tools:
@@ -54,11 +54,21 @@ build:
 release-sidecar:
 	$(CARGO) build --release -p lockstep-sidecar
 
+## The plugin and the sidecar as static executables (musl, with musl-gcc
+## for the crypto backend's C code): they run on any Linux, in Alpine-based
+## server images and in images FROM scratch. rustup adds the target's
+## standard library when missing.
+STATIC_TARGET := x86_64-unknown-linux-musl
+static: tools
+	@rustup target list --installed 2>/dev/null | grep -qx $(STATIC_TARGET) || rustup target add $(STATIC_TARGET)
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(STATIC_TARGET) \
+	    -p lockstep-sidecar -p lockstep-plugin
+
 ## The sidecar and plugin images, FROM scratch with buildah, no registry
 ## (sidecar/deploy/image/build.sh; Containerfile beside it for Docker or
-## Podman elsewhere): localhost/lockstep-{sidecar,plugin}:<version>.
-image: tools
-	$(CARGO) build --release -p lockstep-sidecar -p lockstep-plugin
+## Podman elsewhere): localhost/lockstep-{sidecar,plugin}:<version>, each
+## holding one static executable.
+image: static
 	sidecar/deploy/image/build.sh
 
 ## `kustomize build` from the kustomize library (tests/kustomize), for the

@@ -372,6 +372,8 @@ pub async fn watch(args: &WatchArgs) -> ExitCode {
     }
     let mut shutdown = crate::shutdown_on_signals();
     let mut state = String::new();
+    // Set while the sidecar cannot be reached, to say when it can again.
+    let mut lost = false;
     loop {
         // The sidecar's own default wait (30 s, or less if it allows less).
         let mut path = format!("/v1/keys/{}/watch", args.keyring);
@@ -383,6 +385,10 @@ pub async fn watch(args: &WatchArgs) -> ExitCode {
             answer = request(&socket, "GET", &path, None, Duration::from_secs(30)) => answer,
             () = crate::shutdown_signalled(&mut shutdown) => return ExitCode::from(EXIT_OK),
         };
+        if lost && matches!(answer, Ok((200, _))) {
+            eprintln!("lockstep-sidecar: reconnected to the sidecar at {}", socket.display());
+            lost = false;
+        }
         match answer {
             Ok((200, body)) => {
                 let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -400,8 +406,14 @@ pub async fn watch(args: &WatchArgs) -> ExitCode {
                 eprintln!("lockstep-sidecar: sidecar answered {status}: {}", String::from_utf8_lossy(&body));
                 return ExitCode::from(EXIT_UNAVAILABLE);
             }
-            Ok((status, _)) => eprintln!("lockstep-sidecar: sidecar answered {status}; retrying"),
-            Err(error) => eprintln!("lockstep-sidecar: {error}; retrying"),
+            Ok((status, _)) => {
+                lost = true;
+                eprintln!("lockstep-sidecar: sidecar answered {status}; retrying each second");
+            }
+            Err(error) => {
+                lost = true;
+                eprintln!("lockstep-sidecar: {error}; retrying each second");
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -353,7 +353,14 @@ pub struct Source {
 impl Source {
     /// Loads and checks the configuration with the process environment.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let mut env: BTreeMap<String, String> = std::env::vars().collect();
+        // $HOSTNAME where the container runtime or the shell exports it,
+        // else the kernel's host name.
+        if env.get("HOSTNAME").is_none_or(|h| h.trim().is_empty())
+            && let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        {
+            env.insert(String::from("HOSTNAME"), name.trim().to_string());
+        }
         self.load_with(&env)
     }
 
@@ -376,7 +383,15 @@ impl Source {
             ConfigError::Parse { path: self.display_path(), message: e.to_string().trim().replace('\n', " ") }
         })?;
         if config.instance.is_empty() {
-            config.instance = env.get("HOSTNAME").cloned().unwrap_or_default();
+            // A pod's name is its host name (see `Source::load`).
+            config.instance = env.get("HOSTNAME").map(|h| h.trim().to_string()).unwrap_or_default();
+            if config.instance.is_empty() {
+                return Err(ConfigError::invalid(
+                    "instance",
+                    "is not set and the host has no name: set instance in the configuration or LOCKSTEP_INSTANCE \
+                     (one id per pod, such as the pod's name)",
+                ));
+            }
         }
         config.validate()?;
         Ok(config)
@@ -678,6 +693,15 @@ path = "/run/lockstep.sock"
     }
 
     #[test]
+    fn without_an_instance_or_a_host_name_the_error_says_what_to_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = GOOD.replace("instance = \"pod-1\"\n", "");
+        let source = Source { path: Some(write(dir.path(), &text)), sets: vec![] };
+        let error = source.load_with(&env(&[("HOSTNAME", " ")])).expect_err("no instance").to_string();
+        assert!(error.contains("instance") && error.contains("LOCKSTEP_INSTANCE"), "{error}");
+    }
+
+    #[test]
     fn instance_defaults_to_hostname() {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = GOOD.replace("instance = \"pod-1\"\n", "");
@@ -694,7 +718,7 @@ path = "/run/lockstep.sock"
         {
             let text = GOOD.replace("instance = \"pod-1\"\n", "");
             let source = Source { path: Some(write(dir.path(), &text)), sets: vec![(setting.into(), value.into())] };
-            let error = source.load_with(&env(&[])).expect_err(value).to_string();
+            let error = source.load_with(&env(&[("HOSTNAME", "pod-1")])).expect_err(value).to_string();
             assert!(error.contains(setting) && error.contains("without \"..\""), "{value}: {error}");
         }
     }

@@ -135,7 +135,7 @@ pub async fn run_with(
         }
         tokio::spawn(api::telemetry::serve(listener, state.clone()))
     });
-    tracing::info!("serving on the socket");
+    tracing::info!(socket = %socket.path.display(), "serving on the socket");
     api::serve(listener, state).await;
     let _ = sync_task.await;
     let _ = sink_task.await;

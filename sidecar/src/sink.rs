@@ -134,9 +134,13 @@ pub async fn run(ctx: Context, mut configs: watch::Receiver<Arc<Config>>, mut sh
     let mut changes = ctx.store.subscribe();
     let mut sink = configs.borrow_and_update().sink.clone().map(Sink::new);
     let mut last_failure = None;
+    let mut signing: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         let now = ctx.clock.now();
         let snapshot = ctx.store.snapshot();
+        if let Some(snapshot) = &snapshot {
+            note_signing(snapshot, now, &mut signing);
+        }
         if let (Some(sink), Some(snapshot)) = (sink.as_mut(), &snapshot) {
             let failure = sink.refresh(snapshot, now).await.err().map(|e| e.to_string());
             // Counted every time, logged when it changes.
@@ -164,6 +168,28 @@ pub async fn run(ctx: Context, mut configs: watch::Receiver<Arc<Config>>, mut sh
             () = crate::shutdown_signalled(&mut shutdown) => return,
         }
     }
+}
+
+/// Logs each keyring whose signing version changed since `signing` was
+/// last noted: a new version taking over at its activation, the first one
+/// at start, or none left.
+fn note_signing(snapshot: &crate::store::Snapshot, now: UnixSeconds, signing: &mut BTreeMap<String, u64>) {
+    for (name, keyring) in &snapshot.keyrings {
+        let now_signing = keyring.state_at(now).signing;
+        match (signing.get(name).copied(), now_signing) {
+            (was, Some(number)) if was != Some(number) => {
+                let kid = keyring.data.versions.iter().find(|v| v.meta.number == number).map(|v| v.meta.kid.as_str());
+                tracing::info!(keyring = %name, version = number, kid = kid.unwrap_or_default(), "a new version signs now");
+                signing.insert(name.clone(), number);
+            }
+            (Some(number), None) => {
+                tracing::warn!(keyring = %name, version = number, "no version of the keyring signs now");
+                signing.remove(name);
+            }
+            _ => {}
+        }
+    }
+    signing.retain(|name, _| snapshot.keyrings.contains_key(name));
 }
 
 /// Writes `text` to `path` by a 0640 temporary file renamed over it.

@@ -148,7 +148,7 @@ impl Syncer {
             BundleReply::Bundle(bundle) => bundle,
         };
         self.check_skew(bundle.server_time, now);
-        if current.is_some_and(|c| c.bundle.revision == bundle.revision) {
+        if current.as_ref().is_some_and(|c| c.bundle.revision == bundle.revision) {
             self.ctx.store.mark_synced(now);
             return Ok(Outcome::Unchanged);
         }
@@ -157,6 +157,11 @@ impl Syncer {
         self.ctx.metrics.bundle_applied();
         let held: Vec<String> = snapshot.held().iter().map(|h| format!("{} v{}", h.keyring, h.number)).collect();
         tracing::info!(revision = %snapshot.bundle.revision, held = %held.join(", "), "bundle swapped in");
+        if let Some(previous) = &current {
+            for (name, version) in revoked_since(previous, &snapshot) {
+                tracing::warn!(keyring = %name, version, "a version was revoked: this sidecar signs and verifies with it no more");
+            }
+        }
         if let Some(cache) = &self.cache
             && let Err(error) = cache.save_kept(&snapshot.bundle, &snapshot.kept(), now)
         {
@@ -220,4 +225,18 @@ impl Syncer {
 
 fn backoff(config: &Config) -> Backoff {
     Backoff::new(Duration::from_millis(config.vault.backoff_min_ms), Duration::from_secs(config.vault.backoff_max_secs))
+}
+
+/// The versions `previous` held that `next` lists as revoked, by keyring.
+fn revoked_since(previous: &crate::store::Snapshot, next: &crate::store::Snapshot) -> Vec<(String, u64)> {
+    let mut revoked = Vec::new();
+    for (name, keyring) in &next.keyrings {
+        let (Some(kids), Some(old)) = (keyring.data.revoked.as_ref(), previous.keyrings.get(name)) else {
+            continue;
+        };
+        for version in old.data.versions.iter().filter(|v| kids.contains(&v.meta.kid)) {
+            revoked.push((name.clone(), version.meta.number));
+        }
+    }
+    revoked
 }

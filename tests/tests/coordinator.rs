@@ -497,6 +497,12 @@ fn revoking_the_signer_switches_at_once_and_leaves_every_bundle() {
         history.contains("leaked in a log") && history.contains("\"bob\"") && history.contains("emergency"),
         "{history}"
     );
+    // Each revocation says which version went and which signs now.
+    assert!(
+        history.contains("leaked in a log (version 1 revoked; version 2, already published, signing now)"),
+        "{history}"
+    );
+    assert!(history.contains("also leaked (version 2 revoked; version 3 created, signing now)"), "{history}");
     let missing = host.request(M, "update", "keys/jwt/revoke", json!({"version": 1, "reason": "x"}));
     assert_eq!(missing.status, 409, "{missing:?}");
 }

@@ -729,6 +729,23 @@ fn ciphertexts_macs_signatures_and_webhooks_cross_pools_and_a_rotation() {
     }
     let refused = api.request("POST", "/v1/decrypt/data", Some(&old));
     assert_eq!(refused.status, 400, "{refused:?}");
+    // Each sidecar's log says so in words, and says when version 2 began
+    // to sign.
+    for sidecar in [&web, &api] {
+        let log = sidecar.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("a version was revoked") && l.contains("keyring=data") && l.contains("version=1")),
+            "{log}"
+        );
+        assert!(
+            log.lines().any(|l| l.contains("a new version signs now")
+                && l.contains("keyring=data")
+                && l.contains("version=2")),
+            "{log}"
+        );
+        assert!(log.contains("serving on the socket") && log.contains("socket="), "{log}");
+    }
 }
 
 /// HMAC-SHA-256 (RFC 2104), written out here so that the webhook check

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the sidecar and plugin images with buildah, FROM scratch, without
-# a registry: the release binaries from target/release, the shared
-# libraries ldd names for each (at their paths), a non-root numeric user,
-# no shell, OCI labels. Tagged localhost/lockstep-sidecar:<version> and
+# a registry: the static release binaries (`make static`, musl), and
+# nothing else: no shared library, no shell; a non-root numeric user and
+# OCI labels. Tagged localhost/lockstep-sidecar:<version> and
 # localhost/lockstep-plugin:<version> in the project's own podman storage
 # (sidecar/deploy/podman/env.sh), and saved as OCI archives under
 # target/image/. The same images as sidecar/deploy/image/Containerfile.
@@ -17,16 +17,17 @@ mkdir -p "$out"
 build() { # name binary description [cmd...]
     local name="$1" binary="$2" description="$3"
     shift 3
-    local path="$root/target/release/$binary"
-    [ -x "$path" ] || { echo "image/build.sh: $path is missing: cargo build --release first" >&2; exit 1; }
+    local path="$root/target/x86_64-unknown-linux-musl/release/$binary"
+    [ -x "$path" ] || { echo "image/build.sh: $path is missing: make static first" >&2; exit 1; }
+    # Static, or the image would need libraries it does not have.
+    if readelf -d "$path" | grep -q '(NEEDED)'; then
+        echo "image/build.sh: $path links shared libraries: $(readelf -d "$path" | grep '(NEEDED)' | tr -s ' \n' ' ')" >&2
+        exit 1
+    fi
     local ctr
     ctr="$(buildah from scratch)"
     trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' RETURN
     buildah copy --chmod 0755 "$ctr" "$path" "/$binary" >/dev/null
-    for lib in $(ldd "$path" | awk '/=> \//{print $3} /^\t\/lib/{print $1}'); do
-        # The files' own modes: the dynamic loader must stay executable.
-        buildah copy "$ctr" "$(readlink -f "$lib")" "$lib" >/dev/null
-    done
     local config=(--user 65532:65532 --entrypoint "[\"/$binary\"]"
         --label "org.opencontainers.image.title=$name"
         --label "org.opencontainers.image.description=$description"

@@ -50,6 +50,7 @@ async fn revoke(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     })?;
     let mut writes = Vec::new();
     let mut affected = vec![version];
+    let outcome_kind = if matches!(outcome, RevokeOutcome::NeedsNewVersion) { Outcome::Created } else { Outcome::Kept };
     match outcome {
         RevokeOutcome::Revoked => {}
         RevokeOutcome::Replaced(next) => affected.push(next),
@@ -59,7 +60,14 @@ async fn revoke(state: &MountState, req: &Request, data: &FieldData) -> Result<O
             affected.push(next);
         }
     }
-    ring.record(t, "revoke", Cause::Emergency, req.actor(), reason.to_string(), affected);
+    let what = match affected.get(1) {
+        Some(next) if matches!(outcome_kind, Outcome::Created) => {
+            format!("version {version} revoked; version {next} created, signing now")
+        }
+        Some(next) => format!("version {version} revoked; version {next}, already published, signing now"),
+        None => format!("version {version} revoked"),
+    };
+    ring.record(t, "revoke", Cause::Emergency, req.actor(), format!("{reason} ({what})"), affected);
     // The revoked version's material is destroyed in the same change.
     let destroyed = ring.expire(t);
     coordinator::save(state, req.storage.as_ref(), &ring, writes, &destroyed).await?;
@@ -69,6 +77,12 @@ async fn revoke(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     data.insert("revoked_version".into(), json!(version));
     data.insert("signing_version".into(), json!(key_state(&ring.versions, t).signing));
     Ok(Some(Response::with_data(data)))
+}
+
+/// Whether the revocation made the version that signs now.
+enum Outcome {
+    Created,
+    Kept,
 }
 
 const HELP_SYNOPSIS: &str = "Revoke a compromised version at once (emergency rotation).";

@@ -1,0 +1,202 @@
+//! The static builds where servers run: an image FROM scratch holding only
+//! OpenBao's official (static) release binary and the static plugin, run
+//! with podman, mounts the plugin and serves a bundle. The plugin image and
+//! the sidecar image hold their one static executable and nothing else.
+//!
+//! Needs `make static image openbao` (make test builds them) and podman and
+//! buildah (`make tools`).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use lockstep_tests::workspace_root;
+use serde_json::{Value, json};
+
+const STATIC: &str = "target/x86_64-unknown-linux-musl/release";
+const OPENBAO: &str = "target/openbao/2.7.2/bao";
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// podman or buildah with the project's configuration and storage
+/// (sidecar/deploy/podman/env.sh).
+fn tool(name: &str, args: &[&str]) -> Output {
+    let env = workspace_root().join("sidecar/deploy/podman/env.sh");
+    let script = format!("source {} && exec {name} \"$@\"", env.display());
+    Command::new("bash").args(["-c", &script, name]).args(args).output().unwrap_or_else(|e| panic!("run {name}: {e}"))
+}
+
+#[track_caller]
+fn ok(name: &str, args: &[&str]) -> String {
+    let out = tool(name, args);
+    assert!(out.status.success(), "{name} {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn built(path: &str, hint: &str) -> PathBuf {
+    let path = workspace_root().join(path);
+    assert!(path.is_file(), "{} is missing: run `{hint}`", path.display());
+    path
+}
+
+/// Whether an ELF file names shared libraries it needs.
+fn needs_libraries(path: &Path) -> bool {
+    let out = Command::new("readelf").arg("-d").arg(path).output().expect("readelf (binutils)");
+    String::from_utf8_lossy(&out.stdout).contains("(NEEDED)")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read the plugin")))
+}
+
+/// Removes the container when the test ends, however it ends.
+struct Running(String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = tool("podman", &["rm", "-f", "-t", "2", &self.0]);
+    }
+}
+
+#[test]
+fn the_static_builds_need_no_library() {
+    for binary in ["vault-plugin-secrets-lockstep", "lockstep-sidecar"] {
+        let path = built(&format!("{STATIC}/{binary}"), "make static");
+        assert!(!needs_libraries(&path), "{} links shared libraries", path.display());
+        let version = Command::new(&path).arg("--version").output().expect("run it");
+        assert!(version.status.success(), "{binary} --version: {}", text(&version));
+    }
+}
+
+#[test]
+fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle() {
+    let plugin = built(&format!("{STATIC}/vault-plugin-secrets-lockstep"), "make static");
+    let bao = built(OPENBAO, "make openbao");
+    assert!(!needs_libraries(&bao), "OpenBao's release binary is static");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.hcl");
+    let mut file = std::fs::File::create(&config).expect("config");
+    writeln!(file, "plugin_directory = \"/plugins\"").expect("write config");
+    drop(file);
+
+    // FROM scratch: the two executables and the configuration, nothing else.
+    let ctr = ok("buildah", &["from", "scratch"]);
+    let copy = |mode: &str, from: &Path, to: &str| {
+        ok("buildah", &["copy", "--chmod", mode, &ctr, &from.display().to_string(), to]);
+    };
+    copy("0755", &bao, "/bin/bao");
+    copy("0755", &plugin, "/plugins/vault-plugin-secrets-lockstep");
+    copy("0644", &config, "/etc/openbao/config.hcl");
+    ok("buildah", &["config", "--user", "65532:65532", "--entrypoint", "[\"/bin/bao\"]", &ctr]);
+    let image = "localhost/lockstep-test-openbao-scratch:latest";
+    ok("buildah", &["commit", "-q", "--rm", &ctr, image]);
+
+    let port = free_port();
+    let address = format!("http://127.0.0.1:{port}");
+    let name = format!("lockstep-scratch-{port}");
+    ok(
+        "podman",
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            "--tmpfs",
+            "/tmp:mode=1777",
+            "-e",
+            &format!("BAO_ADDR={address}"),
+            image,
+            "server",
+            "-dev",
+            "-dev-no-store-token",
+            "-dev-root-token-id=root",
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+            "-config=/etc/openbao/config.hcl",
+        ],
+    );
+    let running = Running(name);
+    let call = |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
+        let request = ureq::request(method, &format!("{address}/v1/{path}")).set("X-Vault-Token", "root");
+        let result = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        match result {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                let status = r.status();
+                (status, serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null))
+            }
+            Err(e) => (0, Value::String(e.to_string())),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call("GET", "sys/health", None).0 != 200 {
+        let logs = text(&tool("podman", &["logs", &running.0]));
+        assert!(Instant::now() < deadline, "the server in the container did not come up:\n{logs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let version = Command::new(&plugin).arg("--version").output().expect("plugin --version");
+    let reported = String::from_utf8_lossy(&version.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with('v') && w[1..].starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_string)
+        .expect("a version");
+    let register = json!({"sha256": sha256(&plugin), "command": "vault-plugin-secrets-lockstep", "version": reported});
+    let (status, body) = call("PUT", "sys/plugins/catalog/secret/lockstep", Some(register));
+    assert_eq!(status, 204, "register: {body}");
+    let (status, body) = call("POST", "sys/mounts/lockstep", Some(json!({"type": "lockstep"})));
+    assert_eq!(status, 204, "mount: {body}\n{}", text(&tool("podman", &["logs", &running.0])));
+    let (status, body) = call("POST", "lockstep/keys/jwt", Some(json!({"type": "ed25519"})));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call("POST", "lockstep/pools/web", Some(json!({"keyrings": "jwt", "mode": "sign"})));
+    assert_eq!(status, 200, "{body}");
+    let (status, bundle) = call("GET", "lockstep/bundle/web?instance=web-1", None);
+    assert_eq!(status, 200, "{bundle}");
+    let private = &bundle["data"]["keyrings"]["jwt"]["versions"][0]["private_key"];
+    assert!(private.as_str().is_some_and(|k| !k.is_empty()), "a bundle with the key: {bundle}");
+    // The plugin ran inside the container, as the server's child.
+    let logs = text(&tool("podman", &["logs", &running.0]));
+    assert!(logs.contains("successful mount") && logs.contains("path=lockstep/"), "{logs}");
+}
+
+#[test]
+fn the_plugin_and_sidecar_images_hold_one_static_executable_each() {
+    let version = {
+        let cargo = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
+        cargo.lines().find_map(|l| l.strip_prefix("version = \"")).map(|v| v.trim_end_matches('"').to_string())
+    };
+    let version = version.expect("a version");
+    for (name, binary) in
+        [("lockstep-plugin", "vault-plugin-secrets-lockstep"), ("lockstep-sidecar", "lockstep-sidecar")]
+    {
+        let image = format!("localhost/{name}:{version}");
+        let mounted = tool("podman", &["image", "exists", &image]);
+        assert!(mounted.status.success(), "{image} is not built: run `make image`");
+        // The image's file system, mounted read-only, and every file in it.
+        let root = PathBuf::from(ok("podman", &["image", "mount", &image]));
+        let mut files = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read the image").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path.strip_prefix(&root).expect("inside").display().to_string());
+                }
+            }
+        }
+        let _ = tool("podman", &["image", "unmount", &image]);
+        assert_eq!(files, vec![binary.to_string()], "{image} holds exactly its executable");
+    }
+}
