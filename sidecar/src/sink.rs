@@ -231,7 +231,7 @@ mod tests {
         let file: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("api.json")).expect("file")).expect("json");
         assert_eq!(file["signing"]["version"], 1);
-        assert_eq!(file["verifying"][1]["state"], "pending");
+        assert_eq!(file["verifying"][1]["state"], "scheduled");
         std::fs::remove_file(&marker).expect("rm");
         assert!(!sink.refresh(&snap, 101).await.expect("same"));
         assert!(!marker.exists());

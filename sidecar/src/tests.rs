@@ -157,7 +157,7 @@ async fn serves_keys_after_the_first_sync_and_acknowledges_what_it_holds() {
     let (status, keys) = sidecar.get("/v1/keys/api").await;
     assert_eq!(status, 200, "{keys}");
     assert_eq!(keys["signing"]["version"], 1);
-    assert_eq!(keys["verifying"][1]["state"], "pending");
+    assert_eq!(keys["verifying"][1]["state"], "scheduled");
     let ack = "held=api%3A2%3Akid-2-";
     until("an acknowledging long-poll", || async {
         vault.state().queries.iter().any(|q| q.contains(ack) && q.contains("wait=2") && q.contains(&b.revision))

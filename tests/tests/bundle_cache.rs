@@ -369,7 +369,7 @@ fn a_foreign_version_never_holds_a_lower_pending_number() {
     }
     let keys = ok(host.request(M, "read", "keys/jwt", Value::Null));
     let seen = [&keys["latest_version"], &keys["signing_version"], &keys["versions"][1]["state"]];
-    assert_eq!(seen, [&json!(2), &json!(1), &json!("pending")], "the report gave up nothing: {keys}");
+    assert_eq!(seen, [&json!(2), &json!(1), &json!("scheduled")], "the report gave up nothing: {keys}");
 }
 
 #[test]

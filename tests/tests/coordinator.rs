@@ -92,6 +92,7 @@ fn scheduled_rotation_waits_for_every_live_pool_then_switches() {
     let status = ok(host.request(M, "read", "status/jwt", Value::Null));
     assert_eq!(status["upcoming"]["not_held_by"], json!(["api/api-1"]), "{status}");
     assert!(status["alerts"][0].as_str().unwrap_or_default().contains("api/api-1"), "{status}");
+    assert_eq!(status["summary"], "v1 signs; v2 pending: 1 of 2 live pools hold it", "{status}");
 
     // The last live pool acknowledges: committed at once, at the planned instant.
     poll(&host, "api", "api-1", "jwt:2");
@@ -99,6 +100,9 @@ fn scheduled_rotation_waits_for_every_live_pool_then_switches() {
     assert_eq!(version(&k, 2)["committed"], true, "{k}");
     assert_eq!(version(&k, 2)["not_before"], version(&k, 2)["planned_activation"]);
     assert_eq!(k["signing_version"], 1, "v1 signs until the instant");
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    assert_eq!(status["summary"], "v1 signs; v2 scheduled: 2 of 2 live pools hold it", "{status}");
+    assert_eq!(version(&k, 2)["state"], "scheduled", "committed, its instant ahead");
     host.clock.advance(2 * HOUR);
     let k = key(&host);
     assert_eq!(k["signing_version"], 2);
@@ -113,7 +117,9 @@ fn scheduled_rotation_waits_for_every_live_pool_then_switches() {
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let actions: Vec<&str> =
         history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["create", "publish", "pool", "pool", "publish", "commit", "expire"], "{history}");
+    // Each activation is recorded at the next periodic run after it.
+    let expected = ["create", "publish", "pool", "pool", "activate", "publish", "commit", "activate", "expire"];
+    assert_eq!(actions, expected, "{history}");
 }
 
 #[test]
@@ -222,7 +228,7 @@ fn a_restored_coordinator_hears_from_the_fleet_and_numbers_its_next_version_past
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let actions: Vec<&str> =
         history["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["create", "publish", "pool", "fleet-ahead", "publish"], "{history}");
+    assert_eq!(actions, ["create", "publish", "pool", "fleet-ahead", "activate", "publish"], "{history}");
 }
 
 #[test]
@@ -313,9 +319,10 @@ fn a_pending_version_the_fleet_went_past_is_given_up_only_by_an_operators_renumb
     let history = ok(host.request(M, "read", "history/jwt", Value::Null));
     let entries: Vec<&Value> = history["entries"].as_array().into_iter().flatten().collect();
     let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
-    let expected = ["create", "publish", "pool", "publish", "fleet-ahead", "renumber", "supersede", "publish"];
+    let expected =
+        ["create", "publish", "pool", "publish", "fleet-ahead", "activate", "renumber", "supersede", "publish"];
     assert_eq!(actions, expected, "{history}");
-    let decision = entries[5];
+    let decision = entries[6];
     assert_eq!((&decision["cause"], &decision["versions"]), (&json!("manual"), &json!([3])), "{history}");
     assert!(decision["detail"].as_str().is_some_and(|d| d.contains("last night's snapshot")), "{history}");
     // The fleet takes 4 and it commits as usual.
@@ -396,6 +403,31 @@ fn alerts_stay_one_per_condition_and_short_however_many_instances_there_are() {
     assert!(shared.starts_with("25 instances of pool web are used by two sidecar processes"), "{shared}");
     assert!(shared.ends_with("web/web-09 and 15 more"), "{shared}");
     assert_eq!(status["upcoming"]["not_held_by"].as_array().map(Vec::len), Some(25), "the full list is in the data");
+}
+
+#[test]
+fn one_rotation_may_come_sooner_than_prepublish_and_is_still_gated_on_every_live_pool() {
+    let host = host();
+    create_jwt(&host, "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    poll(&host, "web", "web-1", "jwt:1");
+    let longer = host.request(M, "update", "keys/jwt/rotate", json!({"prepublish": "3h"}));
+    assert_eq!(longer.status, 400, "{longer:?}");
+    assert!(longer.error.contains("\"prepublish\"") && longer.error.contains("(7200s)"), "{longer:?}");
+    let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({"prepublish": "0s", "reason": "now"})));
+    assert_eq!((rotated["version"].clone(), rotated["committed"].clone()), (json!(2), json!(false)), "{rotated}");
+    // Not before web-1 holds it, however soon it was planned.
+    host.clock.advance(120);
+    rollback(&host);
+    assert_eq!(version(&key(&host), 2)["committed"], false);
+    poll(&host, "web", "web-1", "jwt:2");
+    let keys = key(&host);
+    assert_eq!(version(&keys, 2)["committed"], true, "{keys}");
+    assert_eq!(keys["signing_version"], 1, "activation_margin after the commit, not at once");
+    host.clock.advance(31);
+    assert_eq!(key(&host)["signing_version"], 2);
+    // The keyring's own prepublish is unchanged for the next rotation.
+    assert_eq!(key(&host)["prepublish"], 7_200);
 }
 
 fn key_state_of(keys: &Value) -> Option<u64> {

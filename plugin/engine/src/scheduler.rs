@@ -9,7 +9,7 @@
 //! or its commit timeout has passed (the decision is the coordinator's).
 //! One keyring's failure never stops the others; the next run retries.
 
-use lockstep_model::schedule::{Cause, FLEET_NUMBERING_BOUND, Keyring};
+use lockstep_model::schedule::{ACTIVATE, Cause, FLEET_NUMBERING_BOUND, Keyring};
 use vault_plugin_sdk::logical::LogicalError;
 use vault_plugin_sdk::storage::Storage;
 
@@ -86,6 +86,14 @@ pub async fn run_keyring(
     };
     let t = state.now();
     let generation = ring.generation;
+    let recorded = ring.history_seq;
+    // A version's activation is an instant every pool acts on by its own
+    // clock, with no write: the history says so at the next run.
+    if let Some(v) = ring.unrecorded_activation(t) {
+        let (number, kid, at) = (v.number, v.kid.clone(), v.not_before.unwrap_or(t));
+        let detail = format!("version {number} (kid {kid}) signs from {}", lockstep_model::rfc3339(at));
+        ring.record(at, ACTIVATE, Cause::Scheduled, SCHEDULER, detail, vec![number]);
+    }
     let destroyed = ring.expire(t);
     if !destroyed.is_empty() {
         ring.record(t, "expire", Cause::Scheduled, SCHEDULER, "material destroyed".into(), destroyed.clone());
@@ -97,7 +105,7 @@ pub async fn run_keyring(
         writes.push(put_material(name, number, &material)?);
     }
     coordinator::try_commit(state, storage, config, &mut ring, t, Cause::Scheduled, SCHEDULER).await?;
-    if ring.generation != generation {
+    if ring.generation != generation || ring.history_seq != recorded {
         coordinator::save(state, storage, &ring, writes, &destroyed).await?;
     }
     let orphans = storage::repair(storage, &ring).await?;

@@ -19,6 +19,9 @@ use crate::{KeyType, Policy, UnixSeconds};
 /// record did not issue.
 pub const FLEET_AHEAD: &str = "fleet-ahead";
 
+/// The history action of a version that began to sign.
+pub const ACTIVATE: &str = "activate";
+
 /// History entries kept per keyring besides fleet reports (oldest dropped
 /// first), unless the mount's `history_entries` says otherwise.
 pub const HISTORY_LIMIT: usize = 256;
@@ -406,6 +409,17 @@ impl Keyring {
         }
         self.generation += 1;
         Some(pending)
+    }
+
+    /// The version that signs at `t`, if its activation is not in the
+    /// history yet: the caller records it (once per version).
+    pub fn unrecorded_activation(&self, t: UnixSeconds) -> Option<&VersionMeta> {
+        let signing = crate::key_state(&self.versions, t).signing?;
+        let recorded = self.history.iter().any(|e| e.action == ACTIVATE && e.versions.contains(&signing));
+        if recorded {
+            return None;
+        }
+        self.versions.iter().find(|v| v.number == signing)
     }
 
     /// The published version that is not committed yet, if any (at most one).

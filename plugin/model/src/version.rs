@@ -47,9 +47,12 @@ pub struct VersionMeta {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VersionState {
-    /// Published, verifies, does not sign yet (uncommitted, or committed
-    /// with a future `not_before`).
+    /// Published, verifies, waits for its commit (for every live pool to
+    /// hold it): its activation instant is not final yet.
     Pending,
+    /// Committed: verifies, and signs from its `not_before`, which is
+    /// final and still ahead.
+    Scheduled,
     /// Signs.
     Active,
     /// No longer signs (or, superseded before its commit, never will);
@@ -133,6 +136,8 @@ pub fn version_state(version: &VersionMeta, signing: Option<u64>, t: UnixSeconds
         VersionState::Active
     } else if version.not_before.is_some_and(|start| start <= t) || version.is_superseded() {
         VersionState::Grace
+    } else if version.is_committed() {
+        VersionState::Scheduled
     } else {
         VersionState::Pending
     }
@@ -167,6 +172,7 @@ mod tests {
         assert_eq!(at(150), KeyState { signing: Some(2), verifying: vec![2, 3], expired: vec![1] });
         assert_eq!(version_state(&versions[0], Some(2), 120), VersionState::Grace);
         assert_eq!(version_state(&versions[2], Some(2), 120), VersionState::Pending);
+        assert_eq!(version_state(&versions[1], Some(1), 50), VersionState::Scheduled, "committed, not yet signing");
     }
 
     #[test]

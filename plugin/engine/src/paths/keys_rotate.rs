@@ -34,6 +34,13 @@ pub fn path(state: Arc<MountState>) -> Path {
              the version the first one created and never rotates twice.",
         ))
         .field(Field::new("reason", FieldType::String, "Why, for the history."))
+        .field(Field::new(
+            "prepublish",
+            FieldType::DurationSeconds,
+            "For this rotation only, a shorter lead than the keyring's prepublish: the version is planned to \
+             activate this long from now (0 activates it as soon as it is committed). It still activates only \
+             once every live pool holds it, and activation_margin after its commit.",
+        ))
         .operation(
             Operation::Update,
             "Publish a new version now; it activates prepublish from now once every live pool holds it.",
@@ -69,7 +76,18 @@ async fn rotate(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     }
     let t = state.now();
     ring.check_rotation(expected, t).map_err(|e| LogicalError::Conflict(e.to_string()))?;
-    let planned = t.saturating_add(i64::try_from(ring.prepublish(t)).unwrap_or(i64::MAX));
+    let lead = match data.is_set("prepublish").then(|| data.duration_secs("prepublish")).flatten() {
+        Some(lead) if lead > ring.prepublish(t) => {
+            return Err(LogicalError::InvalidRequest(format!(
+                "field \"prepublish\": {lead}s is longer than the keyring's prepublish ({}s); this field only \
+                 shortens one rotation",
+                ring.prepublish(t)
+            )));
+        }
+        Some(lead) => lead,
+        None => ring.prepublish(t),
+    };
+    let planned = t.saturating_add(i64::try_from(lead).unwrap_or(i64::MAX));
     let (number, material) = scheduler::publish(state, &mut ring, t, planned)?;
     ring.record(t, "publish", Cause::Manual, req.actor(), reason.to_string(), vec![number]);
     if let Some(key) = idempotency_key {
@@ -103,5 +121,7 @@ every live pool holds it (or the keyring's commit_timeout has passed). \
 expected_version makes the rotation a compare-and-swap: if the latest version \
 is not the expected one, nothing changes and the 409 answer names the latest. \
 idempotency_key makes retries safe: the same key returns the same version \
-(with replayed=true) and never rotates twice. Only one version can wait for \
-activation at a time.";
+(with replayed=true) and never rotates twice. prepublish shortens the lead of \
+this one rotation (down to 0: activation as soon as every live pool holds the \
+version, plus activation_margin). Only one version can wait for activation at \
+a time.";

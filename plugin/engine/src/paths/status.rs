@@ -50,6 +50,14 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         .max_by_key(|v| v.number);
     let mut data = Map::new();
     data.insert("name".into(), json!(name));
+    // Flat first, for the CLI's table format; the details below are
+    // nested (read them with -format=json).
+    data.insert("summary".into(), json!(summary(key.signing, upcoming, &fleet)));
+    let next = ring
+        .current()
+        .and_then(|v| v.not_before)
+        .map(|start| start.saturating_add(i64::try_from(ring.policy.rotation_period).unwrap_or(i64::MAX)));
+    data.insert("next_rotation".into(), time_json(next.filter(|_| upcoming.is_none())));
     data.insert("server_time".into(), time_json(Some(t)));
     data.insert("signing_version".into(), json!(key.signing));
     data.insert("verifying_versions".into(), json!(key.verifying));
@@ -98,6 +106,22 @@ fn upcoming_json(version: &VersionMeta, fleet: &[PoolView]) -> Value {
         "not_before": time_json(version.not_before),
         "not_held_by": lacking,
     })
+}
+
+/// One line for a person: what signs, what comes next and how many live
+/// pools hold it.
+fn summary(signing: Option<u64>, upcoming: Option<&VersionMeta>, fleet: &[PoolView]) -> String {
+    let signs = signing.map_or_else(|| "no version signs".to_string(), |n| format!("v{n} signs"));
+    let live: Vec<&PoolView> = fleet.iter().filter(|p| p.live()).collect();
+    let holding = |n: u64| live.iter().filter(|p| p.lacking(n).next().is_none()).count();
+    match (upcoming, signing) {
+        (Some(v), _) => {
+            let state = if v.is_committed() { "scheduled" } else { "pending" };
+            format!("{signs}; v{} {state}: {} of {} live pools hold it", v.number, holding(v.number), live.len())
+        }
+        (None, Some(n)) => format!("{signs}; {} of {} live pools hold it", holding(n), live.len()),
+        (None, None) => signs,
+    }
 }
 
 fn pool_json(pool: &PoolView) -> Value {
@@ -218,7 +242,10 @@ fn crowded(fleet: &[PoolView], cap: u64) -> impl Iterator<Item = String> + '_ {
 
 const HELP_SYNOPSIS: &str = "Show, per pool and instance, which version of a keyring it holds.";
 const HELP_DESCRIPTION: &str = "\
-Lists every pool that may fetch the keyring, each sidecar instance that \
+summary says in one line what signs, what comes next and how many live pools \
+hold it, and next_rotation when the next version is planned to sign (in the \
+CLI's table format these read well; the nested details read best with \
+-format=json). Lists every pool that may fetch the keyring, each sidecar instance that \
 polled it, the highest version that instance holds, when it was last seen and \
 whether it is live (seen within the mount's liveness_window). \"upcoming\" is \
 the next version to activate and which live instances do not hold it yet. \
