@@ -21,6 +21,14 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// One test at a time uses the container storage: podman and buildah
+/// running at once on it may fail on its locks.
+static STORAGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn storage() -> std::sync::MutexGuard<'static, ()> {
+    STORAGE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// podman or buildah with the project's configuration and storage
 /// (sidecar/deploy/podman/env.sh).
 fn tool(name: &str, args: &[&str]) -> Output {
@@ -45,6 +53,7 @@ fn built(path: &str, hint: &str) -> PathBuf {
 /// Whether an ELF file names shared libraries it needs.
 fn needs_libraries(path: &Path) -> bool {
     let out = Command::new("readelf").arg("-d").arg(path).output().expect("readelf (binutils)");
+    assert!(out.status.success(), "{} is not an ELF executable: {}", path.display(), text(&out));
     String::from_utf8_lossy(&out.stdout).contains("(NEEDED)")
 }
 
@@ -57,12 +66,14 @@ fn sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read the plugin")))
 }
 
-/// Removes the container when the test ends, however it ends.
-struct Running(String);
+/// Removes the container and its image when the test ends, however it
+/// ends.
+struct Running(String, &'static str);
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = tool("podman", &["rm", "-f", "-t", "2", &self.0]);
+        let _ = tool("podman", &["rmi", "-f", self.1]);
     }
 }
 
@@ -78,6 +89,7 @@ fn the_static_builds_need_no_library() {
 
 #[test]
 fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle() {
+    let _storage = storage();
     let plugin = built(&format!("{STATIC}/vault-plugin-secrets-lockstep"), "make static");
     let bao = built(OPENBAO, "make openbao");
     assert!(!needs_libraries(&bao), "OpenBao's release binary is static");
@@ -124,7 +136,7 @@ fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle()
             "-config=/etc/openbao/config.hcl",
         ],
     );
-    let running = Running(name);
+    let running = Running(name, image);
     let call = |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
         let request = ureq::request(method, &format!("{address}/v1/{path}")).set("X-Vault-Token", "root");
         let result = match body {
@@ -171,6 +183,7 @@ fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle()
 
 #[test]
 fn the_plugin_and_sidecar_images_hold_one_static_executable_each() {
+    let _storage = storage();
     let version = {
         let cargo = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
         cargo.lines().find_map(|l| l.strip_prefix("version = \"")).map(|v| v.trim_end_matches('"').to_string())

@@ -235,16 +235,24 @@ fn a_restored_coordinator_hears_from_the_fleet_and_numbers_its_next_version_past
 fn a_report_far_ahead_moves_no_number_and_the_next_version_gets_the_next_one() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
-    // 17 ahead: one past the bound. Then 17 exactly at the bound (1 + 16).
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    // 17 ahead of version 1: one past the bound. It moves nothing.
     poll(&host, "web", "web-1", "jwt:18:jwt-v18-abcd:3");
     let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
     assert_eq!(rotated["version"], 2, "{rotated}");
+    // web-1 goes quiet; version 2 commits without it and signs.
+    host.clock.advance(601);
+    rollback(&host);
+    host.clock.advance(2 * HOUR);
+    assert_eq!(key(&host)["signing_version"], 2);
+    // Now 18 is within 16 of the latest (2): the next version goes past it.
     poll(&host, "web", "web-2", "jwt:18:jwt-v18-abcd:3");
     let status = ok(host.request(M, "read", "status/jwt", Value::Null));
-    assert!(status["alerts"].to_string().contains("renumber past_version=18"), "{status}");
-    let keys = key(&host);
-    assert_eq!(keys["latest_version"], 2, "{keys}");
+    let alerts = status["alerts"].to_string();
+    assert!(alerts.contains("renumber past_version=18") && alerts.contains("web/web-2 up to 18"), "{status}");
+    assert_eq!(key(&host)["latest_version"], 2, "a report writes no number");
+    let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
+    assert_eq!(rotated["version"], 19, "{rotated}");
 }
 
 #[test]

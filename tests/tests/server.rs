@@ -528,12 +528,17 @@ fn a_thousand_hostile_reports_through_a_verify_pools_token_change_nothing_an_ope
     }
 
     let keys_after = server.read("lockstep/keys/jwt").expect_status(200).data().clone();
+    // The generation moves past a report at most once a poll interval, and
+    // never further than a fleet can have gone in 16 versions.
+    let moved = keys_after["generation"].as_u64().unwrap_or(u64::MAX).saturating_sub(generation);
+    assert!(moved <= 2 * 161, "the generation moved by {moved}");
     assert_eq!(without_generation(&keys_after), without_generation(&keys_before), "numbers, pending version and plan");
     // Every decision kept, as it was; the scheduler's own entries (a
     // version's activation, an expiry) may follow.
     let after = decisions(&server);
     assert_eq!(after.get(..before.len()), Some(&before[..]), "every decision kept, as it was: {after:?}");
-    let later: Vec<&Value> = after[before.len()..].iter().filter(|e| e["action"] != "activate").collect();
+    let later: Vec<&Value> =
+        after[before.len()..].iter().filter(|e| e["action"] != "activate" && e["action"] != "expire").collect();
     assert!(later.is_empty(), "nothing else was decided: {later:?}");
     let history = server.read("lockstep/history/jwt").expect_status(200);
     let reports: Vec<&Value> =
@@ -566,7 +571,7 @@ fn long_poll<'s>(
         (reply, started.elapsed())
     });
     // Well into its wait.
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
     handle
 }
 
@@ -653,7 +658,7 @@ fn a_waiting_long_poll_does_not_hold_up_a_step_down() {
             unrelated_took < Duration::from_secs(10),
             "an unrelated request waited {unrelated_took:?}: {unrelated:?}"
         );
-        assert!(took < Duration::from_secs(15), "the other node took over after {took:?}");
+        assert!(took < Duration::from_secs(20), "the other node took over after {took:?}");
         let (reply, waited) = poll.join().expect("poll thread");
         assert!(waited < Duration::from_secs(12), "the poll waited {waited:?}: {reply:?}");
     });

@@ -474,7 +474,8 @@ async fn note_foreign(
     if behind(&ring) && state.with_fleet(|f| f.act_alone(&ring.name, "generation", t, interval)) {
         // Past every claim within the bound, not only this one: a caller
         // that polls first cannot keep the fleet's own claim from counting.
-        let (ceiling, cap) = (ring.latest.saturating_add(FLEET_NUMBERING_BOUND), generation_cap(&ring));
+        let ceiling = ring.latest.saturating_add(FLEET_NUMBERING_BOUND);
+        let cap = generation_cap(&ring, ceiling);
         let claimed = state
             .with_fleet(|f| f.claims(&ring.name).filter(|c| c.number <= ceiling).map(|c| c.generation.min(cap)).max());
         changed |= ring.continue_generation_past(claimed.unwrap_or(0).max(foreign.generation.min(cap)));
@@ -504,10 +505,12 @@ async fn note_foreign(
     Ok(())
 }
 
-/// The highest generation a report may move `ring`'s to: as far as a fleet
-/// can have gone in [`FLEET_NUMBERING_BOUND`] versions.
-fn generation_cap(ring: &Keyring) -> u64 {
-    ring.generation.saturating_add(FLEET_NUMBERING_BOUND.saturating_mul(GENERATIONS_PER_VERSION))
+/// The highest generation a fleet holding versions up to `number` can have
+/// reached: [`GENERATIONS_PER_VERSION`] per version past the latest, and
+/// never less than the bound reports may move numbering by.
+pub fn generation_cap(ring: &Keyring, number: u64) -> u64 {
+    let versions = number.saturating_sub(ring.latest).max(FLEET_NUMBERING_BOUND);
+    ring.generation.saturating_add(versions.saturating_mul(GENERATIONS_PER_VERSION))
 }
 
 pub use lockstep_model::schedule::FLEET_AHEAD;

@@ -12,12 +12,14 @@
 //! A seal or shutdown marks the server sealed before it waits for that
 //! lock, and while it waits every new request that reads its state waits
 //! too. The server's `sys/leader` endpoint shows both: it answers "sealed"
-//! at once, and on an HA node it reads the state under the lock. So a probe
-//! of `sys/leader` whose answer changes, or that gets no answer within
-//! [`STALLED`], is the signal: handlers that wait select on
+//! (503) at once, and on an HA node it reads the state under the lock. So
+//! a probe of `sys/leader` answered with anything but success, or not
+//! answered within [`STALLED`], or refused, from a server that answered
+//! before, is the signal: handlers that wait select on
 //! [`Waiting::drained`] and answer at once, the requests in flight end,
-//! and the server proceeds. Until the probe is answered promptly again (at
-//! most [`WINDOW`]), [`Drain::draining`] is true and handlers should not
+//! and the server proceeds. Until the probe is answered promptly and with
+//! success again (at most [`WINDOW`] after the last signal),
+//! [`Drain::draining`] is true and handlers should not
 //! start to wait; so a server merely slow for a moment costs one early
 //! answer per waiting poll, not a burst of polls.
 //!
@@ -29,7 +31,7 @@
 //! The probe carries no token and reads nothing but timing. Without an
 //! address, no probe runs, and waits are bounded only by their own length.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,10 @@ pub struct Drain {
     signals: watch::Sender<u64>,
     /// Milliseconds since `epoch` until which the server is draining.
     until: AtomicI64,
+    /// Whether the server ever answered a probe.
+    answered: AtomicBool,
+    /// Whether a probe that never got an answer was logged.
+    warned: AtomicBool,
     epoch: Instant,
 }
 
@@ -96,6 +102,8 @@ impl Drain {
             probing: Mutex::new(false),
             signals: watch::channel(0).0,
             until: AtomicI64::new(i64::MIN),
+            answered: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -141,8 +149,6 @@ impl Drain {
 
     async fn probe_while_waited_on(&'static self) {
         let Some(target) = self.target.clone() else { return };
-        let mut answered_before = true;
-        let mut last: Option<u16> = None;
         loop {
             if self.waiters.load(Ordering::Acquire) == 0 {
                 let mut probing = self.probing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -151,41 +157,49 @@ impl Drain {
                     return;
                 }
             }
+            // Only a server that has answered before can stall or go away;
+            // one that never answered is misaddressed, and says so once
+            // rather than cutting every wait short.
+            let ever = self.answered.load(Ordering::Acquire);
             let started = Instant::now();
             let probe = probe(&target);
             tokio::pin!(probe);
             let answered = match tokio::time::timeout(STALLED, &mut probe).await {
                 Ok(answered) => answered,
                 Err(_) => {
-                    self.signal("it stopped answering sys/leader");
+                    if ever {
+                        self.signal("it stopped answering sys/leader in time");
+                    }
                     // Let the stuck probe finish (or give up) before the
                     // next: one request at a time.
                     let _ = tokio::time::timeout(WINDOW, probe).await;
-                    answered_before = false;
                     continue;
                 }
             };
-            // A server that answered and now refuses connections is going
-            // away; one that never answered is misaddressed, and says so
-            // once rather than cutting every wait short.
             match answered {
-                Ok(status) => {
-                    if last.is_some_and(|was| was != status) {
-                        self.signal("its sys/leader answer changed");
-                    } else if answered_before && started.elapsed() < STALLED {
-                        // Answering promptly, as before: whatever slowed it
-                        // has passed, and waits may resume.
+                Ok(status) if (200..300).contains(&status) => {
+                    self.answered.store(true, Ordering::Release);
+                    if started.elapsed() < STALLED {
+                        // Serving, and promptly: whatever slowed it has
+                        // passed, and waits may resume.
                         self.until.store(i64::MIN, Ordering::Release);
                     }
-                    last = Some(status);
-                    answered_before = true;
                 }
-                Err(why) if answered_before => {
+                Ok(status) => {
+                    // Sealed (503) or otherwise not serving: draining until
+                    // it serves again.
+                    self.answered.store(true, Ordering::Release);
+                    self.signal(&format!("sys/leader answered {status}"));
+                }
+                Err(why) if ever => {
                     self.signal("its sys/leader endpoint went away");
                     tracing::debug!(%why, "probe failed");
-                    answered_before = false;
                 }
-                Err(why) => tracing::debug!(%why, "probe failed again"),
+                Err(why) => {
+                    if !self.warned.swap(true, Ordering::AcqRel) {
+                        tracing::warn!(%why, "the server's sys/leader does not answer at the address in its environment: not probing for seals and step-downs until it does");
+                    }
+                }
             }
             tokio::time::sleep(PERIOD.saturating_sub(started.elapsed())).await;
         }
@@ -371,7 +385,7 @@ mod tests {
         .await
         .expect("woken");
         let took = started.elapsed();
-        assert!(took >= STALLED && took < PERIOD + STALLED + Duration::from_millis(900), "{took:?}");
+        assert!(took >= STALLED && took < PERIOD + STALLED + Duration::from_secs(3), "{took:?}");
         assert!(drain.draining());
         drop((first, second));
     }
@@ -399,6 +413,22 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), waiting.drained()).await.expect("woken");
         assert!(started.elapsed() >= PERIOD * 2, "not before the answer changed");
         assert!(drain.draining());
+        // Still sealed at the next probes: still draining.
+        tokio::time::sleep(PERIOD * 3).await;
+        assert!(drain.draining(), "a sealed server stays draining");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answered_ends_no_wait() {
+        // Misaddressed: nothing listens there.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let target = Target { host: "127.0.0.1".into(), port, tls: None };
+        let drain: &'static Drain = Box::leak(Box::new(Drain::new(Some(target))));
+        let mut waiting = drain.waiting();
+        assert!(tokio::time::timeout(PERIOD * 4, waiting.drained()).await.is_err(), "no signal");
+        assert!(!drain.draining());
     }
 
     #[tokio::test]

@@ -99,8 +99,9 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     // While the server drains for a seal, a step-down or a shutdown, a
     // waiting poll would hold it up: answer at once instead.
     let drain = vault_plugin_sdk::drain::drain();
-    let wait = if drain.draining() { 0 } else { wait };
+    // Registered before the check, so a signal in between still wakes it.
     let mut waiting = (wait > 0).then(|| drain.waiting());
+    let wait = if drain.draining() { 0 } else { wait };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
         // Subscribe before looking, so a change made while the answer is

@@ -91,9 +91,11 @@ async fn renumber(state: &MountState, req: &Request, data: &FieldData) -> Result
     let t = state.now();
     let actor = req.actor();
     let superseded = ring.supersede_pending(past, t, state.started());
+    // As far as a fleet can have gone in the versions accepted, no further.
+    let cap = coordinator::generation_cap(&ring, past);
     let generation = state.with_fleet(|f| f.claims(name).filter(|c| c.number <= past).map(|c| c.generation).max());
     ring.continue_numbering_past(past);
-    ring.continue_generation_past(generation.unwrap_or(0).max(ring.generation));
+    ring.continue_generation_past(generation.unwrap_or(0).min(cap).max(ring.generation));
     ring.record(t, RENUMBER, Cause::Manual, actor, format!("{reason} (numbering continues past {past})"), vec![past]);
     if let Some(number) = superseded {
         let detail = format!(

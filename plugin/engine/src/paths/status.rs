@@ -212,18 +212,49 @@ fn fleet_ahead(ring: &Keyring) -> Option<String> {
     let first = unresolved.iter().map(|e| e.reports.as_ref().map_or(e.at, |r| r.first_at)).min().unwrap_or(last.at);
     let count: u64 = unresolved.iter().map(|e| e.reports.as_ref().map_or(1, |r| r.count)).sum();
     let highest = unresolved.iter().flat_map(|e| e.versions.iter()).max().copied().unwrap_or_default();
+    // Each claimant's highest claim, highest first: an outlier stands out.
+    let mut claims: Vec<(u64, String)> = unresolved
+        .iter()
+        .filter_map(|e| Some((*e.versions.iter().max()?, e.reports.as_ref()?.claimant.clone())))
+        .collect();
+    claims.sort_by(|a, b| b.cmp(a));
+    let named: Vec<String> = claims.iter().map(|(n, c)| format!("{c} up to {n}")).collect();
+    let bound = ring.latest.saturating_add(lockstep_model::schedule::FLEET_NUMBERING_BOUND);
+    let within = claims.iter().map(|(n, _)| *n).filter(|n| *n <= bound).max();
+    let accept = match within {
+        Some(n) => format!(
+            "if this server's storage was restored from an older copy, accept them with keys/{}/renumber \
+             past_version={n} and a reason",
+            ring.name
+        ),
+        None => format!(
+            "if this server's storage was restored from an older copy, check what a sidecar holds \
+             (lockstep-sidecar get <keyring>) and accept that with keys/{}/renumber past_version=<its version> and a \
+             reason",
+            ring.name
+        ),
+    };
+    let beyond = if highest > bound {
+        format!(
+            ". Claims more than {} past the latest version ({}) are more than a recent copy explains: check a \
+             sidecar of that pool before accepting them, and revoke the token if it holds no such version",
+            lockstep_model::schedule::FLEET_NUMBERING_BOUND,
+            ring.latest
+        )
+    } else {
+        String::new()
+    };
     Some(format!(
         "the fleet holds versions this coordinator did not issue: {count} report{} recorded from {} claimant{}, \
-         {} to {}, naming versions up to {highest}; the latest: {}. Reports decide nothing: if this server's \
-         storage was restored from an older copy, accept them with keys/{}/renumber past_version={highest} and a \
-         reason; if not, a sidecar token is in the wrong hands",
+         {} to {}, naming versions up to {highest} ({}); the latest: {}. Reports decide nothing: {accept}; if it \
+         was not restored, a sidecar token is in the wrong hands{beyond}",
         if count == 1 { "" } else { "s" },
         unresolved.len(),
         if unresolved.len() == 1 { "" } else { "s" },
         time_json(Some(first)).as_str().unwrap_or_default(),
         time_json(Some(last.at)).as_str().unwrap_or_default(),
+        named.join(", "),
         last.detail,
-        ring.name
     ))
 }
 
