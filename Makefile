@@ -50,9 +50,10 @@ $(TS_CLIENT)/dist/index.js: $(TS_CLIENT)/package-lock.json $(TS_CLIENT)/tsconfig
 build:
 	$(CARGO) build --workspace --bins
 
-## The release sidecar, which the client libraries' tests run.
+## The release sidecar and plugin, which the client libraries' tests and the
+## fault-injection test run.
 release-sidecar:
-	$(CARGO) build --release -p lockstep-sidecar
+	$(CARGO) build --release -p lockstep-sidecar -p lockstep-plugin
 
 ## The plugin and the sidecar as static executables (musl, with musl-gcc
 ## for the crypto backend's C code): they run on any Linux, in Alpine-based
