@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-bins openbao static test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-drain bench-ops bench-clients torture
+.PHONY: demo demo-bins openbao helm static test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-drain bench-ops bench-clients torture
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin,
@@ -78,6 +78,12 @@ kustomize: target/kustomize/kustomize
 target/kustomize/kustomize: tests/kustomize/main.go tests/kustomize/go.mod tests/kustomize/go.sum
 	cd tests/kustomize && go build -o ../../target/kustomize/kustomize .
 
+## Helm's tool from its Go module and the official Vault chart from the
+## Go module proxy, hash-checked (tests/helm/build.sh), for the tests that
+## lint and render the charts' values in docs/helm/.
+helm:
+	tests/helm/build.sh target/helm
+
 ## Prometheus's own rule-file loader and PromQL parser (tests/promrules),
 ## for the test that checks the example alert rules.
 promrules: target/promrules/promrules
@@ -124,7 +130,7 @@ SERVER_SUITES := server sidecar_e2e sidecar_auth openapi_fuzz clients telemetry 
 
 ## Every test: unit tests, then end-to-end tests through the real hosts and
 ## the real servers of the matrix.
-test: build release-sidecar image kustomize promrules test-plugin hosts server openbao pytools clients lint
+test: build release-sidecar image kustomize helm promrules test-plugin hosts server openbao pytools clients lint
 	LOCKSTEP_SERVER=$(firstword $(SERVERS)) $(CARGO) test --workspace
 	# -count=1: the e2e tests build the hosts from source at run time, which
 	# Go's test cache does not see, so a cached pass could hide a change.

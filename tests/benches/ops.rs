@@ -62,7 +62,7 @@ fn fixture(dir: &std::path::Path) -> Fixture {
     for (name, key_type) in [("data", "aes256-gcm"), ("hooks", "hmac-sha256"), ("ed", "ed25519")] {
         server.write(&format!("lockstep/keys/{name}"), json!({"type": key_type})).expect_status(200);
     }
-    server.write("lockstep/pools/bench", json!({"keyrings": "data,hooks,ed"})).expect_status(200);
+    server.write("lockstep/pools/bench", json!({"keyrings": "data,hooks,ed", "mode": "sign"})).expect_status(200);
     let token = dir.join("token");
     std::fs::write(&token, server.token()).expect("token file");
     std::fs::create_dir_all(dir.join("cache")).expect("cache dir");

@@ -57,7 +57,7 @@ fn a_not_modified_poll_reads_no_storage_and_a_change_rereads_only_what_changed()
     for (i, name) in names.iter().enumerate() {
         keyring(&host, name, ["ed25519", "hmac-sha256", "ecdsa-p256", "aes256-gcm"][i % 4]);
     }
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": names.join(",")})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": names.join(","), "mode": "sign"})));
     let held: String = names.iter().map(|n| format!("{n}:1")).collect::<Vec<_>>().join(",");
     let first = bundle(&host, "web", "web-1", &held, "");
     assert_eq!(first["keyrings"].as_object().map(|k| k.len()), Some(10), "{first}");
@@ -122,7 +122,7 @@ fn a_waiting_poll_returns_within_a_second_of_every_change_to_its_bundle() {
     let host = host();
     keyring(&host, "jwt", "ed25519");
     keyring(&host, "mac", "hmac-sha256");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     let mut current = revision(&bundle(&host, "web", "web-1", "jwt:1", ""));
     // A second live instance, so that the next version waits for it.
     bundle(&host, "web", "web-2", "jwt:1", "");
@@ -144,12 +144,12 @@ fn a_waiting_poll_returns_within_a_second_of_every_change_to_its_bundle() {
     assert_eq!(data["mode"], "sign");
     // The keyring list alone changes: that wakes the poll too.
     let data = step("keyring added", "jwt:1", &|| {
-        ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt,mac"})));
+        ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt,mac", "mode": "sign"})));
     });
     assert!(data["keyrings"]["mac"].is_object(), "{data}");
     assert_eq!(data["mode"], "sign");
     let data = step("keyring removed", "jwt:1,mac:1", &|| {
-        ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt"})));
+        ok(host.request(M, "update", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     });
     assert!(data["keyrings"].get("mac").is_none(), "{data}");
     let data = step("rotation", "jwt:1", &|| {
@@ -183,7 +183,7 @@ fn a_waiting_poll_returns_within_a_second_of_every_change_to_its_bundle() {
 fn changes_made_elsewhere_and_reloads_never_leave_a_stale_bundle() {
     let host = host();
     keyring(&host, "jwt", "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     let first = bundle(&host, "web", "web-1", "jwt:1", "");
     assert!(first["keyrings"]["jwt"]["versions"][0]["private_key"].is_string());
 
@@ -218,7 +218,7 @@ fn changes_made_elsewhere_and_reloads_never_leave_a_stale_bundle() {
 fn a_pool_has_a_cap_on_instances_with_a_clear_error_and_an_alert() {
     let host = host();
     keyring(&host, "jwt", "hmac-sha256");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     let bad = host.request(M, "update", "config", json!({"max_instances_per_pool": 0}));
     assert_eq!(bad.status, 400, "{bad:?}");
     assert!(bad.error.contains("max_instances_per_pool"), "{bad:?}");
@@ -244,7 +244,7 @@ fn forty_concurrent_polls_of_one_instance_all_succeed_on_transactional_storage()
     // writing one key conflict.
     let host = host();
     keyring(&host, "jwt", "hmac-sha256");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     let replies: Vec<HostReply> = std::thread::scope(|s| {
         let polls: Vec<_> = (0..40)
             .map(|i| {
@@ -269,7 +269,7 @@ fn forty_concurrent_polls_of_one_instance_all_succeed_on_transactional_storage()
 fn an_acknowledgement_counts_only_for_a_version_this_coordinator_issued() {
     let host = host();
     keyring(&host, "jwt", "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     let first = bundle(&host, "web", "web-1", "", "");
     let kid = first["keyrings"]["jwt"]["versions"][0]["kid"].as_str().expect("kid").to_string();
 
@@ -317,7 +317,7 @@ fn a_bundle_of_large_keys_is_built_in_one_buffer() {
         keyring(&host, name, "rsa-2048");
         ok(host.request(M, "update", &format!("keys/{name}/rotate"), json!({})));
     }
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": names.join(",")})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": names.join(","), "mode": "sign"})));
     let full = bundle(&host, "web", "web-1", "", "");
     for name in names {
         let versions = full["keyrings"][name]["versions"].as_array().cloned().unwrap_or_default();
@@ -330,7 +330,7 @@ fn a_bundle_of_large_keys_is_built_in_one_buffer() {
 fn a_caller_raising_its_claim_at_every_poll_writes_nothing_and_no_number_is_given_twice() {
     let host = host();
     keyring(&host, "jwt", "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     bundle(&host, "web", "web-1", "jwt:1", "");
     // The first claim is heard at once (that is how a restore is heard),
     // and recorded; the stored numbering stays.
@@ -358,7 +358,7 @@ fn a_foreign_version_never_holds_a_lower_pending_number() {
     // fleet's 4 is not its version 2, at any poll.
     let host = host();
     keyring(&host, "jwt", "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
     assert_eq!(rotated["version"], 2, "{rotated}");
     for _ in 0..2 {
@@ -377,7 +377,7 @@ fn reports_of_versions_not_issued_here_never_give_up_a_pending_version_whichever
     let host = host();
     keyring(&host, "jwt", "ed25519");
     for pool in ["api", "web"] {
-        ok(host.request(M, "create", &format!("pools/{pool}"), json!({"keyrings": "jwt"})));
+        ok(host.request(M, "create", &format!("pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign"})));
         bundle(&host, pool, "1", "jwt:1", "");
     }
     ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
@@ -421,7 +421,7 @@ fn reports_of_versions_not_issued_here_never_give_up_a_pending_version_whichever
 fn a_pool_naming_a_keyring_that_does_not_exist_is_written_with_a_warning() {
     let host = host();
     keyring(&host, "jwt", "ed25519");
-    let reply = host.request(M, "create", "pools/web", json!({"keyrings": "jwt,later"}));
+    let reply = host.request(M, "create", "pools/web", json!({"keyrings": "jwt,later", "mode": "sign"}));
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.warnings.len(), 1, "{reply:?}");
     assert!(reply.warnings[0].contains("\"later\" does not exist"), "{reply:?}");
@@ -445,7 +445,7 @@ fn a_pool_naming_a_keyring_that_does_not_exist_is_written_with_a_warning() {
 fn a_keyring_made_again_as_symmetric_for_a_verify_only_pool_is_warned_in_the_answer_and_in_status() {
     let host = host();
     ok(host.request(M, "create", "keys/jwt", json!({"type": "ed25519", "deletion_allowed": true})));
-    ok(host.request(M, "create", "pools/edge", json!({"keyrings": "jwt", "mode": "verify"})));
+    ok(host.request(M, "create", "pools/edge", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"})));
     assert!(ok(host.request(M, "read", "status/jwt", Value::Null))["alerts"].to_string().contains("[]"));
     assert_eq!(host.request(M, "delete", "keys/jwt", Value::Null).status, 204);
     let made = host.request(M, "create", "keys/jwt", json!({"type": "hmac-sha256"}));
@@ -454,6 +454,6 @@ fn a_keyring_made_again_as_symmetric_for_a_verify_only_pool_is_warned_in_the_ans
     let status = ok(host.request(M, "read", "status/jwt", Value::Null));
     assert!(status["alerts"].to_string().contains("verify-only pools list it (edge)"), "{status}");
     // A verify-only pool made for an existing symmetric keyring is warned too.
-    let pool = host.request(M, "create", "pools/audit", json!({"keyrings": "jwt", "mode": "verify"}));
+    let pool = host.request(M, "create", "pools/audit", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"}));
     assert!(pool.warnings.iter().any(|w| w.contains("symmetric")), "{pool:?}");
 }

@@ -66,6 +66,23 @@ fn sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read the plugin")))
 }
 
+/// The workspace's version, as images are tagged.
+fn workspace_version() -> String {
+    let cargo = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
+    let version =
+        cargo.lines().find_map(|l| l.strip_prefix("version = \"")).map(|v| v.trim_end_matches('"').to_string());
+    version.expect("a version in Cargo.toml")
+}
+
+/// Removes a podman volume when the test ends.
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = tool("podman", &["volume", "rm", "-f", &self.0]);
+    }
+}
+
 /// Removes the container and its image when the test ends, however it
 /// ends.
 struct Running(String, &'static str);
@@ -90,7 +107,8 @@ fn the_static_builds_need_no_library() {
 #[test]
 fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle() {
     let _storage = storage();
-    let plugin = built(&format!("{STATIC}/vault-plugin-secrets-lockstep"), "make static");
+    let plugin_image = format!("localhost/lockstep-plugin:{}", workspace_version());
+    assert!(tool("podman", &["image", "exists", &plugin_image]).status.success(), "{plugin_image}: run `make image`");
     let bao = built(OPENBAO, "make openbao");
     assert!(!needs_libraries(&bao), "OpenBao's release binary is static");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -99,19 +117,35 @@ fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle()
     writeln!(file, "plugin_directory = \"/plugins\"").expect("write config");
     drop(file);
 
-    // FROM scratch: the two executables and the configuration, nothing else.
+    // FROM scratch: OpenBao and its configuration, nothing else.
     let ctr = ok("buildah", &["from", "scratch"]);
     let copy = |mode: &str, from: &Path, to: &str| {
         ok("buildah", &["copy", "--chmod", mode, &ctr, &from.display().to_string(), to]);
     };
     copy("0755", &bao, "/bin/bao");
-    copy("0755", &plugin, "/plugins/vault-plugin-secrets-lockstep");
     copy("0644", &config, "/etc/openbao/config.hcl");
     ok("buildah", &["config", "--user", "65532:65532", "--entrypoint", "[\"/bin/bao\"]", &ctr]);
     let image = "localhost/lockstep-test-openbao-scratch:latest";
     ok("buildah", &["commit", "-q", "--rm", &ctr, image]);
 
+    // The plugin's image installs the plugin into a volume the server
+    // mounts as its plugin directory, as the Helm values' init container
+    // does (docs/registering.md); it prints the register command.
     let port = free_port();
+    let volume = format!("lockstep-plugins-{port}");
+    ok("podman", &["volume", "create", &volume]);
+    let _volume = Volume(volume.clone());
+    let mount = format!("{volume}:/plugins:U");
+    let installed = ok("podman", &["run", "--rm", "-v", &mount, &plugin_image, "--install", "/plugins"]);
+    assert!(installed.starts_with("installed /plugins/vault-plugin-secrets-lockstep\n"), "{installed}");
+    let sha = installed
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("-sha256="))
+        .map(str::to_string)
+        .expect("the register command in the install's output");
+    let plugin = built(&format!("{STATIC}/vault-plugin-secrets-lockstep"), "make static");
+    assert_eq!(sha, sha256(&plugin), "the image holds the static build, and the install printed its checksum");
+
     let address = format!("http://127.0.0.1:{port}");
     let name = format!("lockstep-scratch-{port}");
     ok(
@@ -125,6 +159,8 @@ fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle()
             "host",
             "--tmpfs",
             "/tmp:mode=1777",
+            "-v",
+            &mount,
             "-e",
             &format!("BAO_ADDR={address}"),
             image,
@@ -137,6 +173,7 @@ fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle()
         ],
     );
     let running = Running(name, image);
+
     let call = |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
         let request = ureq::request(method, &format!("{address}/v1/{path}")).set("X-Vault-Token", "root");
         let result = match body {
@@ -157,13 +194,12 @@ fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle()
         assert!(Instant::now() < deadline, "the server in the container did not come up:\n{logs}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let version = Command::new(&plugin).arg("--version").output().expect("plugin --version");
-    let reported = String::from_utf8_lossy(&version.stdout)
+    let reported = installed
         .split_whitespace()
         .find(|w| w.starts_with('v') && w[1..].starts_with(|c: char| c.is_ascii_digit()))
         .map(str::to_string)
         .expect("a version");
-    let register = json!({"sha256": sha256(&plugin), "command": "vault-plugin-secrets-lockstep", "version": reported});
+    let register = json!({"sha256": sha, "command": "vault-plugin-secrets-lockstep", "version": reported});
     let (status, body) = call("PUT", "sys/plugins/catalog/secret/lockstep", Some(register));
     assert_eq!(status, 204, "register: {body}");
     let (status, body) = call("POST", "sys/mounts/lockstep", Some(json!({"type": "lockstep"})));
@@ -184,11 +220,7 @@ fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle()
 #[test]
 fn the_plugin_and_sidecar_images_hold_one_static_executable_each() {
     let _storage = storage();
-    let version = {
-        let cargo = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
-        cargo.lines().find_map(|l| l.strip_prefix("version = \"")).map(|v| v.trim_end_matches('"').to_string())
-    };
-    let version = version.expect("a version");
+    let version = workspace_version();
     for (name, binary) in
         [("lockstep-plugin", "vault-plugin-secrets-lockstep"), ("lockstep-sidecar", "lockstep-sidecar")]
     {

@@ -66,8 +66,8 @@ fn a_new_keyring_signs_at_once_and_shows_no_material() {
 fn scheduled_rotation_waits_for_every_live_pool_then_switches() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
-    ok(host.request(M, "create", "pools/api", json!({"keyrings": "jwt", "mode": "verify"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    ok(host.request(M, "create", "pools/api", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"})));
     poll(&host, "web", "web-1", "jwt:1");
     poll(&host, "api", "api-1", "jwt:1");
 
@@ -126,8 +126,8 @@ fn scheduled_rotation_waits_for_every_live_pool_then_switches() {
 fn dead_pools_do_not_block_and_a_silent_live_pool_is_overridden_with_an_alert() {
     let host = host();
     create_jwt(&host, "hmac-sha256");
-    ok(host.request(M, "create", "pools/old", json!({"keyrings": "jwt"})));
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/old", json!({"keyrings": "jwt", "mode": "sign"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     poll(&host, "old", "old-1", "jwt:1");
     // old-1 is never seen again; the liveness window is 10 minutes.
     host.clock.advance(22 * HOUR + 1);
@@ -153,7 +153,7 @@ fn dead_pools_do_not_block_and_a_silent_live_pool_is_overridden_with_an_alert() 
 fn an_instance_that_never_held_anything_holds_a_commit_one_window_at_most_even_across_a_reload() {
     let host = host();
     create_jwt(&host, "hmac-sha256");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     poll(&host, "web", "web-1", "jwt:1");
     // A caller that polls once, holding nothing, and is never heard again.
     poll(&host, "web", "ghost", "");
@@ -175,8 +175,8 @@ fn an_instance_that_never_held_anything_holds_a_commit_one_window_at_most_even_a
 fn after_a_reload_pools_not_yet_seen_are_waited_for_one_liveness_window() {
     let host = host();
     create_jwt(&host, "hmac-sha256");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
-    ok(host.request(M, "create", "pools/api", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    ok(host.request(M, "create", "pools/api", json!({"keyrings": "jwt", "mode": "sign"})));
     poll(&host, "web", "web-1", "jwt:1");
     poll(&host, "api", "api-1", "jwt:1");
     host.clock.advance(22 * HOUR + 1);
@@ -208,7 +208,7 @@ fn after_a_reload_pools_not_yet_seen_are_waited_for_one_liveness_window() {
 fn a_restored_coordinator_hears_from_the_fleet_and_numbers_its_next_version_past_it_without_rotating_early() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     poll(&host, "web", "web-1", "jwt:1");
     // Storage restored from a copy that ended at version 1, long before
     // its rotation is due: the fleet holds a version 2 this copy never
@@ -235,7 +235,7 @@ fn a_restored_coordinator_hears_from_the_fleet_and_numbers_its_next_version_past
 fn a_report_far_ahead_moves_no_number_and_the_next_version_gets_the_next_one() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"})));
     // 17 ahead of version 1: one past the bound. It moves nothing.
     poll(&host, "web", "web-1", "jwt:18:jwt-v18-abcd:3");
     let rotated = ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
@@ -259,7 +259,7 @@ fn a_report_far_ahead_moves_no_number_and_the_next_version_gets_the_next_one() {
 fn reports_of_versions_the_coordinator_did_not_issue_make_one_alert_that_counts_them() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     poll(&host, "web", "web-1", "jwt:1");
     // Three claims, a poll interval apart, each of a newer version.
     for n in [20, 30, 40] {
@@ -284,7 +284,7 @@ fn reports_of_versions_the_coordinator_did_not_issue_make_one_alert_that_counts_
 fn a_pending_version_the_fleet_went_past_is_given_up_only_by_an_operators_renumber() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     poll(&host, "web", "web-1", "jwt:1");
     ok(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})));
     assert_eq!(key(&host)["pending_version"], 2);
@@ -343,9 +343,9 @@ fn pool_changes_are_in_the_history_of_each_keyring_they_open_or_close_and_its_le
     let host = host();
     create_jwt(&host, "ed25519");
     ok(host.request(M, "create", "keys/other", json!({"type": "ed25519"})));
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt,other"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt,other", "mode": "sign"})));
     ok(host.request(M, "update", "pools/web", json!({"mode": "verify"})));
-    ok(host.request(M, "update", "pools/web", json!({"keyrings": "other"})));
+    ok(host.request(M, "update", "pools/web", json!({"keyrings": "other", "mode": "sign"})));
     ok(host.request(M, "delete", "pools/web", Value::Null));
     let details = |keyring: &str| -> Vec<String> {
         let history = ok(host.request(M, "read", &format!("history/{keyring}"), Value::Null));
@@ -393,7 +393,7 @@ fn pool_changes_are_in_the_history_of_each_keyring_they_open_or_close_and_its_le
 fn alerts_stay_one_per_condition_and_short_however_many_instances_there_are() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     let instances: Vec<String> = (0..25).map(|i| format!("web-{i:02}")).collect();
     for instance in &instances {
         // Two processes taking turns under each id.
@@ -417,7 +417,7 @@ fn alerts_stay_one_per_condition_and_short_however_many_instances_there_are() {
 fn one_rotation_may_come_sooner_than_prepublish_and_is_still_gated_on_every_live_pool() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"})));
     poll(&host, "web", "web-1", "jwt:1");
     let longer = host.request(M, "update", "keys/jwt/rotate", json!({"prepublish": "3h"}));
     assert_eq!(longer.status, 400, "{longer:?}");
@@ -502,7 +502,7 @@ fn a_retried_rotation_with_the_same_idempotency_key_rotates_once() {
 fn revoking_the_signer_switches_at_once_and_leaves_every_bundle() {
     let host = host();
     create_jwt(&host, "ecdsa-p256");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     ok(host.request(M, "update", "keys/jwt/rotate", json!({"expected_version": 1})));
     // The sidecar holds version 2, which is then committed to activate in
     // two hours: the bundle it holds has a committed future activation.
@@ -551,8 +551,8 @@ fn revoking_the_signer_switches_at_once_and_leaves_every_bundle() {
 fn bundles_are_cheap_when_unchanged_and_verify_only_pools_get_no_private_keys() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
-    ok(host.request(M, "create", "pools/edge", json!({"keyrings": "jwt", "mode": "verify"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    ok(host.request(M, "create", "pools/edge", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"})));
     let full = poll(&host, "web", "web-1", "jwt:1");
     let v1 = &full["keyrings"]["jwt"]["versions"][0];
     assert!(v1["private_key"].is_string() && v1["public_key"].is_string(), "{full}");
@@ -592,7 +592,7 @@ fn bundles_are_cheap_when_unchanged_and_verify_only_pools_get_no_private_keys() 
 fn a_waiting_bundle_read_returns_promptly_after_a_rotation() {
     let host = host();
     create_jwt(&host, "hmac-sha256");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     let revision = poll(&host, "web", "web-1", "jwt:1")["revision"].as_str().unwrap_or_default().to_string();
     std::thread::scope(|s| {
         let waiter = s.spawn(|| {
@@ -690,7 +690,7 @@ fn deletion_needs_deletion_allowed() {
 fn a_shortened_prepublish_and_grace_go_on_applying_while_cut_off_sidecars_rely_on_them() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     poll(&host, "web", "web-1", "jwt:1");
     ok(host.request(M, "update", "keys/jwt", json!({"prepublish": "10m", "grace_period": "2h"})));
     let history = ok(host.request(M, "read", "history/jwt", Value::Null)).to_string();
@@ -813,7 +813,7 @@ fn material_of_an_interrupted_delete_or_create_is_swept_without_transactions() {
 fn a_keyring_made_again_goes_on_from_the_deleted_ones_numbers() {
     let host = host();
     create_jwt(&host, "ed25519");
-    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt"})));
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
     ok(host.request(M, "update", "keys/jwt/rotate", json!({})));
     let held: Bundle = serde_json::from_value(poll(&host, "web", "web-1", "jwt:2")).expect("a bundle");
     ok(host.request(M, "update", "keys/jwt", json!({"deletion_allowed": true})));

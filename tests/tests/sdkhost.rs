@@ -43,7 +43,8 @@ fn mounts_twice_in_one_process_and_round_trips_through_storage(kind: HostKind) {
     host.mount("b/");
     assert_eq!(host.processes(), (1, 1), "two mounts share one multiplexed process");
 
-    let written = host.request("a/", "create", "pools/web", json!({"keyrings": ["jwt"], "mode": "verify"}));
+    let written =
+        host.request("a/", "create", "pools/web", json!({"keyrings": ["jwt"], "mode": "verify", "mode": "sign"}));
     assert_eq!(written.status, 200, "{written:?}");
     let read = host.request("a/", "read", "pools/web", Value::Null);
     assert_eq!(read.data, json!({"name": "web", "keyrings": ["jwt"], "mode": "verify"}));
@@ -66,7 +67,7 @@ fn without_multiplexing_each_mount_gets_its_own_process_and_storage(kind: HostKi
     host.mount("b/");
     assert_eq!(host.processes(), (2, 2), "one process per mount");
     // Calls carry no multiplex id; each process serves its one mount.
-    let written = host.request("a/", "create", "pools/web", json!({"keyrings": ["jwt"]}));
+    let written = host.request("a/", "create", "pools/web", json!({"keyrings": ["jwt"], "mode": "sign"}));
     assert_eq!(written.status, 200, "{written:?}");
     assert_eq!(host.request("b/", "read", "pools/web", Value::Null).status, 404);
     assert_eq!(host.request("b/", "create", "pools/api", json!({})).status, 200);
@@ -120,7 +121,7 @@ fn periodic_call_reaches_the_engine(kind: HostKind) {
 fn reload_starts_a_new_process_and_keeps_the_data(kind: HostKind) {
     let host = SdkHost::start(kind);
     host.mount("lockstep/");
-    host.request("lockstep/", "create", "pools/web", json!({"keyrings": "jwt"}));
+    host.request("lockstep/", "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"}));
     host.reload("lockstep/");
     assert_eq!(host.processes(), (2, 1));
     let read = host.request("lockstep/", "read", "pools/web", Value::Null);

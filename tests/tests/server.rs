@@ -47,7 +47,7 @@ fn registers_by_checksum_mounts_twice_and_round_trips_through_storage() {
     let listing = cli_ok(&server, &["secrets", "list", "-detailed"]);
     assert!(listing.contains(&version), "{listing}");
 
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"})).expect_status(200);
     let read = server.read("lockstep/pools/web").expect_status(200);
     assert_eq!(read.data(), &json!({"name": "web", "keyrings": ["jwt"], "mode": "verify"}));
     assert_eq!(server.read("second/pools/web").status, 404, "each mount has its own storage");
@@ -96,7 +96,7 @@ fn reload_and_restart_keep_the_data() {
     server.register_plugin().expect_status(204);
     server.enable("lockstep").expect_status(204);
     server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
     let before = server.read("lockstep/keys/jwt").expect_status(200).body["data"].clone();
 
     cli_ok(&server, &["plugin", "reload", &format!("-plugin={PLUGIN_NAME}")]);
@@ -147,8 +147,8 @@ fn fifty_concurrent_rotations_through_the_server_rotate_once() {
 fn a_sidecar_policy_reads_its_own_bundle_and_nothing_else() {
     let server = Server::dev_with_mounts(&["lockstep"]);
     server.write("lockstep/keys/jwt", json!({"type": "ecdsa-p256"})).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt"})).expect_status(200);
-    server.write("lockstep/pools/api", json!({"keyrings": "jwt"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+    server.write("lockstep/pools/api", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
     let policy = std::fs::read_to_string(lockstep_tests::workspace_root().join("policies/lockstep-sidecar-web.hcl"))
         .expect("the policy file");
     server.request("PUT", "sys/policies/acl/lockstep-sidecar-web", Some(json!({"policy": policy}))).expect_status(204);
@@ -297,8 +297,10 @@ fn smoke_register_mount_rotate_with_cas_and_two_pools_sign_and_verify() {
     let policy = json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "2s", "grace_period": "20m",
                         "max_token_ttl": "10m", "commit_timeout": "30m"});
     server.write("lockstep/keys/jwt", policy).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
-    server.write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"})).expect_status(200);
+    server
+        .write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"}))
+        .expect_status(200);
     let dir = tempfile::tempdir().expect("tempdir");
     let web = start_sidecar(dir.path(), &server, "web");
     let edge = start_sidecar(dir.path(), &server, "edge");
@@ -374,7 +376,7 @@ fn the_audit_log_records_lockstep_requests_without_key_material_or_tokens() {
     let server = Server::dev_audited().with_mounts(&["lockstep"]);
     let log = server.audit_log().expect("an audit device").to_path_buf();
     server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"})).expect_status(200);
     let token = pool_token(&server, "web");
     let bundle = server.with_token(&token).read("lockstep/bundle/web?instance=web-1").expect_status(200);
     let private = bundle.data()["keyrings"]["jwt"]["versions"][0]["private_key"].as_str().expect("private key");
@@ -479,8 +481,10 @@ fn the_plugin_exits_when_its_server_is_killed() {
 fn a_thousand_hostile_reports_through_a_verify_pools_token_change_nothing_an_operator_relies_on() {
     let server = Server::dev_with_mounts(&["lockstep"]);
     server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt"})).expect_status(200);
-    server.write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+    server
+        .write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"}))
+        .expect_status(200);
     let poll = |client: &lockstep_tests::server::Client, pool: &str, instance: &str, held: &str| {
         client.read(&format!("lockstep/bundle/{pool}?instance={instance}&held={held}"))
     };
@@ -577,7 +581,7 @@ fn long_poll<'s>(
 
 fn waiting_fleet(server: &Server) {
     server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"})).expect_status(200);
 }
 
 /// Whether process `pid` has ended (exited, or exited and not yet reaped).

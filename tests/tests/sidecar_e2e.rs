@@ -38,7 +38,8 @@ fn prepare(server: Server, pools: &[&str]) -> Server {
     let created = server.write("lockstep/keys/jwt", policy);
     assert!(created.status == 200 || created.status == 204, "{created:?}");
     for pool in pools {
-        let made = server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign"}));
+        let made =
+            server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"}));
         assert!(made.status == 200 || made.status == 204, "{made:?}");
         // The project's least-privilege policy for a pool's sidecars.
         let hcl = std::fs::read_to_string(workspace_root().join("policies/lockstep-sidecar-web.hcl"))
@@ -211,7 +212,7 @@ fn a_cut_off_sidecar_stops_signing_at_its_bound_and_verifies_on() {
     let short = json!({"type": "hmac-sha256", "rotation_period": "1h", "prepublish": "2s", "grace_period": "20s",
                        "max_token_ttl": "10s", "commit_timeout": "30m"});
     server.write("lockstep/keys/short", short).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt,short"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt,short", "mode": "sign"})).expect_status(200);
     let web = Sidecar::start(
         dir.path(),
         "web",
@@ -630,7 +631,9 @@ fn aes_and_hmac_pools(
     server.write("lockstep/keys/data", policy("aes256-gcm")).expect_status(200);
     server.write("lockstep/keys/hooks", policy("hmac-sha256")).expect_status(200);
     for pool in ["web", "api"] {
-        server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": keyrings})).expect_status(200);
+        server
+            .write(&format!("lockstep/pools/{pool}"), json!({"keyrings": keyrings, "mode": "sign"}))
+            .expect_status(200);
     }
     let start = |pool: &str| Sidecar::start(dir, pool, &config(dir, server, pool, &token_auth(dir, server, pool), ""));
     let (web, api) = (start("web"), start("api"));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use lockstep_model::KeyType;
 use lockstep_model::bundle::{BundleKeyring, BundleVersion, FORMAT, Limits, PoolMode, revision};
-use lockstep_model::schedule::{Cause, FLEET_NUMBERING_BOUND, Keyring};
+use lockstep_model::schedule::{Actor, Cause, FLEET_NUMBERING_BOUND, Keyring};
 use serde_json::json;
 use vault_plugin_sdk::logical::{EncodedData, LogicalError, Response};
 use vault_plugin_sdk::storage::Storage;
@@ -591,7 +591,7 @@ async fn commit_if_acknowledged(
         return Ok(());
     };
     let generation = ring.generation;
-    try_commit(state, storage, config, &mut ring, state.now(), Cause::Scheduled, SCHEDULER).await?;
+    try_commit(state, storage, config, &mut ring, state.now(), Cause::Scheduled, SCHEDULER.into()).await?;
     if ring.generation != generation {
         save(state, storage, &ring, Vec::new(), &[]).await?;
     }
@@ -619,7 +619,7 @@ pub async fn try_commit(
     ring: &mut Keyring,
     t: i64,
     cause: Cause,
-    actor: &str,
+    actor: Actor<'_>,
 ) -> Result<(), LogicalError> {
     let Some(pending) = ring.pending().cloned() else {
         state.with_fleet(|fleet| fleet.idle(&ring.name));

@@ -104,7 +104,7 @@ pub async fn run_keyring(
         ring.record(t, "publish", Cause::Scheduled, SCHEDULER, "rotation due".into(), vec![number]);
         writes.push(put_material(name, number, &material)?);
     }
-    coordinator::try_commit(state, storage, config, &mut ring, t, Cause::Scheduled, SCHEDULER).await?;
+    coordinator::try_commit(state, storage, config, &mut ring, t, Cause::Scheduled, SCHEDULER.into()).await?;
     if ring.generation != generation || ring.history_seq != recorded {
         coordinator::save(state, storage, &ring, writes, &destroyed).await?;
     }

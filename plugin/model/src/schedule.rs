@@ -15,6 +15,25 @@ use serde::{Deserialize, Serialize};
 use crate::version::{Revocation, VersionMeta};
 use crate::{KeyType, Policy, UnixSeconds};
 
+/// Who made a decision, as history records it: a display name for people,
+/// and the ids that audit logs and the token store know the caller by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Actor<'a> {
+    /// The display name (or `scheduler`).
+    pub name: &'a str,
+    /// The identity entity, or empty.
+    pub entity_id: &'a str,
+    /// The token's accessor, or empty.
+    pub accessor: &'a str,
+}
+
+impl<'a> From<&'a str> for Actor<'a> {
+    /// An actor known by name only: the scheduler.
+    fn from(name: &'a str) -> Self {
+        Self { name, ..Self::default() }
+    }
+}
+
 /// The history action of a version the fleet holds that the keyring's
 /// record did not issue.
 pub const FLEET_AHEAD: &str = "fleet-ahead";
@@ -72,6 +91,12 @@ pub struct HistoryEntry {
     pub cause: Cause,
     /// Who: the request's display name or entity, or `scheduler`.
     pub actor: String,
+    /// The caller's identity entity, when its token has one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub entity_id: String,
+    /// The accessor of the caller's token, when the server sent it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub accessor: String,
     /// Free text: the operator's reason, or what the scheduler saw.
     pub detail: String,
     /// The versions affected.
@@ -256,22 +281,25 @@ impl Keyring {
     }
 
     /// Records a decision.
-    pub fn record(
+    pub fn record<'a>(
         &mut self,
         at: UnixSeconds,
         action: &str,
         cause: Cause,
-        actor: &str,
+        actor: impl Into<Actor<'a>>,
         detail: String,
         versions: Vec<u64>,
     ) {
+        let actor = actor.into();
         self.history_seq += 1;
         let entry = HistoryEntry {
             seq: self.history_seq,
             at,
             action: action.into(),
             cause,
-            actor: actor.into(),
+            actor: actor.name.into(),
+            entity_id: actor.entity_id.into(),
+            accessor: actor.accessor.into(),
             detail,
             versions,
             reports: None,

@@ -85,6 +85,10 @@ pub struct Request {
     pub display_name: String,
     /// Identity entity of the caller, if any.
     pub entity_id: String,
+    /// Accessor of the caller's token, if the host sent one: it names the
+    /// token in audit logs and `auth/token/lookup-accessor` without being
+    /// the token.
+    pub accessor: String,
     /// Full mount path with a trailing slash.
     pub mount_point: String,
     /// This mount's private storage.
@@ -120,6 +124,7 @@ impl Request {
             data: decode_data(&request.data)?,
             display_name: request.display_name,
             entity_id: request.entity_id,
+            accessor: request.client_token_accessor,
             mount_point: request.mount_point,
             storage,
         })

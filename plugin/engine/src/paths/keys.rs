@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use lockstep_model::rfc3339;
 use lockstep_model::schedule::{Cause, Keyring};
-use lockstep_model::version::version_state;
+use lockstep_model::version::{VersionState, version_state};
 use lockstep_model::{KeyType, key_state};
 use serde_json::{Map, Value, json};
 use vault_plugin_sdk::framework::{
@@ -12,7 +13,7 @@ use vault_plugin_sdk::framework::{
 };
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::{check_name, fit_policy, policy_fields, policy_json, storage_error, time_json, validate_fitted};
+use super::{check_name, fit_policy, policy_fields, policy_json, storage_error, time_json, validate_fitted, who};
 use crate::config::Config;
 use crate::coordinator::{self, apply};
 use crate::scheduler;
@@ -135,9 +136,9 @@ async fn create(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         ring.latest = tombstone.latest;
         ring.generation = tombstone.generation + 1;
     }
-    ring.record(t, "create", Cause::Manual, req.actor(), format!("type {key_type}"), vec![]);
+    ring.record(t, "create", Cause::Manual, who(req), format!("type {key_type}"), vec![]);
     let (number, material) = scheduler::publish(state, &mut ring, t, t)?;
-    ring.record(t, "publish", Cause::Manual, req.actor(), "first version, active at once".into(), vec![number]);
+    ring.record(t, "publish", Cause::Manual, who(req), "first version, active at once".into(), vec![number]);
     let mut writes = vec![put_material(name, number, &material)?, Write::Put(keyring_key(name), encode(&ring)?)];
     if tombstone.is_some() {
         writes.push(Write::Delete(tombstone_key(name)));
@@ -186,7 +187,7 @@ async fn update(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         ring.generation += 1;
     }
     let detail = policy_change(&before, &ring, t);
-    ring.record(t, "policy", Cause::Manual, req.actor(), detail, vec![]);
+    ring.record(t, "policy", Cause::Manual, who(req), detail, vec![]);
     coordinator::save(state, req.storage.as_ref(), &ring, Vec::new(), &[]).await?;
     let mut response = render(&ring, t);
     response.warnings.extend(derived);
@@ -276,6 +277,10 @@ pub(crate) fn render(ring: &Keyring, t: i64) -> Response {
         .collect();
     let mut data = Map::new();
     data.insert("name".into(), json!(ring.name));
+    // Flat first, for the CLI's table format; the versions read best with
+    // -format=json.
+    data.insert("summary".into(), json!(summary(ring, state.signing, t)));
+    data.insert("next_rotation".into(), time_json(next_rotation(ring, t)));
     data.insert("type".into(), json!(ring.key_type));
     data.insert("deletion_allowed".into(), json!(ring.deletion_allowed));
     data.insert("public_jwks".into(), json!(ring.public_jwks));
@@ -288,9 +293,55 @@ pub(crate) fn render(ring: &Keyring, t: i64) -> Response {
     Response::with_data(data)
 }
 
+/// What each live version does, in one line: `v2 signs; v3 scheduled to
+/// sign at …; v1 verifies until …`.
+fn summary(ring: &Keyring, signing: Option<u64>, t: i64) -> String {
+    let mut parts = Vec::new();
+    for v in ring.versions.iter().rev().filter(|v| v.verifies_at(t)) {
+        let n = v.number;
+        let part = match version_state(v, signing, t) {
+            VersionState::Active => format!("v{n} signs"),
+            VersionState::Scheduled => {
+                format!("v{n} scheduled to sign at {}", rfc3339(v.not_before.unwrap_or(v.planned_activation)))
+            }
+            VersionState::Pending => format!(
+                "v{n} pending (published, waits for every live pool; planned for {})",
+                rfc3339(v.planned_activation)
+            ),
+            VersionState::Grace => match v.expires_at {
+                Some(end) => format!("v{n} verifies until {}", rfc3339(end)),
+                None => format!("v{n} verifies"),
+            },
+            VersionState::Expired | VersionState::Revoked => continue,
+        };
+        parts.push(part);
+    }
+    if parts.is_empty() { "no version verifies".into() } else { parts.join("; ") }
+}
+
+/// When the next version is planned to sign: the pending or scheduled
+/// one's instant, else the signing version's start plus the rotation
+/// period (the scheduler publishes prepublish before it).
+pub(crate) fn next_rotation(ring: &Keyring, t: i64) -> Option<i64> {
+    let upcoming = ring
+        .versions
+        .iter()
+        .filter(|v| v.verifies_at(t) && !v.is_superseded() && v.not_before.is_none_or(|start| start > t))
+        .max_by_key(|v| v.number);
+    if let Some(v) = upcoming {
+        return Some(v.not_before.unwrap_or(v.planned_activation));
+    }
+    ring.current()
+        .and_then(|v| v.not_before)
+        .map(|start| start.saturating_add(i64::try_from(ring.policy.rotation_period).unwrap_or(i64::MAX)))
+}
+
 const HELP_SYNOPSIS: &str = "Manage keyrings: versioned keys that rotate on a schedule.";
 const HELP_DESCRIPTION: &str = "\
-A keyring holds numbered versions of one key type. Each version is published \
+summary says in one line what each live version does and next_rotation \
+when the next version is planned to sign (they read well in the CLI's table \
+format; the versions read best with -format=json). Durations are read back \
+in seconds, times in RFC 3339 (UTC). A keyring holds numbered versions of one key type. Each version is published \
 to pools prepublish before it is planned to activate, becomes the signing key \
 once every live pool holds it (or commit_timeout has passed), stops signing when \
 the next version activates, and stays valid for verification for grace_period \

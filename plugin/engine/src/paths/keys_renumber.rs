@@ -9,8 +9,8 @@ use serde_json::{Map, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segment, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::check_text;
 use super::keys::name;
+use super::{check_text, who};
 use crate::config::Config;
 use crate::state::MountState;
 use crate::storage::{put_material, require_keyring};
@@ -89,7 +89,7 @@ async fn renumber(state: &MountState, req: &Request, data: &FieldData) -> Result
         }
     }
     let t = state.now();
-    let actor = req.actor();
+    let actor = who(req);
     let superseded = ring.supersede_pending(past, t, state.started());
     // As far as a fleet can have gone in the versions accepted, no further.
     let cap = coordinator::generation_cap(&ring, past);
@@ -116,7 +116,12 @@ async fn renumber(state: &MountState, req: &Request, data: &FieldData) -> Result
     }
     coordinator::try_commit(state, req.storage.as_ref(), &config, &mut ring, t, Cause::Manual, actor).await?;
     coordinator::save(state, req.storage.as_ref(), &ring, writes, &[]).await?;
-    tracing::warn!(keyring = name, past, actor, "numbering moved past the fleet's versions by an operator");
+    tracing::warn!(
+        keyring = name,
+        past,
+        actor = actor.name,
+        "numbering moved past the fleet's versions by an operator"
+    );
     let mut data = Map::new();
     data.insert("name".into(), json!(name));
     data.insert("numbered_past".into(), json!(past));

@@ -8,8 +8,8 @@ use serde_json::{Map, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segment, stateful};
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::check_text;
 use super::keys::name;
+use super::{check_text, who};
 use crate::state::MountState;
 use crate::storage::{put_material, require_keyring};
 use crate::{coordinator, scheduler};
@@ -67,7 +67,7 @@ async fn revoke(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         Some(next) => format!("version {version} revoked; version {next}, already published, signing now"),
         None => format!("version {version} revoked"),
     };
-    ring.record(t, "revoke", Cause::Emergency, req.actor(), format!("{reason} ({what})"), affected);
+    ring.record(t, "revoke", Cause::Emergency, who(req), format!("{reason} ({what})"), affected);
     // The revoked version's material is destroyed in the same change.
     let destroyed = ring.expire(t);
     coordinator::save(state, req.storage.as_ref(), &ring, writes, &destroyed).await?;

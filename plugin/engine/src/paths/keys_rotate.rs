@@ -8,7 +8,7 @@ use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segmen
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::keys::name;
-use super::{check_text, time_json};
+use super::{check_text, time_json, who};
 use crate::config::Config;
 use crate::state::MountState;
 use crate::storage::{put_material, require_keyring};
@@ -89,11 +89,11 @@ async fn rotate(state: &MountState, req: &Request, data: &FieldData) -> Result<O
     };
     let planned = t.saturating_add(i64::try_from(lead).unwrap_or(i64::MAX));
     let (number, material) = scheduler::publish(state, &mut ring, t, planned)?;
-    ring.record(t, "publish", Cause::Manual, req.actor(), reason.to_string(), vec![number]);
+    ring.record(t, "publish", Cause::Manual, who(req), reason.to_string(), vec![number]);
     if let Some(key) = idempotency_key {
         ring.remember(key.to_string(), number, t);
     }
-    coordinator::try_commit(state, req.storage.as_ref(), &config, &mut ring, t, Cause::Manual, req.actor()).await?;
+    coordinator::try_commit(state, req.storage.as_ref(), &config, &mut ring, t, Cause::Manual, who(req)).await?;
     coordinator::save(state, req.storage.as_ref(), &ring, vec![put_material(name, number, &material)?], &[]).await?;
     tracing::info!(keyring = name, version = number, actor = req.actor(), "manual rotation published");
     Ok(Some(render(&ring, number, false)))

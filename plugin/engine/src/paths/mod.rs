@@ -12,10 +12,11 @@ pub mod keys_rotate;
 pub mod pools;
 pub mod status;
 
+use lockstep_model::schedule::Actor;
 use lockstep_model::{FleetTimings, Policy, PolicyError, PolicyInput};
 use serde_json::{Map, Value, json};
 use vault_plugin_sdk::framework::{Field, FieldData, FieldType};
-use vault_plugin_sdk::logical::LogicalError;
+use vault_plugin_sdk::logical::{LogicalError, Request};
 
 /// Longest free text accepted (reasons).
 pub const MAX_TEXT_LEN: usize = 1_024;
@@ -141,6 +142,11 @@ pub(crate) fn policy_json(policy: &Policy, out: &mut Map<String, Value>) {
     out.insert("max_token_ttl".into(), json!(policy.max_token_ttl));
     out.insert("commit_timeout".into(), json!(policy.commit_timeout));
     out.insert("retention".into(), json!(policy.retention));
+}
+
+/// Who sent a request, as history records it.
+pub(crate) fn who(req: &Request) -> Actor<'_> {
+    Actor { name: req.actor(), entity_id: &req.entity_id, accessor: &req.accessor }
 }
 
 /// RFC 3339 for a time in seconds, `null` for none (or one before 1970).

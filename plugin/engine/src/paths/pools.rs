@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use lockstep_model::schedule::Cause;
+use lockstep_model::schedule::{Actor, Cause};
 use serde_json::{Map, json};
 use vault_plugin_sdk::framework::{
     Field, FieldData, FieldType, Path, existence_check, handler, name_segment, stateful,
 };
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
-use super::{check_name, storage_error};
+use super::{check_name, storage_error, who};
 use crate::coordinator;
 use crate::pool::{self, Mode, PREFIX, Pool};
 use crate::state::MountState;
@@ -40,11 +40,11 @@ pub fn path(state: Arc<MountState>) -> Path {
             Field::new(
                 "mode",
                 FieldType::String,
-                "\"sign\": the pool gets private material and signs. \"verify\": the pool only verifies; for \
-                 asymmetric keyrings it gets public keys only. HMAC and AES keys cannot be split, so a pool that \
-                 verifies HMAC tokens holds the secret.",
+                "\"sign\": the pool gets private material and signs. \"verify\" (the default when a pool is \
+                 created without a mode): the pool only verifies; for asymmetric keyrings it gets public keys \
+                 only. HMAC and AES keys cannot be split, so a pool that verifies HMAC tokens holds the secret.",
             )
-            .default_value(json!("sign")),
+            .default_value(json!("verify")),
         )
         .operation(Operation::Read, "Read a pool.", handler(|req, data| async move { read(&req, &data).await }))
         .operation(
@@ -100,13 +100,16 @@ fn missing_warning(keyring: &str) -> String {
 async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let name = name(data)?;
     let existing = pool::load(req.storage.as_ref(), name).await?;
-    let mut pool = existing.clone().unwrap_or(Pool { keyrings: Vec::new(), mode: Mode::Sign });
+    let mut pool = existing.clone().unwrap_or(Pool { keyrings: Vec::new(), mode: Mode::Verify });
     // An update changes only what it names; a create starts from defaults.
     if data.is_set("keyrings") || existing.is_none() {
         pool.keyrings = keyrings(data)?;
     }
-    if data.is_set("mode") || existing.is_none() {
-        pool.mode = Mode::parse(data.str("mode").unwrap_or("sign"))?;
+    // Least privilege: a pool created without a mode only verifies, and
+    // the answer says so.
+    let defaulted = existing.is_none() && !data.is_set("mode");
+    if data.is_set("mode") {
+        pool.mode = Mode::parse(data.str("mode").unwrap_or_default())?;
     }
     let mut writes = vec![Write::Put(pool::key(name), encode(&pool)?)];
     let (storage, t) = (req.storage.as_ref(), state.now());
@@ -116,11 +119,17 @@ async fn write(state: &MountState, req: &Request, data: &FieldData) -> Result<Op
     for lock in &locks {
         guards.push(lock.lock().await);
     }
-    writes.extend(record_access(state, storage, req.actor(), t, changes).await?);
+    writes.extend(record_access(state, storage, who(req), t, changes).await?);
     coordinator::apply(state, storage, writes).await?;
     drop(guards);
     tracing::info!(pool = name, actor = req.actor(), "pool written");
     let mut response = render(name, &pool);
+    if defaulted {
+        response.warnings.push(format!(
+            "no mode given: pool {name} verifies only and gets no private keys of asymmetric keyrings; write \
+             mode=sign to let it sign"
+        ));
+    }
     // As the server does for a policy naming paths that do not exist yet:
     // written, with a warning.
     for keyring in &pool.keyrings {
@@ -146,7 +155,7 @@ async fn delete(state: &MountState, req: &Request, data: &FieldData) -> Result<O
         guards.push(lock.lock().await);
     }
     let mut writes = vec![Write::Delete(pool::key(name))];
-    writes.extend(record_access(state, storage, req.actor(), state.now(), changes).await?);
+    writes.extend(record_access(state, storage, who(req), state.now(), changes).await?);
     coordinator::apply(state, storage, writes).await?;
     drop(guards);
     Ok(None)
@@ -178,7 +187,7 @@ fn access_changes(name: &str, before: Option<&Pool>, after: Option<&Pool>) -> BT
 async fn record_access(
     state: &MountState,
     storage: &dyn vault_plugin_sdk::storage::Storage,
-    actor: &str,
+    actor: Actor<'_>,
     t: i64,
     changes: BTreeMap<String, String>,
 ) -> Result<Vec<Write>, LogicalError> {
@@ -222,7 +231,8 @@ const HELP_DESCRIPTION: &str = "\
 A pool is a group of identical services (a deployment, a fleet) whose sidecars \
 fetch one key bundle. The pool lists the keyrings it may fetch and whether it \
 signs with them (\"sign\": private material) or only verifies (\"verify\": \
-public keys only, for asymmetric keyrings). Symmetric keys (HMAC, AES) cannot \
+public keys only, for asymmetric keyrings). A pool created without a mode \
+verifies only: signing is granted by writing mode=sign. Symmetric keys (HMAC, AES) cannot \
 be split: a pool that verifies HMAC tokens necessarily holds the secret, so use \
 an asymmetric keyring where a pool should verify without being able to sign.";
 

@@ -53,11 +53,7 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     // Flat first, for the CLI's table format; the details below are
     // nested (read them with -format=json).
     data.insert("summary".into(), json!(summary(key.signing, upcoming, &fleet)));
-    let next = ring
-        .current()
-        .and_then(|v| v.not_before)
-        .map(|start| start.saturating_add(i64::try_from(ring.policy.rotation_period).unwrap_or(i64::MAX)));
-    data.insert("next_rotation".into(), time_json(next.filter(|_| upcoming.is_none())));
+    data.insert("next_rotation".into(), time_json(super::keys::next_rotation(&ring, t)));
     data.insert("server_time".into(), time_json(Some(t)));
     data.insert("signing_version".into(), json!(key.signing));
     data.insert("verifying_versions".into(), json!(key.verifying));
@@ -274,7 +270,8 @@ fn crowded(fleet: &[PoolView], cap: u64) -> impl Iterator<Item = String> + '_ {
 const HELP_SYNOPSIS: &str = "Show, per pool and instance, which version of a keyring it holds.";
 const HELP_DESCRIPTION: &str = "\
 summary says in one line what signs, what comes next and how many live pools \
-hold it, and next_rotation when the next version is planned to sign (in the \
+hold it, and next_rotation when the next version (upcoming, or the one after \
+the signing version) is planned to sign (in the \
 CLI's table format these read well; the nested details read best with \
 -format=json). Lists every pool that may fetch the keyring, each sidecar instance that \
 polled it, the highest version that instance holds, when it was last seen and \

@@ -14,6 +14,7 @@ fn request(operation: Operation, path: &str, data: Value) -> Request {
         data: data.as_object().cloned().unwrap_or_default(),
         display_name: "token".into(),
         entity_id: String::new(),
+        accessor: String::new(),
         mount_point: "lockstep/".into(),
         storage: Arc::new(MemoryStorage::default()),
     }

@@ -28,6 +28,7 @@ fn request(storage: &MemoryStorage, operation: Operation, path: &str, data: Valu
         data: data.as_object().cloned().unwrap_or_default(),
         display_name: "token-alice".into(),
         entity_id: String::new(),
+        accessor: String::new(),
         mount_point: "lockstep/".into(),
         storage: Arc::new(storage.clone()),
     }
@@ -41,7 +42,8 @@ async fn call(storage: &MemoryStorage, op: Operation, path: &str, data: Value) -
 #[tokio::test]
 async fn create_read_update_list_delete() {
     let storage = MemoryStorage::default();
-    let created = call(&storage, Operation::Create, "pools/web", json!({"keyrings": "jwt,session, jwt"})).await;
+    let created =
+        call(&storage, Operation::Create, "pools/web", json!({"keyrings": "jwt,session, jwt", "mode": "sign"})).await;
     assert_eq!(created, Ok(Some(json!({"name": "web", "keyrings": ["jwt", "session"], "mode": "sign"}))));
     // An update that names only the mode keeps the keyrings.
     call(&storage, Operation::Update, "pools/web", json!({"mode": "verify"})).await.expect("update");
@@ -52,6 +54,31 @@ async fn create_read_update_list_delete() {
     assert_eq!(listed, Some(json!({"keys": ["api", "web"]})));
     call(&storage, Operation::Delete, "pools/web", json!(null)).await.expect("delete");
     assert_eq!(call(&storage, Operation::Read, "pools/web", json!(null)).await, Ok(None));
+}
+
+#[tokio::test]
+async fn a_pool_created_without_a_mode_only_verifies_and_the_answer_says_so() {
+    let storage = MemoryStorage::default();
+    let answer = engine(&storage)
+        .handle_request(request(&storage, Operation::Create, "pools/web", json!({"keyrings": "jwt"})))
+        .await
+        .expect("create")
+        .expect("an answer");
+    assert_eq!(answer.data.get("mode"), Some(&json!("verify")));
+    assert!(
+        answer.warnings.iter().any(|w| w.contains("no mode given") && w.contains("mode=sign")),
+        "{:?}",
+        answer.warnings
+    );
+    // An update without a mode keeps the one the pool has, and says nothing.
+    call(&storage, Operation::Update, "pools/web", json!({"mode": "sign"})).await.expect("update");
+    let answer = engine(&storage)
+        .handle_request(request(&storage, Operation::Update, "pools/web", json!({"keyrings": "jwt,other"})))
+        .await
+        .expect("update")
+        .expect("an answer");
+    assert_eq!(answer.data.get("mode"), Some(&json!("sign")));
+    assert!(answer.warnings.iter().all(|w| !w.contains("no mode given")), "{:?}", answer.warnings);
 }
 
 #[tokio::test]
