@@ -425,12 +425,15 @@ pub async fn watch(args: &WatchArgs) -> ExitCode {
 /// What `watch` prints of a keys answer: versions, kids and states, never
 /// material (its lines end up in logs).
 fn summary(keys: &serde_json::Value) -> serde_json::Value {
+    // For a person: instants in RFC 3339 (the socket API gives programs
+    // seconds since the epoch, as JWT claims do).
+    let at = |t: &serde_json::Value| t.as_i64().map_or(serde_json::Value::Null, |t| lockstep_model::rfc3339(t).into());
     let version = |v: &serde_json::Value| {
-        serde_json::json!({"version": v["version"], "kid": v["kid"], "state": v["state"], "not_before": v["not_before"],
-                           "expires_at": v["expires_at"]})
+        serde_json::json!({"version": v["version"], "kid": v["kid"], "state": v["state"], "not_before": at(&v["not_before"]),
+                           "expires_at": at(&v["expires_at"])})
     };
     let verifying: Vec<serde_json::Value> = keys["verifying"].as_array().into_iter().flatten().map(version).collect();
-    serde_json::json!({"keyring": keys["keyring"], "pool": keys["pool"], "state": keys["state"], "now": keys["now"],
+    serde_json::json!({"keyring": keys["keyring"], "pool": keys["pool"], "state": keys["state"], "now": at(&keys["now"]),
                        "signing": if keys["signing"].is_null() { serde_json::Value::Null } else { version(&keys["signing"]) },
                        "verifying": verifying})
 }

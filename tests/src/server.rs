@@ -732,6 +732,11 @@ impl Client {
     pub fn read(&self, path: &str) -> Reply {
         self.request("GET", path, None)
     }
+
+    /// POST with a JSON body.
+    pub fn write(&self, path: &str, body: Value) -> Reply {
+        self.request("POST", path, Some(body))
+    }
 }
 
 impl Drop for Server {

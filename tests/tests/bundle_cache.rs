@@ -445,7 +445,7 @@ fn a_pool_naming_a_keyring_that_does_not_exist_is_written_with_a_warning() {
 fn a_keyring_made_again_as_symmetric_for_a_verify_only_pool_is_warned_in_the_answer_and_in_status() {
     let host = host();
     ok(host.request(M, "create", "keys/jwt", json!({"type": "ed25519", "deletion_allowed": true})));
-    ok(host.request(M, "create", "pools/edge", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"})));
+    ok(host.request(M, "create", "pools/edge", json!({"keyrings": "jwt", "mode": "verify"})));
     assert!(ok(host.request(M, "read", "status/jwt", Value::Null))["alerts"].to_string().contains("[]"));
     assert_eq!(host.request(M, "delete", "keys/jwt", Value::Null).status, 204);
     let made = host.request(M, "create", "keys/jwt", json!({"type": "hmac-sha256"}));
@@ -454,6 +454,6 @@ fn a_keyring_made_again_as_symmetric_for_a_verify_only_pool_is_warned_in_the_ans
     let status = ok(host.request(M, "read", "status/jwt", Value::Null));
     assert!(status["alerts"].to_string().contains("verify-only pools list it (edge)"), "{status}");
     // A verify-only pool made for an existing symmetric keyring is warned too.
-    let pool = host.request(M, "create", "pools/audit", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"}));
+    let pool = host.request(M, "create", "pools/audit", json!({"keyrings": "jwt", "mode": "verify"}));
     assert!(pool.warnings.iter().any(|w| w.contains("symmetric")), "{pool:?}");
 }

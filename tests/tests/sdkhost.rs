@@ -43,8 +43,7 @@ fn mounts_twice_in_one_process_and_round_trips_through_storage(kind: HostKind) {
     host.mount("b/");
     assert_eq!(host.processes(), (1, 1), "two mounts share one multiplexed process");
 
-    let written =
-        host.request("a/", "create", "pools/web", json!({"keyrings": ["jwt"], "mode": "verify", "mode": "sign"}));
+    let written = host.request("a/", "create", "pools/web", json!({"keyrings": ["jwt"], "mode": "verify"}));
     assert_eq!(written.status, 200, "{written:?}");
     let read = host.request("a/", "read", "pools/web", Value::Null);
     assert_eq!(read.data, json!({"name": "web", "keyrings": ["jwt"], "mode": "verify"}));

@@ -47,7 +47,7 @@ fn registers_by_checksum_mounts_twice_and_round_trips_through_storage() {
     let listing = cli_ok(&server, &["secrets", "list", "-detailed"]);
     assert!(listing.contains(&version), "{listing}");
 
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
     let read = server.read("lockstep/pools/web").expect_status(200);
     assert_eq!(read.data(), &json!({"name": "web", "keyrings": ["jwt"], "mode": "verify"}));
     assert_eq!(server.read("second/pools/web").status, 404, "each mount has its own storage");
@@ -297,10 +297,8 @@ fn smoke_register_mount_rotate_with_cas_and_two_pools_sign_and_verify() {
     let policy = json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "2s", "grace_period": "20m",
                         "max_token_ttl": "10m", "commit_timeout": "30m"});
     server.write("lockstep/keys/jwt", policy).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"})).expect_status(200);
-    server
-        .write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"}))
-        .expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+    server.write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
     let dir = tempfile::tempdir().expect("tempdir");
     let web = start_sidecar(dir.path(), &server, "web");
     let edge = start_sidecar(dir.path(), &server, "edge");
@@ -376,7 +374,7 @@ fn the_audit_log_records_lockstep_requests_without_key_material_or_tokens() {
     let server = Server::dev_audited().with_mounts(&["lockstep"]);
     let log = server.audit_log().expect("an audit device").to_path_buf();
     server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
     let token = pool_token(&server, "web");
     let bundle = server.with_token(&token).read("lockstep/bundle/web?instance=web-1").expect_status(200);
     let private = bundle.data()["keyrings"]["jwt"]["versions"][0]["private_key"].as_str().expect("private key");
@@ -482,9 +480,7 @@ fn a_thousand_hostile_reports_through_a_verify_pools_token_change_nothing_an_ope
     let server = Server::dev_with_mounts(&["lockstep"]);
     server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
     server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
-    server
-        .write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify", "mode": "sign"}))
-        .expect_status(200);
+    server.write("lockstep/pools/edge", json!({"keyrings": "jwt", "mode": "verify"})).expect_status(200);
     let poll = |client: &lockstep_tests::server::Client, pool: &str, instance: &str, held: &str| {
         client.read(&format!("lockstep/bundle/{pool}?instance={instance}&held={held}"))
     };
@@ -581,7 +577,7 @@ fn long_poll<'s>(
 
 fn waiting_fleet(server: &Server) {
     server.write("lockstep/keys/jwt", json!({"type": "ed25519"})).expect_status(200);
-    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"})).expect_status(200);
+    server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
 }
 
 /// Whether process `pid` has ended (exited, or exited and not yet reaped).
@@ -666,4 +662,91 @@ fn a_waiting_long_poll_does_not_hold_up_a_step_down() {
         let (reply, waited) = poll.join().expect("poll thread");
         assert!(waited < Duration::from_secs(12), "the poll waited {waited:?}: {reply:?}");
     });
+}
+
+/// The row of `key` in the CLI's table output.
+fn table_row<'a>(table: &'a str, key: &str) -> &'a str {
+    table.lines().find(|l| l.split_whitespace().next() == Some(key)).unwrap_or_else(|| panic!("no {key} row:\n{table}"))
+}
+
+#[test]
+fn operators_read_plain_answers_and_history_names_who_decided() {
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    // A person logs in (userpass gives the token an identity entity).
+    server.request("POST", "sys/auth/userpass", Some(json!({"type": "userpass"}))).expect_status(204);
+    let policy = "path \"lockstep/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }";
+    server.request("PUT", "sys/policies/acl/lockstep-operator", Some(json!({"policy": policy}))).expect_status(204);
+    server
+        .write("auth/userpass/users/alice", json!({"password": "correct horse", "policies": "lockstep-operator"}))
+        .expect_status(204);
+    let login = server.write("auth/userpass/login/alice", json!({"password": "correct horse"})).expect_status(200);
+    let auth = &login.body["auth"];
+    let (token, entity, accessor) = (
+        auth["client_token"].as_str().expect("token"),
+        auth["entity_id"].as_str().expect("entity id").to_string(),
+        auth["accessor"].as_str().expect("accessor").to_string(),
+    );
+    assert!(!entity.is_empty() && !accessor.is_empty(), "{auth}");
+    let alice = server.with_token(token);
+
+    let created = alice
+        .write("lockstep/keys/jwt", json!({"type": "ed25519", "rotation_period": "24h", "prepublish": "1h"}))
+        .expect_status(200);
+    assert_eq!(created.data()["summary"], "v1 signs", "{created:?}");
+    let start = created.data()["versions"][0]["not_before"].as_str().expect("v1's start").to_string();
+    let next = created.data()["next_rotation"].as_str().expect("next_rotation").to_string();
+    assert!(next > start, "the next rotation comes a rotation period after v1's start: {next} vs {start}");
+
+    // A pool created without a mode only verifies, and the answer says so.
+    let pool = alice.write("lockstep/pools/edge", json!({"keyrings": "jwt"})).expect_status(200);
+    assert_eq!(pool.data()["mode"], "verify", "{pool:?}");
+    let warned = pool.body["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|w| w.as_str().is_some_and(|w| w.contains("no mode given") && w.contains("mode=sign")));
+    assert!(warned, "{pool:?}");
+    let bundle = server.read("lockstep/bundle/edge?instance=edge-1").expect_status(200);
+    assert!(bundle.data()["keyrings"]["jwt"]["versions"][0].get("private_key").is_none(), "{bundle:?}");
+
+    let rotated = alice.write("lockstep/keys/jwt/rotate", json!({"reason": "quarterly"})).expect_status(200);
+    let key = alice.read("lockstep/keys/jwt").expect_status(200);
+    let planned = key.data()["versions"][1]["planned_activation"].as_str().expect("v2 planned").to_string();
+    let summary = key.data()["summary"].as_str().unwrap_or_default().to_string();
+    assert!(summary.starts_with("v2 pending (published, waits for every live pool; planned for "), "{summary}");
+    assert!(summary.ends_with("; v1 signs"), "{summary}");
+    assert_eq!(key.data()["next_rotation"], planned.as_str(), "{key:?} after {rotated:?}");
+    assert_eq!(key.data()["pending_version"], 2, "one word, one meaning: {key:?}");
+
+    // History: the decision, who made it by name, entity and accessor.
+    let history = server.read("lockstep/history/jwt").expect_status(200);
+    let entries = history.data()["entries"].as_array().cloned().unwrap_or_default();
+    let publish = entries.iter().rev().find(|e| e["action"] == "publish").expect("a publish entry");
+    assert_eq!(publish["actor"], "userpass-alice", "{publish}");
+    assert_eq!(publish["actor_entity_id"], entity.as_str(), "{publish}");
+    assert_eq!(publish["actor_accessor"], accessor.as_str(), "{publish}");
+    assert_eq!(history.data()["entries_kept"], entries.len(), "{history:?}");
+    let last = history.data()["last_decision"].as_str().unwrap_or_default().to_string();
+    let seq = publish["seq"].as_u64().expect("seq");
+    assert!(last.starts_with(&format!("#{seq} ")), "{last}");
+    assert!(last.ends_with(" publish v2 (manual, by userpass-alice): quarterly"), "{last}");
+    let create = entries.iter().find(|e| e["action"] == "create").expect("create");
+    assert_eq!(create["actor_entity_id"], entity.as_str(), "{create}");
+    // The root token has no entity: its accessor alone names it.
+    server.write("lockstep/pools/api", json!({"keyrings": "jwt", "mode": "sign"})).expect_status(200);
+    let history = server.read("lockstep/history/jwt").expect_status(200);
+    let pool = history.data()["entries"].as_array().and_then(|e| e.last().cloned()).unwrap_or_default();
+    assert_eq!((&pool["action"], &pool["actor_entity_id"]), (&json!("pool"), &Value::Null), "{pool}");
+    assert!(pool["actor_accessor"].as_str().is_some_and(|a| !a.is_empty() && a != accessor), "{pool}");
+
+    // In the CLI's default table format the flat fields read as one line.
+    let table = cli_ok(&server, &["read", "lockstep/keys/jwt"]);
+    assert_eq!(table_row(&table, "summary").split_whitespace().skip(1).collect::<Vec<_>>().join(" "), summary);
+    assert!(table_row(&table, "next_rotation").contains(&planned), "{table}");
+    let table = cli_ok(&server, &["read", "lockstep/history/jwt"]);
+    let row = table_row(&table, "last_decision");
+    assert!(row.ends_with(" pool (manual, by token): pool api may fetch it now, in mode sign"), "{table}");
+    let table = cli_ok(&server, &["read", "lockstep/status/jwt"]);
+    let row = table_row(&table, "summary");
+    assert!(row.ends_with("v1 signs; v2 pending: 0 of 1 live pools hold it"), "{table}");
 }

@@ -38,8 +38,7 @@ fn prepare(server: Server, pools: &[&str]) -> Server {
     let created = server.write("lockstep/keys/jwt", policy);
     assert!(created.status == 200 || created.status == 204, "{created:?}");
     for pool in pools {
-        let made =
-            server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign", "mode": "sign"}));
+        let made = server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign"}));
         assert!(made.status == 200 || made.status == 204, "{made:?}");
         // The project's least-privilege policy for a pool's sidecars.
         let hcl = std::fs::read_to_string(workspace_root().join("policies/lockstep-sidecar-web.hcl"))

@@ -205,13 +205,15 @@ fn probe_call_and_watch_work_against_a_running_sidecar() {
     assert_eq!(sidecar_cli(&fixture, &["call", "POST", "/v1/mac/hooks", "--data", "{not json"]).0, 2);
     assert_eq!(sidecar_cli(&fixture, &["call", "DELETE", "/v1/keys/jwt"]).0, 2);
 
-    // watch: a line now, a line after a rotation, never material; SIGTERM
-    // ends it cleanly.
+    // watch: a line now, a line after a rotation, never material; it says
+    // when it reconnected after the sidecar restarted; SIGTERM ends it
+    // cleanly.
+    let said = fixture.dir().join("watch.stderr");
     let mut watch = Command::new(release_sidecar_binary())
         .args(["watch", "hooks", "--socket"])
         .arg(fixture.socket("web"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&said).expect("stderr file"))
         .spawn()
         .expect("watch");
     let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
@@ -224,6 +226,20 @@ fn probe_call_and_watch_work_against_a_running_sidecar() {
     assert_eq!(second["verifying"].as_array().map(Vec::len), Some(2), "{second}");
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(!first.to_string().contains("material") && !second.to_string().contains("secret"), "{second}");
+    let control = fixture.env().into_iter().find(|(k, _)| k == "LOCKSTEP_TEST_CONTROL").map(|(_, v)| v);
+    let restarted = ureq::get(&format!("{}/restart/web", control.expect("the control API"))).call();
+    assert!(restarted.is_ok_and(|r| r.status() == 200), "the web sidecar restarted");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reconnected = format!("reconnected to the sidecar at {}", fixture.socket("web").display());
+    loop {
+        let text = std::fs::read_to_string(&said).unwrap_or_default();
+        if text.contains(&reconnected) {
+            assert!(text.contains("retrying each second"), "it said it lost the sidecar first: {text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reconnection line within 30 s: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = Command::new("kill").arg("-TERM").arg(watch.id().to_string()).status();
     let status = watch.wait().expect("wait");
     assert!(status.success(), "{status}");

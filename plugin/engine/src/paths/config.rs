@@ -137,4 +137,4 @@ max_clock_skew, so that a token signed just before a switch still verifies \
 everywhere; new timings that an existing keyring's policy no longer covers \
 are refused, naming the keyring and the field. The policy fields set the defaults for keyrings created later; \
 existing keyrings keep theirs. Durations accept seconds or strings like 90s, \
-15m, 2h, 7d.";
+15m, 2h, 7d, and are read back in whole seconds.";
