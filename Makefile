@@ -126,7 +126,7 @@ lint:
 ## the workspace, the others after it. SMOKE_SERVERS run the smoke suite.
 SERVERS := openbao-2.7.2 vault-1.21.1
 SMOKE_SERVERS := openbao-2.6.2
-SERVER_SUITES := server sidecar_e2e sidecar_auth openapi_fuzz clients telemetry kubernetes torture
+SERVER_SUITES := server sidecar_e2e sidecar_auth openapi_fuzz clients telemetry kubernetes torture ha
 
 ## Every test: unit tests, then end-to-end tests through the real hosts and
 ## the real servers of the matrix.

@@ -102,7 +102,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VaultConfig {
-    /// `https://vault.example:8200`.
+    /// `https://vault.example:8200`: one address (a load balancer in front
+    /// of every node, or the active node's service), or several separated
+    /// by commas, one per node, to fail over between in turn.
     pub addr: String,
     /// Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
     pub namespace: Option<String>,
@@ -120,6 +122,13 @@ pub struct VaultConfig {
     pub backoff_max_secs: u64,
     /// Warn when the local clock differs from Vault's by more than this.
     pub max_clock_skew_secs: u64,
+}
+
+impl VaultConfig {
+    /// The addresses `addr` names, in order.
+    pub fn addrs(&self) -> Vec<&str> {
+        self.addr.split(',').map(str::trim).filter(|a| !a.is_empty()).collect()
+    }
 }
 
 impl Default for VaultConfig {
@@ -477,13 +486,18 @@ impl Config {
 
     fn validate_vault(&self) -> Result<(), ConfigError> {
         let vault = &self.vault;
-        if vault.addr.is_empty() {
+        if vault.addrs().is_empty() {
             return Err(ConfigError::invalid("vault.addr", "is required"));
         }
-        let url = reqwest::Url::parse(&vault.addr)
-            .map_err(|e| ConfigError::invalid("vault.addr", format!("is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid("vault.addr", "must start with http:// or https://"));
+        for addr in vault.addrs() {
+            let url = reqwest::Url::parse(addr)
+                .map_err(|e| ConfigError::invalid("vault.addr", format!("{addr:?} is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    "vault.addr",
+                    format!("{addr:?} must start with http:// or https://"),
+                ));
+            }
         }
         check_mount_path("vault.mount", &vault.mount)?;
         if vault.wait_secs > 60 {

@@ -66,6 +66,8 @@ pub struct Syncer {
     skewed: bool,
     /// This process's boot id, sent with every poll.
     boot: String,
+    /// The last answer, from a standby, asked for a heartbeat.
+    heartbeat_due: bool,
 }
 
 impl Syncer {
@@ -79,7 +81,18 @@ impl Syncer {
         let client = VaultClient::new(&config.vault)?;
         let auth = Auth::new(config.auth.clone(), client.clone());
         let boot = format!("{:016x}", fastrand::u64(..));
-        Ok(Self { ctx, backoff: backoff(&config), config, configs, client, auth, cache, skewed: false, boot })
+        Ok(Self {
+            ctx,
+            backoff: backoff(&config),
+            config,
+            configs,
+            client,
+            auth,
+            cache,
+            skewed: false,
+            boot,
+            heartbeat_due: false,
+        })
     }
 
     /// Runs until `shutdown` turns true.
@@ -129,6 +142,7 @@ impl Syncer {
                 (Some(_), Some(due)) => self.config.vault.wait_secs.min(due),
                 (Some(_), None) => self.config.vault.wait_secs,
             },
+            heartbeat: self.heartbeat_due,
         };
         let reply = match self.client.bundle(&token, &self.config.pool, &query).await {
             Err(VaultError::Denied(message)) => {
@@ -138,8 +152,11 @@ impl Syncer {
             }
             other => other?,
         };
+        // A standby asked for a heartbeat: the next poll carries it (and a
+        // poll that carried one was stored by the active node).
+        self.heartbeat_due = reply.heartbeat_due;
         let now = self.ctx.clock.now();
-        let bundle = match reply {
+        let bundle = match reply.reply {
             BundleReply::NotModified { server_time, .. } => {
                 self.check_skew(server_time, now);
                 self.ctx.store.mark_synced(now);
@@ -191,6 +208,8 @@ impl Syncer {
             Outcome::Failed => self.backoff.next_delay(),
             // Ask again soon: the next request carries the acknowledgement.
             Outcome::Changed => jitter(Duration::from_millis(300), 60),
+            // A standby wants a heartbeat: the next poll carries it, soon.
+            Outcome::Unchanged if self.heartbeat_due => jitter(Duration::from_millis(300), 60),
             // Vault held the request: ask again at once.
             Outcome::Unchanged if vault.wait_secs > 0 && took.as_secs() * 2 >= vault.wait_secs => {
                 jitter(Duration::from_millis(500), 100)

@@ -25,7 +25,7 @@ enum Mode {
     Persistent { unseal_key: String },
     /// Raft storage; `leader` is the API address of the node to join
     /// (none for the first node, which the harness initialises).
-    Raft { unseal_key: String, node_id: String, cluster_port: u16, leader: Option<String> },
+    Raft { unseal_key: String, node_id: String, cluster_port: u16, leader: Option<String>, standby_reads: bool },
 }
 
 impl Mode {
@@ -268,11 +268,24 @@ impl Server {
     /// initialised, unsealed and active, the others joined to it, unsealed,
     /// and voters (autopilot has seen them stable, so any could take over).
     pub fn raft_cluster(nodes: usize) -> Vec<Self> {
+        Self::raft_cluster_with(nodes, false)
+    }
+
+    /// As [`Server::raft_cluster`], with OpenBao's standbys serving reads
+    /// themselves (OpenBao's default since 2.5): a request that must write
+    /// is sent on to the active node by the standby.
+    pub fn raft_cluster_reading(nodes: usize) -> Vec<Self> {
+        assert!(server_kind().is_openbao(), "standbys that serve reads are OpenBao's (and Vault Enterprise's)");
+        Self::raft_cluster_with(nodes, true)
+    }
+
+    fn raft_cluster_with(nodes: usize, standby_reads: bool) -> Vec<Self> {
         let raft = |node_id: String, leader: Option<String>| Mode::Raft {
             unseal_key: String::new(),
             node_id,
             cluster_port: free_port(),
             leader,
+            standby_reads,
         };
         let mut first = Self::new(raft("node-1".into(), None));
         first.spawn();
@@ -450,7 +463,7 @@ impl Server {
                 command.arg(format!("-dev-root-token-id={}", self.token));
                 command.arg(format!("-dev-listen-address=127.0.0.1:{}", self.port));
             }
-            Mode::Raft { node_id, cluster_port, leader, .. } => {
+            Mode::Raft { node_id, cluster_port, leader, standby_reads, .. } => {
                 let data = self.dir.path().join("raft");
                 std::fs::create_dir_all(&data).expect("raft dir");
                 let join = leader
@@ -466,11 +479,14 @@ impl Server {
                     plugins.display().to_string(),
                     port = self.port,
                 );
-                // OpenBao's standbys serve reads themselves by default; the
-                // engine supports standbys that forward every request (as
-                // Vault's do), which OpenBao's clusters get with this
-                // setting (docs/compatibility.md, "High availability").
-                let text = if server_kind().is_openbao() { text + "disable_standby_reads = true\n" } else { text };
+                // OpenBao's standbys serve reads themselves by default; most
+                // tests' clusters have them forward every request (as
+                // Vault's do), and raft_cluster_reading's serve reads.
+                let text = if server_kind().is_openbao() && !standby_reads {
+                    text + "disable_standby_reads = true\n"
+                } else {
+                    text
+                };
                 std::fs::write(&config, text).expect("config");
                 command.arg("server");
             }

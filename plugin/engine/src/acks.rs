@@ -25,6 +25,11 @@ pub struct Ack {
     pub last_seen: i64,
     /// Highest version held, per keyring.
     pub held: BTreeMap<String, u64>,
+    /// It polls a standby, which the active node does not hear: it counts
+    /// as live for the heartbeat interval past the liveness window after
+    /// `last_seen` (see [`Liveness::heartbeat_interval`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 /// What a sidecar says it holds of one keyring: the highest version, and
@@ -62,6 +67,23 @@ impl Liveness {
     fn live(self, seen: i64) -> bool {
         self.now.saturating_sub(seen) <= self.window
     }
+
+    /// How often an instance that polls a standby has its `last_seen`
+    /// stored (a heartbeat, carried by one of its polls to the active
+    /// node): half the window.
+    pub fn heartbeat_interval(self) -> i64 {
+        self.window / 2
+    }
+
+    /// Whether an instance counts as live. One that polls a standby is
+    /// known here only by its stored `last_seen`, which may be up to a
+    /// heartbeat interval older than the standby's latest sight of it, so
+    /// it counts for that much longer: no instance any node saw within the
+    /// window is ever counted dead.
+    fn live_instance(self, instance: &Instance) -> bool {
+        let extra = if instance.remote { self.heartbeat_interval() } else { 0 };
+        self.now.saturating_sub(instance.seen) <= self.window.saturating_add(extra)
+    }
 }
 
 /// One instance as memory knows it.
@@ -83,6 +105,11 @@ struct Instance {
     /// Versions it reported that this coordinator did not issue, per
     /// keyring (memory only: it says so again at every poll).
     ahead: BTreeMap<String, Claim>,
+    /// It polls a standby (see [`Ack::remote`]).
+    remote: bool,
+    /// `last_seen` of its stored record, as this node last read or wrote
+    /// it (`None`: no record known).
+    stored_seen: Option<i64>,
 }
 
 /// A version an instance reported that this coordinator did not issue: its
@@ -117,6 +144,8 @@ impl Instance {
             others: Vec::new(),
             shared_at: None,
             ahead: BTreeMap::new(),
+            remote: false,
+            stored_seen: None,
         }
     }
 
@@ -162,11 +191,13 @@ pub struct Caller<'a> {
     pub instance: &'a str,
     /// The process's boot id.
     pub boot: Option<&'a str>,
+    /// The poll carries a heartbeat a standby asked for.
+    pub heartbeat: bool,
 }
 
 impl<'a> From<&'a str> for Caller<'a> {
     fn from(instance: &'a str) -> Self {
-        Self { instance, boot: None }
+        Self { instance, boot: None, heartbeat: false }
     }
 }
 
@@ -185,7 +216,7 @@ struct Gate {
 impl Gate {
     fn prune(&mut self, instances: &HashMap<String, HashMap<String, Instance>>, live: Liveness) {
         self.lacking.retain(|(pool, instance)| {
-            instances.get(pool).and_then(|p| p.get(instance)).is_some_and(|i| live.live(i.seen))
+            instances.get(pool).and_then(|p| p.get(instance)).is_some_and(|i| live.live_instance(i))
         });
         self.since_prune = 0;
     }
@@ -274,6 +305,8 @@ impl Fleet {
         entry.seen = entry.seen.max(seen);
         entry.held = ack.held;
         entry.stored = true;
+        entry.remote = ack.remote;
+        entry.stored_seen = Some(ack.last_seen);
         // A record changed behind this node's back: gates are rebuilt.
         self.gates.clear();
     }
@@ -306,7 +339,7 @@ impl Fleet {
         if changed {
             entry.held = held;
             entry.stored = false;
-            polled.store = Some(Ack { last_seen: live.now, held: entry.held.clone() });
+            polled.store = Some(Ack { last_seen: live.now, held: entry.held.clone(), remote: entry.remote });
         }
         // What it holds of each of the pool's keyrings, before the gates
         // (which need the whole fleet) are touched.
@@ -389,11 +422,39 @@ impl Fleet {
 
     /// Notes that an instance's record was stored as memory has it.
     pub fn stored(&mut self, pool: &str, instance: &str, ack: &Ack) {
-        if let Some(entry) = self.pools.get_mut(pool).and_then(|p| p.get_mut(instance))
-            && entry.held == ack.held
-        {
-            entry.stored = true;
+        if let Some(entry) = self.pools.get_mut(pool).and_then(|p| p.get_mut(instance)) {
+            entry.stored_seen = Some(entry.stored_seen.map_or(ack.last_seen, |s| s.max(ack.last_seen)));
+            if entry.held == ack.held {
+                entry.stored = true;
+            }
         }
+    }
+
+    /// A heartbeat of an instance that polls a standby, on the node that
+    /// stores it: it counts as remote from now on (see [`Ack::remote`]);
+    /// answers the record to store, unless one stored less than half a
+    /// heartbeat interval ago already says as much.
+    pub fn heartbeat(&mut self, pool: &str, instance: &str, live: Liveness) -> Option<Ack> {
+        let entry = self.pools.get_mut(pool).and_then(|p| p.get_mut(instance))?;
+        let fresh = entry.stored
+            && entry.remote
+            && entry.stored_seen.is_some_and(|s| live.now - s < live.heartbeat_interval() / 2);
+        entry.remote = true;
+        (!fresh).then(|| Ack { last_seen: live.now, held: entry.held.clone(), remote: true })
+    }
+
+    /// Whether a standby should have this instance send a heartbeat: its
+    /// stored `last_seen` is three quarters of a heartbeat interval old
+    /// (the last quarter covers the time the heartbeat takes to arrive:
+    /// the sidecar sends it with its next poll, at once), or it has no
+    /// record.
+    pub fn heartbeat_due(&self, pool: &str, instance: &str, live: Liveness) -> bool {
+        let due = live.heartbeat_interval() - live.heartbeat_interval() / 4;
+        self.pools
+            .get(pool)
+            .and_then(|p| p.get(instance))
+            .and_then(|entry| entry.stored_seen)
+            .is_none_or(|stored| live.now.saturating_sub(stored) >= due)
     }
 
     /// The live instances of `pools` that lack `version` of `keyring`, as
@@ -418,7 +479,7 @@ impl Fleet {
         let mut lacking = HashSet::new();
         for pool in pools {
             for (instance, entry) in self.pools.get(pool).into_iter().flatten() {
-                if live.live(entry.seen) && entry.holds(keyring, live).is_none_or(|h| h < version) {
+                if live.live_instance(entry) && entry.holds(keyring, live).is_none_or(|h| h < version) {
                     lacking.insert((pool.clone(), instance.clone()));
                 }
             }
@@ -444,7 +505,7 @@ impl Fleet {
                     .map(|(id, i)| InstanceView {
                         instance: id.clone(),
                         last_seen: i.seen,
-                        live: live.live(i.seen),
+                        live: live.live_instance(i),
                         held: i.held.get(keyring).copied(),
                         shared: i.shared(live),
                     })
@@ -504,7 +565,7 @@ mod tests {
         let rings = vec!["jwt".to_string()];
         let first = fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), at, CAP).expect("room");
         let ack = first.store.expect("a new instance is stored");
-        assert_eq!(ack, Ack { last_seen: 100, held: held(&[("jwt", 1)]) });
+        assert_eq!(ack, Ack { last_seen: 100, held: held(&[("jwt", 1)]), remote: false });
         // Until the write is confirmed, the next poll stores again.
         assert!(fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), at, CAP).expect("room").store.is_some());
         fleet.stored("web", "a", &ack);
@@ -512,6 +573,42 @@ mod tests {
         assert_eq!(fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), later, CAP).expect("room").store, None);
         let views = fleet.views("jwt", &pools(&["web"]), later);
         assert_eq!(views[0].instances[0].last_seen, 500);
+    }
+
+    #[test]
+    fn an_instance_heard_through_heartbeats_counts_as_live_a_heartbeat_interval_longer() {
+        let mut fleet = Fleet::default();
+        let rings = vec!["jwt".to_string()];
+        let web = pools(&["web"]);
+        // Standby view: no record yet, so a heartbeat is due; then the
+        // record arrives from the active node.
+        assert!(fleet.heartbeat_due("web", "far", Liveness::new(100, 600)));
+        fleet.load("web", "far", Ack { last_seen: 100, held: held(&[("jwt", 1)]), remote: true }, 0);
+        assert!(!fleet.heartbeat_due("web", "far", Liveness::new(324, 600)));
+        assert!(fleet.heartbeat_due("web", "far", Liveness::new(325, 600)));
+
+        // Active view: one polls here, one only sends heartbeats.
+        let mut fleet = Fleet::default();
+        for instance in ["near", "far"] {
+            let polled = fleet.poll("web", &rings, instance.into(), held(&[("jwt", 1)]), Liveness::new(100, 600), CAP);
+            let ack = polled.expect("room").store.expect("stored");
+            fleet.stored("web", instance, &ack);
+        }
+        let beat = fleet.heartbeat("web", "far", Liveness::new(100, 600)).expect("a heartbeat to store");
+        assert!(beat.remote && beat.last_seen == 100, "{beat:?}");
+        fleet.stored("web", "far", &beat);
+        // A second one soon after stores nothing; one later does.
+        assert_eq!(fleet.heartbeat("web", "far", Liveness::new(200, 600)), None);
+        assert!(fleet.heartbeat("web", "far", Liveness::new(250, 600)).is_some());
+        // Past the window: the one that polled here is dead, the remote one
+        // (which a standby may have seen up to an interval after its last
+        // stored sight) is waited for until the interval has passed too.
+        assert_eq!(fleet.lacking("jwt", 2, &web, Liveness::new(800, 600)), vec!["web/far"]);
+        assert_eq!(fleet.lacking("jwt", 2, &web, Liveness::new(1_000, 600)), vec!["web/far"]);
+        assert!(fleet.lacking("jwt", 2, &web, Liveness::new(1_001, 600)).is_empty());
+        // The record keeps saying so: a new active node knows it too.
+        let polled = fleet.poll("web", &rings, "far".into(), held(&[("jwt", 2)]), Liveness::new(1_100, 600), CAP);
+        assert!(polled.expect("room").store.is_some_and(|ack| ack.remote));
     }
 
     #[test]
@@ -554,9 +651,9 @@ mod tests {
     #[test]
     fn a_mount_that_starts_waits_one_window_for_stored_instances() {
         let mut fleet = Fleet::default();
-        fleet.load("web", "a", Ack { last_seen: 10, held: held(&[("jwt", 1)]) }, 1_000);
+        fleet.load("web", "a", Ack { last_seen: 10, held: held(&[("jwt", 1)]), remote: false }, 1_000);
         // One that never fetched anything is not waited for past its window.
-        fleet.load("web", "b", Ack { last_seen: 10, held: BTreeMap::new() }, 1_000);
+        fleet.load("web", "b", Ack { last_seen: 10, held: BTreeMap::new(), remote: false }, 1_000);
         let web = pools(&["web"]);
         assert_eq!(fleet.lacking("jwt", 2, &web, Liveness::new(1_500, 600)), vec!["web/a"]);
         assert!(fleet.lacking("jwt", 2, &web, Liveness::new(1_601, 600)).is_empty());
@@ -586,7 +683,10 @@ mod tests {
         let mut fleet = Fleet::default();
         let rings = vec!["jwt".to_string()];
         let at = Liveness::new(100, 600);
-        let (a, b) = (Caller { instance: "web-1", boot: Some("a") }, Caller { instance: "web-1", boot: Some("b") });
+        let (a, b) = (
+            Caller { instance: "web-1", boot: Some("a"), heartbeat: false },
+            Caller { instance: "web-1", boot: Some("b"), heartbeat: false },
+        );
         // A restart: a new boot, the old one never polls again.
         fleet.poll("web", &rings, a, held(&[("jwt", 1)]), at, CAP).expect("room");
         let restarted = fleet.poll("web", &rings, b, held(&[("jwt", 1)]), at, CAP).expect("room");
@@ -612,7 +712,10 @@ mod tests {
         let rings = vec!["jwt".to_string()];
         let at = Liveness::new(100, 600);
         let web = pools(&["web"]);
-        let (new, old) = (Caller { instance: "web-1", boot: Some("a") }, Caller { instance: "web-1", boot: None });
+        let (new, old) = (
+            Caller { instance: "web-1", boot: Some("a"), heartbeat: false },
+            Caller { instance: "web-1", boot: None, heartbeat: false },
+        );
         fleet.poll("web", &rings, old, held(&[("jwt", 1)]), at, CAP).expect("room");
         assert!(!fleet.poll("web", &rings, new, held(&[("jwt", 1)]), at, CAP).expect("room").shared);
         // The boot-less one polls again, still stale, and the one with an
@@ -622,7 +725,7 @@ mod tests {
         assert!(fleet.poll("web", &rings, new, held(&[("jwt", 2)]), at, CAP).expect("room").decide.is_empty());
         assert_eq!(fleet.lacking("jwt", 2, &web, at), vec!["web/web-1"]);
         // Boot-less polls alone are one process, as before boot ids.
-        let lone = Caller { instance: "web-2", boot: None };
+        let lone = Caller { instance: "web-2", boot: None, heartbeat: false };
         for version in [1, 2] {
             assert!(!fleet.poll("web", &rings, lone, held(&[("jwt", version)]), at, CAP).expect("room").shared);
         }
@@ -634,7 +737,7 @@ mod tests {
         let rings = vec!["jwt".to_string()];
         let at = Liveness::new(100, 600);
         let web = pools(&["web"]);
-        let boot = |b| Caller { instance: "web-1", boot: Some(b) };
+        let boot = |b| Caller { instance: "web-1", boot: Some(b), heartbeat: false };
         for b in ["a", "b", "c"] {
             assert!(!fleet.poll("web", &rings, boot(b), held(&[("jwt", 1)]), at, CAP).expect("room").shared);
         }

@@ -417,6 +417,34 @@ async fn check_held(
     Ok((held, foreign))
 }
 
+/// Whether the caller holds more of a keyring than this node knows: a
+/// version past its latest, a key id it has no version for, or a later
+/// generation. On a standby that means its storage lags the active node's
+/// (or the caller reports falsely); either way the active node decides.
+pub async fn ahead_of_this_node(
+    state: &MountState,
+    storage: &dyn Storage,
+    pool: &Pool,
+    reported: &BTreeMap<String, Reported>,
+) -> Result<bool, LogicalError> {
+    for (name, report) in reported {
+        if !pool.has(name) {
+            continue;
+        }
+        let Some(cached) = ring(state, storage, name).await? else {
+            // A keyring this node does not have yet.
+            return Ok(true);
+        };
+        let ring = &cached.ring;
+        let known = ring.versions.iter().find(|v| v.number == report.number);
+        let kid_unknown = report.kid.as_ref().is_some_and(|kid| known.is_none_or(|v| &v.kid != kid));
+        if report.number > ring.latest || kid_unknown || report.generation.is_some_and(|g| g > ring.generation) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Records that a sidecar holds a version this coordinator did not issue.
 /// A report informs; it decides nothing an operator would have to undo,
 /// whoever sends it and however often:
@@ -553,9 +581,14 @@ pub async fn record_poll(
             tracing::warn!(keyring = %foreign.keyring, %error, "recording a version this coordinator did not issue failed");
         }
     }
-    if let Some(ack) = polled.store {
+    // A heartbeat (the instance polls a standby, which sent it here to be
+    // stored) marks it remote; the record says so, and when it was seen.
+    let beat =
+        if caller.heartbeat { state.with_fleet(|fleet| fleet.heartbeat(pool_name, instance, live)) } else { None };
+    if let Some(ack) = beat.or(polled.store) {
         // One put, not a transaction: concurrent polls of one instance
-        // then never conflict.
+        // then never conflict. On a standby it fails as read-only, and the
+        // server runs the whole poll on the active node.
         storage.put(&acks::key(pool_name, instance), encode(&ack)?).await.map_err(storage_error)?;
         state.with_fleet(|fleet| fleet.stored(pool_name, instance, &ack));
     }

@@ -102,6 +102,7 @@ pub fn backend(setup: SetupContext, clock: Arc<dyn Clock>) -> Backend {
             ..SpecialPaths::default()
         },
         max_request_bytes: MAX_REQUEST_BYTES,
+        system: Some(setup.system.clone()),
         ..Backend::default()
     }
 }

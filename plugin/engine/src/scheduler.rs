@@ -53,6 +53,12 @@ pub fn emergency(state: &MountState, ring: &mut Keyring, t: i64) -> Result<(u64,
 
 /// One periodic run over every keyring.
 pub async fn run(state: &MountState, storage: &dyn Storage) -> Result<(), LogicalError> {
+    // A standby serving reads plans nothing: its storage takes no writes,
+    // and the active node's scheduler does the work once.
+    if state.is_standby().await {
+        tracing::debug!("standby: the active node's scheduler plans rotations");
+        return Ok(());
+    }
     let config = Config::load(storage).await?;
     let keyrings = storage.list("keyring/").await.map_err(storage_error)?;
     for name in &keyrings {

@@ -38,7 +38,27 @@ pub struct MountState {
     /// Config writes take it exclusively, keyring creates and policy
     /// updates shared, so each is validated against the other.
     config: tokio::sync::RwLock<()>,
+    /// Whether this node is a standby serving reads, and when that was
+    /// last asked of the host.
+    role: Mutex<Option<(bool, std::time::Instant)>>,
+    /// Bundle polls this node answered, and polls it sent on to the
+    /// active node (a standby's), since the mount was set up.
+    pub polls: PollCounts,
 }
+
+/// Counts of bundle polls on this node.
+#[derive(Debug, Default)]
+pub struct PollCounts {
+    /// Answered here.
+    pub answered: std::sync::atomic::AtomicU64,
+    /// Sent on to the active node.
+    pub sent_to_active: std::sync::atomic::AtomicU64,
+}
+
+/// How long the host's answer to "is this node a standby" is trusted: a
+/// node that changes role sets its mounts up again, so this only bounds
+/// the cost of asking.
+const ROLE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Named locks, made on first use.
 #[derive(Debug, Default)]
@@ -105,7 +125,22 @@ impl MountState {
             cache: Cache::default(),
             fleet: Mutex::default(),
             fleet_loading: tokio::sync::Mutex::new(()),
+            role: Mutex::new(None),
+            polls: PollCounts::default(),
         }
+    }
+
+    /// Whether this node is a standby serving reads (its storage takes no
+    /// writes; requests that must write run on the active node).
+    pub async fn is_standby(&self) -> bool {
+        if let Some((standby, at)) = *locked(&self.role)
+            && at.elapsed() < ROLE_TTL
+        {
+            return standby;
+        }
+        let standby = self.system.is_read_standby().await;
+        *locked(&self.role) = Some((standby, std::time::Instant::now()));
+        standby
     }
 
     /// Now, in seconds since the epoch.

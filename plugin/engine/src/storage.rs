@@ -33,6 +33,9 @@ use vault_plugin_sdk::storage::StorageError;
 /// transaction conflicts do).
 pub fn storage_error(error: StorageError) -> LogicalError {
     let (op, cause) = match error {
+        // A standby's storage: the server runs the request on the active
+        // node when it sees the host's own read-only error.
+        StorageError::ReadOnly { .. } => return LogicalError::ReadOnly,
         StorageError::Backend { op, .. } => (op, "the server's storage refused it"),
         StorageError::Transport { op, .. } => (op, "the connection to the server failed"),
     };

@@ -250,9 +250,15 @@ pub enum LogicalError {
     /// Storage or another dependency failed (500, with this message).
     #[error("{0}")]
     Internal(String),
+    /// This node is a standby serving reads and the request must change
+    /// storage: the server runs it again on the active node. Its text is
+    /// the host's own read-only error, which the server matches on.
+    #[error("{}", crate::storage::READ_ONLY)]
+    ReadOnly,
 }
 
 // Error types the host understands (its `ProtoError.err_type`).
+const ERR_UNKNOWN: u32 = 0;
 const ERR_INTERNAL: u32 = 2;
 const ERR_CODED: u32 = 3;
 const ERR_UNSUPPORTED_OPERATION: u32 = 5;
@@ -270,6 +276,9 @@ impl LogicalError {
             Self::UnsupportedPath => (ERR_UNSUPPORTED_PATH, 0),
             Self::UnsupportedOperation => (ERR_UNSUPPORTED_OPERATION, 0),
             Self::Internal(_) => (ERR_INTERNAL, 0),
+            // A plain error with the exact text, as the host's own storage
+            // returns it: the server recognises it by its text.
+            Self::ReadOnly => (ERR_UNKNOWN, 0),
         };
         pb::ProtoError { err_type, err_msg: self.to_string(), err_code }
     }

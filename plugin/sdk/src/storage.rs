@@ -12,6 +12,11 @@ use tonic::transport::Channel;
 use crate::proto::pb;
 use crate::proto::pb::storage_client::StorageClient;
 
+/// The text of the host's error for a write to a standby's storage, which
+/// is read-only. The server forwards a request to its active node when the
+/// request's error is exactly this text.
+pub const READ_ONLY: &str = "cannot write to readonly storage";
+
 /// Why a storage operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
@@ -24,6 +29,15 @@ pub enum StorageError {
         key: String,
         /// The host's message.
         message: String,
+    },
+    /// The node is a standby serving reads: its storage takes no writes.
+    /// The request must run on the active node instead.
+    #[error("storage {op} {key:?} failed: {READ_ONLY}")]
+    ReadOnly {
+        /// The operation.
+        op: &'static str,
+        /// The key or prefix.
+        key: String,
     },
     /// The connection to the host failed.
     #[error("storage {op} {key:?} failed: connection to the host: {message}")]
@@ -87,7 +101,13 @@ fn transport(op: &'static str, key: &str, status: tonic::Status) -> StorageError
 }
 
 fn backend(op: &'static str, key: &str, err: String) -> Result<(), StorageError> {
-    if err.is_empty() { Ok(()) } else { Err(StorageError::Backend { op, key: key.to_string(), message: err }) }
+    if err.is_empty() {
+        Ok(())
+    } else if err.contains(READ_ONLY) {
+        Err(StorageError::ReadOnly { op, key: key.to_string() })
+    } else {
+        Err(StorageError::Backend { op, key: key.to_string(), message: err })
+    }
 }
 
 #[tonic::async_trait]

@@ -19,18 +19,24 @@ pub struct SystemError {
 #[derive(Debug, Clone)]
 pub struct SystemView {
     client: SystemViewClient<Channel>,
+    /// False for [`SystemView::unavailable`]: calls fail at once.
+    connected: bool,
 }
+
+/// The replication state's flag for a standby that serves reads
+/// (`ReplicationPerformanceStandby`, bit 14 of the host's bitmask).
+pub const PERFORMANCE_STANDBY: i32 = 1 << 14;
 
 impl SystemView {
     pub(crate) fn new(channel: Channel) -> Self {
-        Self { client: SystemViewClient::new(channel).max_decoding_message_size(usize::MAX) }
+        Self { client: SystemViewClient::new(channel).max_decoding_message_size(usize::MAX), connected: true }
     }
 
     /// A system view with no host behind it: every call fails. For unit
     /// tests of engines, and for code paths that must not need the host.
     pub fn unavailable() -> Self {
         let channel = tonic::transport::Endpoint::from_static("http://unavailable.invalid").connect_lazy();
-        Self::new(channel)
+        Self { connected: false, ..Self::new(channel) }
     }
 
     fn fail(call: &'static str) -> impl Fn(tonic::Status) -> SystemError {
@@ -51,9 +57,19 @@ impl SystemView {
 
     /// The replication state bitmask (0 on a plain server).
     pub async fn replication_state(&self) -> Result<i32, SystemError> {
+        if !self.connected {
+            return Err(SystemError { call: "ReplicationState", message: "no host".into() });
+        }
         let reply =
             self.client.clone().replication_state(pb::Empty {}).await.map_err(Self::fail("ReplicationState"))?;
         Ok(reply.into_inner().state)
+    }
+
+    /// Whether this node is a standby that serves reads itself (OpenBao's
+    /// raft standbys, Vault Enterprise's performance standbys): its storage
+    /// takes no writes. False when the host cannot say.
+    pub async fn is_read_standby(&self) -> bool {
+        self.replication_state().await.is_ok_and(|state| state & PERFORMANCE_STANDBY != 0)
     }
 
     /// The server's version string.

@@ -1,5 +1,7 @@
 //! The HTTP client for Vault.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lockstep_model::UnixSeconds;
@@ -69,6 +71,9 @@ pub struct BundleQuery {
     pub held: Vec<crate::store::Held>,
     /// Long-poll seconds (0: answer at once).
     pub wait: u64,
+    /// A standby asked for a heartbeat (its last answer had
+    /// `heartbeat_due`): this poll carries it to the active node.
+    pub heartbeat: bool,
 }
 
 impl BundleQuery {
@@ -87,8 +92,20 @@ impl BundleQuery {
         if self.wait > 0 {
             pairs.push(("wait", self.wait.to_string()));
         }
+        // Always sent: a standby runs polls without it on the active node.
+        pairs.push(("heartbeat", self.heartbeat.to_string()));
         pairs
     }
+}
+
+/// Vault's answer to a bundle request, and whether the node that answered
+/// asks for a heartbeat with the next poll.
+#[derive(Debug)]
+pub struct BundleAnswer {
+    /// The bundle or "not modified".
+    pub reply: BundleReply,
+    /// A standby answered and wants the next poll to carry a heartbeat.
+    pub heartbeat_due: bool,
 }
 
 /// Vault's answer to a bundle request.
@@ -120,7 +137,10 @@ pub struct Lease {
 #[derive(Debug, Clone)]
 pub struct VaultClient {
     http: reqwest::Client,
-    addr: String,
+    /// Every node's address (one, or several to fail over between).
+    addrs: Arc<Vec<String>>,
+    /// The address in use, as an index into `addrs`.
+    current: Arc<AtomicUsize>,
     namespace: Option<String>,
     mount: String,
 }
@@ -146,16 +166,43 @@ impl VaultClient {
             }
         }
         let http = builder.build().map_err(|e| VaultError::Setup(e.to_string()))?;
+        let addrs: Vec<String> = config.addrs().iter().map(|a| a.trim_end_matches('/').to_string()).collect();
+        if addrs.is_empty() {
+            return Err(VaultError::Setup("vault.addr names no address".into()));
+        }
         Ok(Self {
             http,
-            addr: config.addr.trim_end_matches('/').to_string(),
+            addrs: Arc::new(addrs),
+            current: Arc::new(AtomicUsize::new(0)),
             namespace: config.namespace.clone(),
             mount: config.mount.clone(),
         })
     }
 
+    /// The address requests go to now.
+    pub fn addr(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed) % self.addrs.len();
+        &self.addrs[i]
+    }
+
+    /// After a failure that another node may not have (no answer, sealed,
+    /// no active node, overloaded), the next request goes to the next
+    /// address; with one address, nothing changes.
+    fn fail_over(&self, error: &VaultError) {
+        let node_down = match error {
+            VaultError::Unreachable(_) => true,
+            VaultError::Status { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
+            _ => false,
+        };
+        if node_down && self.addrs.len() > 1 {
+            let from = self.addr().to_string();
+            let next = self.current.fetch_add(1, Ordering::Relaxed).wrapping_add(1) % self.addrs.len();
+            tracing::warn!(from = %from, to = %self.addrs[next], %error, "vault node failed; trying the next address");
+        }
+    }
+
     fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
-        let mut request = self.http.request(method, format!("{}/v1/{path}", self.addr));
+        let mut request = self.http.request(method, format!("{}/v1/{path}", self.addr()));
         if let Some(token) = token {
             let mut value = reqwest::header::HeaderValue::from_str(token)
                 .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
@@ -169,12 +216,12 @@ impl VaultClient {
     }
 
     /// Fetches the pool's bundle, telling Vault what is held.
-    pub async fn bundle(&self, token: &str, pool: &str, query: &BundleQuery) -> Result<BundleReply, VaultError> {
+    pub async fn bundle(&self, token: &str, pool: &str, query: &BundleQuery) -> Result<BundleAnswer, VaultError> {
         let path = format!("{}/bundle/{pool}", self.mount);
         // The server may hold the request for `wait` seconds.
         let timeout = Duration::from_secs(query.wait + 15);
         let request = self.request(reqwest::Method::GET, &path, Some(token)).query(&query.pairs()).timeout(timeout);
-        let body = send(request).await?;
+        let body = send(request).await.inspect_err(|e| self.fail_over(e))?;
         // The coordinator's warnings are for this sidecar's operator (two
         // processes under one instance id, say).
         for warning in body.get("warnings").and_then(Value::as_array).into_iter().flatten().take(8) {
@@ -182,31 +229,34 @@ impl VaultClient {
             tracing::warn!(warning = %text, "the coordinator warns about this sidecar");
         }
         let data = body.get("data").ok_or_else(|| VaultError::Decode("no data in bundle answer".into()))?;
-        if data.get("not_modified").and_then(Value::as_bool) == Some(true) {
+        let heartbeat_due = data.get("heartbeat_due").and_then(Value::as_bool) == Some(true);
+        let reply = if data.get("not_modified").and_then(Value::as_bool) == Some(true) {
             let revision = data.get("revision").and_then(Value::as_str).unwrap_or_default().to_string();
             let server_time = data.get("server_time").and_then(Value::as_i64).unwrap_or_default();
-            return Ok(BundleReply::NotModified { revision, server_time });
-        }
-        Ok(BundleReply::Bundle(Box::new(decode_bundle(data)?)))
+            BundleReply::NotModified { revision, server_time }
+        } else {
+            BundleReply::Bundle(Box::new(decode_bundle(data)?))
+        };
+        Ok(BundleAnswer { reply, heartbeat_due })
     }
 
     /// Logs in at `auth/<mount>/login` with `body`.
     pub async fn login(&self, mount: &str, body: &Value) -> Result<Lease, VaultError> {
         let request = self.request(reqwest::Method::POST, &format!("auth/{mount}/login"), None).json(body);
-        lease(&send(request.timeout(Duration::from_secs(30))).await?)
+        lease(&send(request.timeout(Duration::from_secs(30))).await.inspect_err(|e| self.fail_over(e))?)
     }
 
     /// Renews the token for `increment` seconds.
     pub async fn renew_self(&self, token: &str, increment: u64) -> Result<Lease, VaultError> {
         let body = serde_json::json!({ "increment": format!("{increment}s") });
         let request = self.request(reqwest::Method::POST, "auth/token/renew-self", Some(token)).json(&body);
-        lease(&send(request.timeout(Duration::from_secs(30))).await?)
+        lease(&send(request.timeout(Duration::from_secs(30))).await.inspect_err(|e| self.fail_over(e))?)
     }
 
     /// The token's remaining ttl and renewability.
     pub async fn lookup_self(&self, token: &str) -> Result<(u64, bool), VaultError> {
         let request = self.request(reqwest::Method::GET, "auth/token/lookup-self", Some(token));
-        let body = send(request.timeout(Duration::from_secs(30))).await?;
+        let body = send(request.timeout(Duration::from_secs(30))).await.inspect_err(|e| self.fail_over(e))?;
         let data = &body["data"];
         Ok((data["ttl"].as_u64().unwrap_or(0), data["renewable"].as_bool().unwrap_or(false)))
     }

@@ -50,6 +50,13 @@ pub fn path(state: Arc<MountState>) -> Path {
              every live pool holds it, and only a matching kid counts.",
         ))
         .field(Field::new(
+            "heartbeat",
+            FieldType::Bool,
+            "Sent by sidecars on every poll: true when a standby asked for a heartbeat (heartbeat_due in its \
+             answer), which the active node stores as the instance's last sight. A poll without it is run on \
+             the active node.",
+        ))
+        .field(Field::new(
             "wait",
             FieldType::DurationSeconds,
             "When revision is current, wait up to this long (at most 60s) for a change before answering \"not \
@@ -64,6 +71,17 @@ pub fn path(state: Arc<MountState>) -> Path {
 }
 
 async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let outcome = poll(state, req, data).await;
+    match &outcome {
+        Ok(_) => state.polls.answered.fetch_add(1, Relaxed),
+        Err(LogicalError::ReadOnly) => state.polls.sent_to_active.fetch_add(1, Relaxed),
+        Err(_) => 0,
+    };
+    outcome
+}
+
+async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Option<Response>, LogicalError> {
     let pool_name = data.str("pool").unwrap_or_default();
     check_name("pool", pool_name)?;
     let instance = data.str("instance").unwrap_or_default();
@@ -89,12 +107,35 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     let missing = || LogicalError::NotFound(format!("pool {pool_name:?} not found"));
     let pool = coordinator::pool(state, storage, pool_name).await?.ok_or_else(missing)?;
     let config = coordinator::config(state, storage).await?;
-    let caller = Caller { instance, boot };
+    let heartbeat = data.bool("heartbeat").unwrap_or(false);
+    let caller = Caller { instance, boot, heartbeat };
+    let standby = state.is_standby().await;
+    if standby {
+        // Run on the active node: a heartbeat (it stores the instance's
+        // last sight); a sidecar that sends none (it would never be heard
+        // by the active node); and a caller that holds more than this
+        // node knows yet, once this node has had a moment to catch up, so
+        // that no sidecar is ever handed a bundle older than its own.
+        if heartbeat || !data.is_set("heartbeat") || !caught_up(state, storage, &pool, &held).await? {
+            return Err(LogicalError::ReadOnly);
+        }
+    }
     let warning = coordinator::record_poll(state, storage, &config, pool_name, &pool, caller, held).await?;
+    // A standby asks for a heartbeat once the instance's stored last sight
+    // is half a liveness window old: the answer comes at once, and the
+    // sidecar's next poll carries it to the active node.
+    let beat_due = standby
+        && state.with_fleet(|fleet| {
+            fleet.heartbeat_due(pool_name, instance, crate::acks::Liveness::new(state.now(), config.liveness_window))
+        });
     let warned = |mut response: Response| {
         response.warnings.extend(warning.clone());
+        if beat_due {
+            response.data.insert("heartbeat_due".into(), json!(true));
+        }
         Some(response)
     };
+    let wait = if beat_due { 0 } else { wait };
     let known = data.str("revision").unwrap_or_default();
     // While the server drains for a seal, a step-down or a shutdown, a
     // waiting poll would hold it up: answer at once instead.
@@ -137,6 +178,31 @@ async fn read(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
                 }
             }
         }
+    }
+}
+
+/// How long a standby waits for its storage to catch up with a caller
+/// that holds more than it knows before it sends the poll to the active
+/// node.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Whether this node knows at least what the caller holds, after waiting
+/// up to [`CATCH_UP`] for replication to bring it.
+async fn caught_up(
+    state: &MountState,
+    storage: &dyn vault_plugin_sdk::storage::Storage,
+    pool: &crate::pool::Pool,
+    held: &BTreeMap<String, Reported>,
+) -> Result<bool, LogicalError> {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        if !coordinator::ahead_of_this_node(state, storage, pool, held).await? {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -57,7 +57,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         "Read the mount's settings.",
         handler(|req: Request, _| async move { read(&req).await }),
     )
-    .operation(
+    .operation_on_active_node(
         Operation::Update,
         "Change the mount's settings; fields not named keep their value.",
         stateful(&state, |state, req, data| async move { write(&state, &req, &data).await }),

@@ -28,6 +28,13 @@ async fn read(state: &MountState) -> Response {
     data.insert("server_time".into(), json!(rfc3339(state.clock.now())));
     data.insert("last_periodic".into(), periodic.last.map(rfc3339).map_or(Value::Null, Value::String));
     data.insert("periodic_calls".into(), json!(periodic.count));
+    // This node's part: a standby serving reads answers most polls itself
+    // and sends the rest (heartbeats, acknowledgements) to the active node.
+    let standby = state.is_standby().await;
+    data.insert("node".into(), json!(if standby { "standby" } else { "active" }));
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    data.insert("polls_answered".into(), json!(count(&state.polls.answered)));
+    data.insert("polls_sent_to_active".into(), json!(count(&state.polls.sent_to_active)));
     // The host version is informative; a host without it still answers.
     if let Ok(version) = state.system.server_version().await {
         data.insert("server_version".into(), json!(version));
@@ -41,4 +48,7 @@ Reads the running plugin version, the current time as the plugin sees it \
 (sidecars compare their clocks with this time), the time of the server's last \
 periodic call to this mount (the call that drives scheduled rotation; the \
 server makes it about once a minute on its active node only), and how many \
-periodic calls this mount has seen since it was last set up.";
+periodic calls this mount has seen since it was last set up. node says \
+whether this node is the active one or a standby serving reads; \
+polls_answered and polls_sent_to_active count the bundle polls this node \
+answered itself and those it sent on to the active node.";

@@ -70,17 +70,17 @@ pub fn path(state: Arc<MountState>) -> Path {
         "Read a keyring's policy and every live version with its times and state (never key material).",
         stateful(&state, |state, req, data| async move { read(&state, &req, &data).await }),
     )
-    .operation(
+    .operation_on_active_node(
         Operation::Create,
         "Create a keyring; its first version signs at once.",
         stateful(&state, |state, req, data| async move { create(&state, &req, &data).await }),
     )
-    .operation(
+    .operation_on_active_node(
         Operation::Update,
         "Change a keyring's policy or deletion_allowed; the type cannot change.",
         stateful(&state, |state, req, data| async move { update(&state, &req, &data).await }),
     )
-    .operation(
+    .operation_on_active_node(
         Operation::Delete,
         "Delete a keyring and destroy its material; only when deletion_allowed is set.",
         stateful(&state, |state, req, data| async move { delete(&state, &req, &data).await }),

@@ -33,7 +33,7 @@ pub fn path(state: Arc<MountState>) -> Path {
             .required(),
         )
         .field(Field::new("reason", FieldType::String, "Why; recorded in history.").required())
-        .operation(
+        .operation_on_active_node(
             Operation::Update,
             "Accept the fleet's reports of versions this coordinator did not issue: number past them, give up the \
              pending version they went past, and publish a new version.",

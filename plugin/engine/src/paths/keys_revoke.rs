@@ -20,7 +20,7 @@ pub fn path(state: Arc<MountState>) -> Path {
         .field(Field::new("name", FieldType::String, "Name of the keyring."))
         .field(Field::new("version", FieldType::Int, "The compromised version.").required())
         .field(Field::new("reason", FieldType::String, "Why it is revoked; recorded in history.").required())
-        .operation(
+        .operation_on_active_node(
             Operation::Update,
             "Revoke a version now: it leaves every bundle, and if it was signing the next version signs at once.",
             stateful(&state, |state, req, data| async move { revoke(&state, &req, &data).await }),

@@ -41,7 +41,7 @@ pub fn path(state: Arc<MountState>) -> Path {
              activate this long from now (0 activates it as soon as it is committed). It still activates only \
              once every live pool holds it, and activation_margin after its commit.",
         ))
-        .operation(
+        .operation_on_active_node(
             Operation::Update,
             "Publish a new version now; it activates prepublish from now once every live pool holds it.",
             stateful(&state, |state, req, data| async move { rotate(&state, &req, &data).await }),

@@ -47,17 +47,17 @@ pub fn path(state: Arc<MountState>) -> Path {
             .default_value(json!("verify")),
         )
         .operation(Operation::Read, "Read a pool.", handler(|req, data| async move { read(&req, &data).await }))
-        .operation(
+        .operation_on_active_node(
             Operation::Create,
             "Create a pool.",
             stateful(&state, |state, req, data| async move { write(&state, &req, &data).await }),
         )
-        .operation(
+        .operation_on_active_node(
             Operation::Update,
             "Update a pool.",
             stateful(&state, |state, req, data| async move { write(&state, &req, &data).await }),
         )
-        .operation(
+        .operation_on_active_node(
             Operation::Delete,
             "Delete a pool.",
             stateful(&state, |state, req, data| async move { delete(&state, &req, &data).await }),

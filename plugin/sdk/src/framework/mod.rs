@@ -80,6 +80,12 @@ pub struct PathOperation {
     pub summary: &'static str,
     /// The handler.
     pub handler: Handler,
+    /// Whether it runs on the active node only: on a standby serving
+    /// reads it is answered with the read-only error before the handler
+    /// runs, and the server runs it on the active node (Go plugins'
+    /// `ForwardPerformanceStandby`). For operations that write, generate
+    /// key material, or record a decision, so that nothing is done twice.
+    pub on_active_node: bool,
 }
 
 /// One URL pattern of the engine, with its fields and operations.
@@ -136,7 +142,14 @@ impl Path {
 
     /// Adds an operation.
     pub fn operation(mut self, operation: Operation, summary: &'static str, handler: Handler) -> Self {
-        self.operations.push(PathOperation { operation, summary, handler });
+        self.operations.push(PathOperation { operation, summary, handler, on_active_node: false });
+        self
+    }
+
+    /// Adds an operation that runs on the active node only (see
+    /// [`PathOperation::on_active_node`]).
+    pub fn operation_on_active_node(mut self, operation: Operation, summary: &'static str, handler: Handler) -> Self {
+        self.operations.push(PathOperation { operation, summary, handler, on_active_node: true });
         self
     }
 
@@ -166,8 +179,8 @@ impl Path {
         FieldData::parse(&self.fields, &raw, &request.operation)
     }
 
-    fn handler_for(&self, operation: &Operation) -> Option<&Handler> {
-        let find = |op: &Operation| self.operations.iter().find(|o| &o.operation == op).map(|o| &o.handler);
+    fn handler_for(&self, operation: &Operation) -> Option<&PathOperation> {
+        let find = |op: &Operation| self.operations.iter().find(|o| &o.operation == op);
         // A path that does not tell create from update handles both alike.
         find(operation).or_else(|| match operation {
             Operation::Create => find(&Operation::Update),
@@ -209,6 +222,9 @@ pub struct Backend {
     /// Largest request body accepted, in bytes; larger ones get a 400.
     /// Zero means no limit beyond the server's own.
     pub max_request_bytes: usize,
+    /// The host's system view, asked whether this node is a standby
+    /// before an operation that runs on the active node only.
+    pub system: Option<crate::system::SystemView>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -230,7 +246,14 @@ impl Backend {
             _ => {}
         }
         let path = self.route(&request.path).ok_or(LogicalError::UnsupportedPath)?;
-        let handler = path.handler_for(&request.operation).ok_or(LogicalError::UnsupportedOperation)?;
+        let operation = path.handler_for(&request.operation).ok_or(LogicalError::UnsupportedOperation)?;
+        if operation.on_active_node
+            && let Some(system) = &self.system
+            && system.is_read_standby().await
+        {
+            return Err(LogicalError::ReadOnly);
+        }
+        let handler = &operation.handler;
         if self.max_request_bytes > 0 && request.data_len > self.max_request_bytes {
             return Err(LogicalError::InvalidRequest(format!(
                 "request body is {} bytes; this engine accepts at most {}",
