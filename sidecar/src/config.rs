@@ -674,6 +674,8 @@ path = "/run/lockstep.sock"
         let cases = [
             ("vault.wait_secs", "61", "vault.wait_secs"),
             ("vault.addr", "ftp://x", "vault.addr"),
+            ("vault.addr", "http://a:8200, ftp://x", "vault.addr"),
+            ("vault.addr", " , ", "vault.addr"),
             ("socket.mode", "0999", "socket.mode"),
             ("auth.method", "approle", "auth.role_id"),
             ("cache.file", "/var/cache/c", "cache.key_file"),

@@ -38,6 +38,8 @@ pub struct State {
     pub namespace: Option<String>,
     /// Answer 503 to everything.
     pub down: bool,
+    /// Ask for a heartbeat in the next bundle answer, as a standby does.
+    pub ask_heartbeat: bool,
 }
 
 /// A running fake.
@@ -163,10 +165,13 @@ async fn bundle(
     if bundle.is_null() {
         return reply(404, json!({"errors": ["unknown pool"]}));
     }
+    let ask = std::mem::take(&mut state.lock().expect("fake state").ask_heartbeat);
     if same(&bundle) {
-        let data = json!({"pool": bundle["pool"], "revision": bundle["revision"], "server_time": bundle["server_time"], "not_modified": true});
+        let data = json!({"pool": bundle["pool"], "revision": bundle["revision"], "server_time": bundle["server_time"],
+                          "not_modified": true, "heartbeat_due": ask});
         return reply(200, json!({ "data": data }));
     }
     bundle["not_modified"] = json!(false);
+    bundle["heartbeat_due"] = json!(ask);
     reply(200, json!({ "data": bundle }))
 }

@@ -184,6 +184,39 @@ async fn serves_keys_after_the_first_sync_and_acknowledges_what_it_holds() {
 }
 
 #[tokio::test]
+async fn several_addresses_fail_over_and_a_heartbeat_asked_for_rides_on_the_next_poll() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    let clock = ManualClock::at(T0);
+    let mut config = config(dir.path(), &vault);
+    // The first node refuses connections: the sidecar moves to the next.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = format!("http://{}", dead.local_addr().expect("addr"));
+    drop(dead);
+    config.vault.addr = format!("{dead_addr}, {}", vault.addr);
+    let sidecar = Sidecar::start(config, &clock);
+    ready(&sidecar).await;
+    let heartbeat = |q: &String| q.split('&').find(|p| p.starts_with("heartbeat=")).map(str::to_string);
+    assert!(vault.state().queries.iter().all(|q| heartbeat(q).as_deref() == Some("heartbeat=false")));
+    vault.state().ask_heartbeat = true;
+    // Wakes the waiting long-poll with the same bundle: its answer asks.
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    until("a poll carrying the heartbeat", || async {
+        vault.state().queries.iter().any(|q| heartbeat(q).as_deref() == Some("heartbeat=true"))
+    })
+    .await;
+    // Once: the polls after it carry none.
+    until("a poll after the heartbeat", || async {
+        let queries = vault.state().queries.clone();
+        let at = queries.iter().position(|q| heartbeat(q).as_deref() == Some("heartbeat=true"));
+        at.is_some_and(|at| queries[at + 1..].iter().any(|q| heartbeat(q).as_deref() == Some("heartbeat=false")))
+    })
+    .await;
+    sidecar.stop().await;
+}
+
+#[tokio::test]
 async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = FakeVault::start().await;

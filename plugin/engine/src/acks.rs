@@ -334,7 +334,11 @@ impl Fleet {
         // between the polls of one that sends an id unseen.
         entry.booted(caller.boot.unwrap_or_default(), live.now);
         entry.seen = entry.seen.max(live.now);
-        let changed = entry.held != held || !entry.stored;
+        // The record is also refreshed once a heartbeat interval, so that
+        // storage (a standby, a new active node) knows the instance is
+        // around: one write per instance per interval.
+        let refresh = entry.stored_seen.is_some_and(|s| live.now.saturating_sub(s) >= live.heartbeat_interval());
+        let changed = entry.held != held || !entry.stored || refresh;
         let mut polled = Polled { shared: entry.shared(live), ..Polled::default() };
         if changed {
             entry.held = held;
@@ -441,6 +445,18 @@ impl Fleet {
             && entry.stored_seen.is_some_and(|s| live.now - s < live.heartbeat_interval() / 2);
         entry.remote = true;
         (!fresh).then(|| Ack { last_seen: live.now, held: entry.held.clone(), remote: true })
+    }
+
+    /// Whether a standby must not answer this instance itself: its stored
+    /// `last_seen` is a whole heartbeat interval old (the heartbeat it
+    /// asked for has not landed), or it has no record. The active node
+    /// would not count a sight older than that.
+    pub fn heartbeat_overdue(&self, pool: &str, instance: &str, live: Liveness) -> bool {
+        self.pools
+            .get(pool)
+            .and_then(|p| p.get(instance))
+            .and_then(|entry| entry.stored_seen)
+            .is_none_or(|stored| live.now.saturating_sub(stored) >= live.heartbeat_interval())
     }
 
     /// Whether a standby should have this instance send a heartbeat: its
@@ -569,10 +585,14 @@ mod tests {
         // Until the write is confirmed, the next poll stores again.
         assert!(fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), at, CAP).expect("room").store.is_some());
         fleet.stored("web", "a", &ack);
-        let later = Liveness::new(500, 600);
+        let later = Liveness::new(350, 600);
         assert_eq!(fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), later, CAP).expect("room").store, None);
         let views = fleet.views("jwt", &pools(&["web"]), later);
-        assert_eq!(views[0].instances[0].last_seen, 500);
+        assert_eq!(views[0].instances[0].last_seen, 350);
+        // A heartbeat interval after the record was stored, it is stored
+        // again, with the new sight.
+        let refreshed = fleet.poll("web", &rings, "a".into(), held(&[("jwt", 1)]), Liveness::new(400, 600), CAP);
+        assert_eq!(refreshed.expect("room").store.map(|a| a.last_seen), Some(400));
     }
 
     #[test]
@@ -586,6 +606,11 @@ mod tests {
         fleet.load("web", "far", Ack { last_seen: 100, held: held(&[("jwt", 1)]), remote: true }, 0);
         assert!(!fleet.heartbeat_due("web", "far", Liveness::new(324, 600)));
         assert!(fleet.heartbeat_due("web", "far", Liveness::new(325, 600)));
+        // A standby answers it itself only while the stored sight is less
+        // than an interval old.
+        assert!(!fleet.heartbeat_overdue("web", "far", Liveness::new(399, 600)));
+        assert!(fleet.heartbeat_overdue("web", "far", Liveness::new(400, 600)));
+        assert!(fleet.heartbeat_overdue("web", "nobody", Liveness::new(100, 600)));
 
         // Active view: one polls here, one only sends heartbeats.
         let mut fleet = Fleet::default();

@@ -296,7 +296,7 @@ pub fn render(answer: &Answer, pool: &str, t: i64) -> Response {
 
 /// Reads the fleet's records from storage where memory lacks them: all of
 /// them once per mount start, and those another node changed.
-async fn ensure_fleet(state: &MountState, storage: &dyn Storage) -> Result<(), LogicalError> {
+pub async fn ensure_fleet(state: &MountState, storage: &dyn Storage) -> Result<(), LogicalError> {
     if state.fleet_load() == FleetLoad::Ready {
         return Ok(());
     }

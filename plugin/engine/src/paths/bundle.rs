@@ -119,6 +119,13 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         if heartbeat || !data.is_set("heartbeat") || !caught_up(state, storage, &pool, &held).await? {
             return Err(LogicalError::ReadOnly);
         }
+        // Nor one whose heartbeat has not landed within the interval: the
+        // active node would no longer count what this node saw.
+        coordinator::ensure_fleet(state, storage).await?;
+        let live = crate::acks::Liveness::new(state.now(), config.liveness_window);
+        if state.with_fleet(|fleet| fleet.heartbeat_overdue(pool_name, instance, live)) {
+            return Err(LogicalError::ReadOnly);
+        }
     }
     let warning = coordinator::record_poll(state, storage, &config, pool_name, &pool, caller, held).await?;
     // A standby asks for a heartbeat once the instance's stored last sight
