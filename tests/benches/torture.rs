@@ -1,7 +1,11 @@
 //! The fault-injection fleet run, long form: `make torture` (a random seed,
 //! printed) or `make torture TORTURE_ARGS="--seed 7 --minutes 5"`;
 //! `--broken` runs the test build of the plugin with the gate switched off,
-//! which the checker must catch; `--minutes 0` is the short plan. Writes
+//! which the checker must catch; `--minutes 0` is the short plan;
+//! `--standby-reads` runs OpenBao's standbys serving reads, each sidecar
+//! polling one node first, and pauses and kills standbys too;
+//! `--broken-liveness` does that with the test build whose standbys never
+//! ask for heartbeats, which the checker must catch. Writes
 //! target/torture/<seed>[-broken]/{history.jsonl,report.txt,timeline.svg}.
 //! `--replot <dir>` draws `<dir>/timeline.svg` again from `<dir>/history.jsonl`
 //! and checks that history again, without a run.
@@ -17,7 +21,9 @@ fn main() {
     }
     let seed = value("--seed").and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..1_000_000));
     let minutes: u64 = value("--minutes").and_then(|m| m.parse().ok()).unwrap_or(4);
-    let broken = args.iter().any(|a| a == "--broken");
+    let standby_reads = args.iter().any(|a| a == "--standby-reads");
+    let skip_heartbeats = args.iter().any(|a| a == "--broken-liveness");
+    let broken = args.iter().any(|a| a == "--broken") || skip_heartbeats;
     let plugin = if broken {
         required_binary("LOCKSTEP_PLUGIN_BIN", "test-plugin/vault-plugin-secrets-lockstep", "make test-plugin")
     } else {
@@ -32,9 +38,24 @@ fn main() {
         "release/lockstep-sidecar",
         "cargo build --release -p lockstep-sidecar",
     );
-    let out = workspace_root().join("target/torture").join(format!("{seed}{}", if broken { "-broken" } else { "" }));
-    let plan = if minutes == 0 { Plan::short(seed) } else { Plan::long(seed, minutes) };
-    let outcome = torture::run(&plan, &Options { plugin, sidecar, skip_gate: broken, out: out.clone() });
+    let suffix = match (standby_reads, skip_heartbeats, broken) {
+        (_, true, _) => "-reads-broken-liveness",
+        (true, _, true) => "-reads-broken",
+        (true, _, false) => "-reads",
+        (false, _, true) => "-broken",
+        (false, _, false) => "",
+    };
+    let out = workspace_root().join("target/torture").join(format!("{seed}{suffix}"));
+    let plan = if minutes == 0 { Plan::short(seed) } else { Plan::long_with(seed, minutes, standby_reads) };
+    let options = Options {
+        plugin,
+        sidecar,
+        skip_gate: broken && !skip_heartbeats,
+        out: out.clone(),
+        standby_reads: standby_reads || skip_heartbeats,
+        skip_heartbeats,
+    };
+    let outcome = torture::run(&plan, &options);
     println!("\n{}", outcome.report.render().lines().take(60).collect::<Vec<_>>().join("\n"));
     println!("faults run: {:?}", outcome.executed);
     println!("notes:\n  {}", outcome.notes.join("\n  "));

@@ -100,6 +100,10 @@ pub enum Fault {
     ClusterDown(u64, String),
     /// SIGSTOP a sidecar for `secs`; with a keyring, rotate it a second in.
     Freeze(String, u64, Option<&'static str>),
+    /// SIGSTOP a standby for `secs` (its sidecars wait, then fail over).
+    PauseStandby(u64),
+    /// SIGKILL a standby; start it again after `secs`.
+    KillStandby(u64),
 }
 
 impl Fault {
@@ -116,6 +120,8 @@ impl Fault {
             Self::Revoke(_) => "revoke",
             Self::ClusterDown(..) => "cluster_down",
             Self::Freeze(..) => "freeze_sidecar",
+            Self::PauseStandby(_) => "pause_standby",
+            Self::KillStandby(_) => "kill_standby",
         }
     }
 }
@@ -167,6 +173,12 @@ impl Plan {
     /// A long plan of `minutes`: the short plan's faults, shuffled and
     /// repeated, with a snapshot kept before each restore.
     pub fn long(seed: u64, minutes: u64) -> Self {
+        Self::long_with(seed, minutes, false)
+    }
+
+    /// [`Plan::long`]; with `standbys`, each round also pauses a standby
+    /// and kills one (for clusters whose standbys serve reads).
+    pub fn long_with(seed: u64, minutes: u64, standbys: bool) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut steps = Vec::new();
         let mut t = 6.0;
@@ -176,7 +188,7 @@ impl Plan {
         let mut round: Vec<usize> = Vec::new();
         while t < end {
             if round.is_empty() {
-                round = (0..11).collect();
+                round = (0..if standbys { 13 } else { 11 }).collect();
                 rng.shuffle(&mut round);
             }
             let keyring = if rng.bool() { "jwt" } else { "hooks" };
@@ -194,6 +206,8 @@ impl Plan {
                 // Anywhere within a periodic call after it is due, so
                 // either side may win.
                 10 => Fault::RaceScheduled(keyring, rng.u64(..PERIODIC * 1_000)),
+                11 => Fault::PauseStandby(4 + rng.u64(..8)),
+                12 => Fault::KillStandby(5 + rng.u64(..8)),
                 _ => {
                     // A snapshot, rotations after it, then the restore.
                     steps.push((t, Fault::SnapshotSave));
@@ -236,6 +250,13 @@ pub struct Options {
     pub skip_gate: bool,
     /// Where to write `history.jsonl`, `report.txt` and `timeline.svg`.
     pub out: PathBuf,
+    /// OpenBao's standbys serve reads, and each sidecar polls one node
+    /// first (two per node), failing over to the others in turn.
+    pub standby_reads: bool,
+    /// With `standby_reads`: run the test build with standbys that never
+    /// ask for heartbeats and answer every instance themselves (the
+    /// liveness rule across nodes removed), which the checker must catch.
+    pub skip_heartbeats: bool,
 }
 
 /// What the run saw and the checker found.
@@ -549,11 +570,18 @@ fn ok(reply: &crate::Reply, what: &str) {
 
 impl Fleet {
     fn start(options: &Options) -> Self {
-        let mut nodes = Server::raft_cluster(3);
+        let mut nodes = if options.standby_reads { Server::raft_cluster_reading(3) } else { Server::raft_cluster(3) };
         for node in &nodes {
             node.install_plugin(&options.plugin);
         }
-        let env: &[&str] = if options.skip_gate { &["LOCKSTEP_TEST_SKIP_GATE=1"] } else { &[] };
+        let mut env: Vec<&str> = Vec::new();
+        if options.skip_gate {
+            env.push("LOCKSTEP_TEST_SKIP_GATE=1");
+        }
+        if options.skip_heartbeats {
+            env.push("LOCKSTEP_TEST_SKIP_HEARTBEATS=1");
+        }
+        let env = env.as_slice();
         ok(&nodes[0].register_plugin_with_env(env), "register the plugin");
         ok(&nodes[0].enable("lockstep"), "mount the engine");
         let active = &nodes[0];
@@ -576,6 +604,18 @@ impl Fleet {
             std::fs::create_dir_all(dir.path().join(sub)).expect("dirs");
         }
         let vault = balancer(nodes.iter().map(|n| n.address().trim_start_matches("http://").to_string()).collect());
+        // With reading standbys every node must have the mount before a
+        // sidecar polls it.
+        if options.standby_reads {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for node in &nodes {
+                while node.read("lockstep/info").status != 200 {
+                    assert!(Instant::now() < deadline, "the mount never reached {}", node.address());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        let addresses: Vec<String> = nodes.iter().map(Server::address).collect();
         let token = active.token().to_string();
         let mut secrets = vec![("root token".to_string(), token.clone())];
         secrets.extend(active.unseal_key().map(|key| ("unseal key".to_string(), key.to_string())));
@@ -606,8 +646,18 @@ impl Fleet {
                 secrets.push((format!("{instance} cache key"), STANDARD.encode(key)));
                 std::fs::write(dir.path().join(format!("keys/{instance}.key")), key).expect("cache key");
                 let d = dir.path().display();
+                // Spread over the nodes (two sidecars each), failing over
+                // in turn; else through the balancer.
+                let addr = if options.standby_reads {
+                    let mut order = addresses.clone();
+                    let shift = members.len() % order.len();
+                    order.rotate_left(shift);
+                    order.join(",")
+                } else {
+                    vault.clone()
+                };
                 let config = format!(
-                    "pool = \"{pool}\"\ninstance = \"{instance}\"\n[vault]\naddr = \"{vault}\"\nwait_secs = 5\n\
+                    "pool = \"{pool}\"\ninstance = \"{instance}\"\n[vault]\naddr = \"{addr}\"\nwait_secs = 5\n\
                      poll_interval_secs = 2\nbackoff_min_ms = 100\nbackoff_max_secs = 1\nmax_clock_skew_secs = {MAX_SKEW}\n\
                      [auth]\nmethod = \"token\"\ntoken_file = \"{}\"\n[socket]\npath = \"{d}/{instance}.sock\"\n\
                      [cache]\nfile = \"{d}/cache/{instance}.bin\"\nkey_file = \"{d}/keys/{instance}.key\"\nmax_age_secs = 600\n\
@@ -905,6 +955,35 @@ impl Fleet {
                 let node = format!("node-{}", index + 1);
                 fault_event(&self.history, kind, &node, "start");
                 self.nodes[index].shut_down();
+                std::thread::sleep(Duration::from_secs(*secs));
+                self.nodes[index].start_again();
+                fault_event(&self.history, kind, &node, "end");
+            }
+            Fault::PauseStandby(secs) => {
+                let Some(index) = self.nodes.iter().position(|n| n.is_running() && !n.is_active()) else {
+                    self.notes.push("pause_standby: no standby".into());
+                    return;
+                };
+                let node = format!("node-{}", index + 1);
+                let pid = self.nodes[index].pid().expect("a running node");
+                let signal = |name: &str| {
+                    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+                    status.is_ok_and(|s| s.success())
+                };
+                fault_event(&self.history, kind, &node, "start");
+                assert!(signal("STOP"), "SIGSTOP {node}");
+                std::thread::sleep(Duration::from_secs(*secs));
+                assert!(signal("CONT"), "SIGCONT {node}");
+                fault_event(&self.history, kind, &node, "end");
+            }
+            Fault::KillStandby(secs) => {
+                let Some(index) = self.nodes.iter().position(|n| n.is_running() && !n.is_active()) else {
+                    self.notes.push("kill_standby: no standby".into());
+                    return;
+                };
+                let node = format!("node-{}", index + 1);
+                fault_event(&self.history, kind, &node, "start");
+                self.nodes[index].kill();
                 std::thread::sleep(Duration::from_secs(*secs));
                 self.nodes[index].start_again();
                 fault_event(&self.history, kind, &node, "end");

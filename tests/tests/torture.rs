@@ -26,6 +26,8 @@ fn the_fleet_never_disagrees_through_every_kind_of_fault() {
         sidecar: release_sidecar_binary(),
         skip_gate: false,
         out: out.clone(),
+        standby_reads: false,
+        skip_heartbeats: false,
     };
     let plan = Plan::short(SEED);
     let outcome = torture::run(&plan, &options);

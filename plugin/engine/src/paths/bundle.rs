@@ -123,7 +123,7 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         // active node would no longer count what this node saw.
         coordinator::ensure_fleet(state, storage).await?;
         let live = crate::acks::Liveness::new(state.now(), config.liveness_window);
-        if state.with_fleet(|fleet| fleet.heartbeat_overdue(pool_name, instance, live)) {
+        if !heartbeats_skipped() && state.with_fleet(|fleet| fleet.heartbeat_overdue(pool_name, instance, live)) {
             return Err(LogicalError::ReadOnly);
         }
     }
@@ -132,6 +132,7 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     // is half a liveness window old: the answer comes at once, and the
     // sidecar's next poll carries it to the active node.
     let beat_due = standby
+        && !heartbeats_skipped()
         && state.with_fleet(|fleet| {
             fleet.heartbeat_due(pool_name, instance, crate::acks::Liveness::new(state.now(), config.liveness_window))
         });
@@ -186,6 +187,16 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
             }
         }
     }
+}
+
+/// The deliberately broken build the fault-injection test must catch in
+/// a cluster: with the `test-clock` feature and
+/// `LOCKSTEP_TEST_SKIP_HEARTBEATS=1` in the plugin's environment, standbys
+/// never ask for heartbeats and answer every instance themselves, so the
+/// active node never hears of instances that poll standbys. Release builds
+/// have no such switch.
+fn heartbeats_skipped() -> bool {
+    cfg!(feature = "test-clock") && std::env::var_os("LOCKSTEP_TEST_SKIP_HEARTBEATS").is_some_and(|v| v == "1")
 }
 
 /// How long a standby waits for its storage to catch up with a caller
