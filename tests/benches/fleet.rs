@@ -15,8 +15,18 @@
 //!
 //! Options (after `--`): `--sizes 1000,2000,5000`, `--pools 10`,
 //! `--keyrings 5`, `--steady 30` (seconds), `--plain 1000` (0 skips),
-//! `--hop 10` (seconds per hop scenario), `--out DIR` (results.json and
-//! fleet.svg; default target/bench-fleet).
+//! `--hop 10` (seconds per hop scenario), `--cluster 5000` (instances for
+//! the cluster comparison, 0 skips it; `--cluster-only N` runs only that),
+//! `--out DIR` (results.json, fleet.svg and cluster.svg; default
+//! target/bench-fleet).
+//!
+//! The cluster comparison runs N long-polling instances against a single
+//! raft server and then against a 3-node OpenBao raft cluster whose
+//! standbys serve reads, the instances spread evenly over the nodes, and
+//! reports per node the CPU (server and plugin), the polls it answered and
+//! those it sent on to the active node, the storage writes per second, and
+//! for one rotation the time until every instance holds it and until the
+//! commit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,6 +52,10 @@ struct Options {
     steady: u64,
     plain: usize,
     hop: u64,
+    /// Instances for the cluster comparison (0 skips it).
+    cluster: usize,
+    /// Only the cluster comparison.
+    cluster_only: bool,
     out: PathBuf,
 }
 
@@ -53,6 +67,8 @@ fn options() -> Options {
         steady: 30,
         plain: 1_000,
         hop: 10,
+        cluster: 5_000,
+        cluster_only: false,
         out: lockstep_tests::workspace_root().join("target/bench-fleet"),
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -66,6 +82,11 @@ fn options() -> Options {
             "--steady" => o.steady = number(),
             "--plain" => o.plain = number() as usize,
             "--hop" => o.hop = number(),
+            "--cluster" => o.cluster = number() as usize,
+            "--cluster-only" => {
+                o.cluster = number() as usize;
+                o.cluster_only = true;
+            }
             "--out" => o.out = PathBuf::from(value),
             other => panic!("unknown option {other:?}"),
         }
@@ -116,34 +137,17 @@ impl Procs {
     }
 }
 
-struct Bench {
-    server: Server,
-    procs: Procs,
+/// Where simulated sidecars send their polls: one node.
+struct Endpoint {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
-impl Bench {
-    fn start(opts: &Options) -> Self {
-        let server = Server::dev_with_mounts(&[MOUNT]);
-        let procs = Procs { server: server.pid().expect("server pid"), plugin: 0 };
-        let token = server.token().to_string();
-        let base = format!("{}/v1", server.address());
-        for k in 0..opts.keyrings {
-            let key_type = ["ed25519", "hmac-sha256", "ecdsa-p256", "aes256-gcm", "rsa-2048"][k % 5];
-            let body = json!({"type": key_type, "rotation_period": "30d", "prepublish": "1d", "grace_period": "2d",
-                              "commit_timeout": "2d"});
-            server.write(&format!("{MOUNT}/keys/k{k}"), body).expect_status(200);
-        }
-        let keyrings: Vec<String> = (0..opts.keyrings).map(|k| format!("k{k}")).collect();
-        for p in 0..opts.pools {
-            let body = json!({"keyrings": keyrings.join(","), "mode": if p % 2 == 0 { "sign" } else { "verify" }});
-            server.write(&format!("{MOUNT}/pools/p{p}"), body).expect_status(200);
-        }
-        let procs = Procs { plugin: lockstep_tests::server::plugin_pid(procs.server), ..procs };
+impl Endpoint {
+    fn new(server: &Server) -> Arc<Self> {
         let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().expect("client");
-        Self { server, procs, http, base, token }
+        Arc::new(Self { http, base: format!("{}/v1", server.address()), token: server.token().to_string() })
     }
 
     async fn get(&self, path: &str) -> Option<Value> {
@@ -153,6 +157,110 @@ impl Bench {
             return None;
         }
         response.json::<Value>().await.ok()
+    }
+}
+
+struct Bench {
+    server: Server,
+    procs: Procs,
+    endpoint: Arc<Endpoint>,
+    /// A cluster's standbys (none for one server).
+    others: Vec<Node>,
+}
+
+/// A cluster's standby: its process ids and where to poll it.
+struct Node {
+    server: Server,
+    procs: Procs,
+    endpoint: Arc<Endpoint>,
+}
+
+impl Node {
+    fn of(server: Server) -> Self {
+        let pid = server.pid().expect("server pid");
+        let procs = Procs { server: pid, plugin: lockstep_tests::server::plugin_pid(pid) };
+        let endpoint = Endpoint::new(&server);
+        Self { server, procs, endpoint }
+    }
+}
+
+/// The keyrings and pools every fleet run polls.
+fn provision(server: &Server, opts: &Options) {
+    for k in 0..opts.keyrings {
+        let key_type = ["ed25519", "hmac-sha256", "ecdsa-p256", "aes256-gcm", "rsa-2048"][k % 5];
+        let body = json!({"type": key_type, "rotation_period": "30d", "prepublish": "1d", "grace_period": "2d",
+                              "commit_timeout": "2d"});
+        server.write(&format!("{MOUNT}/keys/k{k}"), body).expect_status(200);
+    }
+    let keyrings: Vec<String> = (0..opts.keyrings).map(|k| format!("k{k}")).collect();
+    for p in 0..opts.pools {
+        let body = json!({"keyrings": keyrings.join(","), "mode": if p % 2 == 0 { "sign" } else { "verify" }});
+        server.write(&format!("{MOUNT}/pools/p{p}"), body).expect_status(200);
+    }
+}
+
+impl Bench {
+    fn start(opts: &Options) -> Self {
+        Self::on(Server::dev_with_mounts(&[MOUNT]), opts)
+    }
+
+    /// On `server`, which has the engine mounted.
+    fn on(server: Server, opts: &Options) -> Self {
+        provision(&server, opts);
+        let Node { server, procs, endpoint } = Node::of(server);
+        Self { server, procs, endpoint, others: Vec::new() }
+    }
+
+    /// `nodes` raft nodes with OpenBao's reading standbys (one node: a
+    /// single raft server, the same storage without standbys).
+    fn raft(nodes: usize, opts: &Options) -> Self {
+        let mut cluster = Server::raft_cluster_reading(nodes).into_iter();
+        let active = cluster.next().expect("a node").with_mounts(&[MOUNT]);
+        let standbys: Vec<Server> = cluster.collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in &standbys {
+            while node.read(&format!("{MOUNT}/info")).status != 200 {
+                assert!(Instant::now() < deadline, "the mount never reached {}", node.address());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let mut bench = Self::on(active, opts);
+        bench.others = standbys.into_iter().map(Node::of).collect();
+        bench
+    }
+
+    /// Every node's poll endpoint, the active node first.
+    fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        std::iter::once(self.endpoint.clone()).chain(self.others.iter().map(|n| n.endpoint.clone())).collect()
+    }
+
+    /// Every node's processes, the active node first.
+    fn all_procs(&self) -> Vec<Procs> {
+        std::iter::once(self.procs).chain(self.others.iter().map(|n| n.procs)).collect()
+    }
+
+    /// Every node's (answered, sent to the active node) poll counts.
+    fn poll_counts(&self) -> Vec<(u64, u64)> {
+        std::iter::once(&self.server)
+            .chain(self.others.iter().map(|n| &n.server))
+            .map(|server| {
+                let info = server.read(&format!("{MOUNT}/info"));
+                let count = |k: &str| info.data()[k].as_u64().unwrap_or(0);
+                (count("polls_answered"), count("polls_sent_to_active"))
+            })
+            .collect()
+    }
+
+    /// The active node's raft log index (None off raft): its growth is the
+    /// storage writes.
+    fn raft_index(&self) -> Option<u64> {
+        let state = self.server.read("sys/storage/raft/autopilot/state");
+        let servers = state.data()["servers"].as_object()?.clone();
+        servers.values().filter_map(|s| s["last_index"].as_u64()).max()
+    }
+
+    async fn get(&self, path: &str) -> Option<Value> {
+        self.endpoint.get(path).await
     }
 }
 
@@ -198,26 +306,34 @@ impl Fleet {
 
 /// One simulated sidecar: polls its pool's bundle forever, acknowledging
 /// the highest version of each keyring it received.
-async fn sidecar(bench: Arc<Bench>, fleet: Arc<Fleet>, index: usize, pool: String, wait: u64, interval: u64) {
+async fn sidecar(node: Arc<Endpoint>, fleet: Arc<Fleet>, index: usize, pool: String, wait: u64, interval: u64) {
     let instance = format!("sim-{index}");
     // As a sidecar process does: a random boot id, and what it holds named
     // as keyring:version:kid:generation.
     let boot = format!("{:016x}", fastrand::u64(..));
     let mut held: BTreeMap<String, Held> = BTreeMap::new();
     let mut revision = String::new();
+    let mut heartbeat = false;
     loop {
         let held_text: Vec<String> = held.iter().map(|(k, h)| h.entry(k)).collect();
         let path = format!(
-            "{MOUNT}/bundle/{pool}?instance={instance}&boot={boot}&held={}&revision={revision}&wait={wait}s",
+            "{MOUNT}/bundle/{pool}?instance={instance}&boot={boot}&held={}&revision={revision}&wait={wait}s\
+             &heartbeat={heartbeat}",
             held_text.join(",")
         );
         if held.get(ROTATED).is_some_and(|h| h.number >= fleet.target.load(Ordering::Relaxed)) {
             let _ = fleet.acked_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
         }
-        let answer = bench.get(&path).await;
+        let answer = node.get(&path).await;
         fleet.polls.fetch_add(1, Ordering::Relaxed);
+        // A standby asked for a heartbeat: the next poll carries it, soon.
+        let due = answer.as_ref().is_some_and(|a| a["data"]["heartbeat_due"] == true);
+        if answer.is_some() {
+            heartbeat = due;
+        }
         // The same schedule as the sidecar's sync loop (sidecar/src/sync.rs).
         let delay = match answer.as_ref().map(|a| &a["data"]) {
+            Some(_) if due => jitter(Duration::from_millis(300), 60),
             Some(data) if data["not_modified"] == false => {
                 fleet.full.fetch_add(1, Ordering::Relaxed);
                 revision = data["revision"].as_str().unwrap_or_default().to_string();
@@ -289,19 +405,38 @@ struct FleetRun {
     converge_cpu_s: f64,
     plugin_rss_mib: f64,
     errors: u64,
+    /// Per node (the active node first): server + plugin CPU, polls it
+    /// answered and polls it sent on to the active node, per second.
+    nodes: Vec<NodeRun>,
+    /// Storage writes per second (raft log entries), on raft.
+    writes_per_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct NodeRun {
+    role: &'static str,
+    cpu_pct: f64,
+    answered_per_s: f64,
+    sent_to_active_per_s: f64,
 }
 
 async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
-    let bench = Arc::new(Bench::start(opts));
+    fleet_run_on(Arc::new(Bench::start(opts)), opts, n, mode).await
+}
+
+/// A fleet of `n` on `bench`: instances spread evenly over its nodes.
+async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'static str) -> FleetRun {
     let fleet = Fleet::new(n);
-    let (wait, interval, ramp) = if mode == "long-poll" { (WAIT, 0, 10.0) } else { (0, 30, 30.0) };
+    let (wait, interval, ramp) = if mode == "plain" { (0, 30, 30.0) } else { (WAIT, 0, 10.0) };
+    let endpoints = bench.endpoints();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (bench, fleet, pool) = (bench.clone(), fleet.clone(), format!("p{}", i % opts.pools));
+        let node = endpoints[i % endpoints.len()].clone();
+        let (fleet, pool) = (fleet.clone(), format!("p{}", i % opts.pools));
         let start = Duration::from_secs_f64(fastrand::f64() * ramp);
         tasks.spawn(async move {
             tokio::time::sleep(start).await;
-            sidecar(bench, fleet, i, pool, wait, interval).await;
+            sidecar(node, fleet, i, pool, wait, interval).await;
         });
     }
     // Everyone has fetched, and acknowledged what it fetched.
@@ -312,6 +447,8 @@ async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
     tokio::time::sleep(Duration::from_secs(if interval > 0 { 35 } else { 5 })).await;
     eprintln!("  {mode} n={n}: all fetched; steady state for {}s", opts.steady);
 
+    let node_cpu = |procs: &[Procs]| procs.iter().map(|p| p.cpu()).map(|(s, p)| s + p).collect::<Vec<f64>>();
+    let (cpu0, counts0, index0) = (node_cpu(&bench.all_procs()), bench.poll_counts(), bench.raft_index());
     let (s0, p0, polls0, t0) = {
         let (s, p) = bench.procs.cpu();
         (s, p, fleet.polls.load(Ordering::Relaxed), Instant::now())
@@ -320,6 +457,16 @@ async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
     let (s1, p1) = bench.procs.cpu();
     let secs = t0.elapsed().as_secs_f64();
     let polls = (fleet.polls.load(Ordering::Relaxed) - polls0) as f64;
+    let (cpu1, counts1, index1) = (node_cpu(&bench.all_procs()), bench.poll_counts(), bench.raft_index());
+    let nodes: Vec<NodeRun> = (0..cpu1.len())
+        .map(|i| NodeRun {
+            role: if i == 0 { "active" } else { "standby" },
+            cpu_pct: (cpu1[i] - cpu0[i]) / secs * 100.0,
+            answered_per_s: (counts1[i].0 - counts0[i].0) as f64 / secs,
+            sent_to_active_per_s: (counts1[i].1 - counts0[i].1) as f64 / secs,
+        })
+        .collect();
+    let writes_per_s = index0.zip(index1).map(|(a, b)| (b - a) as f64 / secs);
 
     // One rotation.
     let key = bench.get(&format!("{MOUNT}/keys/{ROTATED}")).await.expect("keyring");
@@ -366,6 +513,8 @@ async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
         converge_cpu_s: (cs1 - cs0) + (cp1 - cp0),
         plugin_rss_mib: rss_mib(bench.procs.plugin),
         errors: fleet.errors.load(Ordering::Relaxed),
+        nodes,
+        writes_per_s,
     };
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
@@ -447,6 +596,22 @@ fn main() {
     std::fs::create_dir_all(&opts.out).expect("output directory");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
+        let mut cluster = Vec::new();
+        if opts.cluster > 0 {
+            let n = opts.cluster;
+            eprintln!("cluster comparison, {n} instances: one raft server, then three nodes");
+            cluster.push(fleet_run_on(Arc::new(Bench::raft(1, &opts)), &opts, n, "single raft").await);
+            cluster.push(fleet_run_on(Arc::new(Bench::raft(3, &opts)), &opts, n, "3-node cluster").await);
+            println!("{}", cluster_report(&cluster));
+            std::fs::write(opts.out.join("cluster.svg"), cluster_plot(&cluster)).expect("cluster.svg");
+        }
+        if opts.cluster_only {
+            let results = json!({"options": format!("{opts:?}"), "cluster": cluster});
+            std::fs::write(opts.out.join("results.json"), serde_json::to_string_pretty(&results).expect("json"))
+                .expect("results.json");
+            eprintln!("wrote {0}/results.json and {0}/cluster.svg", opts.out.display());
+            return;
+        }
         eprintln!("hop costs ({} s each, 4 clients)", opts.hop);
         let (hops, hop_rss) = hops(&opts).await;
         let mut runs = Vec::new();
@@ -458,7 +623,7 @@ fn main() {
         }
         let report = report(&opts, &hops, hop_rss, &runs);
         println!("{report}");
-        let results = json!({"options": format!("{opts:?}"), "hops": hops, "runs": runs});
+        let results = json!({"options": format!("{opts:?}"), "hops": hops, "runs": runs, "cluster": cluster});
         std::fs::write(opts.out.join("results.json"), serde_json::to_string_pretty(&results).expect("json"))
             .expect("results.json");
         let long: Vec<&FleetRun> = runs.iter().filter(|r| r.mode == "long-poll").collect();
@@ -589,6 +754,105 @@ fn plot(runs: &[&FleetRun]) -> String {
             let ly = y0 + 14.0 + 14.0 * j as f64;
             let _ = writeln!(svg, "<text x=\"{}\" y=\"{ly}\" fill=\"{color}\">{label}</text>", x0 + 8.0);
         }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The cluster comparison as Markdown: per node, and the rotation.
+fn cluster_report(runs: &[FleetRun]) -> String {
+    let mut out = String::from("## One raft server against a 3-node cluster with reading standbys\n\n");
+    let _ = writeln!(
+        out,
+        "| setup | node | CPU % (server + plugin) | polls answered/s | polls sent to the active node/s |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    for r in runs {
+        for (i, node) in r.nodes.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {} | {} {} | {:.1} | {:.1} | {:.2} |",
+                r.mode, node.role, i, node.cpu_pct, node.answered_per_s, node.sent_to_active_per_s
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n| setup | instances | storage writes/s | all hold new version (s) | commit (s) | commit after last ack (s) | errors |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.mode,
+            r.instances,
+            opt(r.writes_per_s),
+            opt(r.all_held_s),
+            opt(r.commit_s),
+            opt(r.commit_after_last_ack_s),
+            r.errors
+        );
+    }
+    if let [single, cluster, ..] = runs
+        && let (Some(one), Some(active)) = (single.nodes.first(), cluster.nodes.first())
+    {
+        let _ = writeln!(
+            out,
+            "\nthe cluster's active node used {:.0} % of the single server's CPU",
+            active.cpu_pct / one.cpu_pct.max(1e-9) * 100.0
+        );
+    }
+    out
+}
+
+/// Bars: CPU of the single server and of each cluster node.
+fn cluster_plot(runs: &[FleetRun]) -> String {
+    let bars: Vec<(String, f64, &str)> = runs
+        .iter()
+        .flat_map(|r| {
+            r.nodes.iter().enumerate().map(move |(i, n)| {
+                let label = if r.nodes.len() == 1 { "single server".to_string() } else { format!("{} {i}", n.role) };
+                (label, n.cpu_pct, if n.role == "active" && r.nodes.len() > 1 { "#d62728" } else { "#1f77b4" })
+            })
+        })
+        .collect();
+    let (w, h, pad) = (90.0, 220.0, 50.0);
+    let top = bars.iter().map(|b| b.1).fold(1.0_f64, f64::max) * 1.15;
+    let width = pad * 2.0 + w * bars.len() as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" \
+         font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        h + 2.0 * pad
+    );
+    let instances = runs.first().map_or(0, |r| r.instances);
+    let _ = writeln!(
+        svg,
+        "<text x=\"{pad}\" y=\"{}\" font-weight=\"bold\">CPU % of one core, {instances} long-polling instances</text>",
+        pad - 20.0
+    );
+    for (i, (label, value, color)) in bars.iter().enumerate() {
+        let x = pad + w * i as f64 + 10.0;
+        let bar = h * value / top;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{bar}\" fill=\"{color}\"/>",
+            pad + h - bar,
+            w - 20.0
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{value:.1}</text>",
+            x + (w - 20.0) / 2.0,
+            pad + h - bar - 4.0
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            x + (w - 20.0) / 2.0,
+            pad + h + 14.0
+        );
     }
     svg.push_str("</svg>\n");
     svg
