@@ -40,6 +40,8 @@ pub struct State {
     pub down: bool,
     /// Ask for a heartbeat in the next bundle answer, as a standby does.
     pub ask_heartbeat: bool,
+    /// Refuse the `heartbeat` field as unknown, as an older engine does.
+    pub old_engine: bool,
 }
 
 /// A running fake.
@@ -153,6 +155,9 @@ async fn bundle(
     let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     state.lock().expect("fake state").queries.push(query.clone());
+    if state.lock().expect("fake state").old_engine && param("heartbeat").is_some() {
+        return reply(400, json!({"errors": ["unknown parameter \"heartbeat\""]}));
+    }
     let wait = param("wait").and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
     let current = || state.lock().expect("fake state").bundle.clone().unwrap_or(Value::Null);
     let same = |b: &Value| param("revision").is_some_and(|r| b["revision"] == r.as_str());

@@ -217,6 +217,22 @@ async fn several_addresses_fail_over_and_a_heartbeat_asked_for_rides_on_the_next
 }
 
 #[tokio::test]
+async fn an_engine_older_than_heartbeats_is_polled_without_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = FakeVault::start().await;
+    vault.set_bundle(json_of(&two_versions(KeyType::HmacSha256)));
+    vault.state().old_engine = true;
+    let clock = ManualClock::at(T0);
+    let sidecar = Sidecar::start(config(dir.path(), &vault), &clock);
+    ready(&sidecar).await;
+    until("a few polls", || async { vault.state().queries.len() >= 4 }).await;
+    let queries = vault.state().queries.clone();
+    assert!(queries[0].contains("heartbeat="), "the first poll offers it: {queries:?}");
+    assert!(queries[1..].iter().all(|q| !q.contains("heartbeat=")), "{queries:?}");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
 async fn requests_without_the_guard_header_or_with_big_headers_or_bodies_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vault = FakeVault::start().await;

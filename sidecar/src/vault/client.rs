@@ -1,7 +1,7 @@
 //! The HTTP client for Vault.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lockstep_model::UnixSeconds;
@@ -141,6 +141,9 @@ pub struct VaultClient {
     addrs: Arc<Vec<String>>,
     /// The address in use, as an index into `addrs`.
     current: Arc<AtomicUsize>,
+    /// Whether the engine knows the `heartbeat` field (an older one refuses
+    /// it as unknown: then polls go without it).
+    heartbeats: Arc<AtomicBool>,
     namespace: Option<String>,
     mount: String,
 }
@@ -174,6 +177,7 @@ impl VaultClient {
             http,
             addrs: Arc::new(addrs),
             current: Arc::new(AtomicUsize::new(0)),
+            heartbeats: Arc::new(AtomicBool::new(true)),
             namespace: config.namespace.clone(),
             mount: config.mount.clone(),
         })
@@ -220,8 +224,24 @@ impl VaultClient {
         let path = format!("{}/bundle/{pool}", self.mount);
         // The server may hold the request for `wait` seconds.
         let timeout = Duration::from_secs(query.wait + 15);
-        let request = self.request(reqwest::Method::GET, &path, Some(token)).query(&query.pairs()).timeout(timeout);
-        let body = send(request).await.inspect_err(|e| self.fail_over(e))?;
+        let mut pairs = query.pairs();
+        if !self.heartbeats.load(Ordering::Relaxed) {
+            pairs.retain(|(name, _)| *name != "heartbeat");
+        }
+        let request = self.request(reqwest::Method::GET, &path, Some(token)).query(&pairs).timeout(timeout);
+        let body = match send(request).await {
+            // An engine older than heartbeats: ask again without the field,
+            // from now on.
+            Err(VaultError::Status { status: 400, message }) if message.contains("\"heartbeat\"") => {
+                tracing::info!("the engine does not know heartbeats; polling without them");
+                self.heartbeats.store(false, Ordering::Relaxed);
+                pairs.retain(|(name, _)| *name != "heartbeat");
+                let again = self.request(reqwest::Method::GET, &path, Some(token)).query(&pairs).timeout(timeout);
+                send(again).await
+            }
+            other => other,
+        }
+        .inspect_err(|e| self.fail_over(e))?;
         // The coordinator's warnings are for this sidecar's operator (two
         // processes under one instance id, say).
         for warning in body.get("warnings").and_then(Value::as_array).into_iter().flatten().take(8) {
