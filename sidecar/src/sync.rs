@@ -68,6 +68,8 @@ pub struct Syncer {
     boot: String,
     /// The last answer, from a standby, asked for a heartbeat.
     heartbeat_due: bool,
+    /// The last sync failed: the next one does not long-poll.
+    failing: bool,
 }
 
 impl Syncer {
@@ -92,6 +94,7 @@ impl Syncer {
             skewed: false,
             boot,
             heartbeat_due: false,
+            failing: false,
         })
     }
 
@@ -114,7 +117,9 @@ impl Syncer {
 
     /// One fetch; counts and logs failures.
     pub async fn sync_once(&mut self) -> Outcome {
-        match self.try_sync().await {
+        let outcome = self.try_sync().await;
+        self.failing = outcome.is_err();
+        match outcome {
             Ok(outcome) => {
                 self.backoff.reset();
                 outcome
@@ -135,9 +140,13 @@ impl Syncer {
             boot: self.boot.clone(),
             revision: current.as_ref().map(|s| s.bundle.revision.clone()),
             held: current.as_ref().map(|s| s.held()).unwrap_or_default(),
-            // Nothing to wait for until something is held.
-            // A long-poll never outlasts the token's renewal deadline.
+            // Nothing to wait for until something is held, or while
+            // syncs fail (a quick answer, or a quick failure and the next
+            // address: a node that accepts and then hangs costs seconds,
+            // not a long-poll). A long-poll never outlasts the token's
+            // renewal deadline.
             wait: match (&current, self.auth.renewal_due_in()) {
+                _ if self.failing => 0,
                 (None, _) => 0,
                 (Some(_), Some(due)) => self.config.vault.wait_secs.min(due),
                 (Some(_), None) => self.config.vault.wait_secs,

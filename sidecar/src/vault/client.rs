@@ -11,6 +11,10 @@ use zeroize::Zeroizing;
 
 use crate::config::VaultConfig;
 
+/// How long a bundle request that does not long-poll may take before the
+/// node counts as not answering.
+const NO_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Largest answer read from Vault (a bundle of 64 keyrings × 32 RSA
 /// versions stays well below).
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -222,8 +226,9 @@ impl VaultClient {
     /// Fetches the pool's bundle, telling Vault what is held.
     pub async fn bundle(&self, token: &str, pool: &str, query: &BundleQuery) -> Result<BundleAnswer, VaultError> {
         let path = format!("{}/bundle/{pool}", self.mount);
-        // The server may hold the request for `wait` seconds.
-        let timeout = Duration::from_secs(query.wait + 15);
+        // The server may hold the request for `wait` seconds; one that
+        // does not wait answers at once, or the node is not answering.
+        let timeout = if query.wait == 0 { NO_WAIT_TIMEOUT } else { Duration::from_secs(query.wait + 15) };
         let mut pairs = query.pairs();
         if !self.heartbeats.load(Ordering::Relaxed) {
             pairs.retain(|(name, _)| *name != "heartbeat");
