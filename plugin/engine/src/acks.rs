@@ -18,6 +18,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+/// The deliberately broken build the fault-injection test must catch in
+/// a cluster: with the `test-clock` feature and
+/// `LOCKSTEP_TEST_SKIP_HEARTBEATS=1` in the plugin's environment, standbys
+/// never ask for heartbeats, answer every instance themselves and refresh
+/// no record, so the active node hears of an instance that polls a standby
+/// only when what it holds changes. Release builds have no such switch.
+pub fn heartbeats_skipped() -> bool {
+    cfg!(feature = "test-clock") && std::env::var_os("LOCKSTEP_TEST_SKIP_HEARTBEATS").is_some_and(|v| v == "1")
+}
+
 /// What an instance reported, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Ack {
@@ -337,7 +347,8 @@ impl Fleet {
         // The record is also refreshed once a heartbeat interval, so that
         // storage (a standby, a new active node) knows the instance is
         // around: one write per instance per interval.
-        let refresh = entry.stored_seen.is_some_and(|s| live.now.saturating_sub(s) >= live.heartbeat_interval());
+        let refresh = !heartbeats_skipped()
+            && entry.stored_seen.is_some_and(|s| live.now.saturating_sub(s) >= live.heartbeat_interval());
         let changed = entry.held != held || !entry.stored || refresh;
         let mut polled = Polled { shared: entry.shared(live), ..Polled::default() };
         if changed {

@@ -189,14 +189,9 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     }
 }
 
-/// The deliberately broken build the fault-injection test must catch in
-/// a cluster: with the `test-clock` feature and
-/// `LOCKSTEP_TEST_SKIP_HEARTBEATS=1` in the plugin's environment, standbys
-/// never ask for heartbeats and answer every instance themselves, so the
-/// active node never hears of instances that poll standbys. Release builds
-/// have no such switch.
+/// See [`crate::acks::heartbeats_skipped`].
 fn heartbeats_skipped() -> bool {
-    cfg!(feature = "test-clock") && std::env::var_os("LOCKSTEP_TEST_SKIP_HEARTBEATS").is_some_and(|v| v == "1")
+    crate::acks::heartbeats_skipped()
 }
 
 /// How long a standby waits for its storage to catch up with a caller
