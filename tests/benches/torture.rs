@@ -46,7 +46,8 @@ fn main() {
         (false, _, false) => "",
     };
     let out = workspace_root().join("target/torture").join(format!("{seed}{suffix}"));
-    let plan = if minutes == 0 { Plan::short(seed) } else { Plan::long_with(seed, minutes, standby_reads) };
+    let plan =
+        if minutes == 0 { Plan::short(seed) } else { Plan::long_with(seed, minutes, standby_reads || skip_heartbeats) };
     let options = Options {
         plugin,
         sidecar,
