@@ -568,9 +568,20 @@ fn bundles_are_cheap_when_unchanged_and_verify_only_pools_get_no_private_keys() 
     assert_eq!(same["not_modified"], true);
     assert!(same.get("keyrings").is_none(), "no material when not modified: {same}");
     assert_eq!(host.storage(M), before, "a not-modified poll writes nothing");
-    // Nor do unchanged polls hours later: liveness is kept in memory.
-    for _ in 0..6 {
-        host.clock.advance(HOUR / 2);
+    // Unchanged polls hours later write the instance's own record only, at
+    // most once per heartbeat interval (half the 600 s liveness window):
+    // its last sight moves on, and nothing else changes.
+    let record = |storage: &std::collections::BTreeMap<String, Vec<u8>>| {
+        let bytes = storage.get("acks/web/web-1").cloned().unwrap_or_default();
+        serde_json::from_slice::<Value>(&bytes).unwrap_or_default()["record"].clone()
+    };
+    let others = |mut storage: std::collections::BTreeMap<String, Vec<u8>>| {
+        storage.remove("acks/web/web-1");
+        storage
+    };
+    let mut seen = record(&before)["last_seen"].as_i64().unwrap_or_default();
+    for step in [HOUR / 2, 60, HOUR / 2] {
+        host.clock.advance(step);
         let later = ok(host.request(
             M,
             "read",
@@ -578,8 +589,19 @@ fn bundles_are_cheap_when_unchanged_and_verify_only_pools_get_no_private_keys() 
             json!({"instance": "web-1", "held": "jwt:1", "revision": revision}),
         ));
         assert_eq!(later["not_modified"], true);
+        let now = host.storage(M);
+        let stored = record(&now);
+        assert_eq!(stored["held"], json!({"jwt": 1}), "{stored}");
+        let moved = stored["last_seen"].as_i64().unwrap_or_default();
+        // Half an hour on, the record is refreshed; a minute on, it is not.
+        if step == 60 {
+            assert_eq!(moved, seen, "refreshed within the interval: {stored}");
+        } else {
+            assert!(moved >= seen + i64::try_from(step).unwrap_or_default(), "not refreshed: {stored}");
+        }
+        seen = moved;
+        assert_eq!(others(now), others(before.clone()), "nothing but the instance's record changes");
     }
-    assert_eq!(host.storage(M), before, "unchanged polls write nothing, however long they go on");
 
     let unknown = host.request(M, "read", "bundle/nope", json!({"instance": "x"}));
     assert_eq!(unknown.status, 404, "{unknown:?}");

@@ -3,7 +3,8 @@
 //! committed only once every live pool holds it.
 //!
 //! The fleet lives in memory ([`Fleet`]); storage keeps one record per
-//! instance, written only when what the instance holds changes, so a
+//! instance, written when what the instance holds changes and otherwise
+//! at most once per heartbeat interval (see [`Liveness`]), so a
 //! mount that starts again (a reload, a restart, a new active node) knows
 //! what everyone held. It has seen nobody yet, so until one liveness
 //! window has passed it counts every instance with a record as seen at its

@@ -129,8 +129,9 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     }
     let warning = coordinator::record_poll(state, storage, &config, pool_name, &pool, caller, held).await?;
     // A standby asks for a heartbeat once the instance's stored last sight
-    // is half a liveness window old: the answer comes at once, and the
-    // sidecar's next poll carries it to the active node.
+    // is three quarters of a heartbeat interval (3/8 of the liveness
+    // window) old: the answer comes at once, and the sidecar's next poll
+    // carries it to the active node.
     let beat_due = standby
         && !heartbeats_skipped()
         && state.with_fleet(|fleet| {
