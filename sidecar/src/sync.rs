@@ -68,6 +68,9 @@ pub struct Syncer {
     boot: String,
     /// The last answer, from a standby, asked for a heartbeat.
     heartbeat_due: bool,
+    /// The last poll carried a heartbeat (the active node answers it at
+    /// once: the next poll follows at once too).
+    sent_heartbeat: bool,
     /// The last sync failed: the next one does not long-poll.
     failing: bool,
 }
@@ -94,6 +97,7 @@ impl Syncer {
             skewed: false,
             boot,
             heartbeat_due: false,
+            sent_heartbeat: false,
             failing: false,
         })
     }
@@ -153,6 +157,7 @@ impl Syncer {
             },
             heartbeat: self.heartbeat_due,
         };
+        self.sent_heartbeat = query.heartbeat;
         let reply = match self.client.bundle(&token, &self.config.pool, &query).await {
             Err(VaultError::Denied(message)) => {
                 // An expired or revoked token looks like this: get a new one.
@@ -218,7 +223,8 @@ impl Syncer {
             // Ask again soon: the next request carries the acknowledgement.
             Outcome::Changed => jitter(Duration::from_millis(300), 60),
             // A standby wants a heartbeat: the next poll carries it, soon.
-            Outcome::Unchanged if self.heartbeat_due => jitter(Duration::from_millis(300), 60),
+            // After one, the next poll goes back to long-polling, soon.
+            Outcome::Unchanged if self.heartbeat_due || self.sent_heartbeat => jitter(Duration::from_millis(300), 60),
             // Vault held the request: ask again at once.
             Outcome::Unchanged if vault.wait_secs > 0 && took.as_secs() * 2 >= vault.wait_secs => {
                 jitter(Duration::from_millis(500), 100)

@@ -137,6 +137,10 @@ pub struct Claim {
 /// replicas of a Deployment that all share one id to be seen taking turns.
 const OTHER_BOOTS: usize = 8;
 
+/// How many heartbeat requests a standby remembers before it forgets the
+/// old ones.
+const ASKED_BOUND: usize = 4_096;
+
 /// A sidecar process that polled under an instance id before the last one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OtherBoot {
@@ -301,6 +305,28 @@ pub struct Fleet {
     gates: HashMap<String, Gate>,
     /// When a keyring last acted on one instance's word, per kind of act.
     alone: HashMap<(String, &'static str), i64>,
+    /// On a standby: when it last asked an instance with no remote record
+    /// for a heartbeat, per (pool, instance).
+    asked: HashMap<(String, String), i64>,
+}
+
+/// Where a standby stands with an instance, by its stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// No record, or one no heartbeat marked remote: the active node counts
+    /// only its own sights of the instance, so a standby must not record
+    /// one.
+    Unknown,
+    /// Remote, but the stored sight is a whole heartbeat interval old (the
+    /// heartbeat asked for has not landed): the active node would not count
+    /// a sight this node made now.
+    Overdue,
+    /// Remote and fresh: a standby may answer it, and asks for a heartbeat
+    /// from `due` on.
+    Fresh {
+        /// When the heartbeat falls due (Unix seconds).
+        due: i64,
+    },
 }
 
 impl Fleet {
@@ -318,6 +344,7 @@ impl Fleet {
         entry.stored = true;
         entry.remote = ack.remote;
         entry.stored_seen = Some(ack.last_seen);
+        self.asked.remove(&(pool.to_string(), instance.to_string()));
         // A record changed behind this node's back: gates are rebuilt.
         self.gates.clear();
     }
@@ -459,30 +486,39 @@ impl Fleet {
         (!fresh).then(|| Ack { last_seen: live.now, held: entry.held.clone(), remote: true })
     }
 
-    /// Whether a standby must not answer this instance itself: its stored
-    /// `last_seen` is a whole heartbeat interval old (the heartbeat it
-    /// asked for has not landed), or it has no record. The active node
-    /// would not count a sight older than that.
-    pub fn heartbeat_overdue(&self, pool: &str, instance: &str, live: Liveness) -> bool {
-        self.pools
-            .get(pool)
-            .and_then(|p| p.get(instance))
-            .and_then(|entry| entry.stored_seen)
-            .is_none_or(|stored| live.now.saturating_sub(stored) >= live.heartbeat_interval())
+    /// Where a standby stands with an instance (see [`Standing`]). The
+    /// heartbeat falls due once the stored sight is three quarters of a
+    /// heartbeat interval old: the last quarter covers the time it takes to
+    /// arrive (the sidecar sends it with its next poll, at once).
+    pub fn standing(&self, pool: &str, instance: &str, live: Liveness) -> Standing {
+        let Some((stored, true)) =
+            self.pools.get(pool).and_then(|p| p.get(instance)).and_then(|e| e.stored_seen.map(|s| (s, e.remote)))
+        else {
+            return Standing::Unknown;
+        };
+        let interval = live.heartbeat_interval();
+        if live.now.saturating_sub(stored) >= interval {
+            return Standing::Overdue;
+        }
+        Standing::Fresh { due: stored.saturating_add(interval - interval / 4) }
     }
 
-    /// Whether a standby should have this instance send a heartbeat: its
-    /// stored `last_seen` is three quarters of a heartbeat interval old
-    /// (the last quarter covers the time the heartbeat takes to arrive:
-    /// the sidecar sends it with its next poll, at once), or it has no
-    /// record.
-    pub fn heartbeat_due(&self, pool: &str, instance: &str, live: Liveness) -> bool {
-        let due = live.heartbeat_interval() - live.heartbeat_interval() / 4;
-        self.pools
-            .get(pool)
-            .and_then(|p| p.get(instance))
-            .and_then(|entry| entry.stored_seen)
-            .is_none_or(|stored| live.now.saturating_sub(stored) >= due)
+    /// On a standby, for an instance it stands [`Standing::Unknown`] with:
+    /// whether to ask it for a heartbeat now. Not again within a quarter of
+    /// a heartbeat interval (at least a second) of asking, so a heartbeat
+    /// that has not reached this node yet sends the polls to the active
+    /// node rather than round in a loop.
+    pub fn ask_heartbeat(&mut self, pool: &str, instance: &str, live: Liveness) -> bool {
+        let quiet = (live.heartbeat_interval() / 4).max(1);
+        if self.asked.len() >= ASKED_BOUND {
+            self.asked.retain(|_, at| live.now.saturating_sub(*at) < quiet);
+        }
+        let at = self.asked.entry((pool.to_string(), instance.to_string())).or_insert(i64::MIN);
+        if live.now.saturating_sub(*at) < quiet {
+            return false;
+        }
+        *at = live.now;
+        true
     }
 
     /// The live instances of `pools` that lack `version` of `keyring`, as
@@ -612,17 +648,25 @@ mod tests {
         let mut fleet = Fleet::default();
         let rings = vec!["jwt".to_string()];
         let web = pools(&["web"]);
-        // Standby view: no record yet, so a heartbeat is due; then the
-        // record arrives from the active node.
-        assert!(fleet.heartbeat_due("web", "far", Liveness::new(100, 600)));
+        // Standby view: no record, or one no heartbeat marked remote, is
+        // not this node's to answer.
+        let at = |t| Liveness::new(t, 600);
+        assert_eq!(fleet.standing("web", "far", at(100)), Standing::Unknown);
+        fleet.load("web", "far", Ack { last_seen: 100, held: held(&[("jwt", 1)]), remote: false }, 0);
+        assert_eq!(fleet.standing("web", "far", at(100)), Standing::Unknown);
+        // Once remote: answered here, with a heartbeat due at three
+        // quarters of the interval, until the interval has passed.
         fleet.load("web", "far", Ack { last_seen: 100, held: held(&[("jwt", 1)]), remote: true }, 0);
-        assert!(!fleet.heartbeat_due("web", "far", Liveness::new(324, 600)));
-        assert!(fleet.heartbeat_due("web", "far", Liveness::new(325, 600)));
-        // A standby answers it itself only while the stored sight is less
-        // than an interval old.
-        assert!(!fleet.heartbeat_overdue("web", "far", Liveness::new(399, 600)));
-        assert!(fleet.heartbeat_overdue("web", "far", Liveness::new(400, 600)));
-        assert!(fleet.heartbeat_overdue("web", "nobody", Liveness::new(100, 600)));
+        assert_eq!(fleet.standing("web", "far", at(324)), Standing::Fresh { due: 325 });
+        assert_eq!(fleet.standing("web", "far", at(399)), Standing::Fresh { due: 325 });
+        assert_eq!(fleet.standing("web", "far", at(400)), Standing::Overdue);
+        // An unknown one is asked for a heartbeat at most once a quarter
+        // interval; its record arriving ends the quiet spell.
+        assert!(fleet.ask_heartbeat("web", "new", at(100)));
+        assert!(!fleet.ask_heartbeat("web", "new", at(174)));
+        assert!(fleet.ask_heartbeat("web", "new", at(175)));
+        fleet.load("web", "new", Ack { last_seen: 175, held: held(&[("jwt", 1)]), remote: true }, 0);
+        assert!(fleet.ask_heartbeat("web", "new", at(176)));
 
         // Active view: one polls here, one only sends heartbeats.
         let mut fleet = Fleet::default();

@@ -10,7 +10,7 @@ use vault_plugin_sdk::framework::{Field, FieldData, FieldType, Path, name_segmen
 use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response};
 
 use super::check_name;
-use crate::acks::{Caller, Reported};
+use crate::acks::{Caller, Reported, Standing};
 use crate::coordinator;
 use crate::state::MountState;
 
@@ -110,6 +110,10 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     let heartbeat = data.bool("heartbeat").unwrap_or(false);
     let caller = Caller { instance, boot, heartbeat };
     let standby = state.is_standby().await;
+    // On a standby: when to ask the sidecar for a heartbeat, and whether
+    // this poll counts as a sight of it.
+    let mut beat_at = None;
+    let mut record = true;
     if standby {
         // Run on the active node: a heartbeat (it stores the instance's
         // last sight); a sidecar that sends none (it would never be heard
@@ -119,32 +123,47 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         if heartbeat || !data.is_set("heartbeat") || !caught_up(state, storage, &pool, &held).await? {
             return Err(LogicalError::ReadOnly);
         }
-        // Nor one whose heartbeat has not landed within the interval: the
-        // active node would no longer count what this node saw.
         coordinator::ensure_fleet(state, storage).await?;
         let live = crate::acks::Liveness::new(state.now(), config.liveness_window);
-        if !heartbeats_skipped() && state.with_fleet(|fleet| fleet.heartbeat_overdue(pool_name, instance, live)) {
-            return Err(LogicalError::ReadOnly);
+        if !heartbeats_skipped() {
+            match state.with_fleet(|fleet| fleet.standing(pool_name, instance, live)) {
+                // Its heartbeat has not landed within the interval: the
+                // active node would no longer count what this node saw.
+                Standing::Overdue => return Err(LogicalError::ReadOnly),
+                // The active node does not know it polls here: answer at
+                // once, without counting the poll, and ask for the
+                // heartbeat that tells it. Asked moments ago already (the
+                // record has not reached this node yet): run it there.
+                Standing::Unknown => {
+                    if !state.with_fleet(|fleet| fleet.ask_heartbeat(pool_name, instance, live)) {
+                        return Err(LogicalError::ReadOnly);
+                    }
+                    record = false;
+                    beat_at = Some(i64::MIN);
+                }
+                // A long-poll here ends when the heartbeat falls due.
+                Standing::Fresh { due } => beat_at = Some(due),
+            }
         }
     }
-    let warning = coordinator::record_poll(state, storage, &config, pool_name, &pool, caller, held).await?;
-    // A standby asks for a heartbeat once the instance's stored last sight
-    // is three quarters of a heartbeat interval (3/8 of the liveness
-    // window) old: the answer comes at once, and the sidecar's next poll
-    // carries it to the active node.
-    let beat_due = standby
-        && !heartbeats_skipped()
-        && state.with_fleet(|fleet| {
-            fleet.heartbeat_due(pool_name, instance, crate::acks::Liveness::new(state.now(), config.liveness_window))
-        });
-    let warned = |mut response: Response| {
+    let warning = if record {
+        coordinator::record_poll(state, storage, &config, pool_name, &pool, caller, held).await?
+    } else {
+        None
+    };
+    let beat_due = move |t: i64| beat_at.is_some_and(|at| t >= at);
+    let warned = |mut response: Response, t: i64| {
         response.warnings.extend(warning.clone());
-        if beat_due {
+        if beat_due(t) {
             response.data.insert("heartbeat_due".into(), json!(true));
         }
         Some(response)
     };
-    let wait = if beat_due { 0 } else { wait };
+    // A heartbeat run here is answered at once: the sidecar polls again
+    // at once, and that poll goes back to the node it polls.
+    let now = state.now();
+    let wait = if beat_due(now) || (heartbeat && !standby) { 0 } else { wait };
+    let wait = beat_at.map_or(wait, |at| wait.min(u64::try_from(at.saturating_sub(now)).unwrap_or(0)));
     let known = data.str("revision").unwrap_or_default();
     // While the server drains for a seal, a step-down or a shutdown, a
     // waiting poll would hold it up: answer at once instead.
@@ -160,7 +179,7 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         let t = state.now();
         let answer = coordinator::answer(state, storage, pool_name, t).await?.ok_or_else(missing)?;
         if answer.revision != known {
-            return Ok(warned(coordinator::render(&answer, pool_name, t)));
+            return Ok(warned(coordinator::render(&answer, pool_name, t), t));
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         // A version leaving the verification set changes the answer
@@ -170,7 +189,7 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
             .map_or(remaining, |until| Duration::from_secs(u64::try_from(until.saturating_sub(t)).unwrap_or(0).max(1)));
         let nap = remaining.min(until_change);
         if nap.is_zero() {
-            return Ok(warned(not_modified(pool_name, &answer.revision, t)));
+            return Ok(warned(not_modified(pool_name, &answer.revision, t), state.now()));
         }
         // Woken by a change or the time: look again. Drained: answer now.
         let drained = async {
@@ -180,7 +199,7 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
             }
         };
         tokio::select! {
-            () = drained => return Ok(warned(not_modified(pool_name, &answer.revision, t))),
+            () = drained => return Ok(warned(not_modified(pool_name, &answer.revision, t), t)),
             changed = tokio::time::timeout(nap, changes.changed()) => {
                 if let Ok(Err(_)) = changed {
                     tokio::time::sleep(nap).await;
