@@ -71,6 +71,9 @@ pub struct Syncer {
     /// The last poll carried a heartbeat (the active node answers it at
     /// once: the next poll follows at once too).
     sent_heartbeat: bool,
+    /// The last poll carried an acknowledgement (it followed a change,
+    /// and the engine answers it at once: the next poll follows at once).
+    sent_ack: bool,
     /// The last sync failed: the next one does not long-poll.
     failing: bool,
 }
@@ -98,6 +101,7 @@ impl Syncer {
             boot,
             heartbeat_due: false,
             sent_heartbeat: false,
+            sent_ack: false,
             failing: false,
         })
     }
@@ -218,13 +222,17 @@ impl Syncer {
     fn delay_after(&mut self, outcome: Outcome, took: Duration) -> Duration {
         let vault = &self.config.vault;
         let poll = jitter(Duration::from_secs(vault.poll_interval_secs), 20);
+        let after_ack = std::mem::replace(&mut self.sent_ack, matches!(outcome, Outcome::Changed));
         match outcome {
             Outcome::Failed => self.backoff.next_delay(),
             // Ask again soon: the next request carries the acknowledgement.
             Outcome::Changed => jitter(Duration::from_millis(300), 60),
             // A standby wants a heartbeat: the next poll carries it, soon.
-            // After one, the next poll goes back to long-polling, soon.
-            Outcome::Unchanged if self.heartbeat_due || self.sent_heartbeat => jitter(Duration::from_millis(300), 60),
+            // After one or an acknowledgement, the next poll goes back to
+            // long-polling, soon.
+            Outcome::Unchanged if self.heartbeat_due || self.sent_heartbeat || after_ack => {
+                jitter(Duration::from_millis(300), 60)
+            }
             // Vault held the request: ask again at once.
             Outcome::Unchanged if vault.wait_secs > 0 && took.as_secs() * 2 >= vault.wait_secs => {
                 jitter(Duration::from_millis(500), 100)

@@ -324,6 +324,7 @@ async fn sidecar(node: Arc<Endpoint>, fleet: Arc<Fleet>, index: usize, pool: Str
         if held.get(ROTATED).is_some_and(|h| h.number >= fleet.target.load(Ordering::Relaxed)) {
             let _ = fleet.acked_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
         }
+        let sent_heartbeat = heartbeat;
         let answer = node.get(&path).await;
         fleet.polls.fetch_add(1, Ordering::Relaxed);
         // A standby asked for a heartbeat: the next poll carries it, soon.
@@ -333,22 +334,34 @@ async fn sidecar(node: Arc<Endpoint>, fleet: Arc<Fleet>, index: usize, pool: Str
         }
         // The same schedule as the sidecar's sync loop (sidecar/src/sync.rs).
         let delay = match answer.as_ref().map(|a| &a["data"]) {
-            Some(_) if due => jitter(Duration::from_millis(300), 60),
-            Some(data) if data["not_modified"] == false => {
-                fleet.full.fetch_add(1, Ordering::Relaxed);
-                revision = data["revision"].as_str().unwrap_or_default().to_string();
-                held = highest(data);
-                fleet.fetched[index].store(1, Ordering::Relaxed);
-                let target = fleet.target.load(Ordering::Relaxed);
-                if held.get(ROTATED).is_some_and(|h| h.number >= target) {
-                    let _ =
-                        fleet.held_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+            Some(data) => {
+                let changed = data["not_modified"] == false;
+                if changed {
+                    fleet.full.fetch_add(1, Ordering::Relaxed);
+                    revision = data["revision"].as_str().unwrap_or_default().to_string();
+                    held = highest(data);
+                    fleet.fetched[index].store(1, Ordering::Relaxed);
+                    let target = fleet.target.load(Ordering::Relaxed);
+                    if held.get(ROTATED).is_some_and(|h| h.number >= target) {
+                        let _ = fleet.held_at[index].compare_exchange(
+                            0,
+                            fleet.now_ms(),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
                 }
-                // The next request carries the acknowledgement.
-                jitter(Duration::from_millis(300), 60)
+                // The next request carries the acknowledgement or the
+                // heartbeat, soon; after a quick answer (one that stored
+                // an acknowledgement) a long-poll follows soon too.
+                if changed || due || sent_heartbeat {
+                    jitter(Duration::from_millis(300), 60)
+                } else if wait > 0 {
+                    jitter(Duration::from_millis(500), 100)
+                } else {
+                    jitter(Duration::from_secs(interval), 20)
+                }
             }
-            Some(_) if wait > 0 => jitter(Duration::from_millis(500), 100),
-            Some(_) => jitter(Duration::from_secs(interval), 20),
             None => {
                 fleet.errors.fetch_add(1, Ordering::Relaxed);
                 Duration::from_secs(1)

@@ -104,6 +104,15 @@ pub enum Fault {
     PauseStandby(u64),
     /// SIGKILL a standby; start it again after `secs`.
     KillStandby(u64),
+    /// With standbys serving reads: wait (40 s at most) until a running
+    /// sidecar that polls a standby shows as not live in the active node's
+    /// status of the keyring (it sent the active node nothing to store for
+    /// a liveness window, which only a build without heartbeats allows),
+    /// else take any sidecar of the keyring that polls a standby; then
+    /// [`Fault::Freeze`] it for `secs` (less than the window) with the
+    /// keyring rotated a second in. It is live all along: the gate must
+    /// wait for it.
+    FreezeQuiet(&'static str, u64),
 }
 
 impl Fault {
@@ -122,6 +131,7 @@ impl Fault {
             Self::Freeze(..) => "freeze_sidecar",
             Self::PauseStandby(_) => "pause_standby",
             Self::KillStandby(_) => "kill_standby",
+            Self::FreezeQuiet(..) => "freeze_quiet",
         }
     }
 }
@@ -188,7 +198,7 @@ impl Plan {
         let mut round: Vec<usize> = Vec::new();
         while t < end {
             if round.is_empty() {
-                round = (0..if standbys { 13 } else { 11 }).collect();
+                round = (0..if standbys { 14 } else { 11 }).collect();
                 rng.shuffle(&mut round);
             }
             let keyring = if rng.bool() { "jwt" } else { "hooks" };
@@ -208,6 +218,7 @@ impl Plan {
                 10 => Fault::RaceScheduled(keyring, rng.u64(..PERIODIC * 1_000)),
                 11 => Fault::PauseStandby(4 + rng.u64(..8)),
                 12 => Fault::KillStandby(5 + rng.u64(..8)),
+                13 => Fault::FreezeQuiet(keyring, LIVENESS - 5),
                 _ => {
                     // A snapshot, rotations after it, then the restore.
                     steps.push((t, Fault::SnapshotSave));
@@ -1035,6 +1046,48 @@ impl Fleet {
                 }
                 self.wait_healthy(90);
                 fault_event(&self.history, kind, "cluster", "end");
+            }
+            Fault::FreezeQuiet(keyring, secs) => {
+                let Some(active) = self.nodes.iter().find(|n| n.is_running() && n.is_active()) else {
+                    self.notes.push("freeze_quiet: no active node".into());
+                    return;
+                };
+                // Running sidecars whose first address is a standby.
+                let first = |config: &str| {
+                    config.split("addr = \"").nth(1).and_then(|r| r.split([',', '"']).next()).unwrap_or_default().to_string()
+                };
+                let at_standby: Vec<String> = self
+                    .members
+                    .iter()
+                    .filter(|m| m.running.is_some() && first(&m.config) != active.address())
+                    .map(|m| m.instance.clone())
+                    .collect();
+                let deadline = Instant::now() + Duration::from_secs(40);
+                let (mut quiet, mut any) = (None, None);
+                while quiet.is_none() {
+                    let status = active.read(&format!("lockstep/status/{keyring}")).body;
+                    let instances = status["data"]["pools"].as_array().into_iter().flatten();
+                    for seen in instances.flat_map(|p| p["instances"].as_array().into_iter().flatten()) {
+                        let Some(name) = seen["instance"].as_str().filter(|n| at_standby.iter().any(|m| m == n)) else {
+                            continue;
+                        };
+                        any.get_or_insert_with(|| name.to_string());
+                        if seen["live"] == false {
+                            quiet = Some(name.to_string());
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                self.notes.push(format!(
+                    "freeze_quiet {keyring}: {}",
+                    quiet.as_deref().map_or("none went quiet".to_string(), |q| format!("{q} shown not live while running"))
+                ));
+                if let Some(target) = quiet.or(any) {
+                    self.apply(&Fault::Freeze(target, *secs, Some(keyring)));
+                }
             }
             Fault::Freeze(instance, secs, rotate) => {
                 let i = self.member(instance);

@@ -118,6 +118,32 @@ fn assert_prompt(what: &str, reply: &HostReply, after: Duration) {
 }
 
 #[test]
+fn a_poll_that_acknowledges_is_answered_at_once_and_the_next_one_waits() {
+    let host = host();
+    keyring(&host, "jwt", "ed25519");
+    ok(host.request(M, "create", "pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    let current = revision(&bundle(&host, "web", "web-1", "", ""));
+    let timed = |held: &str, wait: &str| {
+        let body = json!({"instance": "web-1", "held": held, "revision": current, "wait": wait});
+        let started = Instant::now();
+        let reply = ok(host.request(M, "read", "bundle/web", body));
+        (reply, started.elapsed())
+    };
+    // A new acknowledgement is stored and answered without waiting: on a
+    // cluster it runs on the active node, and the wait belongs back on the
+    // node the sidecar polls.
+    let (reply, took) = timed("jwt:1", "3s");
+    assert_eq!(reply["not_modified"], true, "{reply}");
+    assert!(took < Duration::from_secs(2), "an acknowledgement waited {took:?}");
+    let status = ok(host.request(M, "read", "status/jwt", Value::Null));
+    assert_eq!(status["pools"][0]["instances"][0]["held_version"], 1, "{status}");
+    // Holding the same, the next poll waits its whole wait.
+    let (reply, took) = timed("jwt:1", "3s");
+    assert_eq!(reply["not_modified"], true, "{reply}");
+    assert!(took >= Duration::from_secs(3), "a poll with nothing to store waited only {took:?}");
+}
+
+#[test]
 fn a_waiting_poll_returns_within_a_second_of_every_change_to_its_bundle() {
     let host = host();
     keyring(&host, "jwt", "ed25519");
@@ -128,6 +154,9 @@ fn a_waiting_poll_returns_within_a_second_of_every_change_to_its_bundle() {
     bundle(&host, "web", "web-2", "jwt:1", "");
 
     let mut step = |what: &str, held: &str, change: &dyn Fn()| {
+        // What it holds is acknowledged first (answered at once), as a
+        // sidecar does; the long-poll that follows waits.
+        bundle(&host, "web", "web-1", held, &current);
         let (reply, after) = woken_by(&host, "web", held, &current, change);
         assert_prompt(what, &reply, after);
         current = revision(&reply.data);

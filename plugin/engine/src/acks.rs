@@ -509,16 +509,24 @@ impl Fleet {
     /// that has not reached this node yet sends the polls to the active
     /// node rather than round in a loop.
     pub fn ask_heartbeat(&mut self, pool: &str, instance: &str, live: Liveness) -> bool {
+        if self.asked_recently(pool, instance, live) {
+            return false;
+        }
         let quiet = (live.heartbeat_interval() / 4).max(1);
         if self.asked.len() >= ASKED_BOUND {
             self.asked.retain(|_, at| live.now.saturating_sub(*at) < quiet);
         }
-        let at = self.asked.entry((pool.to_string(), instance.to_string())).or_insert(i64::MIN);
-        if live.now.saturating_sub(*at) < quiet {
-            return false;
-        }
-        *at = live.now;
+        self.asked.insert((pool.to_string(), instance.to_string()), live.now);
         true
+    }
+
+    /// Whether [`Fleet::ask_heartbeat`] asked this instance within the
+    /// quiet spell.
+    pub fn asked_recently(&self, pool: &str, instance: &str, live: Liveness) -> bool {
+        let quiet = (live.heartbeat_interval() / 4).max(1);
+        self.asked
+            .get(&(pool.to_string(), instance.to_string()))
+            .is_some_and(|at| live.now.saturating_sub(*at) < quiet)
     }
 
     /// The live instances of `pools` that lack `version` of `keyring`, as

@@ -547,10 +547,20 @@ pub use lockstep_model::schedule::FLEET_AHEAD;
 /// went on past it.
 pub const SUPERSEDE: &str = "supersede";
 
+/// What recording a poll did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// A warning for the caller: two sidecar processes poll under its
+    /// instance id.
+    pub warning: Option<String>,
+    /// The instance's record was written (an acknowledgement, a first
+    /// poll, a heartbeat or a refresh).
+    pub stored: bool,
+}
+
 /// Records a poll: what the instance holds and that it was seen. Stores
 /// the record when what it holds changed, and commits what the
-/// acknowledgement completes. Returns a warning for the caller when two
-/// sidecar processes poll under its instance id.
+/// acknowledgement completes.
 pub async fn record_poll(
     state: &MountState,
     storage: &dyn Storage,
@@ -559,7 +569,7 @@ pub async fn record_poll(
     pool: &Pool,
     caller: Caller<'_>,
     reported: BTreeMap<String, Reported>,
-) -> Result<Option<String>, LogicalError> {
+) -> Result<Recorded, LogicalError> {
     let instance = caller.instance;
     let (held, foreign) = check_held(state, storage, pool, reported).await?;
     ensure_fleet(state, storage).await?;
@@ -585,6 +595,7 @@ pub async fn record_poll(
     // stored) marks it remote; the record says so, and when it was seen.
     let beat =
         if caller.heartbeat { state.with_fleet(|fleet| fleet.heartbeat(pool_name, instance, live)) } else { None };
+    let stored = beat.is_some() || polled.store.is_some();
     if let Some(ack) = beat.or(polled.store) {
         // One put, not a transaction: concurrent polls of one instance
         // then never conflict. On a standby it fails as read-only, and the
@@ -597,12 +608,13 @@ pub async fn record_poll(
             tracing::warn!(keyring = %name, %error, "commit after acknowledgement failed; the scheduler retries");
         }
     }
-    Ok(polled.shared.then(|| {
+    let warning = polled.shared.then(|| {
         format!(
             "instance id {instance:?} of pool {pool_name:?} is used by two sidecar processes at once; give each \
              pod its own instance id (the default is the pod's hostname)"
         )
-    }))
+    });
+    Ok(Recorded { warning, stored })
 }
 
 /// An acknowledgement may complete the set a pending version waits for:

@@ -126,7 +126,7 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         coordinator::ensure_fleet(state, storage).await?;
         let live = crate::acks::Liveness::new(state.now(), config.liveness_window);
         if !heartbeats_skipped() {
-            match state.with_fleet(|fleet| fleet.standing(pool_name, instance, live)) {
+            match standing(state, pool_name, instance, config.liveness_window).await {
                 // Its heartbeat has not landed within the interval: the
                 // active node would no longer count what this node saw.
                 Standing::Overdue => return Err(LogicalError::ReadOnly),
@@ -146,23 +146,25 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
             }
         }
     }
-    let warning = if record {
+    let recorded = if record {
         coordinator::record_poll(state, storage, &config, pool_name, &pool, caller, held).await?
     } else {
-        None
+        coordinator::Recorded::default()
     };
     let beat_due = move |t: i64| beat_at.is_some_and(|at| t >= at);
     let warned = |mut response: Response, t: i64| {
-        response.warnings.extend(warning.clone());
+        response.warnings.extend(recorded.warning.clone());
         if beat_due(t) {
             response.data.insert("heartbeat_due".into(), json!(true));
         }
         Some(response)
     };
-    // A heartbeat run here is answered at once: the sidecar polls again
-    // at once, and that poll goes back to the node it polls.
+    // A poll that wrote the instance's record (an acknowledgement, a
+    // heartbeat: on a cluster, one a standby sent here) is answered at
+    // once, and the sidecar polls again at once: its wait happens back on
+    // the node it polls, never on the active node's forwarded requests.
     let now = state.now();
-    let wait = if beat_due(now) || (heartbeat && !standby) { 0 } else { wait };
+    let wait = if beat_due(now) || recorded.stored { 0 } else { wait };
     let wait = beat_at.map_or(wait, |at| wait.min(u64::try_from(at.saturating_sub(now)).unwrap_or(0)));
     let known = data.str("revision").unwrap_or_default();
     // While the server drains for a seal, a step-down or a shutdown, a
@@ -206,6 +208,25 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
                 }
             }
         }
+    }
+}
+
+/// Where this standby stands with an instance. One it asked for a
+/// heartbeat moments ago whose record has not reached this node yet waits
+/// for it (as [`caught_up`] does), up to [`CATCH_UP`]: the heartbeat
+/// landed on the active node, and its record is on its way here. A poll
+/// sent on in the meantime would wait out its long-poll on the active
+/// node, on the connection standbys forward by.
+async fn standing(state: &MountState, pool: &str, instance: &str, window: u64) -> Standing {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        let live = crate::acks::Liveness::new(state.now(), window);
+        let standing = state.with_fleet(|fleet| fleet.standing(pool, instance, live));
+        let waiting = standing == Standing::Unknown && state.with_fleet(|fleet| fleet.asked_recently(pool, instance, live));
+        if !waiting || tokio::time::Instant::now() >= deadline {
+            return standing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
