@@ -200,6 +200,11 @@ impl Plan {
             if round.is_empty() {
                 round = (0..if standbys { 14 } else { 11 }).collect();
                 rng.shuffle(&mut round);
+                // With standbys, each round opens with `freeze_quiet`.
+                if let Some(i) = round.iter().position(|&k| k == 13) {
+                    let quiet = round.remove(i);
+                    round.push(quiet);
+                }
             }
             let keyring = if rng.bool() { "jwt" } else { "hooks" };
             let instance = instances[rng.usize(..instances.len())].to_string();

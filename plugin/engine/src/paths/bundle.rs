@@ -126,7 +126,7 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         coordinator::ensure_fleet(state, storage).await?;
         let live = crate::acks::Liveness::new(state.now(), config.liveness_window);
         if !heartbeats_skipped() {
-            match standing(state, pool_name, instance, config.liveness_window).await {
+            match standing(state, storage, pool_name, instance, config.liveness_window).await? {
                 // Its heartbeat has not landed within the interval: the
                 // active node would no longer count what this node saw.
                 Standing::Overdue => return Err(LogicalError::ReadOnly),
@@ -160,11 +160,11 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         Some(response)
     };
     // A poll that wrote the instance's record (an acknowledgement, a
-    // heartbeat: on a cluster, one a standby sent here) is answered at
-    // once, and the sidecar polls again at once: its wait happens back on
+    // heartbeat: on a cluster, one a standby sent here), and any heartbeat,
+    // is answered at once, and the sidecar polls again at once: its wait happens back on
     // the node it polls, never on the active node's forwarded requests.
     let now = state.now();
-    let wait = if beat_due(now) || recorded.stored { 0 } else { wait };
+    let wait = if beat_due(now) || recorded.stored || (heartbeat && !standby) { 0 } else { wait };
     let wait = beat_at.map_or(wait, |at| wait.min(u64::try_from(at.saturating_sub(now)).unwrap_or(0)));
     let known = data.str("revision").unwrap_or_default();
     // While the server drains for a seal, a step-down or a shutdown, a
@@ -217,14 +217,22 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
 /// landed on the active node, and its record is on its way here. A poll
 /// sent on in the meantime would wait out its long-poll on the active
 /// node, on the connection standbys forward by.
-async fn standing(state: &MountState, pool: &str, instance: &str, window: u64) -> Standing {
+async fn standing(
+    state: &MountState,
+    storage: &dyn vault_plugin_sdk::storage::Storage,
+    pool: &str,
+    instance: &str,
+    window: u64,
+) -> Result<Standing, LogicalError> {
     let deadline = tokio::time::Instant::now() + CATCH_UP;
     loop {
+        // Records other nodes wrote are read when they are first needed.
+        coordinator::ensure_fleet(state, storage).await?;
         let live = crate::acks::Liveness::new(state.now(), window);
         let standing = state.with_fleet(|fleet| fleet.standing(pool, instance, live));
         let waiting = standing == Standing::Unknown && state.with_fleet(|fleet| fleet.asked_recently(pool, instance, live));
         if !waiting || tokio::time::Instant::now() >= deadline {
-            return standing;
+            return Ok(standing);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
