@@ -240,6 +240,14 @@ impl Bench {
     }
 
     /// Every node's (answered, sent to the active node) poll counts.
+    /// Each node's polls sent to the active node, by reason (cumulative).
+    fn sent_because(&self) -> Vec<Value> {
+        std::iter::once(&self.server)
+            .chain(self.others.iter().map(|n| &n.server))
+            .map(|server| server.read(&format!("{MOUNT}/info")).data()["polls_sent_to_active_because"].clone())
+            .collect()
+    }
+
     fn poll_counts(&self) -> Vec<(u64, u64)> {
         std::iter::once(&self.server)
             .chain(self.others.iter().map(|n| &n.server))
@@ -321,12 +329,15 @@ async fn sidecar(node: Arc<Endpoint>, fleet: Arc<Fleet>, index: usize, pool: Str
              &heartbeat={heartbeat}",
             held_text.join(",")
         );
-        if held.get(ROTATED).is_some_and(|h| h.number >= fleet.target.load(Ordering::Relaxed)) {
-            let _ = fleet.acked_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
-        }
+        let acks = held.get(ROTATED).is_some_and(|h| h.number >= fleet.target.load(Ordering::Relaxed));
         let sent_heartbeat = heartbeat;
         let answer = node.get(&path).await;
         fleet.polls.fetch_add(1, Ordering::Relaxed);
+        // The acknowledgement counts once the server answered the poll
+        // that carried it (it is answered at once, once stored).
+        if acks && answer.is_some() {
+            let _ = fleet.acked_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        }
         // A standby asked for a heartbeat: the next poll carries it, soon.
         let due = answer.as_ref().is_some_and(|a| a["data"]["heartbeat_due"] == true);
         if answer.is_some() {
@@ -480,6 +491,9 @@ async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'stati
         })
         .collect();
     let writes_per_s = index0.zip(index1).map(|(a, b)| (b - a) as f64 / secs);
+    if !bench.others.is_empty() {
+        eprintln!("  polls sent to the active node by reason, per node, after the steady state: {:?}", bench.sent_because());
+    }
 
     // One rotation.
     let key = bench.get(&format!("{MOUNT}/keys/{ROTATED}")).await.expect("keyring");

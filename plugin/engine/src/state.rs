@@ -53,6 +53,24 @@ pub struct PollCounts {
     pub answered: std::sync::atomic::AtomicU64,
     /// Sent on to the active node.
     pub sent_to_active: std::sync::atomic::AtomicU64,
+    /// Of those, the ones sent on before any write, by reason (see
+    /// [`SENT_BECAUSE`]); the rest failed a write.
+    pub sent_because: [std::sync::atomic::AtomicU64; SENT_BECAUSE.len()],
+}
+
+/// Why a standby sends a poll on before trying to write: a heartbeat, no
+/// `heartbeat` field (an older sidecar), a caller ahead of this node, a
+/// heartbeat overdue, a record this node still waits for.
+pub const SENT_BECAUSE: [&str; 5] = ["heartbeat", "no_heartbeat_field", "behind", "overdue", "unknown"];
+
+impl PollCounts {
+    /// Counts a poll sent on before any write, for `reason` (one of
+    /// [`SENT_BECAUSE`]).
+    pub fn sent_because(&self, reason: &str) {
+        if let Some(i) = SENT_BECAUSE.iter().position(|r| *r == reason) {
+            self.sent_because[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// How long the host's answer to "is this node a standby" is trusted: a

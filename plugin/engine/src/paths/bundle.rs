@@ -120,8 +120,18 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         // by the active node); and a caller that holds more than this
         // node knows yet, once this node has had a moment to catch up, so
         // that no sidecar is ever handed a bundle older than its own.
-        if heartbeat || !data.is_set("heartbeat") || !caught_up(state, storage, &pool, &held).await? {
-            return Err(LogicalError::ReadOnly);
+        let sent = |reason: &str| {
+            state.polls.sent_because(reason);
+            Err(LogicalError::ReadOnly)
+        };
+        if heartbeat {
+            return sent("heartbeat");
+        }
+        if !data.is_set("heartbeat") {
+            return sent("no_heartbeat_field");
+        }
+        if !caught_up(state, storage, &pool, &held).await? {
+            return sent("behind");
         }
         coordinator::ensure_fleet(state, storage).await?;
         let live = crate::acks::Liveness::new(state.now(), config.liveness_window);
@@ -129,14 +139,14 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
             match standing(state, storage, pool_name, instance, config.liveness_window).await? {
                 // Its heartbeat has not landed within the interval: the
                 // active node would no longer count what this node saw.
-                Standing::Overdue => return Err(LogicalError::ReadOnly),
+                Standing::Overdue => return sent("overdue"),
                 // The active node does not know it polls here: answer at
                 // once, without counting the poll, and ask for the
                 // heartbeat that tells it. Asked moments ago already (the
                 // record has not reached this node yet): run it there.
                 Standing::Unknown => {
                     if !state.with_fleet(|fleet| fleet.ask_heartbeat(pool_name, instance, live)) {
-                        return Err(LogicalError::ReadOnly);
+                        return sent("unknown");
                     }
                     record = false;
                     beat_at = Some(i64::MIN);

@@ -35,6 +35,14 @@ async fn read(state: &MountState) -> Response {
     let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     data.insert("polls_answered".into(), json!(count(&state.polls.answered)));
     data.insert("polls_sent_to_active".into(), json!(count(&state.polls.sent_to_active)));
+    let mut because: Map<String, Value> = crate::state::SENT_BECAUSE
+        .iter()
+        .zip(&state.polls.sent_because)
+        .map(|(reason, n)| ((*reason).to_string(), json!(count(n))))
+        .collect();
+    let before_writing: u64 = state.polls.sent_because.iter().map(count).sum();
+    because.insert("write".into(), json!(count(&state.polls.sent_to_active).saturating_sub(before_writing)));
+    data.insert("polls_sent_to_active_because".into(), Value::Object(because));
     // The host version is informative; a host without it still answers.
     if let Ok(version) = state.system.server_version().await {
         data.insert("server_version".into(), json!(version));
@@ -51,4 +59,8 @@ server makes it about once a minute on its active node only), and how many \
 periodic calls this mount has seen since it was last set up. node says \
 whether this node is the active one or a standby serving reads; \
 polls_answered and polls_sent_to_active count the bundle polls this node \
-answered itself and those it sent on to the active node.";
+answered itself and those it sent on to the active node; \
+polls_sent_to_active_because splits the latter by reason (heartbeat, \
+no_heartbeat_field: an older sidecar, behind: the caller holds more than \
+this node knows yet, overdue: a heartbeat that has not landed, unknown: a \
+record this node waits for, write: an acknowledgement or another write).";
