@@ -223,7 +223,8 @@ impl Plan {
                 10 => Fault::RaceScheduled(keyring, rng.u64(..PERIODIC * 1_000)),
                 11 => Fault::PauseStandby(4 + rng.u64(..8)),
                 12 => Fault::KillStandby(5 + rng.u64(..8)),
-                13 => Fault::FreezeQuiet(keyring, LIVENESS - 5),
+                // Shorter than the checker's liveness (LIVENESS - 5): live all along.
+                13 => Fault::FreezeQuiet(keyring, LIVENESS - 7),
                 _ => {
                     // A snapshot, rotations after it, then the restore.
                     steps.push((t, Fault::SnapshotSave));
