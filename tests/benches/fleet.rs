@@ -501,7 +501,10 @@ async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'stati
         .collect();
     let writes_per_s = index0.zip(index1).map(|(a, b)| (b - a) as f64 / secs);
     if !bench.others.is_empty() {
-        eprintln!("  polls sent to the active node by reason, per node, after the steady state: {:?}", bench.sent_because());
+        eprintln!(
+            "  polls sent to the active node by reason, per node, after the steady state: {:?}",
+            bench.sent_because()
+        );
     }
 
     // One rotation.
@@ -547,9 +550,7 @@ async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'stati
         all_held_s: all_held,
         commit_s,
         commit_after_last_ack_s: commit_ms.filter(|_| all_acked).map(|c| (c as f64 - last_ack as f64) / 1000.0),
-        commit_after_last_ack_sent_s: commit_ms
-            .filter(|_| all_acked)
-            .map(|c| (c as f64 - last_sent as f64) / 1000.0),
+        commit_after_last_ack_sent_s: commit_ms.filter(|_| all_acked).map(|c| (c as f64 - last_sent as f64) / 1000.0),
         converge_cpu_s: (cs1 - cs0) + (cp1 - cp0),
         plugin_rss_mib: rss_mib(bench.procs.plugin),
         errors: fleet.errors.load(Ordering::Relaxed),

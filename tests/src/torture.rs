@@ -1060,7 +1060,12 @@ impl Fleet {
                 };
                 // Running sidecars whose first address is a standby.
                 let first = |config: &str| {
-                    config.split("addr = \"").nth(1).and_then(|r| r.split([',', '"']).next()).unwrap_or_default().to_string()
+                    config
+                        .split("addr = \"")
+                        .nth(1)
+                        .and_then(|r| r.split([',', '"']).next())
+                        .unwrap_or_default()
+                        .to_string()
                 };
                 let at_standby: Vec<String> = self
                     .members
@@ -1089,7 +1094,9 @@ impl Fleet {
                 }
                 self.notes.push(format!(
                     "freeze_quiet {keyring}: {}",
-                    quiet.as_deref().map_or("none went quiet".to_string(), |q| format!("{q} shown not live while running"))
+                    quiet
+                        .as_deref()
+                        .map_or("none went quiet".to_string(), |q| format!("{q} shown not live while running"))
                 ));
                 if let Some(target) = quiet.or(any) {
                     self.apply(&Fault::Freeze(target, *secs, Some(keyring)));

@@ -524,9 +524,7 @@ impl Fleet {
     /// quiet spell.
     pub fn asked_recently(&self, pool: &str, instance: &str, live: Liveness) -> bool {
         let quiet = (live.heartbeat_interval() / 4).max(1);
-        self.asked
-            .get(&(pool.to_string(), instance.to_string()))
-            .is_some_and(|at| live.now.saturating_sub(*at) < quiet)
+        self.asked.get(&(pool.to_string(), instance.to_string())).is_some_and(|at| live.now.saturating_sub(*at) < quiet)
     }
 
     /// The live instances of `pools` that lack `version` of `keyring`, as

@@ -171,8 +171,9 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     };
     // A poll that wrote the instance's record (an acknowledgement, a
     // heartbeat: on a cluster, one a standby sent here), and any heartbeat,
-    // is answered at once, and the sidecar polls again at once: its wait happens back on
-    // the node it polls, never on the active node's forwarded requests.
+    // is answered at once, and the sidecar polls again at once: its wait
+    // happens back on the node it polls, never on the active node's
+    // forwarded requests.
     let now = state.now();
     let wait = if beat_due(now) || recorded.stored || (heartbeat && !standby) { 0 } else { wait };
     let wait = beat_at.map_or(wait, |at| wait.min(u64::try_from(at.saturating_sub(now)).unwrap_or(0)));
@@ -240,7 +241,8 @@ async fn standing(
         coordinator::ensure_fleet(state, storage).await?;
         let live = crate::acks::Liveness::new(state.now(), window);
         let standing = state.with_fleet(|fleet| fleet.standing(pool, instance, live));
-        let waiting = standing == Standing::Unknown && state.with_fleet(|fleet| fleet.asked_recently(pool, instance, live));
+        let waiting =
+            standing == Standing::Unknown && state.with_fleet(|fleet| fleet.asked_recently(pool, instance, live));
         if !waiting || tokio::time::Instant::now() >= deadline {
             return Ok(standing);
         }
