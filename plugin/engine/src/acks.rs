@@ -504,23 +504,19 @@ impl Fleet {
     }
 
     /// On a standby, for an instance it stands [`Standing::Unknown`] with:
-    /// whether to ask it for a heartbeat now. Not again within a quarter of
-    /// a heartbeat interval (at least a second) of asking, so a heartbeat
-    /// that has not reached this node yet sends the polls to the active
-    /// node rather than round in a loop.
-    pub fn ask_heartbeat(&mut self, pool: &str, instance: &str, live: Liveness) -> bool {
-        if self.asked_recently(pool, instance, live) {
-            return false;
-        }
+    /// notes that it was asked for a heartbeat now. For a quarter of a
+    /// heartbeat interval (at least a second) after, a poll of it waits a
+    /// moment for the record that heartbeat writes (see
+    /// [`Fleet::asked_recently`]).
+    pub fn asked_heartbeat(&mut self, pool: &str, instance: &str, live: Liveness) {
         let quiet = (live.heartbeat_interval() / 4).max(1);
         if self.asked.len() >= ASKED_BOUND {
             self.asked.retain(|_, at| live.now.saturating_sub(*at) < quiet);
         }
         self.asked.insert((pool.to_string(), instance.to_string()), live.now);
-        true
     }
 
-    /// Whether [`Fleet::ask_heartbeat`] asked this instance within the
+    /// Whether [`Fleet::asked_heartbeat`] noted an ask of this instance within the
     /// quiet spell.
     pub fn asked_recently(&self, pool: &str, instance: &str, live: Liveness) -> bool {
         let quiet = (live.heartbeat_interval() / 4).max(1);
@@ -666,13 +662,15 @@ mod tests {
         assert_eq!(fleet.standing("web", "far", at(324)), Standing::Fresh { due: 325 });
         assert_eq!(fleet.standing("web", "far", at(399)), Standing::Fresh { due: 325 });
         assert_eq!(fleet.standing("web", "far", at(400)), Standing::Overdue);
-        // An unknown one is asked for a heartbeat at most once a quarter
-        // interval; its record arriving ends the quiet spell.
-        assert!(fleet.ask_heartbeat("web", "new", at(100)));
-        assert!(!fleet.ask_heartbeat("web", "new", at(174)));
-        assert!(fleet.ask_heartbeat("web", "new", at(175)));
+        // An unknown one asked for a heartbeat is waited for, for a
+        // quarter interval; its record arriving ends the wait.
+        assert!(!fleet.asked_recently("web", "new", at(100)));
+        fleet.asked_heartbeat("web", "new", at(100));
+        assert!(fleet.asked_recently("web", "new", at(174)));
+        assert!(!fleet.asked_recently("web", "new", at(175)));
+        fleet.asked_heartbeat("web", "new", at(175));
         fleet.load("web", "new", Ack { last_seen: 175, held: held(&[("jwt", 1)]), remote: true }, 0);
-        assert!(fleet.ask_heartbeat("web", "new", at(176)));
+        assert!(!fleet.asked_recently("web", "new", at(176)));
 
         // Active view: one polls here, one only sends heartbeats.
         let mut fleet = Fleet::default();

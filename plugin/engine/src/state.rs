@@ -60,8 +60,8 @@ pub struct PollCounts {
 
 /// Why a standby sends a poll on before trying to write: a heartbeat, no
 /// `heartbeat` field (an older sidecar), a caller ahead of this node, a
-/// heartbeat overdue, a record this node still waits for.
-pub const SENT_BECAUSE: [&str; 5] = ["heartbeat", "no_heartbeat_field", "behind", "overdue", "unknown"];
+/// heartbeat overdue.
+pub const SENT_BECAUSE: [&str; 4] = ["heartbeat", "no_heartbeat_field", "behind", "overdue"];
 
 impl PollCounts {
     /// Counts a poll sent on before any write, for `reason` (one of

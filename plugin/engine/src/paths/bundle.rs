@@ -142,12 +142,12 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
                 Standing::Overdue => return sent("overdue"),
                 // The active node does not know it polls here: answer at
                 // once, without counting the poll, and ask for the
-                // heartbeat that tells it. Asked moments ago already (the
-                // record has not reached this node yet): run it there.
+                // heartbeat that tells it. (Asked moments ago, it waited
+                // for the record first; a node that still lacks it asks
+                // again rather than send a poll that would wait out its
+                // long-poll on the active node.)
                 Standing::Unknown => {
-                    if !state.with_fleet(|fleet| fleet.ask_heartbeat(pool_name, instance, live)) {
-                        return sent("unknown");
-                    }
+                    state.with_fleet(|fleet| fleet.asked_heartbeat(pool_name, instance, live));
                     record = false;
                     beat_at = Some(i64::MIN);
                 }

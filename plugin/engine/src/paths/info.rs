@@ -62,5 +62,5 @@ polls_answered and polls_sent_to_active count the bundle polls this node \
 answered itself and those it sent on to the active node; \
 polls_sent_to_active_because splits the latter by reason (heartbeat, \
 no_heartbeat_field: an older sidecar, behind: the caller holds more than \
-this node knows yet, overdue: a heartbeat that has not landed, unknown: a \
-record this node waits for, write: an acknowledgement or another write).";
+this node knows yet, overdue: a heartbeat that has not landed, write: an \
+acknowledgement or another write).";
