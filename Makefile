@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-bins openbao helm static test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-drain bench-ops bench-clients torture
+.PHONY: demo demo-bins openbao helm kubecp static test test-servers tools pytools clients release-sidecar image kustomize build test-plugin hosts server lint bench-fleet bench-drain bench-ops bench-clients torture
 
 # Command-line tools the tests and the demo call (openssl signs test JWTs,
 # curl talks to sidecar sockets in the demo, strip shrinks the test plugin,
@@ -84,6 +84,11 @@ target/kustomize/kustomize: tests/kustomize/main.go tests/kustomize/go.mod tests
 helm:
 	tests/helm/build.sh target/helm
 
+## The Kubernetes control plane the tests start: etcd and kube-apiserver
+## built from the Kubernetes Go modules (tests/kubecp), cached under target/.
+kubecp:
+	tests/kubecp/build.sh target/kubecp
+
 ## Prometheus's own rule-file loader and PromQL parser (tests/promrules),
 ## for the test that checks the example alert rules.
 promrules: target/promrules/promrules
@@ -130,7 +135,7 @@ SERVER_SUITES := server sidecar_e2e sidecar_auth openapi_fuzz clients telemetry 
 
 ## Every test: unit tests, then end-to-end tests through the real hosts and
 ## the real servers of the matrix.
-test: build release-sidecar image kustomize helm promrules test-plugin hosts server openbao pytools clients lint
+test: build release-sidecar image kustomize helm kubecp promrules test-plugin hosts server openbao pytools clients lint
 	LOCKSTEP_SERVER=$(firstword $(SERVERS)) $(CARGO) test --workspace
 	# -count=1: the e2e tests build the hosts from source at run time, which
 	# Go's test cache does not see, so a cached pass could hide a change.

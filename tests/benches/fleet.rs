@@ -17,6 +17,10 @@
 //! `--keyrings 5`, `--steady 30` (seconds), `--plain 1000` (0 skips),
 //! `--hop 10` (seconds per hop scenario), `--cluster 5000` (instances for
 //! the cluster comparison, 0 skips it; `--cluster-only N` runs only that),
+//! `--standbys-only 1` (the cluster once more, every instance on a
+//! standby), `--idle 15` (seconds each node is measured before any
+//! instance polls), `--pprof DIR` (each server's CPU profile of the steady
+//! state, from its `sys/pprof/profile`),
 //! `--out DIR` (results.json, fleet.svg and cluster.svg; default
 //! target/bench-fleet).
 //!
@@ -43,6 +47,8 @@ const MOUNT: &str = "lockstep";
 const ROTATED: &str = "k0";
 /// The sidecar's default long-poll wait.
 const WAIT: u64 = 30;
+/// The cluster run whose instances all poll standbys.
+const STANDBYS_ONLY: &str = "3-node cluster, standbys only";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -56,6 +62,13 @@ struct Options {
     cluster: usize,
     /// Only the cluster comparison.
     cluster_only: bool,
+    /// Also run the cluster with every instance on a standby (the
+    /// `-standby` service).
+    standbys_only: bool,
+    /// Seconds each node is measured idle before the instances start.
+    idle: u64,
+    /// Where to save each server's CPU profile of the steady state.
+    pprof: Option<PathBuf>,
     out: PathBuf,
 }
 
@@ -69,6 +82,9 @@ fn options() -> Options {
         hop: 10,
         cluster: 5_000,
         cluster_only: false,
+        standbys_only: false,
+        idle: 15,
+        pprof: None,
         out: lockstep_tests::workspace_root().join("target/bench-fleet"),
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -87,6 +103,9 @@ fn options() -> Options {
                 o.cluster = number() as usize;
                 o.cluster_only = true;
             }
+            "--standbys-only" => o.standbys_only = value == "1",
+            "--idle" => o.idle = number(),
+            "--pprof" => o.pprof = Some(PathBuf::from(value)),
             "--out" => o.out = PathBuf::from(value),
             other => panic!("unknown option {other:?}"),
         }
@@ -449,6 +468,8 @@ struct FleetRun {
 struct NodeRun {
     role: &'static str,
     cpu_pct: f64,
+    /// The same node before any instance polled it.
+    idle_cpu_pct: f64,
     answered_per_s: f64,
     sent_to_active_per_s: f64,
 }
@@ -457,11 +478,25 @@ async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
     fleet_run_on(Arc::new(Bench::start(opts)), opts, n, mode).await
 }
 
-/// A fleet of `n` on `bench`: instances spread evenly over its nodes.
+/// A fleet of `n` on `bench`: instances spread evenly over its nodes (over
+/// its standbys only in the mode "standbys only").
 async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'static str) -> FleetRun {
+    let node_cpu = |procs: &[Procs]| procs.iter().map(|p| p.cpu()).map(|(s, p)| s + p).collect::<Vec<f64>>();
+    // What each node costs with nobody polling it: the server's own work
+    // (raft, its timers) and the plugin's.
+    let (idle0, idle_t0) = (node_cpu(&bench.all_procs()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(opts.idle)).await;
+    let idle: Vec<f64> = node_cpu(&bench.all_procs())
+        .iter()
+        .zip(&idle0)
+        .map(|(b, a)| (b - a) / idle_t0.elapsed().as_secs_f64() * 100.0)
+        .collect();
     let fleet = Fleet::new(n);
     let (wait, interval, ramp) = if mode == "plain" { (0, 30, 30.0) } else { (WAIT, 0, 10.0) };
-    let endpoints = bench.endpoints();
+    let mut endpoints = bench.endpoints();
+    if mode == STANDBYS_ONLY {
+        endpoints.remove(0);
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let node = endpoints[i % endpoints.len()].clone();
@@ -480,13 +515,36 @@ async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'stati
     tokio::time::sleep(Duration::from_secs(if interval > 0 { 35 } else { 5 })).await;
     eprintln!("  {mode} n={n}: all fetched; steady state for {}s", opts.steady);
 
-    let node_cpu = |procs: &[Procs]| procs.iter().map(|p| p.cpu()).map(|(s, p)| s + p).collect::<Vec<f64>>();
     let (cpu0, counts0, index0) = (node_cpu(&bench.all_procs()), bench.poll_counts(), bench.raft_index());
     let (s0, p0, polls0, t0) = {
         let (s, p) = bench.procs.cpu();
         (s, p, fleet.polls.load(Ordering::Relaxed), Instant::now())
     };
+    // With --pprof DIR: each server's own CPU profile of the steady state
+    // (`go tool pprof -top DIR/<setup>-<node>.pb.gz`).
+    let profiles: Vec<_> = match opts.pprof.clone() {
+        Some(dir) => bench
+            .endpoints()
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let (dir, secs) = (dir.display().to_string(), opts.steady.saturating_sub(5));
+                let mode = mode.replace([' ', ','], "_");
+                tokio::spawn(async move {
+                    let url = format!("{}/sys/pprof/profile?seconds={secs}", e.base);
+                    let r = e.http.get(url).header("X-Vault-Token", &e.token).send().await.expect("pprof");
+                    let bytes = r.bytes().await.expect("pprof body");
+                    std::fs::create_dir_all(&dir).expect("profile directory");
+                    std::fs::write(format!("{dir}/{mode}-{i}.pb.gz"), bytes).expect("write profile");
+                })
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     tokio::time::sleep(Duration::from_secs(opts.steady)).await;
+    for p in profiles {
+        let _ = p.await;
+    }
     let (s1, p1) = bench.procs.cpu();
     let secs = t0.elapsed().as_secs_f64();
     let polls = (fleet.polls.load(Ordering::Relaxed) - polls0) as f64;
@@ -495,6 +553,7 @@ async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'stati
         .map(|i| NodeRun {
             role: if i == 0 { "active" } else { "standby" },
             cpu_pct: (cpu1[i] - cpu0[i]) / secs * 100.0,
+            idle_cpu_pct: idle.get(i).copied().unwrap_or(0.0),
             answered_per_s: (counts1[i].0 - counts0[i].0) as f64 / secs,
             sent_to_active_per_s: (counts1[i].1 - counts0[i].1) as f64 / secs,
         })
@@ -643,6 +702,9 @@ fn main() {
             eprintln!("cluster comparison, {n} instances: one raft server, then three nodes");
             cluster.push(fleet_run_on(Arc::new(Bench::raft(1, &opts)), &opts, n, "single raft").await);
             cluster.push(fleet_run_on(Arc::new(Bench::raft(3, &opts)), &opts, n, "3-node cluster").await);
+            if opts.standbys_only {
+                cluster.push(fleet_run_on(Arc::new(Bench::raft(3, &opts)), &opts, n, STANDBYS_ONLY).await);
+            }
             println!("{}", cluster_report(&cluster));
             std::fs::write(opts.out.join("cluster.svg"), cluster_plot(&cluster)).expect("cluster.svg");
         }
@@ -805,15 +867,21 @@ fn cluster_report(runs: &[FleetRun]) -> String {
     let mut out = String::from("## One raft server against a 3-node cluster with reading standbys\n\n");
     let _ = writeln!(
         out,
-        "| setup | node | CPU % (server + plugin) | polls answered/s | polls sent to the active node/s |"
+        "| setup | node | CPU % (server + plugin) | idle CPU % | polls answered/s | polls sent to the active node/s |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
     for r in runs {
         for (i, node) in r.nodes.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "| {} | {} {} | {:.1} | {:.1} | {:.2} |",
-                r.mode, node.role, i, node.cpu_pct, node.answered_per_s, node.sent_to_active_per_s
+                "| {} | {} {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                r.mode,
+                node.role,
+                i,
+                node.cpu_pct,
+                node.idle_cpu_pct,
+                node.answered_per_s,
+                node.sent_to_active_per_s
             );
         }
     }
@@ -837,14 +905,17 @@ fn cluster_report(runs: &[FleetRun]) -> String {
             r.errors
         );
     }
-    if let [single, cluster, ..] = runs
-        && let (Some(one), Some(active)) = (single.nodes.first(), cluster.nodes.first())
-    {
-        let _ = writeln!(
-            out,
-            "\nthe cluster's active node used {:.0} % of the single server's CPU",
-            active.cpu_pct / one.cpu_pct.max(1e-9) * 100.0
-        );
+    if let Some(one) = runs.first().and_then(|r| r.nodes.first()) {
+        for cluster in runs.iter().skip(1) {
+            if let Some(active) = cluster.nodes.first() {
+                let _ = writeln!(
+                    out,
+                    "\n{}: the active node used {:.0} % of the single server's CPU",
+                    cluster.mode,
+                    active.cpu_pct / one.cpu_pct.max(1e-9) * 100.0
+                );
+            }
+        }
     }
     out
 }

@@ -14,7 +14,8 @@
 
 pub mod clients;
 pub mod fleet_check;
-pub mod kube;
+pub mod jwt;
+pub mod kubecp;
 pub mod relay;
 pub mod sdkhost;
 pub mod server;

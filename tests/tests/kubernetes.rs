@@ -1,18 +1,19 @@
 //! The deployment example (sidecar/deploy/): the images run, the
 //! Kubernetes manifests pass strict schema validation for every supported
 //! version, and the same example, played as Pods with podman against a real
-//! server, authenticates with the Kubernetes auth method, serves keys to an
+//! server, authenticates with the Kubernetes auth method (tokens a real API
+//! server minted for the pods, see `lockstep_tests::kubecp`), serves keys to an
 //! app container on the shared emptyDir, verifies across pods and follows a
 //! rotation.
 //!
-//! Needs `make image kustomize pytools` (make test builds them) and podman,
+//! Needs `make image kustomize kubecp pytools` (make test builds them) and podman,
 //! buildah and runc (`make tools`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use lockstep_tests::kube::{FakeKubernetes, ServiceAccount, rsa_key_pair, service_account_jwt};
+use lockstep_tests::kubecp::ControlPlane;
 use lockstep_tests::server::{Server, server_binary};
 use lockstep_tests::{required_binary, workspace_root};
 use serde_json::{Value, json};
@@ -307,38 +308,39 @@ fn the_example_plays_as_pods_against_a_real_server() {
         );
     }
 
-    // The cluster: the example's service account, with a token the stand-in
-    // API server vouches for, projected into the pod as kubelet would.
-    let account = ServiceAccount {
-        namespace: "shop".into(),
-        name: "checkout".into(),
-        uid: "0c6f2b1e-7a4d-4e55-9a0b-2d1f3c4b5a69".into(),
-    };
-    let cluster = FakeKubernetes::start(account.clone());
-    rsa_key_pair(dir.path());
-    let token = service_account_jwt(dir.path(), &account, 1);
-    cluster.issue(&token);
-    let token_dir = dir.path().join("token");
+    // The cluster: a real API server with the example's namespace and
+    // service account, a pod object per pool, and each pod's token minted
+    // by the TokenRequest API (audience "vault", bound to the pod), written
+    // where kubelet projects it. The server's `kubernetes` auth method
+    // reviews a login token with that token itself, as the example sets
+    // it up, so the service account may create TokenReviews.
+    let cluster = ControlPlane::start();
+    cluster.allow_token_review("shop", "checkout");
     let key_dir = dir.path().join("cache-key");
-    for d in [&token_dir, &key_dir] {
-        std::fs::create_dir_all(d).expect("dir");
-    }
-    std::fs::write(token_dir.join("token"), &token).expect("token");
+    std::fs::create_dir_all(&key_dir).expect("dir");
     std::fs::write(key_dir.join("key"), [5u8; 32]).expect("cache key");
+    let token_dir = |pool: &str| dir.path().join(format!("token-{pool}"));
+    for pool in ["web", "api"] {
+        let pod = format!("checkout-{pool}-0");
+        let uid = cluster.pod("shop", "checkout", &pod);
+        let token = cluster.token("shop", "checkout", Some((&pod, &uid)), "vault");
+        std::fs::create_dir_all(token_dir(pool)).expect("dir");
+        std::fs::write(token_dir(pool).join("token"), &token).expect("token");
+    }
     // The pod runs as 65532: everything it reads is world-readable here.
     let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status();
 
-    // The server side, with the example's own script and the real CLI.
-    // The cluster's CA, as KUBERNETES_CA_CERT (written by cluster_ca_pem).
-    lockstep_tests::kube::cluster_ca_pem(dir.path());
+    // The server side, with the example's own script and the real CLI,
+    // given the cluster's CA as KUBERNETES_CA_CERT.
     let ca = dir.path().join("cluster-ca.pem");
+    std::fs::write(&ca, cluster.ca_pem()).expect("cluster CA");
     for pool in ["web", "api"] {
         let out = Command::new(workspace_root().join("sidecar/deploy/kubernetes/vault-setup.sh"))
             .envs([
                 ("POOL", pool),
                 ("NAMESPACE", "shop"),
                 ("SERVICE_ACCOUNT", "checkout"),
-                ("KUBERNETES_HOST", cluster.address()),
+                ("KUBERNETES_HOST", cluster.url()),
                 ("DISABLE_LOCAL_CA_JWT", "1"),
                 ("KUBERNETES_CA_CERT", &ca.display().to_string()),
                 ("VAULT_ADDR", &server.address()),
@@ -363,7 +365,7 @@ fn the_example_plays_as_pods_against_a_real_server() {
             .args(["--name", &name, "--workdir"])
             .arg(dir.path())
             .arg("--token-dir")
-            .arg(&token_dir)
+            .arg(token_dir(pool))
             .arg("--secret")
             .arg(format!("lockstep-cache-key={}", key_dir.display()))
             .output()
@@ -402,9 +404,12 @@ fn the_example_plays_as_pods_against_a_real_server() {
     let token = signed["token"].as_str().expect("a token");
     let verified = exec_call("checkout-api-app", "/v1/jwt/jwt/verify", &json!({"token": token}));
     assert_eq!(verified["claims"]["sub"], "pod-web", "{verified}");
-    // The sidecars logged in with the Kubernetes auth method: the cluster
-    // reviewed the projected token.
-    assert!(cluster.reviewed().contains(&token_of(&token_dir)), "no TokenReview of the pod's token");
+    // The sidecars logged in with the Kubernetes auth method: the API
+    // server reviewed the tokens it minted.
+    for pool in ["web", "api"] {
+        let log = logs(&format!("checkout-{pool}-lockstep"));
+        assert!(log.contains("logged in to vault method=Kubernetes"), "{pool}: {log}");
+    }
     // A rotation reaches both pods, and version 2 signs in both.
     server.write("lockstep/keys/jwt/rotate", json!({"reason": "the pod test"})).expect_status(200);
     for pool in ["web", "api"] {
@@ -415,7 +420,7 @@ fn the_example_plays_as_pods_against_a_real_server() {
     // Nothing secret in the sidecars' logs.
     for pool in ["web", "api"] {
         let log = logs(&format!("checkout-{pool}-lockstep"));
-        assert!(!log.contains(&token_of(&token_dir)) && !log.contains("private_key"), "{log}");
+        assert!(!log.contains(&token_of(&token_dir(pool))) && !log.contains("private_key"), "{log}");
     }
 }
 

@@ -1,18 +1,18 @@
 //! Sidecar authentication and timing against a real server with the plugin
 //! mounted: a JWT auth login (a key pair and a signed JWT made here with the
 //! `openssl` CLI, the server's `jwt` auth method configured with the public
-//! key); a Kubernetes auth login (the server's `kubernetes` auth method
-//! asking a stand-in Kubernetes API for its TokenReview), with the
-//! service-account token re-read at every login; a token-file token with a short renewable TTL kept alive past that
+//! key); a Kubernetes auth login with a token a real API server minted for
+//! a pod (the server's `kubernetes` auth method reviewing it against that
+//! API server, see `lockstep_tests::kubecp`), refused once the pod or its
+//! service account is gone, with the token file re-read at every login; a token-file token with a short renewable TTL kept alive past that
 //! TTL by renewal; and the socket watch returning when a committed
 //! version's activation instant passes with no new bundle (Vault stopped).
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lockstep_tests::kube::{
-    FakeKubernetes, ServiceAccount, cluster_ca_pem, rs256_jwt, rsa_key_pair, service_account_jwt,
-};
+use lockstep_tests::jwt::{rs256_jwt, rsa_key_pair};
+use lockstep_tests::kubecp::{ControlPlane, ISSUER};
 use lockstep_tests::server::Server;
 use lockstep_tests::sidecar::{Sidecar, socket_request, sync_errors};
 use lockstep_tests::workspace_root;
@@ -248,64 +248,83 @@ fn an_expiring_jwt_login_token_is_replaced_by_a_new_login() {
 }
 
 #[test]
-fn a_kubernetes_login_is_reviewed_by_the_cluster_and_rereads_the_rotated_token() {
+fn a_pod_token_the_cluster_minted_logs_in_until_its_pod_or_account_is_deleted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server("1s");
-    let account = ServiceAccount {
-        namespace: "payments".into(),
-        name: "lockstep-sidecar".into(),
-        uid: "9b1e0c4a-3f55-4c7e-8d0e-6a2f5b7c1d34".into(),
-    };
-    let cluster = FakeKubernetes::start(account.clone());
+    let cluster = ControlPlane::start();
+    // The server reviews tokens as a service account of its own allowed to
+    // (what the Vault and OpenBao charts set up), with a token minted for
+    // the API server's own audience.
+    cluster.pod("secrets", "openbao", "openbao-0");
+    cluster.allow_token_review("secrets", "openbao");
+    let reviewer = cluster.token("secrets", "openbao", None, ISSUER);
     server.write("sys/auth/kubernetes", json!({"type": "kubernetes"})).expect_status(204);
     server
         .write(
             "auth/kubernetes/config",
-            json!({"kubernetes_host": cluster.address(), "disable_local_ca_jwt": true,
-                   "kubernetes_ca_cert": cluster_ca_pem(dir.path())}),
+            json!({"kubernetes_host": cluster.url(), "kubernetes_ca_cert": cluster.ca_pem(),
+                   "token_reviewer_jwt": reviewer, "disable_local_ca_jwt": true}),
         )
         .expect_status(204);
-    let role = json!({"bound_service_account_names": [account.name], "bound_service_account_namespaces": [account.namespace],
-                      "token_policies": ["sidecar-web"], "token_no_default_policy": true, "token_ttl": "1h"});
+    let role = json!({"bound_service_account_names": ["lockstep-sidecar"], "bound_service_account_namespaces": ["payments"],
+                      "audience": "vault", "token_policies": ["sidecar-web"], "token_no_default_policy": true,
+                      "token_ttl": "1h"});
     let made = server.write("auth/kubernetes/role/lockstep-web", role);
     assert!(made.status == 200 || made.status == 204, "{made:?}");
-    rsa_key_pair(dir.path());
+    let login = |jwt: &str| server.write("auth/kubernetes/login", json!({"role": "lockstep-web", "jwt": jwt})).status;
 
-    // A token the cluster does not vouch for is refused: the review is real.
-    let unknown = service_account_jwt(dir.path(), &account, 0);
-    let refused = server.write("auth/kubernetes/login", json!({"role": "lockstep-web", "jwt": unknown}));
-    assert_eq!(refused.status, 403, "{refused:?}");
-    assert_eq!(cluster.reviewed(), vec![unknown], "the server asked the cluster");
+    let uid = cluster.pod("payments", "lockstep-sidecar", "web-1");
+    let first = cluster.token("payments", "lockstep-sidecar", Some(("web-1", &uid)), "vault");
+    // Minted for another audience, or for another account: refused.
+    let other_audience = cluster.token("payments", "lockstep-sidecar", Some(("web-1", &uid)), "other");
+    assert_eq!(login(&other_audience), 403, "a token for another audience logged in");
+    let other_uid = cluster.pod("payments", "other", "other-1");
+    let other_account = cluster.token("payments", "other", Some(("other-1", &other_uid)), "vault");
+    assert_eq!(login(&other_account), 403, "another service account's token logged in");
 
-    let first = service_account_jwt(dir.path(), &account, 1);
-    cluster.issue(&first);
     let jwt_file = dir.path().join("web.sa-token");
     std::fs::write(&jwt_file, &first).expect("token file");
     let auth = format!("method = \"kubernetes\"\nrole = \"lockstep-web\"\njwt_file = \"{}\"", jwt_file.display());
     let web = Sidecar::start(dir.path(), "web", &config(dir.path(), &server, &auth, 5));
     web.wait_until("a signing version", 30, |s| signing_version(s) == 1);
     assert!(web.log().contains("logged in to vault"), "{}", web.log());
-    assert_eq!(cluster.reviewed().last(), Some(&first));
 
-    // The kubelet rotates the projected token and the old one stops being
-    // valid; Vault's token is revoked, so the next fetch needs a new login,
-    // which must present the token now in the file.
-    let before = cluster.reviewed().len();
-    let second = service_account_jwt(dir.path(), &account, 2);
-    cluster.issue(&second);
-    cluster.revoke(&first);
-    std::fs::write(&jwt_file, &second).expect("rotated token file");
+    // The pod is deleted: its token no longer logs in. Once the server's
+    // token is gone too, the sidecar cannot fetch the next version, and
+    // keeps serving the bundle it holds.
+    cluster.request("DELETE", "/api/v1/namespaces/payments/pods/web-1", None).expect(200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while login(&first) != 403 {
+        assert!(Instant::now() < deadline, "the deleted pod's token still logs in");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // (A long-poll the server admitted before its token was revoked may
+    // still answer: the rotation waits for two refused logins.)
     server.request("PUT", "sys/leases/revoke-prefix/auth/kubernetes", None).expect_status(204);
-    server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the token rotation"})).expect_status(200);
+    let refused = |s: &Sidecar| s.log().matches("sync failed; serving the last good bundle error=auth").count();
+    web.wait_until("two refused logins", 60, |s| refused(s) >= 2);
+    server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the pod was deleted"})).expect_status(200);
+    web.wait_until("two more refused logins", 60, |s| refused(s) >= 4);
+    assert_eq!(signing_version(&web), 1, "the sidecar stopped serving its last bundle");
+    assert!(!verifying_versions(&web).contains(&json!(2)), "version 2 reached the sidecar without a login:\n{}", web.log());
+
+    // The pod is back under the same name (a new object): the kubelet
+    // writes its new token to the file, and the next login reads it.
+    let uid = cluster.pod("payments", "lockstep-sidecar", "web-1");
+    let second = cluster.token("payments", "lockstep-sidecar", Some(("web-1", &uid)), "vault");
+    std::fs::write(&jwt_file, &second).expect("rotated token file");
     web.wait_until("version 2 fetched after a new login", 60, |s| verifying_versions(s).contains(&json!(2)));
-    let since = cluster.reviewed().split_off(before);
-    assert!(
-        !since.is_empty() && since.iter().all(|t| t == &second),
-        "{} reviews after the rotation, not all of the rotated token",
-        since.len()
-    );
+
+    // The service account is deleted: none of its tokens logs in.
+    cluster.request("DELETE", "/api/v1/namespaces/payments/serviceaccounts/lockstep-sidecar", None).expect(200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while login(&second) != 403 {
+        assert!(Instant::now() < deadline, "the deleted service account's token still logs in");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let log = web.log();
-    for token in [&first, &second] {
+    for token in [&first, &second, &reviewer] {
         assert!(!log.contains(token.as_str()), "a service-account token leaked into the log");
     }
 }
+
