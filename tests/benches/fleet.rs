@@ -875,13 +875,7 @@ fn cluster_report(runs: &[FleetRun]) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {} {} | {:.1} | {:.1} | {:.1} | {:.2} |",
-                r.mode,
-                node.role,
-                i,
-                node.cpu_pct,
-                node.idle_cpu_pct,
-                node.answered_per_s,
-                node.sent_to_active_per_s
+                r.mode, node.role, i, node.cpu_pct, node.idle_cpu_pct, node.answered_per_s, node.sent_to_active_per_s
             );
         }
     }

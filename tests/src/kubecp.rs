@@ -67,18 +67,35 @@ fn keys(dir: &Path) {
     ca.extend(ec);
     ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
     openssl(dir, &ca);
-    let mut csr = vec!["req", "-new", "-subj", "/CN=kube-apiserver", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"];
+    let mut csr =
+        vec!["req", "-new", "-subj", "/CN=kube-apiserver", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"];
     csr.extend(ec);
     csr.extend(["-keyout", "serving.key", "-out", "serving.csr"]);
     openssl(dir, &csr);
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "serving.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-copy_extensions", "copy", "-out", "serving.crt",
+            "x509",
+            "-req",
+            "-in",
+            "serving.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-copy_extensions",
+            "copy",
+            "-out",
+            "serving.crt",
         ],
     );
-    openssl(dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "service-accounts.key"]);
+    openssl(
+        dir,
+        &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "service-accounts.key"],
+    );
     openssl(dir, &["pkey", "-in", "service-accounts.key", "-pubout", "-out", "service-accounts.pub"]);
 }
 
@@ -217,9 +234,13 @@ impl ControlPlane {
     /// it (never scheduled: no node runs here); the pod's UID.
     pub fn pod(&self, namespace: &str, account: &str, pod: &str) -> String {
         if self.request("GET", &format!("/api/v1/namespaces/{namespace}"), None).status == 404 {
-            self.create("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}));
+            self.create(
+                "/api/v1/namespaces",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+            );
         }
-        if self.request("GET", &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{account}"), None).status == 404 {
+        if self.request("GET", &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{account}"), None).status == 404
+        {
             self.create(
                 &format!("/api/v1/namespaces/{namespace}/serviceaccounts"),
                 json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}),

@@ -306,7 +306,11 @@ fn a_pod_token_the_cluster_minted_logs_in_until_its_pod_or_account_is_deleted() 
     server.write("lockstep/keys/jwt/rotate", json!({"reason": "after the pod was deleted"})).expect_status(200);
     web.wait_until("two more refused logins", 60, |s| refused(s) >= 4);
     assert_eq!(signing_version(&web), 1, "the sidecar stopped serving its last bundle");
-    assert!(!verifying_versions(&web).contains(&json!(2)), "version 2 reached the sidecar without a login:\n{}", web.log());
+    assert!(
+        !verifying_versions(&web).contains(&json!(2)),
+        "version 2 reached the sidecar without a login:\n{}",
+        web.log()
+    );
 
     // The pod is back under the same name (a new object): the kubelet
     // writes its new token to the file, and the next login reads it.
@@ -327,4 +331,3 @@ fn a_pod_token_the_cluster_minted_logs_in_until_its_pod_or_account_is_deleted() 
         assert!(!log.contains(token.as_str()), "a service-account token leaked into the log");
     }
 }
-
