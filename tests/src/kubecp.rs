@@ -59,16 +59,16 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A certificate authority, a serving certificate for 127.0.0.1 it signed,
-/// and the service-account signing key, all P-256, in `dir`.
-fn keys(dir: &Path) {
+/// A certificate authority (`ca.crt`, `ca.key`) and a serving certificate
+/// for 127.0.0.1 it signed (`serving.crt`, `serving.key`), all P-256, in
+/// `dir`: what the API server serves, and what a webhook it calls serves.
+pub fn serving_pair(dir: &Path) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=lockstep-test-cluster-ca"];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=lockstep-test-ca"];
     ca.extend(ec);
     ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
     openssl(dir, &ca);
-    let mut csr =
-        vec!["req", "-new", "-subj", "/CN=kube-apiserver", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"];
+    let mut csr = vec!["req", "-new", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"];
     csr.extend(ec);
     csr.extend(["-keyout", "serving.key", "-out", "serving.csr"]);
     openssl(dir, &csr);
@@ -92,6 +92,11 @@ fn keys(dir: &Path) {
             "serving.crt",
         ],
     );
+}
+
+/// The API server's certificates, and the service-account signing key.
+fn keys(dir: &Path) {
+    serving_pair(dir);
     openssl(
         dir,
         &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "service-accounts.key"],

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use lockstep_tests::kubecp::ControlPlane;
 use lockstep_tests::server::{Server, server_binary};
 use lockstep_tests::{required_binary, workspace_root};
@@ -311,11 +312,10 @@ fn the_example_plays_as_pods_against_a_real_server() {
     // The cluster: a real API server with the example's namespace and
     // service account, a pod object per pool, and each pod's token minted
     // by the TokenRequest API (audience "vault", bound to the pod), written
-    // where kubelet projects it. The server's `kubernetes` auth method
-    // reviews a login token with that token itself, as the example sets
-    // it up, so the service account may create TokenReviews.
+    // where kubelet projects it. The server, outside the cluster, reviews
+    // logins as a service account of its own.
     let cluster = ControlPlane::start();
-    cluster.allow_token_review("shop", "checkout");
+    let reviewer = reviewer(&cluster, dir.path());
     let key_dir = dir.path().join("cache-key");
     std::fs::create_dir_all(&key_dir).expect("dir");
     std::fs::write(key_dir.join("key"), [5u8; 32]).expect("cache key");
@@ -343,6 +343,7 @@ fn the_example_plays_as_pods_against_a_real_server() {
                 ("KUBERNETES_HOST", cluster.url()),
                 ("DISABLE_LOCAL_CA_JWT", "1"),
                 ("KUBERNETES_CA_CERT", &ca.display().to_string()),
+                ("TOKEN_REVIEWER_JWT", &reviewer.display().to_string()),
                 ("VAULT_ADDR", &server.address()),
                 ("VAULT_TOKEN", server.token()),
             ])
@@ -408,7 +409,11 @@ fn the_example_plays_as_pods_against_a_real_server() {
     // server reviewed the tokens it minted.
     for pool in ["web", "api"] {
         let log = logs(&format!("checkout-{pool}-lockstep"));
-        assert!(log.contains("logged in to vault method=Kubernetes"), "{pool}: {log}");
+        let kubernetes_login = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|l| l["fields"]["message"] == "logged in to vault" && l["fields"]["method"] == "Kubernetes");
+        assert!(kubernetes_login, "{pool}: {log}");
     }
     // A rotation reaches both pods, and version 2 signs in both.
     server.write("lockstep/keys/jwt/rotate", json!({"reason": "the pod test"})).expect_status(200);
@@ -434,4 +439,261 @@ fn ureq_get(url: &str) -> (u16, String) {
 
 fn token_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("token")).expect("token")
+}
+
+/// A service account allowed to review tokens (the server's own, as the
+/// Vault and OpenBao charts make it), and a file with a token of it for
+/// `vault-setup.sh`'s TOKEN_REVIEWER_JWT.
+fn reviewer(cluster: &ControlPlane, dir: &Path) -> PathBuf {
+    cluster.pod("secrets", "openbao", "openbao-0");
+    cluster.allow_token_review("secrets", "openbao");
+    let file = dir.join("reviewer.jwt");
+    std::fs::write(&file, cluster.token("secrets", "openbao", None, lockstep_tests::kubecp::ISSUER)).expect("reviewer");
+    file
+}
+
+/// `lockstep-injector` (the workspace's debug build), serving a
+/// certificate of its own CA on 127.0.0.1; stopped on drop.
+struct Injector {
+    child: std::process::Child,
+    url: String,
+    ca: String,
+    log: PathBuf,
+}
+
+impl Injector {
+    fn start(dir: &Path, vault_addr: &str) -> Self {
+        let binary = lockstep_tests::built_binary("debug/lockstep-injector", "make build");
+        let certs = dir.join("injector-tls");
+        std::fs::create_dir_all(&certs).expect("dir");
+        lockstep_tests::kubecp::serving_pair(&certs);
+        let port = lockstep_tests::free_port();
+        let log = dir.join("injector.log");
+        let child = Command::new(binary)
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--tls-cert={}", certs.join("serving.crt").display()))
+            .arg(format!("--tls-key={}", certs.join("serving.key").display()))
+            .arg(format!("--sidecar-image=localhost/lockstep-sidecar:{}", version()))
+            .arg(format!("--vault-addr={vault_addr}"))
+            .args(["--log-format=text"])
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(dir.join("injector.err")).expect("log"))
+            .spawn()
+            .expect("start lockstep-injector");
+        let ca = std::fs::read_to_string(certs.join("ca.crt")).expect("CA");
+        let url = format!("https://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "lockstep-injector does not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, url, ca, log }
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- injector ---\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+/// A stored object as the next request would send it again: without what
+/// the API server adds on its own.
+fn as_sent(stored: &Value, name: &str) -> Value {
+    let mut object = stored.clone();
+    let metadata = object["metadata"].as_object_mut().expect("metadata");
+    for key in ["uid", "resourceVersion", "creationTimestamp", "managedFields", "generateName", "namespace"] {
+        metadata.remove(key);
+    }
+    metadata.insert("name".into(), json!(name));
+    object.as_object_mut().expect("object").remove("status");
+    object
+}
+
+#[test]
+fn the_injector_adds_the_sidecar_through_the_api_server_and_the_pod_serves_keys() {
+    let sidecar_image = image("lockstep-sidecar");
+    let dir = tempfile::Builder::new().prefix("lockstep-inject").tempdir().expect("tempdir");
+    let server = Server::dev_with_mounts(&["lockstep"]);
+    server
+        .write(
+            "lockstep/config",
+            json!({"poll_interval": "5s", "max_clock_skew": "1s", "liveness_window": "30s", "activation_margin": "1s"}),
+        )
+        .expect_status(200);
+    let policy = json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "3s", "grace_period": "20m",
+                        "max_token_ttl": "10m", "commit_timeout": "30m"});
+    assert!(server.write("lockstep/keys/jwt", policy).status < 300);
+    assert!(server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).status < 300);
+
+    // The cluster, the injector and its webhook configuration: pods of the
+    // namespaces labelled lockstep.dev/injection=enabled are sent to it.
+    let cluster = ControlPlane::start();
+    let injector = Injector::start(dir.path(), &server.address());
+    cluster.create(
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "lockstep-injector"},
+            "webhooks": [{
+                "name": "inject.lockstep.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "failurePolicy": "Fail", "reinvocationPolicy": "IfNeeded", "timeoutSeconds": 10,
+                "clientConfig": {"url": format!("{}/mutate", injector.url),
+                                 "caBundle": base64::engine::general_purpose::STANDARD.encode(&injector.ca)},
+                "namespaceSelector": {"matchLabels": {"lockstep.dev/injection": "enabled"}},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]
+            }]
+        }),
+    );
+    let namespace = |name: &str, labels: Value| {
+        cluster.create(
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}),
+        );
+    };
+    namespace("shop", json!({"lockstep.dev/injection": "enabled"}));
+    namespace("plain", json!({}));
+    for ns in ["shop", "plain"] {
+        cluster.create(
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "checkout"}}),
+        );
+    }
+    let reviewer = reviewer(&cluster, dir.path());
+    let config =
+        std::fs::read_to_string(workspace_root().join("sidecar/deploy/kubernetes/sidecar.toml")).expect("toml");
+    cluster.create(
+        "/api/v1/namespaces/shop/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lockstep-sidecar"},
+               "data": {"sidecar.toml": config}}),
+    );
+
+    let telemetry = lockstep_tests::free_port();
+    let app = |name: &str, annotations: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": annotations},
+            "spec": {"serviceAccountName": "checkout", "automountServiceAccountToken": false, "hostNetwork": true,
+                     "containers": [{"name": "app", "image": sidecar_image, "args": ["watch", "jwt"]}]}
+        })
+    };
+    let asked = json!({"lockstep.dev/pool": "web", "lockstep.dev/telemetry-port": telemetry.to_string()});
+    let pods = |ns: &str| format!("/api/v1/namespaces/{ns}/pods");
+
+    // An annotated pod is stored with the sidecar.
+    let stored = cluster.create(&pods("shop"), app("checkout-web-0", asked.clone()));
+    let init = &stored["spec"]["initContainers"];
+    assert_eq!(init[0]["name"], "lockstep", "{stored}");
+    assert_eq!(init[0]["restartPolicy"], "Always", "{stored}");
+    assert_eq!(init[0]["image"], sidecar_image.as_str(), "{stored}");
+    assert_eq!(stored["metadata"]["annotations"]["lockstep.dev/injected"], sidecar_image.as_str());
+    assert_eq!(
+        stored["spec"]["containers"][0]["env"][0],
+        json!({"name": "LOCKSTEP_SOCKET", "value": "/run/lockstep/sidecar.sock"})
+    );
+    // The stored pod passes strict schema validation.
+    let file = dir.path().join("stored-pod.json");
+    std::fs::write(&file, stored.to_string()).expect("write");
+    let out = validate(&file, "1.37.0");
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Admitted again (a pod made from the stored one): nothing changes.
+    let again = cluster.create(&pods("shop"), as_sent(&stored, "checkout-web-1"));
+    assert_eq!(again["spec"], stored["spec"], "a second admission changed the pod");
+    // A pod made from a template, as a ReplicaSet makes it (generateName).
+    let mut templated = app("", asked.clone());
+    templated["metadata"] = json!({"generateName": "checkout-", "annotations": asked});
+    let templated = cluster.create(&pods("shop"), templated);
+    assert_eq!(templated["spec"]["initContainers"][0]["name"], "lockstep", "{templated}");
+    // An un-annotated pod is stored as it would be without the injector.
+    let plain = cluster.create(&pods("shop"), app("plain-0", json!({})));
+    let untouched = cluster.create(&pods("plain"), app("plain-0", json!({})));
+    assert_eq!(plain["spec"], untouched["spec"]);
+    assert!(plain["metadata"].get("annotations").is_none_or(|a| a.get("lockstep.dev/injected").is_none()), "{plain}");
+    // A malformed ask is refused with the injector's message.
+    let refused = cluster.request(
+        "POST",
+        &pods("shop"),
+        Some(&app("bad-0", json!({"lockstep.dev/pool": "web", "lockstep.dev/inject": "maybe"}))),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body["message"].as_str().is_some_and(|m| m.contains("lockstep.dev/inject")), "{}", refused.body);
+
+    // The injected pod runs: played with podman as the example is, its
+    // sidecar logs in with the token the API server mints for the stored
+    // pod and serves the app container.
+    let ca = dir.path().join("cluster-ca.pem");
+    std::fs::write(&ca, cluster.ca_pem()).expect("cluster CA");
+    let out = Command::new(workspace_root().join("sidecar/deploy/kubernetes/vault-setup.sh"))
+        .envs([
+            ("POOL", "web"),
+            ("NAMESPACE", "shop"),
+            ("SERVICE_ACCOUNT", "checkout"),
+            ("KUBERNETES_HOST", cluster.url()),
+            ("DISABLE_LOCAL_CA_JWT", "1"),
+            ("KUBERNETES_CA_CERT", &ca.display().to_string()),
+            ("TOKEN_REVIEWER_JWT", &reviewer.display().to_string()),
+            ("VAULT_ADDR", &server.address()),
+            ("VAULT_TOKEN", server.token()),
+        ])
+        .env("VAULT_CLI", server_binary())
+        .output()
+        .expect("vault-setup.sh");
+    assert!(out.status.success(), "vault-setup.sh: {}", text(&out));
+    let uid = stored["metadata"]["uid"].as_str().expect("uid");
+    let token = cluster.token("shop", "checkout", Some(("checkout-web-0", uid)), "vault");
+    let login = server.write("auth/kubernetes/login", json!({"role": "lockstep-web", "jwt": token}));
+    assert_eq!(login.status, 200, "the pod's token does not log in: {}", login.errors());
+    let (token_dir, key_dir) = (dir.path().join("token"), dir.path().join("cache-key"));
+    for d in [&token_dir, &key_dir] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    std::fs::write(token_dir.join("token"), &token).expect("token");
+    std::fs::write(key_dir.join("key"), [5u8; 32]).expect("cache key");
+    // What a single machine needs on top (as the example's overlay adds
+    // it): the telemetry port on 127.0.0.1 only, and the pod's name as the
+    // instance id (kubelet would set the hostname).
+    let mut spec = stored["spec"].clone();
+    let env = spec["initContainers"][0]["env"].as_array_mut().expect("env");
+    for var in env.iter_mut().filter(|v| v["name"] == "LOCKSTEP_TELEMETRY_ADDR") {
+        var["value"] = json!(format!("127.0.0.1:{telemetry}"));
+    }
+    env.push(json!({"name": "LOCKSTEP_INSTANCE", "value": "checkout-web-0"}));
+    let cluster_view = [
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lockstep-sidecar"}, "data": {"sidecar.toml": config}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "checkout"},
+               "spec": {"template": {"metadata": {"labels": {"app": "checkout"}}, "spec": spec}}}),
+    ];
+    let rendered = dir.path().join("rendered-injected.yaml");
+    let docs: Vec<String> = cluster_view.iter().map(Value::to_string).collect();
+    std::fs::write(&rendered, docs.join("\n---\n")).expect("rendered");
+    let name = "checkout-injected";
+    let out = Command::new(python())
+        .arg(workspace_root().join("tests/python/kube_pod.py"))
+        .arg(&rendered)
+        .args(["--name", name, "--workdir"])
+        .arg(dir.path())
+        .arg("--token-dir")
+        .arg(&token_dir)
+        .arg("--secret")
+        .arg(format!("lockstep-cache-key={}", key_dir.display()))
+        .output()
+        .expect("kube_pod.py");
+    assert!(out.status.success(), "kube_pod.py: {}", text(&out));
+    let pod = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&pod, &out.stdout).expect("pod.yaml");
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status();
+    let mut played = Pods(Vec::new());
+    let play = podman(&["kube", "play", &pod.display().to_string()]);
+    played.0.push(pod);
+    assert!(play.status.success(), "podman kube play {name}: {}", text(&play));
+    let line = wait_for_line(&format!("{name}-app"), "version 1 signing", 90, |v| v["signing"]["version"] == 1);
+    assert_eq!(line["pool"], "web", "{line}");
+    let reply = ureq_get(&format!("http://127.0.0.1:{telemetry}/readyz"));
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    let log = logs(&format!("{name}-lockstep"));
+    assert!(log.contains("logged in to vault") && !log.contains(&token), "{log}");
 }

@@ -30,12 +30,19 @@ if ! grep -q "\"$AUTH_MOUNT/\"" <<<"$mounts"; then
     "$VAULT" auth enable -path="$AUTH_MOUNT" kubernetes
 fi
 if [ -n "${KUBERNETES_HOST:-}" ]; then
-    # In a cluster, the server's own service account reviews tokens; set
-    # KUBERNETES_CA_CERT (a file) for a server outside it. OpenBao refuses
-    # DISABLE_LOCAL_CA_JWT without KUBERNETES_CA_CERT.
+    # In a cluster, the server's own service account reviews tokens. A
+    # server outside it needs KUBERNETES_CA_CERT (a file) and
+    # TOKEN_REVIEWER_JWT (a file: a token of a service account bound to
+    # system:auth-delegator, for the API server's own audience). Without
+    # one the server reviews a login with the login's own token, which the
+    # API server refuses: the pods' tokens are for the audience "vault".
+    # OpenBao refuses DISABLE_LOCAL_CA_JWT without KUBERNETES_CA_CERT.
     args=("kubernetes_host=$KUBERNETES_HOST")
     if [ -n "${KUBERNETES_CA_CERT:-}" ]; then
         args+=("kubernetes_ca_cert=@$KUBERNETES_CA_CERT")
+    fi
+    if [ -n "${TOKEN_REVIEWER_JWT:-}" ]; then
+        args+=("token_reviewer_jwt=@$TOKEN_REVIEWER_JWT")
     fi
     if [ -n "${DISABLE_LOCAL_CA_JWT:-}" ]; then
         args+=("disable_local_ca_jwt=true")
