@@ -55,7 +55,7 @@ build:
 release-sidecar:
 	$(CARGO) build --release -p lockstep-sidecar -p lockstep-plugin
 
-## The plugin and the sidecar as static executables (musl, with musl-gcc
+## The plugin, the sidecar and the injector as static executables (musl, with musl-gcc
 ## for the crypto backend's C code): they run on any Linux, in Alpine-based
 ## server images and in images FROM scratch. rustup adds the target's
 ## standard library when missing.
@@ -63,12 +63,12 @@ STATIC_TARGET := x86_64-unknown-linux-musl
 static: tools
 	@rustup target list --installed 2>/dev/null | grep -qx $(STATIC_TARGET) || rustup target add $(STATIC_TARGET)
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(STATIC_TARGET) \
-	    -p lockstep-sidecar -p lockstep-plugin
+	    -p lockstep-sidecar -p lockstep-plugin -p lockstep-injector
 
-## The sidecar and plugin images, FROM scratch with buildah, no registry
-## (sidecar/deploy/image/build.sh; Containerfile beside it for Docker or
-## Podman elsewhere): localhost/lockstep-{sidecar,plugin}:<version>, each
-## holding one static executable.
+## The sidecar, plugin and injector images, FROM scratch with buildah, no
+## registry (sidecar/deploy/image/build.sh; Containerfile beside it for
+## Docker or Podman elsewhere): localhost/lockstep-{sidecar,plugin,injector}:<version>,
+## each holding one static executable.
 image: static
 	sidecar/deploy/image/build.sh
 

@@ -4,6 +4,10 @@
 //! init container they add runs the plugin image's `--install`, which
 //! tests/tests/container.rs runs with podman.
 //!
+//! The injector's own chart (charts/lockstep-injector): linted, rendered in
+//! each TLS mode and validated the same way, its certificate checked with
+//! openssl, and the committed manifests compared with its output.
+//!
 //! Needs `make helm pytools` (make test builds them).
 
 use std::path::{Path, PathBuf};
@@ -128,4 +132,130 @@ fn the_openbao_chart_values_set_the_same_keys_with_openbaos_paths() {
     check_rendered(&docs, "/usr/local/libexec/openbao");
     let configs = of_kind(&docs, "ConfigMap").iter().map(|c| c["data"].to_string()).collect::<String>();
     assert!(configs.contains("/openbao/data"), "OpenBao's data path: {configs}");
+}
+
+fn injector_chart() -> String {
+    workspace_root().join("charts/lockstep-injector").display().to_string()
+}
+
+/// `helm template` of the injector's chart as release `lockstep-injector`
+/// in `lockstep-system`, with `args` added; the output, or the error.
+fn render_injector(args: &[&str]) -> Result<String, String> {
+    let chart = injector_chart();
+    let mut all = vec!["template", "lockstep-injector", chart.as_str(), "--namespace", "lockstep-system"];
+    all.extend(args);
+    let out = Command::new(helm()).args(&all).output().expect("run helm");
+    if out.status.success() { Ok(String::from_utf8_lossy(&out.stdout).into_owned()) } else { Err(text(&out)) }
+}
+
+/// Every document Kubernetes itself defines passes strict validation
+/// (cert-manager's kinds have no schema there).
+#[track_caller]
+fn validate_strictly(docs: &[Value], dir: &Path) {
+    let core: Vec<String> = docs
+        .iter()
+        .filter(|d| !d["apiVersion"].as_str().is_some_and(|v| v.starts_with("cert-manager.io/")))
+        .map(Value::to_string)
+        .collect();
+    let file = dir.join("injector.yaml");
+    std::fs::write(&file, core.join("\n---\n")).expect("write");
+    let validator = python().with_file_name("kubernetes-validate");
+    for kubernetes in ["1.33.0", "1.37.0"] {
+        let out = Command::new(&validator).args(["--strict", "-k", kubernetes]).arg(&file).output().expect("validate");
+        assert!(out.status.success(), "Kubernetes {kubernetes}: {}", text(&out));
+        for kind in ["deployment", "service", "mutatingwebhookconfiguration", "serviceaccount"] {
+            assert!(text(&out).contains(&format!("resource {kind}/")), "{kind} not validated: {}", text(&out));
+        }
+    }
+}
+
+fn decoded(base64_text: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(base64_text.as_str().expect("base64 text")).expect("base64")
+}
+
+#[test]
+fn the_injector_chart_lints_and_renders_a_webhook_the_api_server_can_trust() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let linted = run(&helm(), &["lint", "--strict", &injector_chart()]);
+    assert!(linted.contains("1 chart(s) linted, 0 chart(s) failed"), "{linted}");
+    let rendered = render_injector(&["--set", "sidecar.vaultAddr=https://openbao-standby.openbao:8200"]).expect("renders");
+    let docs = documents(&rendered, dir.path());
+    validate_strictly(&docs, dir.path());
+
+    // The injector runs hardened, told the sidecar's defaults, serving the
+    // Secret's certificate.
+    let deployment = of_kind(&docs, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+    assert!(args.contains(&"--sidecar-image=registry.example.com/lockstep/lockstep-sidecar:0.1.0"), "{args:?}");
+    assert!(args.contains(&"--vault-addr=https://openbao-standby.openbao:8200"), "{args:?}");
+    assert_eq!(container["image"], format!("registry.example.com/lockstep/lockstep-injector:{}", version()));
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true, "{container}");
+    assert_eq!(pod["automountServiceAccountToken"], false, "{pod}");
+    assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS", "{container}");
+    assert!(of_kind(&docs, "Role").is_empty() && of_kind(&docs, "ClusterRole").is_empty(), "it needs no API access");
+
+    // The generated certificate verifies against the CA the webhook hands
+    // the API server, for the service's name.
+    let secret = of_kind(&docs, "Secret")[0];
+    assert_eq!(named(&pod["volumes"], "tls")["secret"]["secretName"], secret["metadata"]["name"]);
+    let webhook = &of_kind(&docs, "MutatingWebhookConfiguration")[0]["webhooks"][0];
+    assert_eq!(webhook["clientConfig"]["caBundle"], secret["data"]["ca.crt"]);
+    assert_eq!(webhook["clientConfig"]["service"]["name"], "lockstep-injector");
+    assert_eq!(webhook["failurePolicy"], "Fail");
+    assert_eq!(webhook["namespaceSelector"]["matchLabels"]["lockstep.dev/injection"], "enabled");
+    std::fs::write(dir.path().join("ca.pem"), decoded(&secret["data"]["ca.crt"])).expect("write");
+    std::fs::write(dir.path().join("tls.pem"), decoded(&secret["data"]["tls.crt"])).expect("write");
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile", "ca.pem", "-verify_hostname", "lockstep-injector.lockstep-system.svc", "tls.pem"])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "the serving certificate does not verify: {}", text(&out));
+}
+
+#[test]
+fn the_injector_chart_asks_cert_manager_or_takes_a_secret_and_refuses_half_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = documents(&render_injector(&["--set", "tls.mode=cert-manager"]).expect("renders"), dir.path());
+    validate_strictly(&docs, dir.path());
+    let certificate = of_kind(&docs, "Certificate")[0];
+    let configuration = of_kind(&docs, "MutatingWebhookConfiguration")[0];
+    assert_eq!(configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], "lockstep-system/lockstep-injector");
+    assert!(configuration["webhooks"][0]["clientConfig"].get("caBundle").is_none(), "{configuration}");
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(named(&pod["volumes"], "tls")["secret"]["secretName"], certificate["spec"]["secretName"]);
+    assert!(of_kind(&docs, "Secret").is_empty(), "cert-manager makes the Secret");
+
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let docs = documents(
+        &render_injector(&["--set", "tls.mode=secret", "--set", "tls.existingSecret=mine", "--set", &format!("tls.caBundle={ca}")])
+            .expect("renders"),
+        dir.path(),
+    );
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(named(&pod["volumes"], "tls")["secret"]["secretName"], "mine");
+    let webhook = &of_kind(&docs, "MutatingWebhookConfiguration")[0]["webhooks"][0];
+    assert_eq!(decoded(&webhook["clientConfig"]["caBundle"]), ca.as_bytes());
+
+    let missing = render_injector(&["--set", "tls.mode=secret", "--set", "tls.existingSecret=mine"]).expect_err("refused");
+    assert!(missing.contains("tls.caBundle"), "{missing}");
+    let unknown = render_injector(&["--set", "tls.mode=self"]).expect_err("refused");
+    assert!(unknown.contains("tls.mode"), "{unknown}");
+}
+
+#[test]
+fn the_committed_injector_manifests_are_the_charts_output() {
+    let rendered = render_injector(&["--set", "tls.mode=cert-manager"]).expect("renders");
+    let path = workspace_root().join("injector/deploy/kubernetes/lockstep-injector.yaml");
+    let committed = std::fs::read_to_string(&path).expect("the committed manifests");
+    let body = committed.lines().skip_while(|l| l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        body.trim(),
+        rendered.trim(),
+        "{} is not the chart's output: regenerate it with the command in its first lines",
+        path.display()
+    );
 }

@@ -106,7 +106,9 @@ fn containerfile_stage(target: &str) -> Value {
 
 #[test]
 fn the_containerfile_and_the_images_built_without_it_agree() {
-    for (target, name) in [("sidecar", "lockstep-sidecar"), ("plugin", "lockstep-plugin")] {
+    for (target, name) in
+        [("sidecar", "lockstep-sidecar"), ("plugin", "lockstep-plugin"), ("injector", "lockstep-injector")]
+    {
         let expected = containerfile_stage(target);
         let inspect = podman(&["image", "inspect", &image(name)]);
         let built: Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
@@ -140,6 +142,11 @@ fn the_images_run_as_a_non_root_user_without_a_shell() {
     let plugin = image("lockstep-plugin");
     let out = podman(&["run", "--rm", &plugin]);
     assert!(text(&out).contains("this binary is a Vault/OpenBao plugin"), "{}", text(&out));
+    let injector = image("lockstep-injector");
+    let out = podman(&["run", "--rm", &injector, "--version"]);
+    assert!(out.status.success() && text(&out).contains(&version()), "{}", text(&out));
+    let shell = podman(&["run", "--rm", "--entrypoint", "/bin/sh", &injector, "-c", "true"]);
+    assert!(!shell.status.success(), "the injector image has a shell: {}", text(&shell));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the sidecar and plugin images with buildah, FROM scratch, without
+# Builds the sidecar, plugin and injector images with buildah, FROM scratch, without
 # a registry: the static release binaries (`make static`, musl), and
 # nothing else: no shared library, no shell; a non-root numeric user and
 # OCI labels. Tagged localhost/lockstep-sidecar:<version> and
@@ -52,3 +52,5 @@ build lockstep-sidecar lockstep-sidecar \
     run --config /etc/lockstep/config/sidecar.toml
 build lockstep-plugin vault-plugin-secrets-lockstep \
     "Lockstep: a Vault and OpenBao secrets engine that rotates keys for many pools in lockstep"
+build lockstep-injector lockstep-injector \
+    "Lockstep's admission webhook: adds the sidecar to pods annotated lockstep.dev/pool"
