@@ -12,7 +12,7 @@ use clap::Parser;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use lockstep_injector::inject::Defaults;
 use lockstep_injector::tls::{CHECK_EVERY, Reloading};
 use lockstep_injector::webhook::{Outcome, review};
@@ -20,6 +20,8 @@ use lockstep_injector::webhook::{Outcome, review};
 /// The largest admission review read (the API server's own request limit
 /// is 3 MiB of object).
 const MAX_BODY: usize = 8 << 20;
+/// The longest a client may take over its TLS handshake or its headers.
+const STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Adds Lockstep's sidecar to pods annotated `lockstep.dev/pool`.
 #[derive(Debug, Parser)]
@@ -120,9 +122,14 @@ async fn serve(args: Args) -> Result<(), String> {
         };
         let (acceptor, defaults) = (acceptor.clone(), defaults.clone());
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            // A client that stalls its handshake or its headers is dropped.
+            let Ok(Ok(stream)) = tokio::time::timeout(STALL, acceptor.accept(tcp)).await else { return };
             let service = hyper::service::service_fn(move |request| handle(request, defaults.clone()));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(STALL)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -139,9 +146,10 @@ async fn handle(request: Request<Incoming>, defaults: Arc<Defaults>) -> Result<R
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => Ok(reply(StatusCode::OK, text, "ok\n")),
         (&Method::POST, "/mutate") => {
-            let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(_) => return Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, text, "admission review too large\n")),
+            let body = match tokio::time::timeout(STALL, Limited::new(request.into_body(), MAX_BODY).collect()).await {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(_)) => return Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, text, "admission review too large\n")),
+                Err(_) => return Ok(reply(StatusCode::REQUEST_TIMEOUT, text, "admission review not sent in time\n")),
             };
             match review(&body, &defaults) {
                 Ok((answer, outcome)) => {

@@ -179,7 +179,8 @@ fn the_injector_chart_lints_and_renders_a_webhook_the_api_server_can_trust() {
     let dir = tempfile::tempdir().expect("tempdir");
     let linted = run(&helm(), &["lint", "--strict", &injector_chart()]);
     assert!(linted.contains("1 chart(s) linted, 0 chart(s) failed"), "{linted}");
-    let rendered = render_injector(&["--set", "sidecar.vaultAddr=https://openbao-standby.openbao:8200"]).expect("renders");
+    let rendered =
+        render_injector(&["--set", "sidecar.vaultAddr=https://openbao-standby.openbao:8200"]).expect("renders");
     let docs = documents(&rendered, dir.path());
     validate_strictly(&docs, dir.path());
 
@@ -223,7 +224,10 @@ fn the_injector_chart_asks_cert_manager_or_takes_a_secret_and_refuses_half_setti
     validate_strictly(&docs, dir.path());
     let certificate = of_kind(&docs, "Certificate")[0];
     let configuration = of_kind(&docs, "MutatingWebhookConfiguration")[0];
-    assert_eq!(configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], "lockstep-system/lockstep-injector");
+    assert_eq!(
+        configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "lockstep-system/lockstep-injector"
+    );
     assert!(configuration["webhooks"][0]["clientConfig"].get("caBundle").is_none(), "{configuration}");
     let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
     assert_eq!(named(&pod["volumes"], "tls")["secret"]["secretName"], certificate["spec"]["secretName"]);
@@ -231,8 +235,15 @@ fn the_injector_chart_asks_cert_manager_or_takes_a_secret_and_refuses_half_setti
 
     let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
     let docs = documents(
-        &render_injector(&["--set", "tls.mode=secret", "--set", "tls.existingSecret=mine", "--set", &format!("tls.caBundle={ca}")])
-            .expect("renders"),
+        &render_injector(&[
+            "--set",
+            "tls.mode=secret",
+            "--set",
+            "tls.existingSecret=mine",
+            "--set",
+            &format!("tls.caBundle={ca}"),
+        ])
+        .expect("renders"),
         dir.path(),
     );
     let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
@@ -240,7 +251,8 @@ fn the_injector_chart_asks_cert_manager_or_takes_a_secret_and_refuses_half_setti
     let webhook = &of_kind(&docs, "MutatingWebhookConfiguration")[0]["webhooks"][0];
     assert_eq!(decoded(&webhook["clientConfig"]["caBundle"]), ca.as_bytes());
 
-    let missing = render_injector(&["--set", "tls.mode=secret", "--set", "tls.existingSecret=mine"]).expect_err("refused");
+    let missing =
+        render_injector(&["--set", "tls.mode=secret", "--set", "tls.existingSecret=mine"]).expect_err("refused");
     assert!(missing.contains("tls.caBundle"), "{missing}");
     let unknown = render_injector(&["--set", "tls.mode=self"]).expect_err("refused");
     assert!(unknown.contains("tls.mode"), "{unknown}");
