@@ -337,27 +337,9 @@ fn the_example_plays_as_pods_against_a_real_server() {
     // The pod runs as 65532: everything it reads is world-readable here.
     let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status();
 
-    // The server side, with the example's own script and the real CLI,
-    // given the cluster's CA as KUBERNETES_CA_CERT.
-    let ca = dir.path().join("cluster-ca.pem");
-    std::fs::write(&ca, cluster.ca_pem()).expect("cluster CA");
+    // The server side, with the example's own script and the real CLI.
     for pool in ["web", "api"] {
-        let out = Command::new(workspace_root().join("sidecar/deploy/kubernetes/vault-setup.sh"))
-            .envs([
-                ("POOL", pool),
-                ("NAMESPACE", "shop"),
-                ("SERVICE_ACCOUNT", "checkout"),
-                ("KUBERNETES_HOST", cluster.url()),
-                ("DISABLE_LOCAL_CA_JWT", "1"),
-                ("KUBERNETES_CA_CERT", &ca.display().to_string()),
-                ("TOKEN_REVIEWER_JWT", &reviewer.display().to_string()),
-                ("VAULT_ADDR", &server.address()),
-                ("VAULT_TOKEN", server.token()),
-            ])
-            .env("VAULT_CLI", server_binary())
-            .output()
-            .expect("vault-setup.sh");
-        assert!(out.status.success(), "vault-setup.sh {pool}: {}", text(&out));
+        vault_setup(&server, &cluster, &reviewer, pool, dir.path());
     }
 
     let mut pods = Pods(Vec::new());
@@ -457,6 +439,30 @@ fn reviewer(cluster: &ControlPlane, dir: &Path) -> PathBuf {
     let file = dir.join("reviewer.jwt");
     std::fs::write(&file, cluster.token("secrets", "openbao", None, lockstep_tests::kubecp::ISSUER)).expect("reviewer");
     file
+}
+
+/// `vault-setup.sh` for `pool` of the service account shop/checkout, with
+/// the real CLI, for a server outside the cluster: the cluster's CA and
+/// the reviewer's token given as files.
+fn vault_setup(server: &Server, cluster: &ControlPlane, reviewer: &Path, pool: &str, dir: &Path) {
+    let ca = dir.join("cluster-ca.pem");
+    std::fs::write(&ca, cluster.ca_pem()).expect("cluster CA");
+    let out = Command::new(workspace_root().join("sidecar/deploy/kubernetes/vault-setup.sh"))
+        .envs([
+            ("POOL", pool),
+            ("NAMESPACE", "shop"),
+            ("SERVICE_ACCOUNT", "checkout"),
+            ("KUBERNETES_HOST", cluster.url()),
+            ("DISABLE_LOCAL_CA_JWT", "1"),
+            ("KUBERNETES_CA_CERT", &ca.display().to_string()),
+            ("TOKEN_REVIEWER_JWT", &reviewer.display().to_string()),
+            ("VAULT_ADDR", &server.address()),
+            ("VAULT_TOKEN", server.token()),
+        ])
+        .env("VAULT_CLI", server_binary())
+        .output()
+        .expect("vault-setup.sh");
+    assert!(out.status.success(), "vault-setup.sh {pool}: {}", text(&out));
 }
 
 /// `lockstep-injector` (the workspace's debug build), serving a
@@ -632,24 +638,7 @@ fn the_injector_adds_the_sidecar_through_the_api_server_and_the_pod_serves_keys(
     // The injected pod runs: played with podman as the example is, its
     // sidecar logs in with the token the API server mints for the stored
     // pod and serves the app container.
-    let ca = dir.path().join("cluster-ca.pem");
-    std::fs::write(&ca, cluster.ca_pem()).expect("cluster CA");
-    let out = Command::new(workspace_root().join("sidecar/deploy/kubernetes/vault-setup.sh"))
-        .envs([
-            ("POOL", "web"),
-            ("NAMESPACE", "shop"),
-            ("SERVICE_ACCOUNT", "checkout"),
-            ("KUBERNETES_HOST", cluster.url()),
-            ("DISABLE_LOCAL_CA_JWT", "1"),
-            ("KUBERNETES_CA_CERT", &ca.display().to_string()),
-            ("TOKEN_REVIEWER_JWT", &reviewer.display().to_string()),
-            ("VAULT_ADDR", &server.address()),
-            ("VAULT_TOKEN", server.token()),
-        ])
-        .env("VAULT_CLI", server_binary())
-        .output()
-        .expect("vault-setup.sh");
-    assert!(out.status.success(), "vault-setup.sh: {}", text(&out));
+    vault_setup(&server, &cluster, &reviewer, "web", dir.path());
     let uid = stored["metadata"]["uid"].as_str().expect("uid");
     let token = cluster.token("shop", "checkout", Some(("checkout-web-0", uid)), "vault");
     let login = server.write("auth/kubernetes/login", json!({"role": "lockstep-web", "jwt": token}));
