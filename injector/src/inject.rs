@@ -209,16 +209,22 @@ pub fn decide(pod: &Pod, defaults: &Defaults) -> Result<Decision, Refusal> {
             env.push(var("LOCKSTEP_SOCKET", SOCKET));
         }
     }
-    spec.volumes.get_or_insert_with(Vec::new).extend(volumes(&config_map, &cache_key_secret));
-    // The socket is group-accessible (mode 0660). Without an fsGroup the
-    // apps share the sidecar's group as a supplemental one.
+    // With an fsGroup, kubelet gives the cache key and the token to that
+    // group, and the socket (mode 0660) is made in its directory. Without
+    // one, the key and the token are files of root: they are made
+    // readable to every user of the one container that mounts them, the
+    // sidecar; and the apps share the sidecar's group as a supplemental
+    // one, to open the socket.
     let security = spec.security_context.get_or_insert_with(PodSecurityContext::default);
-    if security.fs_group.is_none() {
+    let grouped = security.fs_group.is_some();
+    if !grouped {
         let groups = security.supplemental_groups.get_or_insert_with(Vec::new);
         if !groups.contains(&SIDECAR_ID) {
             groups.push(SIDECAR_ID);
         }
     }
+    let mode = if grouped { 0o440 } else { 0o444 };
+    spec.volumes.get_or_insert_with(Vec::new).extend(volumes(&config_map, &cache_key_secret, mode));
     pod.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(INJECTED.to_string(), image.clone());
     Ok(Decision::Inject(Box::new(pod)))
 }
@@ -318,7 +324,9 @@ fn sidecar(s: Sidecar<'_>) -> Container {
     }
 }
 
-fn volumes(config_map: &str, cache_key_secret: &str) -> Vec<Volume> {
+/// The sidecar's volumes; `mode` for the files of the cache key and the
+/// token.
+fn volumes(config_map: &str, cache_key_secret: &str, mode: i32) -> Vec<Volume> {
     let named = |name: &str| Volume { name: name.to_string(), ..Volume::default() };
     vec![
         Volume {
@@ -342,7 +350,7 @@ fn volumes(config_map: &str, cache_key_secret: &str) -> Vec<Volume> {
         Volume {
             secret: Some(SecretVolumeSource {
                 secret_name: Some(cache_key_secret.to_string()),
-                default_mode: Some(0o440),
+                default_mode: Some(mode),
                 ..Default::default()
             }),
             ..named("lockstep-cache-key")
@@ -357,7 +365,7 @@ fn volumes(config_map: &str, cache_key_secret: &str) -> Vec<Volume> {
                     }),
                     ..VolumeProjection::default()
                 }]),
-                ..Default::default()
+                default_mode: Some(mode),
             }),
             ..named("lockstep-token")
         },
@@ -401,6 +409,15 @@ mod tests {
         decide(&pod(annotations), &defaults()).expect_err("refused")
     }
 
+    /// The file modes of the cache key's and the token's volumes.
+    fn modes(pod: &Pod) -> (Option<i32>, Option<i32>) {
+        let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let find = |name: &str| volumes.iter().find(|v| v.name == name).cloned().expect("volume");
+        let key = find("lockstep-cache-key").secret.and_then(|s| s.default_mode);
+        let token = find("lockstep-token").projected.and_then(|p| p.default_mode);
+        (key, token)
+    }
+
     fn env(container: &Container, name: &str) -> Option<String> {
         container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone())
     }
@@ -437,6 +454,8 @@ mod tests {
             .expect("a service-account token");
         assert_eq!(projection.audience.as_deref(), Some("vault"));
         assert_eq!(spec.security_context.as_ref().and_then(|s| s.supplemental_groups.clone()), Some(vec![65532]));
+        // No fsGroup: the key and the token must be readable by the sidecar's user.
+        assert_eq!(modes(&pod), (Some(0o444), Some(0o444)));
         assert_eq!(
             pod.metadata.annotations.as_ref().and_then(|a| a.get(INJECTED)).map(String::as_str),
             Some("registry.example/lockstep-sidecar:0.1.0")
@@ -516,6 +535,7 @@ mod tests {
         with_group.spec.as_mut().expect("spec").security_context =
             Some(PodSecurityContext { fs_group: Some(2000), ..PodSecurityContext::default() });
         let Ok(Decision::Inject(pod)) = decide(&with_group, &defaults()) else { panic!("not injected") };
+        assert_eq!(modes(&pod), (Some(0o440), Some(0o440)));
         let security = pod.spec.and_then(|s| s.security_context).expect("security context");
         assert_eq!((security.fs_group, security.supplemental_groups), (Some(2000), None));
     }
