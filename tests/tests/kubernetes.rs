@@ -554,7 +554,7 @@ fn the_injector_adds_the_sidecar_through_the_api_server_and_the_pod_serves_keys(
             "metadata": {"name": "lockstep-injector"},
             "webhooks": [{
                 "name": "inject.lockstep.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                "failurePolicy": "Fail", "reinvocationPolicy": "IfNeeded", "timeoutSeconds": 10,
+                "failurePolicy": "Fail", "reinvocationPolicy": "Never", "timeoutSeconds": 10,
                 "clientConfig": {"url": format!("{}/mutate", injector.url),
                                  "caBundle": base64::engine::general_purpose::STANDARD.encode(&injector.ca)},
                 "namespaceSelector": {"matchLabels": {"lockstep.dev/injection": "enabled"}},
