@@ -295,26 +295,31 @@ fn exec_call(container: &str, path: &str, body: &Value) -> Value {
     serde_json::from_slice(&out.stdout).expect("a JSON answer")
 }
 
-#[test]
-fn the_example_plays_as_pods_against_a_real_server() {
-    let _ = image("lockstep-sidecar");
-    let dir = tempfile::Builder::new().prefix("lockstep-kube").tempdir().expect("tempdir");
+/// A dev server with the engine mounted, a one-hour ed25519 keyring `jwt`
+/// and a sign pool for each of `pools`.
+fn server_with_pools(pools: &[&str]) -> Server {
     let server = Server::dev_with_mounts(&["lockstep"]);
     server
         .write(
             "lockstep/config",
-            json!({"poll_interval": "5s", "max_clock_skew": "1s", "liveness_window": "30s",
-                                         "activation_margin": "1s"}),
+            json!({"poll_interval": "5s", "max_clock_skew": "1s", "liveness_window": "30s", "activation_margin": "1s"}),
         )
         .expect_status(200);
     let policy = json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "3s", "grace_period": "20m",
                         "max_token_ttl": "10m", "commit_timeout": "30m"});
     assert!(server.write("lockstep/keys/jwt", policy).status < 300);
-    for pool in ["web", "api"] {
-        assert!(
-            server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign"})).status < 300
-        );
+    for pool in pools {
+        let made = server.write(&format!("lockstep/pools/{pool}"), json!({"keyrings": "jwt", "mode": "sign"}));
+        assert!(made.status < 300, "{made:?}");
     }
+    server
+}
+
+#[test]
+fn the_example_plays_as_pods_against_a_real_server() {
+    let _ = image("lockstep-sidecar");
+    let dir = tempfile::Builder::new().prefix("lockstep-kube").tempdir().expect("tempdir");
+    let server = server_with_pools(&["web", "api"]);
 
     // The cluster: a real API server with the example's namespace and
     // service account, a pod object per pool, and each pod's token minted
@@ -531,17 +536,7 @@ fn as_sent(stored: &Value, name: &str) -> Value {
 fn the_injector_adds_the_sidecar_through_the_api_server_and_the_pod_serves_keys() {
     let sidecar_image = image("lockstep-sidecar");
     let dir = tempfile::Builder::new().prefix("lockstep-inject").tempdir().expect("tempdir");
-    let server = Server::dev_with_mounts(&["lockstep"]);
-    server
-        .write(
-            "lockstep/config",
-            json!({"poll_interval": "5s", "max_clock_skew": "1s", "liveness_window": "30s", "activation_margin": "1s"}),
-        )
-        .expect_status(200);
-    let policy = json!({"type": "ed25519", "rotation_period": "1h", "prepublish": "3s", "grace_period": "20m",
-                        "max_token_ttl": "10m", "commit_timeout": "30m"});
-    assert!(server.write("lockstep/keys/jwt", policy).status < 300);
-    assert!(server.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})).status < 300);
+    let server = server_with_pools(&["web"]);
 
     // The cluster, the injector and its webhook configuration: pods of the
     // namespaces labelled lockstep.dev/injection=enabled are sent to it.
