@@ -122,6 +122,10 @@ pub struct VaultConfig {
     pub backoff_max_secs: u64,
     /// Warn when the local clock differs from Vault's by more than this.
     pub max_clock_skew_secs: u64,
+    /// When the active node of a cluster says its standbys answer polls,
+    /// poll a standby instead: the next address, or a new connection
+    /// through a single (load-balanced) address.
+    pub prefer_standby: bool,
 }
 
 impl VaultConfig {
@@ -143,6 +147,7 @@ impl Default for VaultConfig {
             backoff_min_ms: 500,
             backoff_max_secs: 60,
             max_clock_skew_secs: 5,
+            prefer_standby: true,
         }
     }
 }

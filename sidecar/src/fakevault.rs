@@ -42,6 +42,11 @@ pub struct State {
     pub ask_heartbeat: bool,
     /// Refuse the `heartbeat` field as unknown, as an older engine does.
     pub old_engine: bool,
+    /// Answer bundle requests with `prefer_standby`, as the active node of
+    /// a cluster whose standbys answer polls does.
+    pub prefer_standby: bool,
+    /// Connections accepted so far.
+    pub connections: u32,
 }
 
 /// A running fake.
@@ -70,6 +75,7 @@ impl FakeVault {
         let (s, c) = (state.clone(), changed.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                s.lock().expect("fake state").connections += 1;
                 let (s, c) = (s.clone(), c.clone());
                 let service = service_fn(move |req| handle(s.clone(), c.clone(), req));
                 tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
@@ -171,12 +177,14 @@ async fn bundle(
         return reply(404, json!({"errors": ["unknown pool"]}));
     }
     let ask = std::mem::take(&mut state.lock().expect("fake state").ask_heartbeat);
+    let prefer = state.lock().expect("fake state").prefer_standby;
     if same(&bundle) {
         let data = json!({"pool": bundle["pool"], "revision": bundle["revision"], "server_time": bundle["server_time"],
-                          "not_modified": true, "heartbeat_due": ask});
+                          "not_modified": true, "heartbeat_due": ask, "prefer_standby": prefer});
         return reply(200, json!({ "data": data }));
     }
     bundle["not_modified"] = json!(false);
     bundle["heartbeat_due"] = json!(ask);
+    bundle["prefer_standby"] = json!(prefer);
     reply(200, json!({ "data": bundle }))
 }

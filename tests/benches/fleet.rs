@@ -67,6 +67,9 @@ struct Options {
     standbys_only: bool,
     /// Seconds each node is measured idle before the instances start.
     idle: u64,
+    /// Seconds a new server or cluster is left alone before its idle CPU
+    /// is measured (raft elections, joins and promotions settle).
+    settle: u64,
     /// Where to save each server's CPU profile of the steady state.
     pprof: Option<PathBuf>,
     out: PathBuf,
@@ -84,6 +87,7 @@ fn options() -> Options {
         cluster_only: false,
         standbys_only: false,
         idle: 15,
+        settle: 20,
         pprof: None,
         out: lockstep_tests::workspace_root().join("target/bench-fleet"),
     };
@@ -105,6 +109,7 @@ fn options() -> Options {
             }
             "--standbys-only" => o.standbys_only = value == "1",
             "--idle" => o.idle = number(),
+            "--settle" => o.settle = number(),
             "--pprof" => o.pprof = Some(PathBuf::from(value)),
             "--out" => o.out = PathBuf::from(value),
             other => panic!("unknown option {other:?}"),
@@ -468,8 +473,13 @@ struct FleetRun {
 struct NodeRun {
     role: &'static str,
     cpu_pct: f64,
+    /// Of which the server's and the plugin's.
+    server_cpu_pct: f64,
+    plugin_cpu_pct: f64,
     /// The same node before any instance polled it.
     idle_cpu_pct: f64,
+    /// Of which the plugin's.
+    idle_plugin_cpu_pct: f64,
     answered_per_s: f64,
     sent_to_active_per_s: f64,
 }
@@ -481,16 +491,17 @@ async fn fleet_run(opts: &Options, n: usize, mode: &'static str) -> FleetRun {
 /// A fleet of `n` on `bench`: instances spread evenly over its nodes (over
 /// its standbys only in the mode "standbys only").
 async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'static str) -> FleetRun {
-    let node_cpu = |procs: &[Procs]| procs.iter().map(|p| p.cpu()).map(|(s, p)| s + p).collect::<Vec<f64>>();
+    let node_cpu = |procs: &[Procs]| procs.iter().map(|p| p.cpu()).collect::<Vec<(f64, f64)>>();
+    // Per node, server and plugin CPU between two readings, in % of a core.
+    let pct = |b: &[(f64, f64)], a: &[(f64, f64)], secs: f64| -> Vec<(f64, f64)> {
+        b.iter().zip(a).map(|(b, a)| ((b.0 - a.0) / secs * 100.0, (b.1 - a.1) / secs * 100.0)).collect()
+    };
     // What each node costs with nobody polling it: the server's own work
-    // (raft, its timers) and the plugin's.
+    // (raft, its timers) and the plugin's, once a new cluster has settled.
+    tokio::time::sleep(Duration::from_secs(opts.settle)).await;
     let (idle0, idle_t0) = (node_cpu(&bench.all_procs()), Instant::now());
     tokio::time::sleep(Duration::from_secs(opts.idle)).await;
-    let idle: Vec<f64> = node_cpu(&bench.all_procs())
-        .iter()
-        .zip(&idle0)
-        .map(|(b, a)| (b - a) / idle_t0.elapsed().as_secs_f64() * 100.0)
-        .collect();
+    let idle = pct(&node_cpu(&bench.all_procs()), &idle0, idle_t0.elapsed().as_secs_f64());
     let fleet = Fleet::new(n);
     let (wait, interval, ramp) = if mode == "plain" { (0, 30, 30.0) } else { (WAIT, 0, 10.0) };
     let mut endpoints = bench.endpoints();
@@ -549,11 +560,15 @@ async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'stati
     let secs = t0.elapsed().as_secs_f64();
     let polls = (fleet.polls.load(Ordering::Relaxed) - polls0) as f64;
     let (cpu1, counts1, index1) = (node_cpu(&bench.all_procs()), bench.poll_counts(), bench.raft_index());
+    let steady = pct(&cpu1, &cpu0, secs);
     let nodes: Vec<NodeRun> = (0..cpu1.len())
         .map(|i| NodeRun {
             role: if i == 0 { "active" } else { "standby" },
-            cpu_pct: (cpu1[i] - cpu0[i]) / secs * 100.0,
-            idle_cpu_pct: idle.get(i).copied().unwrap_or(0.0),
+            cpu_pct: steady[i].0 + steady[i].1,
+            server_cpu_pct: steady[i].0,
+            plugin_cpu_pct: steady[i].1,
+            idle_cpu_pct: idle.get(i).map_or(0.0, |(s, p)| s + p),
+            idle_plugin_cpu_pct: idle.get(i).map_or(0.0, |(_, p)| *p),
             answered_per_s: (counts1[i].0 - counts0[i].0) as f64 / secs,
             sent_to_active_per_s: (counts1[i].1 - counts0[i].1) as f64 / secs,
         })
@@ -867,15 +882,24 @@ fn cluster_report(runs: &[FleetRun]) -> String {
     let mut out = String::from("## One raft server against a 3-node cluster with reading standbys\n\n");
     let _ = writeln!(
         out,
-        "| setup | node | CPU % (server + plugin) | idle CPU % | polls answered/s | polls sent to the active node/s |"
+        "| setup | node | CPU % (server + plugin) | server | plugin | idle CPU % | of which plugin | polls answered/s | polls sent to the active node/s |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in runs {
         for (i, node) in r.nodes.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "| {} | {} {} | {:.1} | {:.1} | {:.1} | {:.2} |",
-                r.mode, node.role, i, node.cpu_pct, node.idle_cpu_pct, node.answered_per_s, node.sent_to_active_per_s
+                "| {} | {} {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                r.mode,
+                node.role,
+                i,
+                node.cpu_pct,
+                node.server_cpu_pct,
+                node.plugin_cpu_pct,
+                node.idle_cpu_pct,
+                node.idle_plugin_cpu_pct,
+                node.answered_per_s,
+                node.sent_to_active_per_s
             );
         }
     }

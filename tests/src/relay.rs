@@ -2,8 +2,38 @@
 //! harness's balancer (TCP to TCP) and socket bridge (TCP to Unix).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs as _};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A TCP balancer in front of `nodes` (`host:port`), as a load balancer or
+/// a Kubernetes Service would be: each connection goes to the next node
+/// that accepts it, in turn, starting with the first. Answers its
+/// `http://` address; it runs until the test process ends.
+pub fn balancer(nodes: Vec<String>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the balancer");
+    let address = listener.local_addr().expect("address");
+    let next = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let nodes = nodes.clone();
+            let first = next.fetch_add(1, Ordering::Relaxed);
+            std::thread::spawn(move || {
+                for i in 0..nodes.len() {
+                    let node = &nodes[(first + i) % nodes.len()];
+                    let Some(addr) = node.to_socket_addrs().ok().and_then(|mut a| a.next()) else { continue };
+                    if let Ok(upstream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                        relay(client, upstream);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
 
 /// A stream that can be split into a reading and a writing half.
 pub trait Duplex: Read + Write + Send + Sized + 'static {

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -345,32 +344,6 @@ fn quick(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Optio
     Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-/// A TCP balancer in front of the nodes, as a load balancer or a
-/// Kubernetes Service would be: each connection goes to the next node that
-/// accepts it.
-fn balancer(nodes: Vec<String>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the balancer");
-    let address = listener.local_addr().expect("address");
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let nodes = nodes.clone();
-            let first = next.fetch_add(1, Ordering::Relaxed);
-            std::thread::spawn(move || {
-                for i in 0..nodes.len() {
-                    let node = &nodes[(first + i) % nodes.len()];
-                    let Some(addr) = node.to_socket_addrs().ok().and_then(|mut a| a.next()) else { continue };
-                    if let Ok(upstream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-                        crate::relay::relay(client, upstream);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{address}")
-}
-
 /// Reads the coordinator's history of both keyrings every second through
 /// the balancer and records each entry the first time it reads it with
 /// that content (a restore brings back positions with other decisions).
@@ -620,7 +593,9 @@ impl Fleet {
         for sub in ["cache", "keys"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("dirs");
         }
-        let vault = balancer(nodes.iter().map(|n| n.address().trim_start_matches("http://").to_string()).collect());
+        let vault = crate::relay::balancer(
+            nodes.iter().map(|n| n.address().trim_start_matches("http://").to_string()).collect(),
+        );
         // With reading standbys every node must have the mount before a
         // sidecar polls it.
         if options.standby_reads {

@@ -347,3 +347,60 @@ fn when_the_active_node_dies_a_standby_carries_on_the_due_rotation_happens_once_
     assert_eq!(count(&actions(&history), "commit"), 1, "{history}");
     let _ = nodes.remove(0);
 }
+
+#[test]
+fn sidecars_that_can_reach_a_standby_leave_the_active_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = cluster();
+    let (active, second, third) = (&nodes[0], &nodes[1], &nodes[2]);
+    written(&active.write("lockstep/keys/jwt", json!({"type": "ed25519"})));
+    written(&active.write("lockstep/pools/web", json!({"keyrings": "jwt", "mode": "sign"})));
+    // One sidecar polls a standby from the start (its heartbeat tells the
+    // active node that standbys answer polls); one goes through a
+    // balancer in front of every node, whose first connection goes to the
+    // active node; one lists the active node first.
+    let witness = sidecar(dir.path(), active, "web", "web-w", &second.address());
+    witness.wait_until("version 1", 60, |s| signing(s) == 1);
+    let host = |node: &Server| node.address().trim_start_matches("http://").to_string();
+    let balanced = lockstep_tests::relay::balancer(vec![host(active), host(second), host(third)]);
+    let behind = sidecar(dir.path(), active, "web", "web-lb", &balanced);
+    let listed = sidecar(dir.path(), active, "web", "web-list", &format!("{},{}", active.address(), third.address()));
+    const MOVED: &str = "the active node says its standbys answer polls";
+    for s in [&behind, &listed] {
+        s.wait_until("version 1", 60, |s| signing(s) == 1);
+    }
+    let answered = |node: &Server| node.read("lockstep/info").expect_status(200).data()["polls_answered"].as_u64();
+    if server_kind().is_openbao() {
+        for s in [&behind, &listed] {
+            s.wait_until("a move off the active node", 30, |s| s.log().contains(MOVED));
+        }
+        // Once each has sent the heartbeat its new node asks for, the
+        // active node answers no poll at all, and the standbys all of them.
+        std::thread::sleep(Duration::from_secs(5));
+        let before: Vec<_> = nodes.iter().map(answered).collect();
+        std::thread::sleep(Duration::from_secs(12));
+        let after: Vec<_> = nodes.iter().map(answered).collect();
+        assert_eq!(before[0], after[0], "the active node answered polls: {before:?} then {after:?}");
+        assert!(after[1] > before[1] && after[2] > before[2], "{before:?} then {after:?}");
+        // Each moved once: the standby that answers it sends no hint.
+        for s in [&behind, &listed] {
+            assert_eq!(s.log().matches(MOVED).count(), 1, "{}", s.log());
+        }
+    } else {
+        // Vault's standbys send every request on: no node answers polls
+        // but the active one, which never asks a sidecar to move.
+        std::thread::sleep(Duration::from_secs(12));
+        for s in [&behind, &listed] {
+            assert!(!s.log().contains(MOVED), "{}", s.log());
+        }
+    }
+    for node in &nodes {
+        let status = node.read("lockstep/status/jwt").expect_status(200);
+        let instances = status.data()["pools"][0]["instances"].as_array().map_or(0, Vec::len);
+        assert_eq!(instances, 3, "{status:?}");
+    }
+    for s in [&witness, &behind, &listed] {
+        assert!(!s.log().contains("sync failed"), "{}", s.log());
+        assert_eq!(signing(s), 1);
+    }
+}

@@ -308,6 +308,9 @@ pub struct Fleet {
     /// On a standby: when it last asked an instance with no remote record
     /// for a heartbeat, per (pool, instance).
     asked: HashMap<(String, String), i64>,
+    /// The latest sight of any instance through a heartbeat (stored here
+    /// or read from a remote record): standbys answer polls.
+    remote_heard: Option<i64>,
 }
 
 /// Where a standby stands with an instance, by its stored record.
@@ -344,6 +347,9 @@ impl Fleet {
         entry.stored = true;
         entry.remote = ack.remote;
         entry.stored_seen = Some(ack.last_seen);
+        if ack.remote {
+            self.remote_heard = self.remote_heard.max(Some(ack.last_seen));
+        }
         self.asked.remove(&(pool.to_string(), instance.to_string()));
         // A record changed behind this node's back: gates are rebuilt.
         self.gates.clear();
@@ -479,11 +485,18 @@ impl Fleet {
     /// heartbeat interval ago already says as much.
     pub fn heartbeat(&mut self, pool: &str, instance: &str, live: Liveness) -> Option<Ack> {
         let entry = self.pools.get_mut(pool).and_then(|p| p.get_mut(instance))?;
+        self.remote_heard = self.remote_heard.max(Some(live.now));
         let fresh = entry.stored
             && entry.remote
             && entry.stored_seen.is_some_and(|s| live.now - s < live.heartbeat_interval() / 2);
         entry.remote = true;
         (!fresh).then(|| Ack { last_seen: live.now, held: entry.held.clone(), remote: true })
+    }
+
+    /// Whether standbys answer polls: a heartbeat of some instance (which
+    /// only a standby asks for) was heard within the liveness window.
+    pub fn standbys_serve(&self, live: Liveness) -> bool {
+        self.remote_heard.is_some_and(|at| live.live(at))
     }
 
     /// Where a standby stands with an instance (see [`Standing`]). The
@@ -694,6 +707,25 @@ mod tests {
         // The record keeps saying so: a new active node knows it too.
         let polled = fleet.poll("web", &rings, "far".into(), held(&[("jwt", 2)]), Liveness::new(1_100, 600), CAP);
         assert!(polled.expect("room").store.is_some_and(|ack| ack.remote));
+    }
+
+    #[test]
+    fn standbys_serve_while_a_heartbeat_was_heard_within_the_window() {
+        let rings = vec!["jwt".to_string()];
+        let mut fleet = Fleet::default();
+        let polled = fleet.poll("web", &rings, "near".into(), held(&[("jwt", 1)]), Liveness::new(100, 600), CAP);
+        fleet.stored("web", "near", &polled.expect("room").store.expect("stored"));
+        assert!(!fleet.standbys_serve(Liveness::new(100, 600)), "only polls of its own");
+        let _ = fleet.heartbeat("web", "near", Liveness::new(200, 600));
+        assert!(fleet.standbys_serve(Liveness::new(800, 600)));
+        assert!(!fleet.standbys_serve(Liveness::new(801, 600)), "no heartbeat for a whole window");
+        // A new active node learns it from the remote records it reads.
+        let mut fleet = Fleet::default();
+        let record = Ack { last_seen: 500, held: BTreeMap::new(), remote: false };
+        fleet.load("web", "a", record.clone(), 900);
+        assert!(!fleet.standbys_serve(Liveness::new(900, 600)));
+        fleet.load("web", "b", Ack { remote: true, ..record }, 900);
+        assert!(fleet.standbys_serve(Liveness::new(900, 600)));
     }
 
     #[test]

@@ -302,7 +302,15 @@ fn encode_response(response: Response) -> pb::Response {
     pb::Response {
         // Serialising a map of JSON values cannot fail.
         data: match response.encoded {
-            Some(EncodedData(text)) => text,
+            Some(EncodedData(text)) if response.data.is_empty() => text,
+            // Members added to a ready answer (a flag for this caller) join
+            // its object.
+            Some(EncodedData(text)) => {
+                let extra = Value::Object(response.data).to_string();
+                let body = text.trim_end().strip_suffix('}').unwrap_or(&text).trim_end();
+                let comma = if body.ends_with('{') { "" } else { "," };
+                format!("{body}{comma}{}", &extra[1..])
+            }
             None => Value::Object(response.data).to_string(),
         },
         warnings: response.warnings,
@@ -321,6 +329,19 @@ mod tests {
         assert_eq!(decode_data(r#"{"a":1}"#).expect("object")["a"], 1);
         let error = decode_data("[1]").expect_err("array");
         assert_eq!(error.to_string(), "request data is not a JSON object: found a JSON array");
+    }
+
+    #[test]
+    fn members_added_to_a_ready_answer_join_its_object() {
+        let mut ready = Response::encoded(EncodedData::trusted(r#"{"revision":"r1","keyrings":{}}"#.into()));
+        ready.data.insert("heartbeat_due".into(), Value::Bool(true));
+        let data: Value = serde_json::from_str(&encode_response(ready).data).expect("one JSON object");
+        assert_eq!(data, serde_json::json!({"revision": "r1", "keyrings": {}, "heartbeat_due": true}));
+        let mut empty = Response::encoded(EncodedData::trusted("{ }".into()));
+        empty.data.insert("a".into(), Value::from(1));
+        assert_eq!(encode_response(empty).data, r#"{"a":1}"#);
+        let untouched = Response::encoded(EncodedData::trusted(r#"{"b":2}"#.into()));
+        assert_eq!(encode_response(untouched).data, r#"{"b":2}"#);
     }
 
     #[test]

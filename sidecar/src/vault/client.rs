@@ -1,8 +1,8 @@
 //! The HTTP client for Vault.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use lockstep_model::UnixSeconds;
 use lockstep_model::bundle::Bundle;
@@ -137,10 +137,52 @@ pub struct Lease {
     pub renewable: bool,
 }
 
+/// The shortest pause between two moves off an active node.
+const LEAVE_PAUSE: Duration = Duration::from_secs(60);
+/// The longest: one an hour, for a balancer that always answers with the
+/// active node, or a list whose other addresses do not answer.
+const LEAVE_PAUSE_MAX: Duration = Duration::from_secs(3_600);
+
+/// When the sidecar may next move off an active node that answers
+/// `prefer_standby`. The pause doubles each time it lands on one again and
+/// starts over once a node without the hint (a standby) answers.
+#[derive(Debug)]
+struct Leaving {
+    next: Option<Instant>,
+    pause: Duration,
+}
+
+impl Leaving {
+    fn new() -> Self {
+        Self { next: None, pause: LEAVE_PAUSE }
+    }
+
+    /// An answer came, with the hint or without; whether to move now.
+    fn answered(&mut self, prefer_standby: bool, now: Instant) -> bool {
+        if !prefer_standby {
+            self.pause = LEAVE_PAUSE;
+            self.next = None;
+            return false;
+        }
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        self.next = Some(now + self.pause);
+        self.pause = (self.pause * 2).min(LEAVE_PAUSE_MAX);
+        true
+    }
+}
+
 /// The client; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct VaultClient {
-    http: reqwest::Client,
+    /// Replaced to drop its connections (see [`VaultClient::leave_active`]).
+    http: Arc<RwLock<reqwest::Client>>,
+    /// The CAs of `ca_bundle`, to build a replacement.
+    cas: Arc<Option<Vec<reqwest::Certificate>>>,
+    /// Whether to move off an active node that says standbys serve.
+    prefer_standby: bool,
+    leaving: Arc<Mutex<Leaving>>,
     /// Every node's address (one, or several to fail over between).
     addrs: Arc<Vec<String>>,
     /// The address in use, as an index into `addrs`.
@@ -159,26 +201,26 @@ impl VaultClient {
         // reqwest is built without a provider of its own; use the
         // workspace's one backend. Installing twice is harmless.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("lockstep-sidecar/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.ca_bundle {
-            let pem = std::fs::read(path).map_err(|e| VaultError::Setup(format!("reading {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| VaultError::Setup(format!("{}: {e}", path.display())))?;
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
+        let cas = match &config.ca_bundle {
+            Some(path) => {
+                let pem =
+                    std::fs::read(path).map_err(|e| VaultError::Setup(format!("reading {}: {e}", path.display())))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| VaultError::Setup(format!("{}: {e}", path.display())))?;
+                Some(certs)
             }
-        }
-        let http = builder.build().map_err(|e| VaultError::Setup(e.to_string()))?;
+            None => None,
+        };
+        let http = http_client(cas.as_deref())?;
         let addrs: Vec<String> = config.addrs().iter().map(|a| a.trim_end_matches('/').to_string()).collect();
         if addrs.is_empty() {
             return Err(VaultError::Setup("vault.addr names no address".into()));
         }
         Ok(Self {
-            http,
+            http: Arc::new(RwLock::new(http)),
+            cas: Arc::new(cas),
+            prefer_standby: config.prefer_standby,
+            leaving: Arc::new(Mutex::new(Leaving::new())),
             addrs: Arc::new(addrs),
             current: Arc::new(AtomicUsize::new(0)),
             heartbeats: Arc::new(AtomicBool::new(true)),
@@ -209,8 +251,38 @@ impl VaultClient {
         }
     }
 
+    /// The active node answered `prefer_standby` (its cluster's standbys
+    /// answer polls): poll elsewhere, at most once per pause. With several
+    /// addresses, the next one; with one (a balancer in front of every
+    /// node), a new connection, which the balancer may send to a standby.
+    fn leave_active(&self, prefer_standby: bool) {
+        if !self.prefer_standby {
+            return;
+        }
+        let now = Instant::now();
+        let moving =
+            self.leaving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).answered(prefer_standby, now);
+        if !moving {
+            return;
+        }
+        let from = self.addr().to_string();
+        if self.addrs.len() > 1 {
+            let next = self.current.fetch_add(1, Ordering::Relaxed).wrapping_add(1) % self.addrs.len();
+            tracing::info!(from = %from, to = %self.addrs[next], "the active node says its standbys answer polls; polling the next address");
+            return;
+        }
+        match http_client((*self.cas).as_deref()) {
+            Ok(http) => {
+                *self.http.write().unwrap_or_else(std::sync::PoisonError::into_inner) = http;
+                tracing::info!(addr = %from, "the active node says its standbys answer polls; reconnecting to reach one");
+            }
+            Err(error) => tracing::warn!(%error, "could not set up a new connection to leave the active node"),
+        }
+    }
+
     fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
-        let mut request = self.http.request(method, format!("{}/v1/{path}", self.addr()));
+        let http = self.http.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut request = http.request(method, format!("{}/v1/{path}", self.addr()));
         if let Some(token) = token {
             let mut value = reqwest::header::HeaderValue::from_str(token)
                 .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
@@ -255,6 +327,7 @@ impl VaultClient {
         }
         let data = body.get("data").ok_or_else(|| VaultError::Decode("no data in bundle answer".into()))?;
         let heartbeat_due = data.get("heartbeat_due").and_then(Value::as_bool) == Some(true);
+        self.leave_active(data.get("prefer_standby").and_then(Value::as_bool) == Some(true));
         let reply = if data.get("not_modified").and_then(Value::as_bool) == Some(true) {
             let revision = data.get("revision").and_then(Value::as_str).unwrap_or_default().to_string();
             let server_time = data.get("server_time").and_then(Value::as_i64).unwrap_or_default();
@@ -285,6 +358,22 @@ impl VaultClient {
         let data = &body["data"];
         Ok((data["ttl"].as_u64().unwrap_or(0), data["renewable"].as_bool().unwrap_or(false)))
     }
+}
+
+/// The HTTP client: rustls on aws-lc-rs, the built-in web roots or only
+/// `cas`.
+fn http_client(cas: Option<&[reqwest::Certificate]>) -> Result<reqwest::Client, VaultError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("lockstep-sidecar/", env!("CARGO_PKG_VERSION")));
+    if let Some(cas) = cas {
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in cas {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+    }
+    builder.build().map_err(|e| VaultError::Setup(e.to_string()))
 }
 
 fn lease(body: &Value) -> Result<Lease, VaultError> {
@@ -368,5 +457,77 @@ mod tests {
         };
         assert!(message.contains("\"format\"") && message.contains("string"), "{message}");
         assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn moves_off_an_active_node_at_once_then_at_most_once_per_doubling_pause() {
+        let mut leaving = Leaving::new();
+        let t = Instant::now();
+        assert!(!leaving.answered(false, t), "no hint, no move");
+        assert!(leaving.answered(true, t), "the first hint moves at once");
+        assert!(!leaving.answered(true, t + Duration::from_secs(59)));
+        assert!(leaving.answered(true, t + Duration::from_secs(60)), "landed on the active node again");
+        assert!(!leaving.answered(true, t + Duration::from_secs(60 + 119)), "the pause doubled");
+        assert!(leaving.answered(true, t + Duration::from_secs(180)));
+        for _ in 0..10 {
+            leaving.pause = (leaving.pause * 2).min(LEAVE_PAUSE_MAX);
+        }
+        assert_eq!(leaving.pause, LEAVE_PAUSE_MAX, "at most an hour");
+        assert!(!leaving.answered(false, t + Duration::from_secs(200)), "a standby answered");
+        assert!(leaving.answered(true, t + Duration::from_secs(201)), "which starts it over");
+        assert_eq!(leaving.pause, LEAVE_PAUSE * 2);
+    }
+
+    fn config(addr: &str, prefer_standby: bool) -> VaultConfig {
+        VaultConfig { addr: addr.into(), prefer_standby, ..VaultConfig::default() }
+    }
+
+    async fn fake(prefer_standby: bool) -> crate::fakevault::FakeVault {
+        let vault = crate::fakevault::FakeVault::start().await;
+        vault.set_bundle(serde_json::json!({"pool": "web", "revision": "r1", "server_time": 1}));
+        vault.state().tokens.insert("t".into());
+        vault.state().prefer_standby = prefer_standby;
+        vault
+    }
+
+    fn current(revision: &str) -> BundleQuery {
+        BundleQuery { instance: "web-1".into(), revision: Some(revision.into()), ..BundleQuery::default() }
+    }
+
+    #[tokio::test]
+    async fn an_active_node_that_prefers_standbys_sends_the_next_poll_to_the_next_address() {
+        let (active, standby) = (fake(true).await, fake(false).await);
+        let client = VaultClient::new(&config(&format!("{},{}", active.addr, standby.addr), true)).expect("client");
+        for _ in 0..3 {
+            client.bundle("t", "web", &current("r1")).await.expect("answer");
+        }
+        assert_eq!((active.state().queries.len(), standby.state().queries.len()), (1, 2));
+        // Turned off, it stays where it is.
+        let (active, standby) = (fake(true).await, fake(false).await);
+        let client = VaultClient::new(&config(&format!("{},{}", active.addr, standby.addr), false)).expect("client");
+        for _ in 0..3 {
+            client.bundle("t", "web", &current("r1")).await.expect("answer");
+        }
+        assert_eq!((active.state().queries.len(), standby.state().queries.len()), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn with_one_address_it_reconnects_once_per_pause() {
+        let active = fake(true).await;
+        let client = VaultClient::new(&config(&active.addr, true)).expect("client");
+        for _ in 0..4 {
+            client.bundle("t", "web", &current("r1")).await.expect("answer");
+        }
+        // The first answer's hint dropped the connection; the pause keeps
+        // the new one (a balancer that always picks the active node).
+        let state = active.state();
+        assert_eq!((state.queries.len(), state.connections), (4, 2));
+        drop(state);
+        let plain = fake(false).await;
+        let client = VaultClient::new(&config(&plain.addr, true)).expect("client");
+        for _ in 0..3 {
+            client.bundle("t", "web", &current("r1")).await.expect("answer");
+        }
+        assert_eq!(plain.state().connections, 1, "a node without the hint keeps its connection");
     }
 }

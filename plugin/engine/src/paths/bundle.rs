@@ -162,10 +162,24 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
         coordinator::Recorded::default()
     };
     let beat_due = move |t: i64| beat_at.is_some_and(|at| t >= at);
+    // The active node of a cluster whose standbys answer polls tells the
+    // sidecars polling it so: one that can reach a standby (another
+    // address, or a new connection through a balancer) polls there, and
+    // the one node that writes and decides is spared its long-polls. Not
+    // in answers to polls a standby may have sent on (a heartbeat, a
+    // write): their sidecar polls a standby already.
+    let prefer_standby = !standby
+        && !heartbeat
+        && !recorded.stored
+        && state
+            .with_fleet(|fleet| fleet.standbys_serve(crate::acks::Liveness::new(state.now(), config.liveness_window)));
     let warned = |mut response: Response, t: i64| {
         response.warnings.extend(recorded.warning.clone());
         if beat_due(t) {
             response.data.insert("heartbeat_due".into(), json!(true));
+        }
+        if prefer_standby {
+            response.data.insert("prefer_standby".into(), json!(true));
         }
         Some(response)
     };
@@ -328,8 +342,11 @@ changes; called with the current revision, the answer is \"not modified\" \
 without material, and with wait it returns as soon as something changes. \
 server_time lets sidecars detect clock skew. The call records what the \
 sidecar instance holds (held) and when it was seen: versions activate only \
-once every live pool holds them. Sidecars need only read access to their own \
-pool's bundle.";
+once every live pool holds them. On a cluster, a standby may answer \
+heartbeat_due (the next poll should send heartbeat=true), and the active \
+node answers prefer_standby while standbys answer polls (a sidecar that can \
+reach a standby should poll it instead). Sidecars need only read access to \
+their own pool's bundle.";
 
 #[cfg(test)]
 mod tests {
