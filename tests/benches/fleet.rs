@@ -17,10 +17,14 @@
 //! `--keyrings 5`, `--steady 30` (seconds), `--plain 1000` (0 skips),
 //! `--hop 10` (seconds per hop scenario), `--cluster 5000` (instances for
 //! the cluster comparison, 0 skips it; `--cluster-only N` runs only that),
-//! `--standbys-only 1` (the cluster once more, every instance on a
-//! standby), `--idle 15` (seconds each node is measured before any
-//! instance polls), `--pprof DIR` (each server's CPU profile of the steady
-//! state, from its `sys/pprof/profile`),
+//! `--lists 1` (the cluster once more, each instance listing every node
+//! from a different first one and moving off the active node when it
+//! answers `prefer_standby`; 0 skips it), `--standbys-only 1` (the cluster
+//! once more, every instance on a standby), `--settle 20` (seconds a new
+//! server is left alone before it is measured idle), `--idle 15` (seconds
+//! each node is measured before any instance polls), `--pprof DIR` (each
+//! server's CPU profile of the steady state, from its
+//! `sys/pprof/profile`),
 //! `--out DIR` (results.json, fleet.svg and cluster.svg; default
 //! target/bench-fleet).
 //!
@@ -49,6 +53,9 @@ const ROTATED: &str = "k0";
 const WAIT: u64 = 30;
 /// The cluster run whose instances all poll standbys.
 const STANDBYS_ONLY: &str = "3-node cluster, standbys only";
+/// The cluster run whose instances each list every node, starting at a
+/// different one, and move off the active node when it says so.
+const LISTS: &str = "3-node cluster, node lists";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -65,6 +72,8 @@ struct Options {
     /// Also run the cluster with every instance on a standby (the
     /// `-standby` service).
     standbys_only: bool,
+    /// Also run the cluster with every instance listing every node.
+    lists: bool,
     /// Seconds each node is measured idle before the instances start.
     idle: u64,
     /// Seconds a new server or cluster is left alone before its idle CPU
@@ -86,6 +95,7 @@ fn options() -> Options {
         cluster: 5_000,
         cluster_only: false,
         standbys_only: false,
+        lists: true,
         idle: 15,
         settle: 20,
         pprof: None,
@@ -108,6 +118,7 @@ fn options() -> Options {
                 o.cluster_only = true;
             }
             "--standbys-only" => o.standbys_only = value == "1",
+            "--lists" => o.lists = value == "1",
             "--idle" => o.idle = number(),
             "--settle" => o.settle = number(),
             "--pprof" => o.pprof = Some(PathBuf::from(value)),
@@ -340,8 +351,13 @@ impl Fleet {
 }
 
 /// One simulated sidecar: polls its pool's bundle forever, acknowledging
-/// the highest version of each keyring it received.
-async fn sidecar(node: Arc<Endpoint>, fleet: Arc<Fleet>, index: usize, pool: String, wait: u64, interval: u64) {
+/// the highest version of each keyring it received. With several nodes,
+/// it polls the first, and moves to the next when the active node answers
+/// `prefer_standby`, as the sidecar does with a list of addresses (at once
+/// the first time, then at most once a minute).
+async fn sidecar(nodes: Vec<Arc<Endpoint>>, fleet: Arc<Fleet>, index: usize, pool: String, wait: u64, interval: u64) {
+    let mut at = 0;
+    let mut moved: Option<Instant> = None;
     let instance = format!("sim-{index}");
     // As a sidecar process does: a random boot id, and what it holds named
     // as keyring:version:kid:generation.
@@ -361,7 +377,12 @@ async fn sidecar(node: Arc<Endpoint>, fleet: Arc<Fleet>, index: usize, pool: Str
             let _ = fleet.ack_sent_at[index].compare_exchange(0, fleet.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
         }
         let sent_heartbeat = heartbeat;
-        let answer = node.get(&path).await;
+        let answer = nodes[at].get(&path).await;
+        let prefer = answer.as_ref().is_some_and(|a| a["data"]["prefer_standby"] == true);
+        if prefer && nodes.len() > 1 && moved.is_none_or(|m| m.elapsed() >= Duration::from_secs(60)) {
+            at = (at + 1) % nodes.len();
+            moved = Some(Instant::now());
+        }
         fleet.polls.fetch_add(1, Ordering::Relaxed);
         // The acknowledgement counts once the server answered the poll
         // that carried it (it is answered at once, once stored).
@@ -510,12 +531,17 @@ async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'stati
     }
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
-        let node = endpoints[i % endpoints.len()].clone();
+        // One node each, or (node lists) every node, starting at one.
+        let mut nodes = endpoints.clone();
+        nodes.rotate_left(i % endpoints.len());
+        if mode != LISTS {
+            nodes.truncate(1);
+        }
         let (fleet, pool) = (fleet.clone(), format!("p{}", i % opts.pools));
         let start = Duration::from_secs_f64(fastrand::f64() * ramp);
         tasks.spawn(async move {
             tokio::time::sleep(start).await;
-            sidecar(node, fleet, i, pool, wait, interval).await;
+            sidecar(nodes, fleet, i, pool, wait, interval).await;
         });
     }
     // Everyone has fetched, and acknowledged what it fetched.
@@ -717,6 +743,9 @@ fn main() {
             eprintln!("cluster comparison, {n} instances: one raft server, then three nodes");
             cluster.push(fleet_run_on(Arc::new(Bench::raft(1, &opts)), &opts, n, "single raft").await);
             cluster.push(fleet_run_on(Arc::new(Bench::raft(3, &opts)), &opts, n, "3-node cluster").await);
+            if opts.lists {
+                cluster.push(fleet_run_on(Arc::new(Bench::raft(3, &opts)), &opts, n, LISTS).await);
+            }
             if opts.standbys_only {
                 cluster.push(fleet_run_on(Arc::new(Bench::raft(3, &opts)), &opts, n, STANDBYS_ONLY).await);
             }
@@ -926,11 +955,17 @@ fn cluster_report(runs: &[FleetRun]) -> String {
     if let Some(one) = runs.first().and_then(|r| r.nodes.first()) {
         for cluster in runs.iter().skip(1) {
             if let Some(active) = cluster.nodes.first() {
+                // What the node would use at the single server's own cost
+                // per poll: its idle, and its polls at that cost.
+                let per_poll = (one.cpu_pct - one.idle_cpu_pct) / one.answered_per_s.max(1e-9);
+                let at_single_cost = active.idle_cpu_pct + active.answered_per_s * per_poll;
                 let _ = writeln!(
                     out,
-                    "\n{}: the active node used {:.0} % of the single server's CPU",
+                    "\n{}: the active node used {:.0} % of the single server's CPU (its idle and its polls at the \
+                     single server's cost per poll: {:.0} %)",
                     cluster.mode,
-                    active.cpu_pct / one.cpu_pct.max(1e-9) * 100.0
+                    active.cpu_pct / one.cpu_pct.max(1e-9) * 100.0,
+                    at_single_cost / one.cpu_pct.max(1e-9) * 100.0
                 );
             }
         }
