@@ -550,6 +550,11 @@ async fn fleet_run_on(bench: Arc<Bench>, opts: &Options, n: usize, mode: &'stati
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(if interval > 0 { 35 } else { 5 })).await;
+    // Node lists: the active node's hint comes with the answer to a
+    // long-poll, so the moves off it settle one long-poll later.
+    if mode == LISTS {
+        tokio::time::sleep(Duration::from_secs(WAIT + 5)).await;
+    }
     eprintln!("  {mode} n={n}: all fetched; steady state for {}s", opts.steady);
 
     let (cpu0, counts0, index0) = (node_cpu(&bench.all_procs()), bench.poll_counts(), bench.raft_index());

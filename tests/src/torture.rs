@@ -639,7 +639,10 @@ impl Fleet {
                 std::fs::write(dir.path().join(format!("keys/{instance}.key")), key).expect("cache key");
                 let d = dir.path().display();
                 // Spread over the nodes (two sidecars each), failing over
-                // in turn; else through the balancer.
+                // in turn; else through the balancer. Of the two that start
+                // on the active node, the first stays there; the other
+                // moves to a standby once the active node says standbys
+                // serve, as every other one would after a failover.
                 let addr = if options.standby_reads {
                     let mut order = addresses.clone();
                     let shift = members.len() % order.len();
@@ -648,8 +651,10 @@ impl Fleet {
                 } else {
                     vault.clone()
                 };
+                let prefer_standby = !members.is_empty();
                 let config = format!(
                     "pool = \"{pool}\"\ninstance = \"{instance}\"\n[vault]\naddr = \"{addr}\"\nwait_secs = 5\n\
+                     prefer_standby = {prefer_standby}\n\
                      poll_interval_secs = 2\nbackoff_min_ms = 100\nbackoff_max_secs = 1\nmax_clock_skew_secs = {MAX_SKEW}\n\
                      [auth]\nmethod = \"token\"\ntoken_file = \"{}\"\n[socket]\npath = \"{d}/{instance}.sock\"\n\
                      [cache]\nfile = \"{d}/cache/{instance}.bin\"\nkey_file = \"{d}/keys/{instance}.key\"\nmax_age_secs = 600\n\
