@@ -1179,6 +1179,24 @@ impl Fleet {
         }
     }
 
+    /// How often each sidecar moved off the active node because it said
+    /// its standbys answer polls: the lines of its log and of the log it
+    /// kept from before its last restart.
+    fn moves(&self) -> BTreeMap<String, usize> {
+        self.members
+            .iter()
+            .map(|member| {
+                let count = ["log", "earlier.log"]
+                    .iter()
+                    .map(|log| self.dir.path().join(format!("{}.{log}", member.instance)))
+                    .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+                    .map(|text| text.matches("the active node says its standbys answer polls").count())
+                    .sum();
+                (member.instance.clone(), count)
+            })
+            .collect()
+    }
+
     /// Secrets found in the logs; a log that should be there and is not,
     /// or is empty, is reported too (a scan of nothing finds nothing).
     fn leaks(&self) -> Vec<String> {
@@ -1265,12 +1283,16 @@ pub fn run(plan: &Plan, options: &Options) -> Outcome {
     std::fs::write(options.out.join("report.txt"), format!("{}\n{}", plan.describe(), report.render()))
         .expect("report");
     std::fs::write(options.out.join("timeline.svg"), timeline(&events)).expect("timeline.svg");
+    let mut notes = fleet.notes.clone();
+    if options.standby_reads {
+        notes.push(format!("moves off the active node, per sidecar: {:?}", fleet.moves()));
+    }
     Outcome {
         report,
         executed: fleet.executed.clone(),
         leaks: fleet.leaks(),
         converged,
-        notes: fleet.notes.clone(),
+        notes,
         unexpected: fleet.unexpected.clone(),
         events,
         final_state,
