@@ -520,9 +520,11 @@ mod tests {
         }
         // The first answer's hint dropped the connection; the pause keeps
         // the new one (a balancer that always picks the active node).
-        let state = active.state();
-        assert_eq!((state.queries.len(), state.connections), (4, 2));
-        drop(state);
+        let seen = {
+            let state = active.state();
+            (state.queries.len(), state.connections)
+        };
+        assert_eq!(seen, (4, 2));
         let plain = fake(false).await;
         let client = VaultClient::new(&config(&plain.addr, true)).expect("client");
         for _ in 0..3 {
