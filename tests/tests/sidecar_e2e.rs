@@ -463,6 +463,12 @@ fn in_a_raft_cluster_a_standby_forwards_and_a_new_active_node_carries_on() {
     // storage and the scheduler, and nothing it serves is stale.
     first.request("PUT", "sys/step-down", None).expect_status(204);
     second.wait_active(90);
+    // The old active node forwards once it has heard who leads now.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.read("sys/leader").body["leader_address"] != second.address().as_str() {
+        assert!(Instant::now() < deadline, "{:?}", first.read("sys/leader"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let keyring = second.read("lockstep/keys/jwt").expect_status(200);
     assert_eq!(keyring.data()["signing_version"], 2, "{keyring:?}");
     assert_eq!(keyring.data()["latest_version"], 2, "{keyring:?}");
