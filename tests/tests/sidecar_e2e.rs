@@ -542,8 +542,10 @@ fn the_file_sink_holds_the_next_version_before_it_activates_and_runs_its_command
     // Pending until web holds it, then scheduled for its activation.
     let state = pending.as_ref().map(|v| v["state"].clone()).unwrap_or_default();
     assert!(state == "pending" || state == "scheduled", "{file}");
-    let runs = std::fs::read_to_string(&marker).unwrap_or_default().lines().count();
-    assert!(runs >= 2, "the command ran after each change: {runs}");
+    // The command runs after the file is in place, so its own write may
+    // come a moment later.
+    let runs = || std::fs::read_to_string(&marker).unwrap_or_default().lines().count();
+    web.wait_until("the command to have run after each change", 10, |_| runs() >= 2);
 }
 
 #[test]
