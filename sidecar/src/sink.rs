@@ -285,7 +285,12 @@ mod tests {
             marker.display(),
             ready.display()
         );
-        let mut app = std::process::Command::new("sh").args(["-c", &script]).spawn().expect("start sh");
+        // A shell cannot trap a signal ignored when it started (as under
+        // `nohup`): `env` gives it SIGHUP's default first.
+        let mut app = std::process::Command::new("env")
+            .args(["--default-signal=HUP", "sh", "-c", &script])
+            .spawn()
+            .expect("start sh");
         let pid_file = dir.path().join("app.pid");
         std::fs::write(&pid_file, format!("{}\n", app.id())).expect("pid file");
         let config =

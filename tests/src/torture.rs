@@ -914,14 +914,20 @@ impl Fleet {
                 // balancer a retry could outlast the commit, which a fleet
                 // that acknowledges within a second reaches quickly.
                 let active = self.nodes.iter().find(|n| n.is_running() && n.is_active());
-                let pending = active.map_or(Value::Null, |node| {
-                    node.read(&format!("lockstep/keys/{keyring}")).body["data"]["pending_version"].clone()
-                });
-                if reply.status == 200 && pending != reply.body["data"]["version"] {
-                    self.unexpected.push(format!(
-                        "the rotation of {keyring} to {} was not pending at the kill (pending: {pending})",
-                        reply.body["data"]["version"]
-                    ));
+                let ring = active.map_or(Value::Null, |node| node.read(&format!("lockstep/keys/{keyring}")).body);
+                let (pending, latest) = (&ring["data"]["pending_version"], &ring["data"]["latest_version"]);
+                let version = &reply.body["data"]["version"];
+                if reply.status == 200 && pending != version {
+                    // A fleet that acknowledged within the moment since the
+                    // rotation has committed it already: the kill then
+                    // comes after the commit, which is no fault of ours.
+                    if pending.is_null() && latest == version {
+                        self.notes.push(format!("the rotation of {keyring} to {version} committed before the kill"));
+                    } else {
+                        self.unexpected.push(format!(
+                            "the rotation of {keyring} to {version} was not pending at the kill (pending: {pending})"
+                        ));
+                    }
                 }
                 let index = self.nodes.iter().position(|n| n.is_running() && n.is_active()).expect("an active node");
                 let node = format!("node-{}", index + 1);

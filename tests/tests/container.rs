@@ -213,8 +213,16 @@ fn openbao_and_the_plugin_alone_in_a_scratch_image_mount_it_and_serve_a_bundle()
     let private = &bundle["data"]["keyrings"]["jwt"]["versions"][0]["private_key"];
     assert!(private.as_str().is_some_and(|k| !k.is_empty()), "a bundle with the key: {bundle}");
     // The plugin ran inside the container, as the server's child.
-    let logs = text(&tool("podman", &["logs", &running.0]));
-    assert!(logs.contains("successful mount") && logs.contains("path=lockstep/"), "{logs}");
+    // (`podman logs` may trail the container's output by a moment.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = text(&tool("podman", &["logs", &running.0]));
+        if logs.contains("successful mount") && logs.contains("path=lockstep/") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{logs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

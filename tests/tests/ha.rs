@@ -197,7 +197,11 @@ fn a_frozen_sidecar_seen_only_by_a_standby_holds_the_commit_for_its_whole_window
     };
     let held_for = Duration::from_secs(window - 8);
     while frozen.elapsed() < held_for {
-        assert_eq!(committed(active), Some(false), "committed {:?} after the freeze", frozen.elapsed());
+        // Judged by when the answer came, so a slow answer cannot fail it.
+        let now = committed(active);
+        if frozen.elapsed() < held_for {
+            assert_eq!(now, Some(false), "committed {:?} after the freeze", frozen.elapsed());
+        }
         // Status says why, as long as the answer comes within the window.
         let status = active.read("lockstep/status/jwt").expect_status(200);
         if frozen.elapsed() < held_for {
@@ -375,13 +379,18 @@ fn sidecars_that_can_reach_a_standby_leave_the_active_node() {
             s.wait_until("a move off the active node", 30, |s| s.log().contains(MOVED));
         }
         // Once each has sent the heartbeat its new node asks for, the
-        // active node answers no poll at all, and the standbys all of them.
-        std::thread::sleep(Duration::from_secs(5));
-        let before: Vec<_> = nodes.iter().map(answered).collect();
-        std::thread::sleep(Duration::from_secs(12));
-        let after: Vec<_> = nodes.iter().map(answered).collect();
-        assert_eq!(before[0], after[0], "the active node answered polls: {before:?} then {after:?}");
-        assert!(after[1] > before[1] && after[2] > before[2], "{before:?} then {after:?}");
+        // active node answers no poll at all, and the standbys all of them:
+        // over 12 s, within a minute of the moves.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let before: Vec<_> = nodes.iter().map(answered).collect();
+            std::thread::sleep(Duration::from_secs(12));
+            let after: Vec<_> = nodes.iter().map(answered).collect();
+            if before[0] == after[0] && after[1] > before[1] && after[2] > before[2] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the active node still answers polls: {before:?} then {after:?}");
+        }
         // Each moved once: the standby that answers it sends no hint.
         for s in [&behind, &listed] {
             assert_eq!(s.log().matches(MOVED).count(), 1, "{}", s.log());

@@ -617,7 +617,13 @@ fn a_waiting_long_poll_holds_up_neither_a_seal_nor_a_shutdown() {
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(reply.data()["not_modified"], true, "{reply:?}");
         assert!(waited < Duration::from_secs(12), "the poll waited {waited:?}");
-        assert!(server.log().contains("the server is draining"), "the plugin saw the seal coming");
+        // The server copies the plugin's log lines into its own on its own
+        // schedule.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.log().contains("the server is draining") {
+            assert!(Instant::now() < deadline, "the plugin never logged the seal coming:\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     });
 
     let server = Server::dev_with_mounts(&["lockstep"]);

@@ -556,6 +556,9 @@ pub struct Recorded {
     /// The instance's record was written (an acknowledgement, a first
     /// poll, a heartbeat or a refresh).
     pub stored: bool,
+    /// A standby answered polls within the liveness window (read under
+    /// the same lock as the poll; meaningful on the active node).
+    pub standbys_serve: bool,
 }
 
 /// Records a poll: what the instance holds and that it was seen. Stores
@@ -579,11 +582,11 @@ pub async fn record_poll(
         .iter()
         .map(|f| (f.keyring.clone(), acks::Claim { number: f.number, generation: f.generation }))
         .collect();
-    let polled = state
+    let (polled, standbys_serve) = state
         .with_fleet(|fleet| {
             let polled = fleet.poll(pool_name, &pool.keyrings, caller, held, live, cap)?;
             fleet.reported_ahead(pool_name, instance, ahead);
-            Ok(polled)
+            Ok((polled, fleet.standbys_serve(live)))
         })
         .map_err(|full: acks::PoolFull| LogicalError::InvalidRequest(format!("field \"instance\": {full}")))?;
     for foreign in &foreign {
@@ -614,7 +617,7 @@ pub async fn record_poll(
              pod its own instance id (the default is the pod's hostname)"
         )
     });
-    Ok(Recorded { warning, stored })
+    Ok(Recorded { warning, stored, standbys_serve })
 }
 
 /// An acknowledgement may complete the set a pending version waits for:

@@ -168,11 +168,7 @@ async fn poll(state: &MountState, req: &Request, data: &FieldData) -> Result<Opt
     // the one node that writes and decides is spared its long-polls. Not
     // in answers to polls a standby may have sent on (a heartbeat, a
     // write): their sidecar polls a standby already.
-    let prefer_standby = !standby
-        && !heartbeat
-        && !recorded.stored
-        && state
-            .with_fleet(|fleet| fleet.standbys_serve(crate::acks::Liveness::new(state.now(), config.liveness_window)));
+    let prefer_standby = !standby && !heartbeat && !recorded.stored && recorded.standbys_serve;
     let warned = |mut response: Response, t: i64| {
         response.warnings.extend(recorded.warning.clone());
         if beat_due(t) {
