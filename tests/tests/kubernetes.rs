@@ -476,6 +476,7 @@ struct Injector {
     child: std::process::Child,
     url: String,
     ca: String,
+    ca_file: PathBuf,
     log: PathBuf,
 }
 
@@ -505,7 +506,7 @@ impl Injector {
             assert!(Instant::now() < deadline, "lockstep-injector does not listen");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { child, url, ca, log }
+        Self { child, url, ca, ca_file: certs.join("ca.crt"), log }
     }
 }
 
@@ -687,4 +688,101 @@ fn the_injector_adds_the_sidecar_through_the_api_server_and_the_pod_serves_keys(
     assert_eq!(reply.0, 200, "{}", reply.1);
     let log = logs(&format!("{name}-lockstep"));
     assert!(log.contains("logged in to vault") && !log.contains(&token), "{log}");
+}
+
+/// One request to the injector through curl (the test library's HTTP
+/// client speaks no TLS): its status and body.
+fn to_injector(injector: &Injector, method: &str, path: &str, body: Option<&Path>) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--max-time", "60", "-X", method, "--cacert"]).arg(&injector.ca_file).args([
+        "-H",
+        "Content-Type: application/json",
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(file) = body {
+        command.arg("--data-binary").arg(format!("@{}", file.display()));
+    }
+    let out = command.arg(format!("{}{path}", injector.url)).output().expect("run curl");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A review whose head promises a body that never comes, sent over TLS by
+/// `openssl s_client` (which passes the answer on as it arrives, while the
+/// connection stays open): what came back, and after how long.
+fn stalled_review(injector: &Injector) -> (String, Duration) {
+    use std::io::{Read as _, Write as _};
+    let host = injector.url.trim_start_matches("https://");
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-CAfile"])
+        .arg(&injector.ca_file)
+        .args(["-connect", host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run openssl s_client");
+    let started = Instant::now();
+    let mut stdin = client.stdin.take().expect("stdin");
+    let head =
+        "POST /mutate HTTP/1.1\r\nHost: injector\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    stdin.write_all(head.as_bytes()).expect("the request's head");
+    stdin.flush().expect("flush");
+    let mut stdout = client.stdout.take().expect("stdout");
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 || sender.send(chunk[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    // The whole answer: its head and the body it announces.
+    while !String::from_utf8_lossy(&answer).ends_with("in time\n") {
+        match received.recv_timeout(Duration::from_secs(30)) {
+            Ok(bytes) => answer.extend(bytes),
+            Err(_) => break,
+        }
+    }
+    let waited = started.elapsed();
+    drop(stdin);
+    let _ = client.kill();
+    let _ = client.wait();
+    (String::from_utf8_lossy(&answer).into_owned(), waited)
+}
+
+#[test]
+fn the_injector_answers_a_wrong_path_an_oversized_review_and_a_stalled_one_with_what_went_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let injector = Injector::start(dir.path(), "");
+    assert_eq!(to_injector(&injector, "GET", "/healthz", None), (200, "ok\n".into()));
+    for (method, path) in [("GET", "/mutate"), ("POST", "/validate"), ("GET", "/")] {
+        let (status, body) = to_injector(&injector, method, path, None);
+        assert_eq!((status, body.as_str()), (404, "not found\n"), "{method} {path}");
+    }
+    // More than the 8 MiB read: refused, not read on.
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 9 << 20]).expect("big body");
+    let (status, body) = to_injector(&injector, "POST", "/mutate", Some(&big));
+    assert_eq!((status, body.as_str()), (413, "admission review too large\n"));
+    // Not an AdmissionReview: 400, saying what is wrong.
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, b"{\"kind\": 7}").expect("junk body");
+    let (status, body) = to_injector(&injector, "POST", "/mutate", Some(&junk));
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.trim().is_empty(), "a 400 that says nothing");
+    // A body that never comes: answered once the 10 s the injector waits
+    // for it are out, not before.
+    let (answer, waited) = stalled_review(&injector);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {waited:?}");
+    assert!(answer.ends_with("\r\n\r\nadmission review not sent in time\n"), "{answer:?}");
+    assert!(waited >= Duration::from_secs(9), "answered after {waited:?}, before its wait was out");
+    // Still serving, and nothing went wrong on its side.
+    assert_eq!(to_injector(&injector, "GET", "/healthz", None).0, 200);
+    let log = std::fs::read_to_string(&injector.log).unwrap_or_default();
+    assert!(!log.contains("panicked") && !log.contains("ERROR"), "{log}");
 }
